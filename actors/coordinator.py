@@ -1,0 +1,244 @@
+"""The coordinator actor: one per crawl, named ``<crawl>/coordinator``, never on the data path.
+
+It writes the crawl manifest, creates and wires the workers, routes seeds, hands out the page
+budget, runs the reconcile loop (finish detection, depth gate, status file) and serves control
+calls.  The loop never dies: each pass runs in its own try/except and is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+from raycrawl import schemas
+from raycrawl.config import CrawlConfig
+from raycrawl.control import (
+    DBReport,
+    FinishDetector,
+    Phase,
+    Verdict,
+    assign_partitions,
+    owner_table,
+)
+from raycrawl.errors import InvalidURL
+from raycrawl.routing import split_by_owner
+from raycrawl.urls import url_info
+
+from . import db_worker, strategy_worker
+from .options import actor_options, db_worker_name, strategy_worker_name
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STATUS = "status.json"
+_MAX_FAILED_PASSES = 100
+
+
+def write_json_atomically(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+class Coordinator:
+    """Lifecycle and control of one crawl; see the module docstring."""
+
+    def __init__(self, config: CrawlConfig) -> None:
+        self.config = config
+        self.phase = Phase.STARTING
+        self.reason = ""
+        self.detector = FinishDetector(layered=config.max_depth is not None)
+        self.granted = 0
+        self.controls_pending = 0
+        self.started = time.time()
+        self.samples: list[tuple[float, int]] = []
+        self.last_status: dict[str, Any] = {}
+        self.last_status_write = 0.0
+        self.failed_passes = 0
+        self.db_workers: list[Any] = []
+        self.strategy_workers: list[Any] = []
+        self.sw_owner = np.zeros(0, dtype=np.int64)
+        self.lock = asyncio.Lock()
+        self.loop_task: asyncio.Task[None] | None = None
+        os.makedirs(config.state_dir, exist_ok=True)
+        write_json_atomically(os.path.join(config.state_dir, MANIFEST), {
+            "crawl_id": config.crawl_id, "created_at": self.started, "generation": 1,
+            "config": config.to_dict(),
+            "strategy_workers": assign_partitions(config.partitions, config.strategy_workers),
+            "db_workers": assign_partitions(config.partitions, config.db_workers)})
+
+    async def start(self, seeds: list[str]) -> dict[str, Any]:
+        """Create and wire the workers, queue the seeds, start fetching; returns the seed
+        report once the seeds are durably queued."""
+        cfg = self.config
+        sw_parts = assign_partitions(cfg.partitions, cfg.strategy_workers)
+        db_parts = assign_partitions(cfg.partitions, cfg.db_workers)
+        sw_cls = strategy_worker.remote_class()
+        db_cls = db_worker.remote_class()
+        self.strategy_workers = [
+            sw_cls.options(**actor_options(strategy_worker_name(cfg.crawl_id, i))).remote(cfg, i)
+            for i in range(cfg.strategy_workers)]
+        self.db_workers = [
+            db_cls.options(**actor_options(db_worker_name(cfg.crawl_id, i))).remote(cfg, i)
+            for i in range(cfg.db_workers)]
+        self.sw_owner = np.asarray(owner_table(sw_parts), dtype=np.int64)
+        me = ray.get_runtime_context().current_actor
+        await asyncio.gather(
+            *(sw.configure.remote(self.db_workers, owner_table(db_parts))
+              for sw in self.strategy_workers),
+            *(db.configure.remote(self.strategy_workers, owner_table(sw_parts), me)
+              for db in self.db_workers))
+        report = await self.add_seeds(seeds)
+        self.phase = Phase.RUNNING
+        await asyncio.gather(*(db.start.remote() for db in self.db_workers))
+        self.loop_task = asyncio.get_running_loop().create_task(self._loop())
+        return report
+
+    async def add_seeds(self, urls: list[str]) -> dict[str, Any]:
+        """Canonicalise and route seeds to their strategy workers; returns
+        ``{"accepted": n, "invalid": [(url, reason), ...]}`` once they are queued."""
+        self.controls_pending += 1
+        try:
+            cols: dict[str, list[Any]] = {f.name: [] for f in schemas.SPIDER_FEED}
+            invalid = []
+            for url in urls:
+                try:
+                    info = url_info(url, self.config.partitions)
+                except InvalidURL as exc:
+                    invalid.append((url, str(exc)))
+                    continue
+                for name, value in (("url", info.url), ("fingerprint", info.fingerprint),
+                                    ("host", info.host), ("partition", info.partition),
+                                    ("depth", 0), ("score", 1.0)):
+                    cols[name].append(value)
+            feed = schemas.batch(schemas.SPIDER_FEED, cols)
+            parts = split_by_owner(feed, self.sw_owner)
+            await asyncio.gather(*(self.strategy_workers[w].add_seeds.remote(part)
+                                   for w, part in parts.items()))
+            return {"accepted": feed.num_rows, "invalid": invalid}
+        finally:
+            self.controls_pending -= 1
+
+    def acquire_budget(self, want: int) -> int:
+        """Grant up to ``want`` page fetches of the ``max_pages`` budget."""
+        if self.config.max_pages is None:
+            return want
+        grant = max(0, min(want, self.config.max_pages - self.granted))
+        self.granted += grant
+        return grant
+
+    def release_budget(self, unused: int) -> None:
+        self.granted -= unused
+
+    async def pause(self) -> str:
+        async with self.lock:
+            if self.phase is Phase.RUNNING:
+                await asyncio.gather(*(db.pause.remote() for db in self.db_workers))
+                self.phase = Phase.PAUSED
+            return str(self.phase)
+
+    async def resume(self) -> str:
+        async with self.lock:
+            if self.phase is Phase.PAUSED:
+                self.phase = Phase.RUNNING
+                await asyncio.gather(*(db.start.remote() for db in self.db_workers))
+            return str(self.phase)
+
+    async def stop(self) -> str:
+        """Drain batches in flight and write all output; the crawl ends as ``stopped``."""
+        await self._end(Phase.STOPPED, "stopped by user")
+        return str(self.phase)
+
+    async def _end(self, phase: Phase, reason: str) -> None:
+        async with self.lock:
+            if self.phase.terminal:
+                return
+            self.phase = Phase.STOPPING
+            await asyncio.gather(*(db.drain.remote() for db in self.db_workers))
+            self.phase, self.reason = phase, reason
+        await self._refresh_status(force=True)
+
+    async def _loop(self) -> None:
+        while not self.phase.terminal:
+            started = time.monotonic()
+            try:
+                await self.step()
+                self.failed_passes = 0
+            except Exception:  # the loop never dies; a pass that keeps failing ends the crawl
+                self.failed_passes += 1
+                log.exception("reconcile pass failed (%d in a row)", self.failed_passes)
+                if self.failed_passes >= _MAX_FAILED_PASSES:
+                    self.phase, self.reason = Phase.FAILED, "reconcile kept failing"
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(0.0, self.config.poll_interval_s - elapsed))
+
+    async def step(self) -> None:
+        """One reconcile pass: read the workers, maybe open a depth layer or finish."""
+        status = await self._refresh_status()
+        if self.phase is not Phase.RUNNING:
+            return
+        reports = [DBReport(r["queued"], r["queued_at_gate"], r["in_flight"], r["activity"])
+                   for r in status["db_workers"]]
+        budget_left = (None if self.config.max_pages is None
+                       else self.config.max_pages - self.granted)
+        finished = all(s["strategy_finished"] for s in status["strategy_workers"])
+        verdict = self.detector.observe(reports, self.controls_pending, budget_left, finished)
+        if verdict is Verdict.ADVANCE_GATE:
+            await asyncio.gather(*(db.set_gate.remote(self.detector.gate)
+                                   for db in self.db_workers))
+        elif verdict is Verdict.FINISH:
+            await self._end(Phase.FINISHED, self.detector.reason)
+
+    async def _refresh_status(self, force: bool = False) -> dict[str, Any]:
+        db = await asyncio.gather(*(w.report.remote() for w in self.db_workers))
+        sw = await asyncio.gather(*(w.stats.remote() for w in self.strategy_workers))
+        now = time.time()
+        fetched = sum(r["fetched"] for r in db)
+        self.samples = [s for s in self.samples if now - s[0] <= 5.0] + [(now, fetched)]
+        span = self.samples[-1][0] - self.samples[0][0]
+        rate = (self.samples[-1][1] - self.samples[0][1]) / span if span > 0.5 else 0.0
+        error_kinds: dict[str, int] = {}
+        for r in db:
+            for key, n in r.items():
+                if key.startswith("err:"):
+                    error_kinds[key[4:]] = error_kinds.get(key[4:], 0) + n
+        self.last_status = {
+            "crawl_id": self.config.crawl_id, "phase": str(self.phase), "reason": self.reason,
+            "fetched": fetched, "queued": sum(r["queued"] for r in db),
+            "in_flight_batches": sum(r["in_flight"] for r in db),
+            "errors": sum(r["errors"] for r in db), "error_kinds": error_kinds,
+            "rows_written": sum(r["rows_written"] for r in db),
+            "pages_per_s": round(rate, 1), "elapsed_s": round(now - self.started, 1),
+            "depth_gate": self.detector.gate, "out": self.config.out,
+            "state": self.config.state_dir, "db_workers": db, "strategy_workers": sw,
+            "updated_at": now}
+        if force or now - self.last_status_write >= 1.0:
+            self.last_status_write = now
+            write_json_atomically(os.path.join(self.config.state_dir, STATUS), self.last_status)
+        return self.last_status
+
+    def status(self) -> dict[str, Any]:
+        """The latest status snapshot (refreshed every reconcile pass)."""
+        return dict(self.last_status, phase=str(self.phase), reason=self.reason)
+
+    async def shutdown(self) -> None:
+        """Stop everything, close the stores and end the workers (the state stays on disk)."""
+        if not self.phase.terminal:
+            await self._end(Phase.STOPPED, "shut down")
+        await asyncio.gather(*(w.close.remote() for w in self.db_workers + self.strategy_workers),
+                             return_exceptions=True)
+        for w in self.db_workers + self.strategy_workers:
+            ray.kill(w)
+
+
+def remote_class() -> Any:
+    """The actor class; options (name, namespace, resources) come from ``actors.options``."""
+    return ray.remote(Coordinator)

@@ -1,0 +1,166 @@
+"""The Python API: ``raycrawl.Crawl`` for notebooks and programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from .config import CrawlConfig, config_from_mapping
+from .errors import CrawlStateError, InvalidURL, SeedError
+from .output import read_pages
+from .strategy import load_strategy
+from .urls import canonicalize
+
+TERMINAL_PHASES = ("finished", "stopped", "failed")
+
+
+def read_seeds_file(path: str, strategy: str = "bfs") -> list[str]:
+    """Seed URLs from a file, parsed by the strategy's ``read_seeds``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SeedError(f"cannot read seeds file {path}: {reason}") from None
+    return load_strategy(strategy).read_seeds(lines)
+
+
+class Crawl:
+    """One crawl: ``Crawl(seeds=[...], out="out/")`` or ``Crawl(config)``.
+
+    ``start()`` returns at once; the crawl runs in Ray actors and survives this object (and
+    this process) until it finishes or is stopped.
+    """
+
+    def __init__(self, config: CrawlConfig | None = None, **settings: Any) -> None:
+        if config is not None and settings:
+            raise TypeError("pass either a CrawlConfig or keyword settings, not both")
+        self.config = config if config is not None else config_from_mapping(settings)
+        self._handle: Any = None
+        self.seed_report: dict[str, Any] = {}
+
+    @property
+    def crawl_id(self) -> str:
+        return self.config.crawl_id
+
+    def _coordinator(self) -> Any:
+        if self._handle is None:
+            raise CrawlStateError("the crawl is not started; call start() first")
+        return self._handle
+
+    def start(self, **ray_init: Any) -> Crawl:
+        """Connect to (or start) Ray, create the crawl's actors and queue the seeds.
+
+        Returns once the seeds are queued.  Raises :class:`SeedError` if no seed is valid.
+        """
+        from actors.handles import CoordinatorHandle, connect
+
+        seeds = self.seed_urls()
+        connect(self.config.address, **ray_init)
+        self._handle, self.seed_report = CoordinatorHandle.launch(self.config, seeds)
+        return self
+
+    def seed_urls(self) -> list[str]:
+        """The seeds of the config and its seeds file; every one must be a valid URL (an
+        invalid seed is an error, not something to skip silently)."""
+        seeds = list(self.config.seeds)
+        if self.config.seeds_file:
+            seeds += read_seeds_file(self.config.seeds_file, self.config.strategy)
+        if not seeds:
+            raise SeedError("no seed URLs given")
+        for url in seeds:
+            try:
+                canonicalize(url)
+            except InvalidURL as exc:
+                raise SeedError(f"invalid seed URL: {exc}") from None
+        return seeds
+
+    def stats(self) -> dict[str, Any]:
+        """fetched, queued, in flight, errors (by kind), pages/s, per-worker reports."""
+        return self._coordinator().call("status")
+
+    def add_seeds(self, urls: list[str]) -> dict[str, Any]:
+        return self._coordinator().call("add_seeds", list(urls))
+
+    def pause(self) -> str:
+        return self._coordinator().call("pause")
+
+    def resume(self) -> str:
+        return self._coordinator().call("resume")
+
+    def stop(self) -> dict[str, Any]:
+        """Drain batches in flight, write all output, end the actors."""
+        self._coordinator().call("stop", timeout=None)
+        return self.shutdown()
+
+    def wait(self, timeout: float | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None,
+             interval_s: float = 1.0) -> dict[str, Any]:
+        """Block until the crawl ends, then end its actors; returns the final stats.
+
+        ``progress`` is called with the stats every ``interval_s``.  On ``timeout`` the crawl
+        keeps running and :class:`TimeoutError` is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if stats.get("phase") in TERMINAL_PHASES:
+                break
+            if progress is not None:
+                progress(stats)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"crawl {self.crawl_id} still {stats.get('phase')}")
+            time.sleep(interval_s)
+        return self.shutdown()
+
+    def shutdown(self) -> dict[str, Any]:
+        """End the crawl's actors (stopping it first if needed); the state stays on disk."""
+        coordinator = self._coordinator()
+        coordinator.call("shutdown", timeout=None)
+        stats = coordinator.call("status")
+        coordinator.kill()
+        self._handle = None
+        return stats
+
+    def pages(self) -> pa.Table:
+        """The ``OUT/pages`` rows written so far, as a pyarrow Table."""
+        return read_pages(self.config.pages_dir)
+
+    @classmethod
+    def attach(cls, state_dir: str) -> Crawl:
+        """A handle to the crawl whose state is in ``state_dir`` (running, or ended)."""
+        from actors.handles import CoordinatorHandle, connect
+
+        manifest = read_manifest(state_dir)
+        crawl = cls(config_from_mapping(manifest["config"]))
+        connect(crawl.config.address)
+        crawl._handle = CoordinatorHandle.lookup(crawl.crawl_id)
+        if crawl._handle is None:
+            raise CrawlStateError(
+                f"crawl {crawl.crawl_id} is not running; its last status is in "
+                f"{os.path.join(state_dir, 'status.json')}")
+        return crawl
+
+
+def read_manifest(state_dir: str) -> dict[str, Any]:
+    return _read_json(state_dir, "manifest.json")
+
+
+def read_status(state_dir: str) -> dict[str, Any]:
+    return _read_json(state_dir, "status.json")
+
+
+def _read_json(state_dir: str, name: str) -> dict[str, Any]:
+    path = os.path.join(state_dir, name)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise CrawlStateError(f"no crawl state in {state_dir} ({name} missing)") from None
+    except (OSError, ValueError) as exc:
+        raise CrawlStateError(f"cannot read {path}: {exc}") from None

@@ -1,0 +1,199 @@
+"""The ``raycrawl`` command: crawl, resume, status, demo, synthweb."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, NoReturn
+
+from .errors import RaycrawlError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _crawl_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("seeds", nargs="*", metavar="SEED", help="seed URLs")
+    p.add_argument("--seeds-file", metavar="PATH", help="file with one seed URL per line")
+    p.add_argument("--out", metavar="DIR", help="output folder (pages land in DIR/pages)")
+    p.add_argument("--state", metavar="DIR", help="state folder (default OUT/state)")
+    p.add_argument("--max-pages", type=int, metavar="N")
+    p.add_argument("--max-depth", type=int, metavar="N")
+    p.add_argument("--strategy", metavar="NAME", help="bfs (default), dfs or module:Class")
+    p.add_argument("--partitions", type=int, metavar="N")
+    p.add_argument("--strategy-workers", type=int, metavar="N")
+    p.add_argument("--db-workers", type=int, metavar="N")
+    p.add_argument("--fetch-concurrency", type=int, metavar="N")
+    p.add_argument("--delay", type=float, metavar="SECONDS", dest="delay_s")
+    p.add_argument("--per-host", type=int, metavar="N")
+    p.add_argument("--no-robots", action="store_const", const=False, dest="robots")
+    p.add_argument("--allow-network", action="append", metavar="CIDR")
+    p.add_argument("--config", metavar="FILE.toml")
+    p.add_argument("--address", metavar="RAY_ADDRESS")
+    p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="raycrawl", description="A distributed crawl frontier on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _crawl_flags(sub.add_parser("crawl", help="crawl from seed URLs"))
+    resume = sub.add_parser("resume", help="continue a stopped or killed crawl")
+    resume.add_argument("--state", metavar="DIR", required=True)
+    status = sub.add_parser("status", help="what a crawl is doing / did")
+    status.add_argument("--state", metavar="DIR", default=os.path.join("out", "state"))
+    demo = sub.add_parser("demo", help="crawl the bundled synthetic web on loopback")
+    demo.add_argument("--out", metavar="DIR", default="demo-out")
+    demo.add_argument("--hosts", type=int, default=20)
+    demo.add_argument("--pages", type=int, default=50, help="pages per host")
+    demo.add_argument("--db-workers", type=int, default=2)
+    demo.add_argument("--strategy-workers", type=int, default=2)
+    demo.add_argument("--address", metavar="RAY_ADDRESS")
+    web = sub.add_parser("synthweb", help="serve the synthetic web on loopback until Ctrl-C")
+    web.add_argument("--hosts", type=int, default=20)
+    web.add_argument("--pages", type=int, default=50, help="pages per host")
+    web.add_argument("--seed", type=int, default=1)
+    web.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from .config import config_from_mapping, read_toml
+
+    values: dict[str, Any] = read_toml(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("command", "config", "quiet", "seeds")}
+    if args.seeds:
+        flags["seeds"] = args.seeds
+    values.update(flags)
+    if "out" not in values:
+        raise RaycrawlError("--out DIR is required (or 'out' in the config file)")
+    return config_from_mapping(values)
+
+
+def _progress(stats: dict[str, Any]) -> None:
+    print(f"[{stats.get('elapsed_s', 0):6.1f}s] {stats.get('phase')}: "
+          f"fetched {stats.get('fetched', 0)}, queued {stats.get('queued', 0)}, "
+          f"in flight {stats.get('in_flight_batches', 0)} batches, "
+          f"errors {stats.get('errors', 0)}, {stats.get('pages_per_s', 0)} pages/s", flush=True)
+
+
+def _summary(stats: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.get("error_kinds", {}).items()))
+    pages = os.path.join(str(stats.get("out")), "pages")
+    return (f"crawl {stats.get('crawl_id')} {stats.get('phase')} ({stats.get('reason')}): "
+            f"{stats.get('fetched', 0)} URLs fetched in {stats.get('elapsed_s', 0)} s, "
+            f"{stats.get('errors', 0)} errors{f' ({kinds})' if kinds else ''}; "
+            f"{stats.get('rows_written', 0)} rows in {pages}")
+
+
+def run_crawl(config: Any, quiet: bool = False) -> dict[str, Any]:
+    from .api import Crawl
+
+    crawl = Crawl(config)
+    crawl.seed_urls()  # validate seeds before Ray starts
+    crawl.start()
+    print(f"crawl {crawl.crawl_id} started; state in {config.state_dir}, "
+          f"pages in {config.pages_dir}", flush=True)
+    try:
+        return crawl.wait(progress=None if quiet else _progress, interval_s=2.0)
+    except KeyboardInterrupt:
+        print("interrupted: draining batches in flight and writing output...", flush=True)
+        return crawl.stop()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .api import read_status
+
+    s = read_status(args.state)
+    age = time.time() - float(s.get("updated_at", 0))
+    print(_summary(s))
+    print(f"queued {s.get('queued', 0)}, in flight {s.get('in_flight_batches', 0)} batches, "
+          f"{s.get('pages_per_s', 0)} pages/s, depth gate {s.get('depth_gate')}, "
+          f"status written {age:.0f} s ago")
+    for i, w in enumerate(s.get("db_workers", [])):
+        print(f"  db-worker-{i}: queued {w['queued']}, in flight {w['in_flight']}, "
+              f"fetched {w['fetched']}, errors {w['errors']}")
+    for i, w in enumerate(s.get("strategy_workers", [])):
+        print(f"  strategy-worker-{i}: crawled {w.get('pages_crawled', 0)}, "
+              f"request errors {w.get('request_errors', 0)}, scheduled {w.get('scheduled', 0)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .config import CrawlConfig
+    from .output import read_pages
+    from .synthweb import SyntheticWeb
+
+    web = SyntheticWeb(hosts=args.hosts, pages_per_host=args.pages).start()
+    try:
+        expected = web.reachable()
+        print(f"synthetic web: {args.hosts} hosts x {args.pages} pages on 127.0.0.2-"
+              f"{web.address(args.hosts - 1)}, {len(expected)} URLs reachable from "
+              f"{web.seed_url}", flush=True)
+        started = time.monotonic()
+        stats = run_crawl(CrawlConfig(
+            seeds=(web.seed_url,), out=args.out, state=os.path.join(args.out, "state"),
+            delay_s=0.0, allow_network=("127.0.0.0/8",), db_workers=args.db_workers,
+            strategy_workers=args.strategy_workers, address=args.address))
+        elapsed = time.monotonic() - started
+    finally:
+        web.stop()
+    urls = read_pages(os.path.join(args.out, "pages")).column("url").to_pylist()
+    missing = set(expected) - set(urls)
+    dupes = len(urls) - len(set(urls))
+    print(_summary(stats))
+    print(f"{len(urls)} rows for {len(expected)} reachable URLs: {len(missing)} missing, "
+          f"{dupes} duplicates, {len(web.unexpected_hits(expected))} unexpected requests; "
+          f"{len(urls) / elapsed:.0f} pages/s end to end ({elapsed:.1f} s with Ray start-up)")
+    return 0 if not missing and not dupes and stats.get("phase") == "finished" else 1
+
+
+def cmd_synthweb(args: argparse.Namespace) -> int:
+    from .synthweb import SyntheticWeb
+
+    web = SyntheticWeb(hosts=args.hosts, pages_per_host=args.pages, seed=args.seed).start()
+    print(f"serving {args.hosts} hosts x {args.pages} pages; "
+          f"{len(web.reachable())} URLs reachable from the seed:", flush=True)
+    print(web.seed_url, flush=True)
+    try:
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        web.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "crawl":
+            stats = run_crawl(config_from_args(args), quiet=args.quiet)
+            print(_summary(stats))
+            return 0 if stats.get("phase") == "finished" else 1
+        if args.command == "resume":
+            raise RaycrawlError("resume is not implemented yet (fault-tolerance issue #4)")
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+        return cmd_synthweb(args)
+    except RaycrawlError as exc:
+        print(f"raycrawl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an output folder that cannot be created
+        print(f"raycrawl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The one configuration object of a crawl.
+
+Defaults live here and nowhere else.  CLI flags and TOML keys map onto :class:`CrawlConfig`
+fields by name (``--max-pages`` and ``max_pages``/``max-pages`` all mean ``max_pages``); a value
+is validated once, in ``__post_init__``, with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import uuid
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+CODECS = ("msgpack", "json")
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    """Everything a crawl needs to run; frozen, so every actor sees the same values.
+
+    Units are in the names: ``*_s`` seconds, ``*_bytes`` bytes.
+    """
+
+    seeds: tuple[str, ...] = ()
+    seeds_file: str | None = None
+    out: str = "out"
+    state: str | None = None  # defaults to OUT/state
+    crawl_id: str = ""  # generated when empty
+    max_pages: int | None = None
+    max_depth: int | None = None
+    strategy: str = "bfs"
+    partitions: int = 64
+    strategy_workers: int = 1
+    db_workers: int = 1
+    fetch_concurrency: int = 32  # concurrent requests inside one fetch task
+    delay_s: float = 1.0  # between two request starts to one host
+    per_host: int = 1  # requests in flight per host, cluster-wide
+    robots: bool = True
+    allow_network: tuple[str, ...] = ()
+    address: str | None = None
+    codec: str = "msgpack"
+    user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
+    batch_size: int = 128  # URLs per spider-feed batch
+    host_batch_cap: int = 8  # URLs of one host per spider-feed batch
+    batches_in_flight: int = 2  # spider-feed batches per DB worker
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 20.0
+    total_timeout_s: float = 60.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_links_per_page: int = 2000
+    max_url_length: int = 2048
+    output_rows_per_file: int = 20_000
+    output_flush_s: float = 10.0  # flush buffered output rows at least this often
+    poll_interval_s: float = 0.2  # coordinator reconcile period
+    fetch_retries: int = 2  # re-runs of a spider-feed batch whose fetch task died
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
+
+        for name in ("partitions", "strategy_workers", "db_workers", "fetch_concurrency",
+                     "per_host", "batch_size", "host_batch_cap", "batches_in_flight",
+                     "max_body_bytes", "max_links_per_page", "max_url_length",
+                     "output_rows_per_file"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                  name, "must be an integer >= 1")
+        for name in ("max_pages", "max_depth"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                    and value >= 0), name, "must be an integer >= 0")
+        for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
+                     "output_flush_s", "poll_interval_s"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+                  name, "must be a number >= 0")
+        check(isinstance(self.fetch_retries, int) and self.fetch_retries >= 0,
+              "fetch_retries", "must be an integer >= 0")
+        check(self.strategy_workers <= self.partitions, "strategy_workers",
+              "cannot exceed the number of partitions")
+        check(self.db_workers <= self.partitions, "db_workers",
+              "cannot exceed the number of partitions")
+        check(self.codec in CODECS, "codec", f"must be one of {', '.join(CODECS)}")
+        check(bool(self.out), "out", "must name a directory")
+        check(isinstance(self.user_agent, str) and bool(self.user_agent.strip())
+              and "\n" not in self.user_agent, "user_agent", "must be a non-empty single line")
+        for cidr in self.allow_network:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"allow_network: not a CIDR range: {cidr!r}") from None
+        if not self.crawl_id:
+            object.__setattr__(self, "crawl_id", f"crawl-{uuid.uuid4().hex[:8]}")
+        check("/" not in self.crawl_id and self.crawl_id.strip() == self.crawl_id,
+              "crawl_id", "must not contain '/' or surrounding spaces")
+
+    @property
+    def state_dir(self) -> str:
+        """Where the crawl's manifest and RocksDB stores live (``OUT/state`` by default)."""
+        return self.state or os.path.join(self.out, "state")
+
+    @property
+    def pages_dir(self) -> str:
+        """The ``OUT/pages`` Parquet dataset."""
+        return os.path.join(self.out, "pages")
+
+    def replace(self, **changes: Any) -> CrawlConfig:
+        """A copy with ``changes`` applied and validated."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for the manifest and for TOML/JSON round trips."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(CrawlConfig))
+_TUPLE_FIELDS = frozenset(f.name for f in fields(CrawlConfig) if "tuple" in str(f.type))
+# Flags whose name differs from the field (``--delay`` sets ``delay_s``).
+ALIASES = {"delay": "delay_s", "no_robots": "robots"}
+
+
+def normalise_key(key: str) -> str:
+    """Map a flag or TOML spelling (``max-pages``, ``delay``) to its field name."""
+    name = key.strip().lstrip("-").replace("-", "_")
+    return ALIASES.get(name, name)
+
+
+def config_from_mapping(values: dict[str, Any]) -> CrawlConfig:
+    """Build a config from field names or their flag/TOML spellings; unknown keys are errors."""
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = normalise_key(key)
+        if name not in FIELD_NAMES:
+            raise ConfigError(f"unknown setting {key!r}")
+        if key.lstrip("-").replace("-", "_") == "no_robots":
+            value = not value
+        if name in _TUPLE_FIELDS:
+            if isinstance(value, str):
+                value = (value,)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name}: must be a list")
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return CrawlConfig(**kwargs)
+    except TypeError as exc:  # a wrongly typed value the dataclass cannot take
+        raise ConfigError(str(exc)) from None
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Read a TOML config file; settings may sit at the top level or under ``[crawl]``."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get("crawl", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [crawl] must be a table")
+    return dict(table)
+
+

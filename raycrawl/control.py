@@ -1,0 +1,96 @@
+"""The coordinator's logic without Ray: partition assignment, phases, finish detection.
+
+Finish detection must not be fooled by work in transit between workers.  Every piece of work
+is either queued in a DB worker or inside an in-flight spider-feed batch (a batch stays in
+flight until the strategy workers have processed its spider log and the DB workers have queued
+the links it produced).  A snapshot that reads the workers one after another can still miss a
+batch that moved work from a worker not yet read to one already read; so the crawl is only
+declared idle when two consecutive snapshots both show nothing in flight and every worker's
+activity counter (enqueued + cut + completed) is unchanged between them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.STOPPED, Phase.FINISHED, Phase.FAILED)
+
+
+def assign_partitions(partitions: int, workers: int) -> list[list[int]]:
+    """Partitions of each worker, round robin: worker ``i`` owns ``p`` with ``p % workers == i``."""
+    return [list(range(i, partitions, workers)) for i in range(workers)]
+
+
+def owner_table(assignment: list[list[int]]) -> list[int]:
+    """partition -> worker index, from an assignment."""
+    owners = [-1] * sum(len(parts) for parts in assignment)
+    for worker, parts in enumerate(assignment):
+        for p in parts:
+            owners[p] = worker
+    return owners
+
+
+@dataclass(frozen=True, slots=True)
+class DBReport:
+    """What a DB worker tells the coordinator on each reconcile pass."""
+
+    queued: int
+    queued_at_gate: int  # queued URLs in layers up to the current depth gate
+    in_flight: int
+    activity: int  # monotonic: enqueued + cut + completed
+
+
+class Verdict(enum.Enum):
+    CONTINUE = "continue"
+    ADVANCE_GATE = "advance-gate"
+    FINISH = "finish"
+
+
+class FinishDetector:
+    """Decides, from successive reports, when to open the next depth layer and when to finish.
+
+    ``gate`` is the deepest layer DB workers may fetch from (None: no depth layers).
+    """
+
+    def __init__(self, layered: bool) -> None:
+        self.gate: int | None = 0 if layered else None
+        self._previous: tuple[int, ...] | None = None
+        self.reason = ""
+
+    def observe(self, reports: list[DBReport], controls_pending: int, budget_left: int | None,
+                strategy_finished: bool) -> Verdict:
+        quiet = controls_pending == 0 and all(r.in_flight == 0 for r in reports)
+        signature = tuple(r.activity for r in reports)
+        stable = quiet and signature == self._previous
+        self._previous = signature if quiet else None
+        if not stable:
+            return Verdict.CONTINUE
+        if strategy_finished:
+            self.reason = "strategy finished"
+        elif budget_left == 0:
+            self.reason = "max pages reached"
+        elif sum(r.queued for r in reports) == 0:
+            self.reason = "no work left"
+        elif self.gate is not None and all(r.queued_at_gate == 0 for r in reports):
+            self.gate += 1
+            self._previous = None
+            return Verdict.ADVANCE_GATE
+        else:
+            return Verdict.CONTINUE
+        return Verdict.FINISH

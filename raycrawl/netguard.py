@@ -1,0 +1,89 @@
+"""The address guard: which IP addresses a crawl may connect to.
+
+Only public unicast addresses are allowed, unless an ``allow_network`` CIDR range covers the
+address.  The check runs on the addresses a host name resolves to, right before aiohttp
+connects to them (see :class:`GuardedResolver`), and on IP-literal hosts, so a name that
+resolves to a private address is refused like the literal would be.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_METADATA = (ipaddress.ip_network("169.254.169.254/32"), ipaddress.ip_network("fd00:ec2::254/128"))
+
+
+class BlockedAddress(OSError):
+    """A connection to a non-public address outside ``allow_network`` was refused."""
+
+
+def classify(address: IPAddress) -> str | None:
+    """Why ``address`` is not public unicast (``loopback``, ``private``, ...), or None."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return classify(address.ipv4_mapped)
+    if any(address in net for net in _METADATA):
+        return "metadata"
+    for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    if isinstance(address, ipaddress.IPv4Address) and address in ipaddress.ip_network(
+            "100.64.0.0/10"):
+        return "cgnat"
+    if not address.is_global:
+        return "non-global"
+    return None
+
+
+class AddressGuard:
+    """Decides whether an address may be connected to."""
+
+    def __init__(self, allow_network: tuple[str, ...] = ()) -> None:
+        self.allowed = [ipaddress.ip_network(c, strict=False) for c in allow_network]
+
+    def refusal(self, address: str) -> str | None:
+        """None if ``address`` may be connected to, else the reason it may not."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return f"not an IP address: {address!r}"
+        plain = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+        if any(plain in net for net in self.allowed):
+            return None
+        kind = classify(ip)
+        return None if kind is None else f"{kind} address {address}"
+
+    def check_host_literal(self, host: str) -> str | None:
+        """The refusal for a host that is an IP literal; None for names (checked on resolve)."""
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return None
+        return self.refusal(host.strip("[]"))
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver, then drops refused addresses; when none is
+    left the connection fails with :class:`BlockedAddress`."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+        self.inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+        infos = await self.inner.resolve(host, port, family)
+        allowed = [i for i in infos if self.guard.refusal(i["host"]) is None]
+        if not allowed:
+            reason = self.guard.refusal(infos[0]["host"]) if infos else "no address"
+            raise BlockedAddress(f"{host}: {reason}")
+        return allowed
+
+    async def close(self) -> None:
+        await self.inner.close()

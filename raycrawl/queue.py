@@ -1,0 +1,197 @@
+"""The DB worker's queue: scheduled URLs in RocksDB, cut into polite spider-feed batches.
+
+Keys::
+
+    q <layer:u16> <-score:sortable f64> <seq:u64>   -> queued entry (msgpack)
+    f <fingerprint:u64>                             -> b"" once a URL was ever enqueued here
+    l <batch:u64> <seq:u64>                         -> an entry leased to an in-flight batch
+    p <fingerprint:u64>                             -> b"" once a URL's page row was output
+    c                                               -> counters (next seq, next batch id)
+
+``layer`` is the URL's depth when the crawl advances depth by depth (``--max-depth``), else 0,
+so a cut can stop at the current depth gate.  Within a layer, higher scores come first and
+equal scores in arrival order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import msgpack
+
+from .storage import Store, read_u64, sortable_float, u64
+
+_Q, _F, _L, _P, _C = b"q", b"f", b"l", b"p", b"c"
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    url: str
+    fingerprint: int
+    host: str
+    partition: int
+    depth: int
+    score: float
+
+    def pack(self) -> bytes:
+        return msgpack.packb([self.url, self.fingerprint, self.host, self.partition,
+                              self.depth, self.score])
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Entry:
+        return cls(*msgpack.unpackb(raw))
+
+
+class HostSlots:
+    """Per-host politeness of the hosts one DB worker owns.
+
+    A host is leased to one spider-feed batch at a time (the fetch task runs at most
+    ``per_host`` of its requests at once and spaces their starts by ``delay_s``); after the
+    batch returns, the host waits ``delay_s`` before the next batch may start it.
+    """
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.leased: set[str] = set()
+        self.ready_at: dict[str, float] = {}
+
+    def available(self, host: str, now: float) -> bool:
+        return host not in self.leased and self.ready_at.get(host, 0.0) <= now
+
+    def lease(self, hosts: set[str]) -> None:
+        self.leased |= hosts
+
+    def release(self, hosts: set[str], now: float) -> None:
+        self.leased -= hosts
+        if self.delay_s > 0:
+            for host in hosts:
+                self.ready_at[host] = now + self.delay_s
+            if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
+                self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
+
+
+class FrontierQueue:
+    """Durable queue of one DB worker; every mutation is one atomic WriteBatch."""
+
+    def __init__(self, store: Store, layered: bool) -> None:
+        self.store = store
+        self.layered = layered
+        raw = store.get(_C)
+        self.next_seq, self.next_batch = msgpack.unpackb(raw) if raw else (0, 1)
+        self.by_layer: Counter[int] = Counter()
+        for key, _ in store.scan(_Q, _Q + b"\xff"):
+            self.by_layer[int.from_bytes(key[1:3], "big")] += 1
+        self.enqueued_total = 0
+
+    @property
+    def queued(self) -> int:
+        return sum(self.by_layer.values())
+
+    def queued_up_to(self, layer: int) -> int:
+        return sum(n for d, n in self.by_layer.items() if d <= layer)
+
+    def _key(self, entry: Entry, seq: int) -> tuple[bytes, int]:
+        layer = min(entry.depth, 0xFFFF) if self.layered else 0
+        return _Q + layer.to_bytes(2, "big") + sortable_float(-entry.score) + u64(seq), layer
+
+    def push(self, entries: list[Entry]) -> int:
+        """Queue the entries not enqueued here before; durable on return. Returns how many."""
+        if not entries:
+            return 0
+        unique = list({e.fingerprint: e for e in entries}.values())
+        known = self.store.multi_get([_F + u64(e.fingerprint) for e in unique])
+        fresh = [e for e, k in zip(unique, known) if k is None]
+        if not fresh:
+            return 0
+        wb = self.store.batch()
+        layers: Counter[int] = Counter()
+        for entry in fresh:
+            key, layer = self._key(entry, self.next_seq)
+            self.next_seq += 1
+            wb.put(key, entry.pack())
+            wb.put(_F + u64(entry.fingerprint), b"")
+            layers[layer] += 1
+        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        self.store.write(wb)
+        self.by_layer.update(layers)
+        self.enqueued_total += len(fresh)
+        return len(fresh)
+
+    def cut(self, max_urls: int, host_cap: int, slots: HostSlots, max_layer: int | None,
+            scan_limit: int) -> tuple[int, list[Entry]]:
+        """Lease up to ``max_urls`` entries, at most ``host_cap`` per host, from hosts that are
+        available; scan at most ``scan_limit`` entries.  Returns (batch id, entries); the
+        entries move to the lease table in one atomic write."""
+        if max_urls <= 0:
+            return 0, []
+        now = time.monotonic()
+        stop = _Q + ((max_layer + 1).to_bytes(2, "big") if max_layer is not None else b"\xff")
+        per_host: Counter[str] = Counter()
+        blocked: set[str] = set()
+        taken: list[tuple[bytes, Entry]] = []
+        for scanned, (key, raw) in enumerate(self.store.scan(_Q, stop)):
+            if scanned >= scan_limit or len(taken) >= max_urls:
+                break
+            entry = Entry.unpack(raw)
+            host = entry.host
+            if host in blocked or per_host[host] >= host_cap:
+                continue
+            if not per_host[host] and not slots.available(host, now):
+                blocked.add(host)
+                continue
+            per_host[host] += 1
+            taken.append((key, entry))
+        if not taken:
+            return 0, []
+        batch_id = self.next_batch
+        self.next_batch += 1
+        wb = self.store.batch()
+        for i, (key, entry) in enumerate(taken):
+            wb.delete(key)
+            wb.put(_L + u64(batch_id) + u64(i), entry.pack())
+            self.by_layer[int.from_bytes(key[1:3], "big")] -= 1
+        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        self.store.write(wb)
+        slots.lease(set(per_host))
+        return batch_id, [e for _, e in taken]
+
+    def complete(self, batch_id: int, fingerprints: list[int]) -> list[int]:
+        """Drop a batch's leases and record its URLs as fetched, in one atomic write.
+
+        Returns the fingerprints not recorded before (the rows to output): completing the
+        same batch twice outputs nothing the second time."""
+        done = self.store.multi_get([_P + u64(fp) for fp in fingerprints])
+        fresh = [fp for fp, d in zip(fingerprints, done) if d is None]
+        wb = self.store.batch()
+        for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
+            wb.delete(key)
+        for fp in fresh:
+            wb.put(_P + u64(fp), b"")
+        self.store.write(wb)
+        return fresh
+
+    def requeue(self, batch_id: int, drop: frozenset[int] = frozenset()) -> list[Entry]:
+        """Put a batch's leased entries back in the queue, except the fingerprints in
+        ``drop``; the batch's leases are gone afterwards.  Returns the entries put back."""
+        leased = list(self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)))
+        entries = [e for _, raw in leased if (e := Entry.unpack(raw)).fingerprint not in drop]
+        wb = self.store.batch()
+        for key, _ in leased:
+            wb.delete(key)
+        for entry in entries:
+            key, layer = self._key(entry, self.next_seq)
+            self.next_seq += 1
+            wb.put(key, entry.pack())
+            self.by_layer[layer] += 1
+        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        self.store.write(wb)
+        return entries
+
+    def stale_leases(self) -> list[int]:
+        """Batch ids leased by an earlier incarnation of this worker."""
+        ids: set[int] = set()
+        for key, _ in self.store.scan(_L, _L + b"\xff"):
+            ids.add(read_u64(key, 1))
+        return sorted(ids)

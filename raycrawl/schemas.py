@@ -1,0 +1,87 @@
+"""The Arrow schemas of every stream between processes, and of the output.
+
+Frontera's vocabulary: the *spider feed* (requests a DB worker hands to a fetch task), the
+*spider log* (what a fetch task saw: pages crawled with their links, request errors) and the
+*scoring log* (what a strategy worker decided: update_score with schedule or not).  A spider log
+is two batches, pages and links, joined by ``parent_url``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# One request for a fetch task.
+SPIDER_FEED = pa.schema([
+    ("url", pa.string()),
+    ("fingerprint", pa.uint64()),
+    ("host", pa.string()),
+    ("partition", pa.int32()),
+    ("depth", pa.int32()),
+    ("score", pa.float64()),
+])
+
+# One fetched URL: a page crawled (status set) or a request error (status null, error set).
+SPIDER_LOG_PAGES = pa.schema([
+    ("url", pa.string()),
+    ("fingerprint", pa.uint64()),
+    ("host", pa.string()),
+    ("partition", pa.int32()),
+    ("depth", pa.int32()),
+    ("status", pa.int32()),
+    ("content_type", pa.string()),
+    ("error", pa.string()),
+    ("fetched_at", UTC_TIMESTAMP),
+    ("size_bytes", pa.int64()),
+    ("duration_s", pa.float64()),
+    ("links_count", pa.int32()),
+])
+
+# One extracted link (canonical), already routed: ``partition`` is the link's own.
+SPIDER_LOG_LINKS = pa.schema([
+    ("parent_url", pa.string()),
+    ("parent_depth", pa.int32()),
+    ("url", pa.string()),
+    ("fingerprint", pa.uint64()),
+    ("host", pa.string()),
+    ("partition", pa.int32()),
+    ("depth", pa.int32()),
+])
+
+# One update_score: the strategy's verdict on a URL.
+SCORING_LOG = pa.schema([
+    ("url", pa.string()),
+    ("fingerprint", pa.uint64()),
+    ("host", pa.string()),
+    ("partition", pa.int32()),
+    ("depth", pa.int32()),
+    ("score", pa.float64()),
+    ("schedule", pa.bool_()),
+])
+
+# One row of ``OUT/pages``: the contract's columns first, then extras.
+PAGES = pa.schema([
+    ("url", pa.string()),
+    ("status", pa.int32()),
+    ("depth", pa.int32()),
+    ("content_type", pa.string()),
+    ("fetched_at", UTC_TIMESTAMP),
+    ("error", pa.string()),
+    ("host", pa.string()),
+    ("size_bytes", pa.int64()),
+    ("duration_s", pa.float64()),
+    ("links_count", pa.int32()),
+])
+
+
+def batch(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.RecordBatch:
+    """A record batch of ``schema`` from column lists (every column must be given)."""
+    return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema],
+                                      schema=schema)
+
+
+def empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=schema)

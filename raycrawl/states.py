@@ -1,0 +1,70 @@
+"""URL states of a strategy worker's partitions, kept in RocksDB.
+
+Access is batched as Frontera did it: collect the fingerprints of a spider-log batch, read them
+in one ``multi_get``, let the strategy work on the in-memory copies, write the changes in one
+``WriteBatch``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .models import URLState
+from .storage import Store, u64
+
+_RECORD = struct.Struct(">Bid")  # state, depth, score
+_PREFIX = b"s"
+
+
+@dataclass(slots=True)
+class StateRecord:
+    state: URLState
+    depth: int
+    score: float
+
+
+class URLStates:
+    """fingerprint -> :class:`StateRecord` over a :class:`Store`.
+
+    ``refresh`` loads records into the cache; ``flush`` writes every changed record in one
+    atomic batch and empties the cache, so memory holds one batch's states at most.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.cache: dict[int, StateRecord | None] = {}
+        self.dirty: set[int] = set()
+
+    def refresh(self, fingerprints: list[int]) -> None:
+        missing = [fp for fp in dict.fromkeys(fingerprints) if fp not in self.cache]
+        for fp, raw in zip(missing, self.store.multi_get([_PREFIX + u64(fp) for fp in missing])):
+            if raw is None:
+                self.cache[fp] = None
+            else:
+                state, depth, score = _RECORD.unpack(raw)
+                self.cache[fp] = StateRecord(URLState(state), depth, score)
+
+    def get(self, fingerprint: int) -> StateRecord | None:
+        """The record of a refreshed fingerprint; None when the URL was never seen."""
+        return self.cache[fingerprint]
+
+    def state(self, fingerprint: int) -> URLState:
+        record = self.cache.get(fingerprint)
+        return record.state if record is not None else URLState.NOT_CRAWLED
+
+    def set(self, fingerprint: int, state: URLState, depth: int, score: float) -> None:
+        self.cache[fingerprint] = StateRecord(state, depth, score)
+        self.dirty.add(fingerprint)
+
+    def flush(self) -> None:
+        """Write changed records atomically, then forget the cache."""
+        if self.dirty:
+            wb = self.store.batch()
+            for fp in self.dirty:
+                rec = self.cache[fp]
+                assert rec is not None  # set() always stores a record
+                wb.put(_PREFIX + u64(fp), _RECORD.pack(int(rec.state), rec.depth, rec.score))
+            self.store.write(wb)
+        self.cache.clear()
+        self.dirty.clear()

@@ -1,0 +1,96 @@
+"""The crawling-strategy API (Frontera's verbs) and loading a strategy by name.
+
+A strategy runs inside a strategy worker and sees only the URLs of that worker's partitions.
+It decides what to crawl by calling :meth:`CrawlingStrategy.schedule`; the worker keeps the URL
+states, so a strategy never sees a URL it has already been shown as a new link.
+
+Lifecycle of a URL, as a strategy sees it::
+
+    add_seeds(seeds) ──schedule──> queued ──fetched──> page_crawled(response)
+                                          └─failed──> request_error(request, error)
+    links_extracted(request, new_links)  (after filter_extracted_links)
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+
+from .config import CrawlConfig
+from .errors import StrategyError
+from .models import Request, Response, URLState
+
+ScheduleSink = Callable[[Request, float, bool], None]
+
+
+class CrawlingStrategy:
+    """Base class of crawling strategies; override the verbs you need.
+
+    ``schedule(request, score)`` queues a URL for fetching with a priority (higher first);
+    requests deeper than ``max_depth`` and URLs already queued or crawled are not queued again,
+    whatever the strategy asks, so the crawl stays exactly-once.
+    """
+
+    def __init__(self, config: CrawlConfig, sink: ScheduleSink) -> None:
+        self.config = config
+        self._sink = sink
+
+    @classmethod
+    def from_config(cls, config: CrawlConfig, sink: ScheduleSink) -> CrawlingStrategy:
+        """The factory workers use; override to read strategy settings from ``config``."""
+        return cls(config, sink)
+
+    @staticmethod
+    def read_seeds(lines: Iterable[str]) -> list[str]:
+        """URLs of a seeds file: one per line; blank lines and ``#`` comments are skipped."""
+        urls = []
+        for line in lines:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                urls.append(text)
+        return urls
+
+    def add_seeds(self, seeds: list[Request]) -> None:
+        for seed in seeds:
+            self.schedule(seed, 1.0)
+
+    def page_crawled(self, response: Response) -> None:
+        """A page was fetched (any HTTP status); ``response.body`` is not shipped here."""
+
+    def filter_extracted_links(self, request: Request, links: list[Request]) -> list[Request]:
+        """Drop links before they are looked at; the default keeps all."""
+        return links
+
+    def links_extracted(self, request: Request, links: list[Request]) -> None:
+        """Links of ``request`` seen for the first time in this crawl."""
+
+    def request_error(self, request: Request, error: str) -> None:
+        """Fetching ``request`` failed with an error kind (``timeout``, ``connection``, ...)."""
+
+    def finished(self) -> bool:
+        """True ends the crawl even with URLs left in the queue."""
+        return False
+
+    def schedule(self, request: Request, score: float = 1.0, dont_queue: bool = False) -> None:
+        """Record ``score`` for ``request`` and, unless ``dont_queue``, queue it for fetching."""
+        max_depth = self.config.max_depth
+        if max_depth is not None and request.depth > max_depth:
+            return
+        if request.state is not URLState.NOT_CRAWLED and not dont_queue:
+            return
+        self._sink(request, float(score), not dont_queue)
+
+
+def load_strategy(name: str) -> type[CrawlingStrategy]:
+    """A strategy class by name: ``bfs``/``dfs`` (built in) or ``package.module:Class``."""
+    module_name, _, attr = name.partition(":")
+    if not attr:
+        module_name, attr = f"strategies.{name}", "Strategy"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise StrategyError(f"strategy {name!r} cannot be imported: {exc}") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, CrawlingStrategy)):
+        raise StrategyError(f"strategy {name!r} is not a CrawlingStrategy subclass")
+    return cls

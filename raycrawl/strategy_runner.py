@@ -1,0 +1,122 @@
+"""What a strategy worker does with a batch, without Ray: states in, strategy, scoring log out.
+
+Each call reads the batch's URL states in one ``multi_get``, runs the strategy, and writes the
+state changes in one ``WriteBatch`` before it returns the scoring log: a URL is QUEUED in the
+state table before any DB worker can queue it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+
+from . import schemas
+from .config import CrawlConfig
+from .models import Request, Response, URLState
+from .states import URLStates
+from .storage import Store
+from .strategy import load_strategy
+
+
+class StrategyRunner:
+    """Runs one crawling strategy over the URL states of a set of partitions."""
+
+    def __init__(self, config: CrawlConfig, store: Store) -> None:
+        self.config = config
+        self.states = URLStates(store)
+        self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
+        self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
+        self.counters: defaultdict[str, int] = defaultdict(int)
+
+    def _on_schedule(self, request: Request, score: float, queue: bool) -> None:
+        state = URLState.QUEUED if queue else self.states.state(request.fingerprint)
+        self.states.set(request.fingerprint, state, request.depth, score)
+        request.state = state
+        if queue:
+            out = self._out
+            out["url"].append(request.url)
+            out["fingerprint"].append(request.fingerprint)
+            out["host"].append(request.host)
+            out["partition"].append(request.partition)
+            out["depth"].append(request.depth)
+            out["score"].append(score)
+            out["schedule"].append(True)
+            self.counters["scheduled"] += 1
+
+    def _drain(self) -> pa.RecordBatch:
+        self.states.flush()
+        result = schemas.batch(schemas.SCORING_LOG, self._out)
+        self._out = {f.name: [] for f in schemas.SCORING_LOG}
+        return result
+
+    def _requests(self, rows: pa.RecordBatch) -> list[Request]:
+        cols = rows.to_pydict()
+        return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
+                        state=self.states.state(fp))
+                for u, fp, h, p, d in zip(cols["url"], cols["fingerprint"], cols["host"],
+                                          cols["partition"], cols["depth"])]
+
+    def add_seeds(self, seeds: pa.RecordBatch) -> pa.RecordBatch:
+        """Seeds (spider-feed schema) in, scoring log out; state durable before return."""
+        self.states.refresh(seeds.column("fingerprint").to_pylist())
+        self.strategy.add_seeds(self._requests(seeds))
+        return self._drain()
+
+    def process_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> pa.RecordBatch:
+        """Pages crawled/errors of this worker's partitions and the links that belong to them.
+
+        Idempotent: a page already CRAWLED/ERROR is not reported to the strategy again, and a
+        link already known is not shown as new.
+        """
+        self.states.refresh(pages.column("fingerprint").to_pylist()
+                            + links.column("fingerprint").to_pylist())
+        p = pages.to_pydict()
+        for url, fp, host, part, depth, status, ctype, error in zip(
+                p["url"], p["fingerprint"], p["host"], p["partition"], p["depth"], p["status"],
+                p["content_type"], p["error"]):
+            if self.states.state(fp) in (URLState.CRAWLED, URLState.ERROR):
+                self.counters["duplicate_pages"] += 1
+                continue
+            record = self.states.get(fp)
+            score = record.score if record is not None else 0.0
+            request = Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth,
+                              state=URLState.QUEUED)
+            if status is None:
+                self.states.set(fp, URLState.ERROR, depth, score)
+                request.state = URLState.ERROR
+                self.strategy.request_error(request, error or "unknown")
+                self.counters["request_errors"] += 1
+            else:
+                self.states.set(fp, URLState.CRAWLED, depth, score)
+                request.state = URLState.CRAWLED
+                self.strategy.page_crawled(Response(url=url, status_code=status,
+                                                    request=request, content_type=ctype))
+                self.counters["pages_crawled"] += 1
+        self._links_extracted(links)
+        return self._drain()
+
+    def _links_extracted(self, links: pa.RecordBatch) -> None:
+        if links.num_rows == 0:
+            return
+        cols = links.to_pydict()
+        by_parent: dict[str, list[Request]] = {}
+        parent_depth: dict[str, int] = {}
+        for parent, pdepth, url, fp, host, part, depth in zip(
+                cols["parent_url"], cols["parent_depth"], cols["url"], cols["fingerprint"],
+                cols["host"], cols["partition"], cols["depth"]):
+            by_parent.setdefault(parent, []).append(
+                Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth))
+            parent_depth[parent] = pdepth
+        for parent, found in by_parent.items():
+            request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)
+            found = self.strategy.filter_extracted_links(request, found)
+            fresh = []
+            for link in found:
+                link.state = self.states.state(link.fingerprint)
+                if link.state is URLState.NOT_CRAWLED:
+                    fresh.append(link)
+            self.counters["links_seen"] += len(found)
+            if fresh:
+                self.strategy.links_extracted(request, fresh)

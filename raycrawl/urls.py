@@ -1,0 +1,78 @@
+"""URL canonicalisation, fingerprints, host keys and partitioning.
+
+Every process computes the same values for the same input: the fingerprint and the partition
+come from xxhash, never from Python's randomised ``hash()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import xxhash
+import yarl
+from w3lib.url import canonicalize_url
+
+from .errors import InvalidURL
+
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class URLInfo:
+    """A canonical URL with the keys the frontier routes it by."""
+
+    url: str
+    fingerprint: int
+    host: str
+    partition: int
+
+
+def canonicalize(url: str) -> str:
+    """Return the canonical form of an absolute http(s) URL.
+
+    The fragment is dropped, query parameters are sorted, scheme and host are lower-cased
+    (IDNs become punycode), the default port is dropped, percent-encoding is normalised and
+    dot segments are resolved.  Raises :class:`InvalidURL` for anything that is not an
+    absolute http or https URL with a host.
+    """
+    if not isinstance(url, str):
+        raise InvalidURL(f"URL must be a string, not {type(url).__name__}")
+    text = url.strip()
+    scheme, sep, _ = text.partition(":")
+    if not sep or scheme.lower() not in ALLOWED_SCHEMES:
+        raise InvalidURL(f"not an http(s) URL: {url!r}")
+    try:
+        parsed = yarl.URL(canonicalize_url(text), encoded=True)
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidURL(f"unparsable URL {url!r}: {exc}") from None
+    if not parsed.raw_host:
+        raise InvalidURL(f"URL has no host: {url!r}")
+    if parsed.explicit_port is not None and parsed.explicit_port == _DEFAULT_PORTS[parsed.scheme]:
+        parsed = parsed.with_port(None)
+    return str(parsed)
+
+
+def host_of(canonical_url: str) -> str:
+    """The host key of a canonical URL: the lower-cased host name without port."""
+    host = yarl.URL(canonical_url, encoded=True).raw_host
+    if not host:
+        raise InvalidURL(f"URL has no host: {canonical_url!r}")
+    return host
+
+
+def fingerprint(canonical_url: str) -> int:
+    """A stable unsigned 64-bit fingerprint of a canonical URL."""
+    return xxhash.xxh64_intdigest(canonical_url.encode("utf-8"))
+
+
+def partition_of(host: str, partitions: int) -> int:
+    """``stable_hash(host) mod partitions``, identical in every process and run."""
+    return xxhash.xxh32_intdigest(host.lower().encode("utf-8")) % partitions
+
+
+def url_info(url: str, partitions: int) -> URLInfo:
+    """Canonicalise ``url`` and compute its fingerprint, host and partition."""
+    canonical = canonicalize(url)
+    host = host_of(canonical)
+    return URLInfo(canonical, fingerprint(canonical), host, partition_of(host, partitions))

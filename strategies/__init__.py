@@ -1,0 +1,1 @@
+"""Built-in crawling strategies, loaded by name: ``bfs`` (default) and ``dfs``."""

@@ -1,0 +1,12 @@
+"""Breadth-first: shallower URLs first, then in the order they were found."""
+
+from __future__ import annotations
+
+from raycrawl.models import Request
+from raycrawl.strategy import CrawlingStrategy
+
+
+class Strategy(CrawlingStrategy):
+    def links_extracted(self, request: Request, links: list[Request]) -> None:
+        for link in links:
+            self.schedule(link, 1.0 / (1 + link.depth))
