@@ -15,6 +15,8 @@ from raycrawl.config import CrawlConfig
 from . import coordinator
 from .options import NAMESPACE, actor_options, coordinator_name
 
+log = logging.getLogger(__name__)
+
 
 def connect(address: str | None, **init_options: Any) -> None:
     """Join Ray once per process: ``address`` if given, else Ray's own rule (RAY_ADDRESS, a
@@ -39,7 +41,11 @@ class CoordinatorHandle:
         actor = coordinator.remote_class().options(
             **actor_options(coordinator_name(config.crawl_id), detached=True)).remote(config)
         handle = cls(actor)
-        return handle, handle.call("start", seeds)
+        try:
+            return handle, handle.call("start", seeds)
+        except BaseException:  # don't leave a detached coordinator behind
+            handle.abandon()
+            raise
 
     @classmethod
     def lookup(cls, crawl_id: str) -> CoordinatorHandle | None:
@@ -53,3 +59,13 @@ class CoordinatorHandle:
 
     def kill(self) -> None:
         ray.kill(self.actor)
+
+    def abandon(self) -> None:
+        """End a crawl whose start failed: shut its workers down if the coordinator still
+        answers, then kill the coordinator."""
+        try:
+            self.call("shutdown", timeout=30)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
+            log.warning("coordinator did not shut down cleanly: %s", exc)
+        self.kill()
+

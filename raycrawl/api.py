@@ -60,14 +60,17 @@ class Crawl:
         """
         from actors.handles import CoordinatorHandle, connect
 
-        seeds = self.seed_urls()
+        seeds = self.check()
         connect(self.config.address, **ray_init)
         self._handle, self.seed_report = CoordinatorHandle.launch(self.config, seeds)
         return self
 
-    def seed_urls(self) -> list[str]:
-        """The seeds of the config and its seeds file; every one must be a valid URL (an
-        invalid seed is an error, not something to skip silently)."""
+    def check(self) -> list[str]:
+        """Check what can be checked before Ray starts; returns the seed URLs.
+
+        The strategy must load, and every seed (from the config and its seeds file) must be a
+        valid URL: an invalid seed is an error, not something to skip silently."""
+        load_strategy(self.config.strategy)
         seeds = list(self.config.seeds)
         if self.config.seeds_file:
             seeds += read_seeds_file(self.config.seeds_file, self.config.strategy)

@@ -97,7 +97,7 @@ def run_crawl(config: Any, quiet: bool = False) -> dict[str, Any]:
     from .api import Crawl
 
     crawl = Crawl(config)
-    crawl.seed_urls()  # validate seeds before Ray starts
+    crawl.check()  # bad seeds or strategy fail here, before Ray starts
     crawl.start()
     print(f"crawl {crawl.crawl_id} started; state in {config.state_dir}, "
           f"pages in {config.pages_dir}", flush=True)

@@ -1,0 +1,56 @@
+"""CLI errors: one line, non-zero exit, before any Ray is started."""
+
+import pytest
+
+from raycrawl.cli import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["crawl", "http://a.com/", "--out", "o", "--max-pages", "ten"], "invalid int value"),
+    (["crawl", "http://a.com/", "--out", "o", "--bogus"], "unrecognized arguments"),
+    (["crawl", "http://a.com/"], "--out DIR is required"),
+    (["crawl", "--out", "o"], "no seed URLs"),
+    (["crawl", "ftp://a.com/", "--out", "o"], "invalid seed URL"),
+    (["crawl", "http://a.com/", "--out", "o", "--seeds-file", "/nonexistent/seeds.txt"],
+     "cannot read seeds file"),
+    (["crawl", "http://a.com/", "--out", "o", "--partitions", "0"], "partitions"),
+    (["crawl", "http://a.com/", "--out", "o", "--strategy", "nope"], "strategy 'nope'"),
+    (["crawl", "http://a.com/", "--out", "o", "--allow-network", "nonsense"], "CIDR"),
+    (["crawl", "http://a.com/", "--out", "o", "--config", "/nonexistent.toml"], "cannot read"),
+    (["status", "--state", "/nonexistent/state"], "no crawl state"),
+    (["resume", "--state", "/tmp"], "not implemented yet"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if argv[0] == "frobnicate" or "ten" in argv or (
+            "--bogus" in argv) else _returns() as result:
+        result.value = main(argv)
+    code = result.value.code if isinstance(result.value, SystemExit) else result.value
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_unreadable_seed_file_contents(tmp_path, capsys):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_bytes(b"\xff\xfe\x00bad")
+    assert main(["crawl", "--out", str(tmp_path / "o"), "--seeds-file", str(seeds)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_bad_seed_in_file_is_reported(tmp_path, capsys):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("http://ok.com/\nnot a url\n")
+    assert main(["crawl", "--out", str(tmp_path / "o"), "--seeds-file", str(seeds)]) == 2
+    assert "not a url" in capsys.readouterr().err
+
+
+class _returns:
+    """Context manager holding a return value, the twin of pytest.raises for the table."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

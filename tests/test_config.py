@@ -1,0 +1,46 @@
+import pytest
+
+from raycrawl.config import CrawlConfig, config_from_mapping, read_toml
+from raycrawl.errors import ConfigError
+
+
+def test_defaults_and_derived_paths():
+    c = CrawlConfig(out="o")
+    assert c.state_dir.endswith("o/state") and c.pages_dir.endswith("o/pages")
+    assert c.strategy == "bfs" and c.per_host == 1 and c.delay_s == 1.0
+    assert c.crawl_id.startswith("crawl-")
+    assert CrawlConfig(out="o", state="s").state_dir == "s"
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"partitions": 0}, "partitions"), ({"max_pages": -1}, "max_pages"),
+    ({"delay_s": -0.5}, "delay_s"), ({"per_host": True}, "per_host"),
+    ({"strategy_workers": 9, "partitions": 8}, "strategy_workers"),
+    ({"codec": "pickle"}, "codec"), ({"allow_network": ("10.0.0.0/33",)}, "allow_network"),
+    ({"crawl_id": "a/b"}, "crawl_id"), ({"user_agent": "a\nb"}, "user_agent"),
+])
+def test_invalid_values_name_the_field(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        CrawlConfig(out="o", **settings)
+
+
+def test_flag_and_toml_spellings_map_to_fields(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[crawl]\nmax-pages = 5\ndelay = 0.5\nno_robots = true\n'
+                    'allow-network = "127.0.0.0/8"\nout = "x"\n')
+    c = config_from_mapping(read_toml(str(path)))
+    assert (c.max_pages, c.delay_s, c.robots, c.allow_network) == (5, 0.5, False,
+                                                                   ("127.0.0.0/8",))
+
+
+def test_unknown_and_mistyped_settings(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config_from_mapping({"out": "o", "max_pagez": 1})
+    with pytest.raises(ConfigError):
+        config_from_mapping({"out": "o", "max_pages": "ten"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_pages = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_toml(str(bad))
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_toml(str(tmp_path / "missing.toml"))

@@ -1,0 +1,127 @@
+"""The fetch task's body against a synthetic web on loopback (no Ray)."""
+
+import asyncio
+import socket
+
+import pytest
+
+from raycrawl import schemas
+from raycrawl.config import CrawlConfig
+from raycrawl.extract import extract_links
+from raycrawl.fetching import FetchOptions, fetch_feed
+from raycrawl.synthweb import Link
+from raycrawl.urls import url_info
+
+P = 8
+
+
+def options(**settings):
+    return FetchOptions.from_config(CrawlConfig(partitions=P, delay_s=0.0,
+                                                allow_network=("127.0.0.0/8",), **settings))
+
+
+def feed(urls, depth=0):
+    infos = [url_info(u, P) for u in urls]
+    return schemas.batch(schemas.SPIDER_FEED, {
+        "url": [i.url for i in infos], "fingerprint": [i.fingerprint for i in infos],
+        "host": [i.host for i in infos], "partition": [i.partition for i in infos],
+        "depth": [depth] * len(infos), "score": [1.0] * len(infos)})
+
+
+def run(urls, opts, depth=0):
+    pages, links = asyncio.run(fetch_feed(feed(urls, depth), opts))
+    assert pages.schema == schemas.SPIDER_LOG_PAGES and links.schema == schemas.SPIDER_LOG_LINKS
+    return pages.to_pylist(), links.to_pylist()
+
+
+def test_page_links_are_canonical_routed_and_deduplicated(web):
+    pages, links = run([web.seed_url], options(), depth=2)
+    (page,) = pages
+    assert (page["status"], page["error"], page["depth"]) == (200, None, 2)
+    assert page["content_type"].startswith("text/html") and page["size_bytes"] > 0
+    expected = {web.url(link) for link in web.links(0, 0)}
+    assert {row["url"] for row in links} == expected
+    assert page["links_count"] == len(links) == len(expected)  # variants folded, no mailto/js
+    for row in links:
+        info = url_info(row["url"], P)
+        assert (row["fingerprint"], row["host"], row["partition"]) == (
+            info.fingerprint, info.host, info.partition)
+        assert row["depth"] == 3 and row["parent_url"] == web.seed_url
+
+
+def test_redirect_is_a_link_at_the_same_depth(web):
+    pages, links = run([web.url(Link("r", 1, 3))], options(), depth=1)
+    assert pages[0]["status"] == 302
+    assert [(r["url"], r["depth"]) for r in links] == [(web.url(Link("p", 1, 3)), 1)]
+
+
+def test_binary_is_recorded_not_parsed_and_errors_have_status(web):
+    urls = [web.url(Link("bin", 0, 1)), web.url(Link("e", 0, 1)), web.url(Link("missing", 0, 1))]
+    pages, links = run(urls, options())
+    by_url = {p["url"]: p for p in pages}
+    assert by_url[urls[0]]["content_type"] == "application/octet-stream"
+    assert [by_url[u]["status"] for u in urls] == [200, 500, 404]
+    assert links == []
+
+
+def test_body_cap(web):
+    pages, links = run([web.seed_url], options(max_body_bytes=100))
+    assert pages[0]["error"] == "too-large" and pages[0]["status"] == 200 and links == []
+
+
+def test_connection_refused_is_a_value():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pages, _ = run([f"http://127.0.0.1:{port}/"], options())
+    assert pages[0]["status"] is None and pages[0]["error"] == "connection"
+
+
+def test_address_guard_refuses_loopback_unless_allowed(web):
+    opts = FetchOptions.from_config(CrawlConfig(partitions=P, delay_s=0.0))
+    pages, _ = run([web.seed_url], opts)
+    assert pages[0]["error"] == "blocked-address" and pages[0]["status"] is None
+    assert sum(web.hits.values()) == 0  # never connected
+    narrow = FetchOptions.from_config(CrawlConfig(partitions=P, delay_s=0.0,
+                                                  allow_network=("127.0.0.99/32",)))
+    assert run([web.seed_url], narrow)[0][0]["error"] == "blocked-address"
+
+
+def test_localhost_name_is_checked_on_resolution(web):
+    port = web.ports[0]
+    opts = FetchOptions.from_config(CrawlConfig(partitions=P, delay_s=0.0))
+    pages, _ = run([f"http://localhost:{port}/p/1"], opts)
+    assert pages[0]["error"] == "blocked-address"
+
+
+def test_every_request_yields_one_row(web):
+    urls = [web.url(Link("p", h, i)) for h in range(4) for i in range(1, 6)]
+    pages, _ = run(urls, options(fetch_concurrency=3))
+    assert sorted(p["url"] for p in pages) == sorted(urls)
+    assert all(p["status"] == 200 for p in pages)
+
+
+@pytest.mark.parametrize("body, ctype, expected", [
+    (b'<base href="http://b.com/d/"><a href="x">', "text/html", ["http://b.com/d/x"]),
+    ('<meta charset="latin-1"><a href="/é">'.encode("latin-1"), "text/html",
+     ["http://a.com/é"]),
+    (b'\xff\xfe<\x00a\x00 \x00h\x00r\x00e\x00f\x00=\x00"\x00/\x00u\x00"\x00>\x00', "text/html",
+     ["http://a.com/u"]),
+    (b'<a href="/ok">\xff\xfe\xfa invalid utf-8 <a href="/ok2">', "text/html; charset=utf-8",
+     ["http://a.com/ok", "http://a.com/ok2"]),
+    (b'<a href="#top"></a><a href=" /t ">', "text/html", ["http://a.com/t"]),
+    (b"", "text/html", []),
+])
+def test_extraction(body, ctype, expected):
+    assert extract_links("http://a.com/page", body, ctype) == expected
+
+
+def test_odd_ip_spellings_are_resolved_then_guarded(web):
+    opts = FetchOptions.from_config(CrawlConfig(partitions=P, delay_s=0.0))
+    port = web.ports[0]
+    hex_form, int_form = f"http://0x7f.0.0.2:{port}/p/1", f"http://2130706434:{port}/p/2"
+    pages, _ = run([hex_form, int_form], opts)
+    errors = {p["url"]: p["error"] for p in pages}
+    assert errors[hex_form] == "blocked-address"  # resolved to 127.0.0.2, then refused
+    assert errors[int_form] in ("blocked-address", "invalid-url")  # never reaches a socket
+    assert sum(web.hits.values()) == 0

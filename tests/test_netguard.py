@@ -1,0 +1,32 @@
+import ipaddress
+
+import pytest
+
+from raycrawl.netguard import AddressGuard, classify
+
+
+@pytest.mark.parametrize("address, kind", [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("169.254.169.254", "metadata"),
+    ("169.254.1.1", "link-local"), ("fe80::1", "link-local"), ("224.0.0.1", "multicast"),
+    ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
+    ("100.64.0.1", "cgnat"), ("fc00::1", "private"), ("::ffff:127.0.0.1", "loopback"),
+    ("::ffff:10.0.0.1", "private"), ("240.0.0.1", "reserved"), ("fd00:ec2::254", "metadata"),
+])
+def test_refused_ranges(address, kind):
+    assert classify(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address):
+    assert classify(ipaddress.ip_address(address)) is None
+    assert AddressGuard().refusal(address) is None
+
+
+def test_allow_network_opens_a_range_only():
+    guard = AddressGuard(("127.0.0.0/8",))
+    assert guard.refusal("127.0.0.5") is None
+    assert guard.refusal("::ffff:127.0.0.5") is None  # IPv4-mapped spelling of the same
+    assert guard.refusal("10.0.0.1") == "private address 10.0.0.1"
+    assert guard.check_host_literal("[::1]") == "loopback address ::1"
+    assert guard.check_host_literal("example.com") is None  # names are checked on resolve

@@ -1,0 +1,104 @@
+"""The DB worker's queue: durable, deduplicated, polite batch cutting."""
+
+import time
+
+import pytest
+
+from raycrawl.queue import Entry, FrontierQueue, HostSlots
+from raycrawl.storage import Store
+
+
+def entry(i, host="a.com", depth=0, score=1.0):
+    return Entry(f"http://{host}/{i}", 1000 + i + hash(host) % 1000 * 10_000, host, 0, depth, score)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "db"))
+    yield s
+    s.close()
+
+
+def test_push_is_idempotent_by_fingerprint(store):
+    q = FrontierQueue(store, layered=False)
+    e = entry(1)
+    assert q.push([e, e]) == 1
+    assert q.push([e]) == 0
+    assert q.queued == 1
+
+
+def test_cut_respects_host_cap_and_priority(store):
+    q = FrontierQueue(store, layered=False)
+    q.push([entry(i, "a.com", score=0.1) for i in range(5)] + [entry(9, "b.com", score=0.9)])
+    batch_id, got = q.cut(10, host_cap=2, slots=HostSlots(0), max_layer=None, scan_limit=100)
+    assert batch_id > 0
+    assert [e.host for e in got] == ["b.com", "a.com", "a.com"]  # higher score first
+    assert [e.url for e in got[1:]] == ["http://a.com/0", "http://a.com/1"]  # FIFO per score
+    assert q.queued == 3
+
+
+def test_leased_and_waiting_hosts_are_skipped(store):
+    q = FrontierQueue(store, layered=False)
+    slots = HostSlots(delay_s=60)
+    q.push([entry(i, "a.com") for i in range(3)] + [entry(i, "b.com") for i in range(3)])
+    _, first = q.cut(10, 1, slots, None, 100)
+    assert {e.host for e in first} == {"a.com", "b.com"}
+    _, second = q.cut(10, 1, slots, None, 100)
+    assert second == []  # both hosts leased
+    now = time.monotonic()
+    slots.release({"b.com"}, now=now)  # released just now: must wait 60 s
+    slots.release({"a.com"}, now=now - 61)  # released 61 s ago: ready
+    _, third = q.cut(10, 1, slots, None, 100)
+    assert [e.host for e in third] == ["a.com"]
+    assert not slots.available("b.com", now) and slots.available("b.com", now + 60)
+
+
+def test_layers_gate_the_cut(store):
+    q = FrontierQueue(store, layered=True)
+    q.push([entry(1, depth=2), entry(2, "b.com", depth=0), entry(3, "c.com", depth=1)])
+    assert q.queued_up_to(0) == 1 and q.queued_up_to(1) == 2 and q.queued == 3
+    _, got = q.cut(10, 5, HostSlots(0), max_layer=0, scan_limit=100)
+    assert [e.depth for e in got] == [0]
+    _, got = q.cut(10, 5, HostSlots(0), max_layer=2, scan_limit=100)
+    assert sorted(e.depth for e in got) == [1, 2]
+
+
+def test_complete_outputs_each_url_once(store):
+    q = FrontierQueue(store, layered=False)
+    q.push([entry(1), entry(2, "b.com")])
+    batch_id, got = q.cut(10, 5, HostSlots(0), None, 100)
+    fps = [e.fingerprint for e in got]
+    assert q.complete(batch_id, fps) == fps
+    assert q.complete(batch_id, fps) == []  # the same batch applied twice changes nothing
+    assert q.stale_leases() == []
+
+
+def test_requeue_puts_leased_entries_back(store):
+    q = FrontierQueue(store, layered=False)
+    q.push([entry(i, f"h{i}.com") for i in range(4)])
+    batch_id, got = q.cut(10, 5, HostSlots(0), None, 100)
+    assert q.queued == 0 and q.stale_leases() == [batch_id]
+    back = q.requeue(batch_id, drop=frozenset({got[0].fingerprint}))
+    assert len(back) == 3 and q.queued == 3 and q.stale_leases() == []
+
+
+def test_state_survives_reopen(tmp_path):
+    s = Store(str(tmp_path / "db"))
+    q = FrontierQueue(s, layered=True)
+    q.push([entry(i, depth=i % 2) for i in range(6)])
+    batch_id, _ = q.cut(2, 5, HostSlots(0), None, 100)
+    s.close()
+    s = Store(str(tmp_path / "db"))
+    q = FrontierQueue(s, layered=True)
+    assert q.queued == 4 and q.stale_leases() == [batch_id]
+    assert q.push([entry(0)]) == 0  # still known after reopening
+    next_id, _ = q.cut(1, 5, HostSlots(0), None, 100)
+    assert next_id > batch_id
+    s.close()
+
+
+def test_scan_limit_bounds_a_cut(store):
+    q = FrontierQueue(store, layered=False)
+    q.push([entry(i, "a.com") for i in range(50)] + [entry(99, "b.com", score=0.0)])
+    _, got = q.cut(10, 1, HostSlots(0), None, scan_limit=10)
+    assert [e.host for e in got] == ["a.com"]  # b.com lies beyond the scan limit

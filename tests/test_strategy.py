@@ -1,0 +1,138 @@
+"""Strategy runner and built-in strategies, without Ray."""
+
+import pyarrow as pa
+import pytest
+
+from raycrawl import schemas
+from raycrawl.config import CrawlConfig
+from raycrawl.errors import StrategyError
+from raycrawl.models import URLState
+from raycrawl.storage import Store
+from raycrawl.strategy import CrawlingStrategy, load_strategy
+from raycrawl.strategy_runner import StrategyRunner
+from raycrawl.urls import url_info
+
+P = 4
+
+
+def feed(urls, depth=0):
+    infos = [url_info(u, P) for u in urls]
+    return schemas.batch(schemas.SPIDER_FEED, {
+        "url": [i.url for i in infos], "fingerprint": [i.fingerprint for i in infos],
+        "host": [i.host for i in infos], "partition": [i.partition for i in infos],
+        "depth": [depth] * len(infos), "score": [1.0] * len(infos)})
+
+
+def spider_log(pages, links):
+    """pages: [(url, depth, status, error)], links: [(parent, parent_depth, url, depth)]"""
+    now = pa.scalar(0, type=pa.int64()).cast(schemas.UTC_TIMESTAMP).as_py()
+    pi = [url_info(u, P) for u, *_ in pages]
+    li = [url_info(u, P) for _, _, u, _ in links]
+    page_batch = schemas.batch(schemas.SPIDER_LOG_PAGES, {
+        "url": [i.url for i in pi], "fingerprint": [i.fingerprint for i in pi],
+        "host": [i.host for i in pi], "partition": [i.partition for i in pi],
+        "depth": [p[1] for p in pages], "status": [p[2] for p in pages],
+        "content_type": ["text/html"] * len(pages), "error": [p[3] for p in pages],
+        "fetched_at": [now] * len(pages), "size_bytes": [0] * len(pages),
+        "duration_s": [0.0] * len(pages), "links_count": [0] * len(pages)})
+    link_batch = schemas.batch(schemas.SPIDER_LOG_LINKS, {
+        "parent_url": [url_info(p, P).url for p, *_ in links],
+        "parent_depth": [d for _, d, _, _ in links], "url": [i.url for i in li],
+        "fingerprint": [i.fingerprint for i in li], "host": [i.host for i in li],
+        "partition": [i.partition for i in li], "depth": [d for *_, d in links]})
+    return page_batch, link_batch
+
+
+@pytest.fixture
+def runner_for(tmp_path):
+    stores = []
+
+    def make(**settings):
+        store = Store(str(tmp_path / f"sw{len(stores)}"))
+        stores.append(store)
+        return StrategyRunner(CrawlConfig(partitions=P, **settings), store)
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+def test_seeds_are_scheduled_once(runner_for):
+    r = runner_for()
+    out = r.add_seeds(feed(["http://a.com/", "http://b.com/"]))
+    assert out.num_rows == 2 and out.schema == schemas.SCORING_LOG
+    assert r.add_seeds(feed(["http://a.com/"])).num_rows == 0  # already queued
+
+
+def test_links_are_deduplicated_across_parents_and_batches(runner_for):
+    r = runner_for()
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, links = spider_log([("http://a.com/", 0, 200, None)], [
+        ("http://a.com/", 0, "http://a.com/1", 1), ("http://a.com/", 0, "http://b.com/2", 1)])
+    first = r.process_spider_log(pages, links)
+    assert sorted(first.column("url").to_pylist()) == ["http://a.com/1", "http://b.com/2"]
+    assert first.column("depth").to_pylist() == [1, 1]
+    assert first.column("score").to_pylist() == [0.5, 0.5]  # bfs: 1 / (1 + depth)
+    pages2, links2 = spider_log([("http://a.com/1", 1, 200, None)], [
+        ("http://a.com/1", 1, "http://b.com/2", 2), ("http://a.com/1", 1, "http://a.com/", 2)])
+    assert r.process_spider_log(pages2, links2).num_rows == 0
+    assert r.counters["pages_crawled"] == 2
+
+
+def test_state_is_durable_and_replay_is_harmless(runner_for, tmp_path):
+    r = runner_for()
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, links = spider_log([("http://a.com/", 0, None, "timeout")], [])
+    r.process_spider_log(pages, links)
+    r.process_spider_log(pages, links)  # the same spider log twice
+    assert r.counters["request_errors"] == 1 and r.counters["duplicate_pages"] == 1
+    fp = url_info("http://a.com/", P).fingerprint
+    r.states.refresh([fp])
+    assert r.states.state(fp) is URLState.ERROR
+
+
+def test_max_depth_is_enforced_for_any_strategy(runner_for):
+    r = runner_for(max_depth=1)
+    pages, links = spider_log([("http://a.com/1", 1, 200, None)],
+                              [("http://a.com/1", 1, "http://a.com/2", 2)])
+    assert r.process_spider_log(pages, links).num_rows == 0
+
+
+def test_dfs_prefers_deeper_urls(runner_for):
+    r = runner_for(strategy="dfs")
+    pages, links = spider_log([("http://a.com/", 3, 200, None)],
+                              [("http://a.com/", 3, "http://a.com/x", 4)])
+    assert r.process_spider_log(pages, links).column("score").to_pylist() == [4.0]
+
+
+class OnlyA(CrawlingStrategy):
+    """A user strategy: keeps links of a.com only and remembers what it saw."""
+
+    seen: list = []
+
+    def filter_extracted_links(self, request, links):
+        return [link for link in links if link.host == "a.com"]
+
+    def links_extracted(self, request, links):
+        OnlyA.seen.extend(link.url for link in links)
+        for link in links:
+            self.schedule(link, 0.3)
+
+
+def test_user_strategy_by_dotted_name(runner_for):
+    r = runner_for(strategy="tests.test_strategy:OnlyA")
+    pages, links = spider_log([("http://a.com/", 0, 200, None)], [
+        ("http://a.com/", 0, "http://a.com/1", 1), ("http://a.com/", 0, "http://b.com/1", 1)])
+    assert r.process_spider_log(pages, links).column("url").to_pylist() == ["http://a.com/1"]
+    assert OnlyA.seen == ["http://a.com/1"]
+
+
+@pytest.mark.parametrize("name", ["nope", "raycrawl.urls:canonicalize", "no.such.module:X"])
+def test_bad_strategy_names(name):
+    with pytest.raises(StrategyError):
+        load_strategy(name)
+
+
+def test_read_seeds_skips_comments_and_blanks():
+    assert CrawlingStrategy.read_seeds(["# seeds\n", "\n", " http://a.com/ \n"]) == [
+        "http://a.com/"]

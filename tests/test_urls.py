@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import pytest
+
+from raycrawl.errors import InvalidURL
+from raycrawl.urls import canonicalize, fingerprint, host_of, partition_of, url_info
+
+
+@pytest.mark.parametrize("raw, canonical", [
+    ("HTTP://Example.COM:80/a/./b/../c?b=2&a=1#frag", "http://example.com/a/c?a=1&b=2"),
+    ("https://EXAMPLE.com:443", "https://example.com/"),
+    ("https://example.com:8443/x", "https://example.com:8443/x"),
+    ("http://example.com/%7Efoo/%e2%82%ac", "http://example.com/~foo/%E2%82%AC"),
+    ("http://bücher.example/ä?x=ü", "http://xn--bcher-kva.example/%C3%A4?x=%C3%BC"),
+    ("http://a.com/a b", "http://a.com/a%20b"),
+    ("  http://a.com/x  ", "http://a.com/x"),
+    ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+])
+def test_canonical_forms(raw, canonical):
+    assert canonicalize(raw) == canonical
+
+
+def test_variants_share_one_canonical_url():
+    variants = ["http://h.com/p/1?a=1&b=2", "http://h.com/p/1?b=2&a=1#top",
+                "HTTP://H.COM/x/../p/1?a=1&b=2", "http://h.com:80/p/./1?b=2&a=1"]
+    assert len({canonicalize(v) for v in variants}) == 1
+
+
+@pytest.mark.parametrize("bad", ["ftp://a.com/x", "javascript:void(0)", "mailto:a@b.c",
+                                 "/relative/path", "http://", "", "http:///x", 42])
+def test_rejects_what_cannot_be_crawled(bad):
+    with pytest.raises(InvalidURL):
+        canonicalize(bad)
+
+
+def test_host_key_drops_port_and_case():
+    assert host_of(canonicalize("http://Sub.Example.com:8080/x")) == "sub.example.com"
+
+
+def test_fingerprint_and_partition_are_stable_across_processes():
+    # Known values pin the hash functions; a second interpreter with another hash seed agrees.
+    code = ("from raycrawl.urls import fingerprint, partition_of;"
+            "print(fingerprint('http://example.com/'), partition_of('example.com', 64))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONHASHSEED": "123"}, check=True).stdout.split()
+    assert [int(x) for x in out] == [fingerprint("http://example.com/"),
+                                     partition_of("example.com", 64)]
+    # xxh64 / xxh32 values: changing the hash would reshuffle every existing crawl's state.
+    assert fingerprint("http://example.com/") == 0xFDB57B2D0813B5B1
+    assert partition_of("example.com", 64) == 58
+
+
+def test_partition_depends_on_host_only():
+    a = url_info("http://Example.com/a", 64)
+    b = url_info("http://example.com:8080/b?x=1", 64)
+    assert a.host == b.host == "example.com"
+    assert a.partition == b.partition == partition_of("EXAMPLE.com", 64)
+    assert 0 <= a.partition < 64
+    spread = {partition_of(f"host{i}.example", 8) for i in range(200)}
+    assert spread == set(range(8))
