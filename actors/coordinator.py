@@ -63,6 +63,7 @@ class Coordinator:
         self.last_status: dict[str, Any] = {}
         self.last_status_write = 0.0
         self.failed_passes = 0
+        self.closed = False
         self.db_workers: list[Any] = []
         self.strategy_workers: list[Any] = []
         self.sw_owner = np.zeros(0, dtype=np.int64)
@@ -139,10 +140,11 @@ class Coordinator:
         self.granted -= unused
 
     async def pause(self) -> str:
+        """Cut no new batches; returns once the batches in flight are done and written."""
         async with self.lock:
             if self.phase is Phase.RUNNING:
-                await asyncio.gather(*(db.pause.remote() for db in self.db_workers))
                 self.phase = Phase.PAUSED
+                await asyncio.gather(*(db.drain.remote() for db in self.db_workers))
             return str(self.phase)
 
     async def resume(self) -> str:
@@ -225,14 +227,17 @@ class Coordinator:
             write_json_atomically(os.path.join(self.config.state_dir, STATUS), self.last_status)
         return self.last_status
 
-    def status(self) -> dict[str, Any]:
-        """The latest status snapshot (refreshed every reconcile pass)."""
+    async def status(self) -> dict[str, Any]:
+        """A fresh status snapshot (the last one taken, once the workers are shut down)."""
+        if not self.closed:
+            await self._refresh_status()
         return dict(self.last_status, phase=str(self.phase), reason=self.reason)
 
     async def shutdown(self) -> None:
         """Stop everything, close the stores and end the workers (the state stays on disk)."""
         if not self.phase.terminal:
             await self._end(Phase.STOPPED, "shut down")
+        self.closed = True
         await asyncio.gather(*(w.close.remote() for w in self.db_workers + self.strategy_workers),
                              return_exceptions=True)
         for w in self.db_workers + self.strategy_workers:

@@ -1,0 +1,179 @@
+"""End-to-end crawls on the session's local Ray against synthetic webs on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+import ray
+
+from raycrawl import Crawl
+from raycrawl.synthweb import SyntheticWeb
+
+pytestmark = pytest.mark.ray
+
+FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
+        "partitions": 16}
+
+
+def crawl(web: SyntheticWeb, out, **settings):
+    c = Crawl(seeds=[web.seed_url], out=str(out), **{**FAST, **settings}).start()
+    stats = c.wait(timeout=180, interval_s=0.2)
+    return stats, c.pages()
+
+
+def relative(web: SyntheticWeb, urls) -> list[str]:
+    """URLs with each host's origin replaced by its index, to compare two webs' crawls."""
+    origins = {web.origin(h): f"h{h}" for h in range(web.hosts)}
+    out = []
+    for url in urls:
+        origin = url[: url.index("/", len("http://"))]
+        out.append(origins[origin] + url[len(origin):])
+    return sorted(out)
+
+
+def test_every_reachable_url_is_fetched_exactly_once(ray_session, web, tmp_path):
+    stats, pages = crawl(web, tmp_path / "out")
+    expected = web.reachable()
+    urls = pages.column("url").to_pylist()
+    assert stats["phase"] == "finished" and stats["reason"] == "no work left"
+    assert len(urls) == len(set(urls)), "a URL has two rows"
+    assert set(urls) == set(expected)
+    assert web.unexpected_hits(expected) == {}, "a URL was requested twice or not at all"
+    # The contract's columns and types.
+    for name, kind in [("url", pa.string()), ("status", pa.int32()), ("depth", pa.int32()),
+                       ("content_type", pa.string()), ("error", pa.string())]:
+        assert pages.schema.field(name).type == kind
+    assert pages.schema.field("fetched_at").type == pa.timestamp("us", tz="UTC")
+    rows = {r["url"]: r for r in pages.to_pylist()}
+    kinds = {"/p/": 200, "/r/": 302, "/e/": 500, "/missing/": 404, "/bin/": 200}
+    for url, row in rows.items():
+        assert row["status"] == next(s for k, s in kinds.items() if k in url), url
+        assert row["error"] is None
+        assert row["depth"] >= expected[url]  # discovery depth; exact with --max-depth
+    assert any("/bin/" in u and rows[u]["content_type"] == "application/octet-stream"
+               for u in rows)
+    assert stats["fetched"] == stats["rows_written"] == len(urls)
+
+
+def test_two_plus_two_workers_give_the_same_crawl_as_one_plus_one(ray_session, tmp_path):
+    results = []
+    for workers in (1, 2):
+        web = SyntheticWeb(hosts=10, pages_per_host=20, seed=11).start()
+        try:
+            stats, pages = crawl(web, tmp_path / f"out{workers}", strategy_workers=workers,
+                                 db_workers=workers)
+            expected = web.reachable()
+            assert web.unexpected_hits(expected) == {}
+            assert len(stats["db_workers"]) == len(stats["strategy_workers"]) == workers
+            assert all(w["fetched"] > 0 for w in stats["db_workers"])
+            rows = pages.to_pylist()
+            results.append((relative(web, [r["url"] for r in rows]),
+                            sorted((u, r["status"]) for u, r in zip(
+                                relative(web, [r["url"] for r in rows]), rows))))
+        finally:
+            web.stop()
+    assert results[0][0] == results[1][0]
+    assert len(results[0][0]) == len(set(results[0][0]))
+
+
+def test_max_depth_fetches_exactly_the_pages_within_reach(ray_session, web, tmp_path):
+    stats, pages = crawl(web, tmp_path / "out", max_depth=2, strategy_workers=2, db_workers=2)
+    expected = web.reachable(max_depth=2)
+    got = {r["url"]: r["depth"] for r in pages.to_pylist()}
+    assert got == expected  # the right URLs, each at its shortest depth
+    assert web.unexpected_hits(expected) == {}
+    assert stats["depth_gate"] == 2
+
+
+def test_max_pages_is_exact(ray_session, web, tmp_path):
+    stats, pages = crawl(web, tmp_path / "out", max_pages=37, db_workers=2, batch_size=8)
+    urls = pages.column("url").to_pylist()
+    assert len(urls) == len(set(urls)) == 37
+    assert set(urls) <= set(web.reachable())
+    assert stats["reason"] == "max pages reached"
+    assert sum(web.hits.values()) == 37
+
+
+def test_dfs_covers_the_same_web(ray_session, web, tmp_path):
+    stats, pages = crawl(web, tmp_path / "out", strategy="dfs")
+    assert sorted(pages.column("url").to_pylist()) == sorted(web.reachable())
+
+
+def test_refused_seed_ends_visibly(ray_session, web, tmp_path):
+    stats, pages = crawl(web, tmp_path / "out", allow_network=())
+    assert pages.to_pylist()[0]["error"] == "blocked-address"
+    assert pages.num_rows == 1 and stats["error_kinds"] == {"blocked-address": 1}
+    assert sum(web.hits.values()) == 0
+
+
+def test_api_pause_resume_add_seeds_attach_and_actor_names(ray_session, tmp_path):
+    web = SyntheticWeb(hosts=6, pages_per_host=15, seed=3).start()
+    other = SyntheticWeb(hosts=1, pages_per_host=3, seed=4, first_address=40).start()
+    try:
+        c = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
+                  **{**FAST, "delay_s": 0.05, "strategy_workers": 2, "db_workers": 2})
+        c.start()
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == "raycrawl"}
+        cid = c.crawl_id
+        assert {f"{cid}/coordinator", f"{cid}/db-worker-0", f"{cid}/db-worker-1",
+                f"{cid}/strategy-worker-0", f"{cid}/strategy-worker-1"} <= names
+        assert c.pause() == "paused"  # returns once batches in flight are done
+        frozen = c.stats()["fetched"]
+        assert frozen == sum(web.hits.values())
+        time.sleep(0.6)
+        assert c.stats()["fetched"] == frozen and c.stats()["phase"] == "paused"
+        assert c.add_seeds([other.seed_url, "not a url"])["accepted"] == 1
+        again = Crawl.attach(os.path.join(str(tmp_path / "out"), "state"))
+        assert again.crawl_id == cid
+        assert again.resume() == "running"
+        stats = again.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "finished"
+        urls = set(c.pages().column("url").to_pylist())
+        assert urls == set(web.reachable()) | set(other.reachable())
+    finally:
+        web.stop()
+        other.stop()
+
+
+def test_stop_drains_and_writes_output(ray_session, tmp_path):
+    web = SyntheticWeb(hosts=4, pages_per_host=40, seed=5).start()
+    try:
+        c = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), **{**FAST, "delay_s": 0.1})
+        c.start()
+        time.sleep(2.0)
+        stats = c.stop()
+        assert stats["phase"] == "stopped"
+        urls = c.pages().column("url").to_pylist()
+        assert 0 < len(urls) < len(web.reachable()) and len(urls) == len(set(urls))
+        assert len(urls) == sum(web.hits.values())  # every fetched URL has its row
+    finally:
+        web.stop()
+
+
+def test_cli_crawl_and_status(ray_session, web, tmp_path):
+    out = tmp_path / "out"
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"# the synthetic web\n{web.seed_url}\n")
+    config = tmp_path / "crawl.toml"
+    config.write_text('[crawl]\ndelay = 0.0\npoll_interval_s = 0.05\nmax-depth = 5\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "raycrawl.cli", "crawl", "--seeds-file", str(seeds),
+         "--out", str(out), "--max-depth", "1", "--allow-network", "127.0.0.0/8",
+         "--address", ray_session, "--config", str(config), "--strategy-workers", "2",
+         "--db-workers", "2", "--partitions", "8", "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "finished" in run.stdout
+    table = ds.dataset(str(out / "pages"), format="parquet").to_table()
+    assert sorted(table.column("url").to_pylist()) == sorted(web.reachable(max_depth=1))
+    status = subprocess.run([sys.executable, "-m", "raycrawl.cli", "status", "--state",
+                             str(out / "state")], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "finished" in status.stdout
+    assert "db-worker-1" in status.stdout
