@@ -22,6 +22,7 @@ from raycrawl.output import PagesWriter
 from raycrawl.queue import Entry, FrontierQueue, HostSlots
 from raycrawl.routing import split_by_owner
 from raycrawl.storage import Store
+from raycrawl.streams import StreamWriter, stream_path
 
 from .fetch import fetch_batch
 
@@ -63,6 +64,8 @@ class DBWorker:
         self.slots = HostSlots(config.delay_s)
         self.output = PagesWriter(config.pages_dir, index, config.output_rows_per_file,
                                   config.output_flush_s)
+        self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
+                       if config.log_streams else None)
         self.fetch_options = FetchOptions.from_config(config)
         self.gate: int | None = 0 if config.max_depth is not None else None
         self.strategy_workers: list[Any] = []
@@ -118,6 +121,8 @@ class DBWorker:
         if self.in_flight:
             await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         self.output.flush()
+        if self.stream is not None:
+            self.stream.flush()
 
     def report(self) -> dict[str, Any]:
         c = self.counters
@@ -165,6 +170,8 @@ class DBWorker:
         try:
             pages, links = await self._fetch(entries)
             await self._hand_over(pages, links)
+            if self.stream is not None:
+                self.stream.write_spider_log(pages, links)
             self._record(batch_id, pages)
         except Exception:  # a bug or a dead strategy worker: retry the URLs, a bounded number
             log.exception("batch %d failed", batch_id)
@@ -222,6 +229,8 @@ class DBWorker:
         await asyncio.gather(*calls)
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
         self.store.close()
 
 

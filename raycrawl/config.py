@@ -44,7 +44,8 @@ class CrawlConfig:
     robots: bool = True
     allow_network: tuple[str, ...] = ()
     address: str | None = None
-    codec: str = "msgpack"
+    codec: str = "msgpack"  # encoding of the stream files written with log_streams
+    log_streams: bool = False  # write the spider log to OUT/streams in Frontera's protocol
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
     batch_size: int = 128  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch

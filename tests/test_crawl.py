@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from raycrawl import Crawl
+from raycrawl.streams import read_stream, stream_path
 from raycrawl.synthweb import SyntheticWeb
 
 pytestmark = pytest.mark.ray
@@ -100,9 +101,15 @@ def test_max_pages_is_exact(ray_session, web, tmp_path):
     assert sum(web.hits.values()) == 37
 
 
-def test_dfs_covers_the_same_web(ray_session, web, tmp_path):
-    stats, pages = crawl(web, tmp_path / "out", strategy="dfs")
+def test_dfs_covers_the_same_web_and_logs_streams(ray_session, web, tmp_path):
+    stats, pages = crawl(web, tmp_path / "out", strategy="dfs", log_streams=True, codec="json",
+                         db_workers=2)
     assert sorted(pages.column("url").to_pylist()) == sorted(web.reachable())
+    fetched = []
+    for worker in (0, 1):
+        path = stream_path(str(tmp_path / "out"), worker, "json")
+        fetched += [m[1].url for m in read_stream(path, "json") if m[0] == "page_crawled"]
+    assert sorted(fetched) == sorted(pages.column("url").to_pylist())
 
 
 def test_refused_seed_ends_visibly(ray_session, web, tmp_path):
