@@ -181,6 +181,13 @@ class Coordinator:
                     self.phase, self.reason = Phase.FAILED, "reconcile kept failing"
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, self.config.poll_interval_s - elapsed))
+        # Ended, and no driver may ever come back (it was killed): give one ``linger_s`` to
+        # collect the result, then free the workers and this actor.  The state stays on disk.
+        await asyncio.sleep(self.config.linger_s)
+        if not self.closed:
+            log.warning("no driver collected crawl %s; shutting down", self.config.crawl_id)
+            await self.shutdown()
+            ray.actor.exit_actor()
 
     async def step(self) -> None:
         """One reconcile pass: read the workers, maybe open a depth layer or finish."""

@@ -154,7 +154,7 @@ class DBWorker:
             if cfg.max_pages is not None and granted > len(entries):
                 await self.coordinator.release_budget.remote(granted - len(entries))
             if not entries:
-                self.output.add(schemas.empty(schemas.SPIDER_LOG_PAGES))  # time-based flush
+                self.output.flush_if_due()
                 try:  # nothing to cut: wait for new work, a released host or a delay to pass
                     await asyncio.wait_for(self.wakeup.wait(), timeout=max(0.02, min(
                         cfg.delay_s, 0.25)))

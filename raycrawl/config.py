@@ -59,6 +59,7 @@ class CrawlConfig:
     output_rows_per_file: int = 20_000
     output_flush_s: float = 10.0  # flush buffered output rows at least this often
     poll_interval_s: float = 0.2  # coordinator reconcile period
+    linger_s: float = 300.0  # an ended crawl's actors wait this long for a driver, then exit
     fetch_retries: int = 2  # re-runs of a spider-feed batch whose fetch task died
 
     def __post_init__(self) -> None:
@@ -78,7 +79,7 @@ class CrawlConfig:
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
-                     "output_flush_s", "poll_interval_s"):
+                     "output_flush_s", "poll_interval_s", "linger_s"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                   name, "must be a number >= 0")

@@ -43,8 +43,14 @@ class PagesWriter:
             self.buffer.append(pa.RecordBatch.from_arrays(
                 [pages.column(f.name) for f in schemas.PAGES], schema=schemas.PAGES))
             self.buffered += pages.num_rows
-        if self.buffered >= self.rows_per_file or (
-                self.buffered and time.monotonic() - self.last_flush >= self.flush_s):
+        if self.buffered >= self.rows_per_file:
+            self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush when rows have waited ``flush_s`` (so a slow crawl's output shows up)."""
+        if self.buffered and time.monotonic() - self.last_flush >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:

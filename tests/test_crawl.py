@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from raycrawl import Crawl
+from raycrawl.api import read_status
 from raycrawl.streams import read_stream, stream_path
 from raycrawl.synthweb import SyntheticWeb
 
@@ -184,3 +185,21 @@ def test_cli_crawl_and_status(ray_session, web, tmp_path):
                              str(out / "state")], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "finished" in status.stdout
     assert "db-worker-1" in status.stdout
+
+
+def test_an_abandoned_crawl_finishes_and_frees_its_actors(ray_session, tmp_path):
+    web = SyntheticWeb(hosts=2, pages_per_host=5, seed=9).start()
+    try:
+        c = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), **{**FAST, "linger_s": 0.5})
+        c.start()  # and never wait(): as if the driver had been killed
+        deadline = time.monotonic() + 60
+        mine = {c.crawl_id}
+        while mine and time.monotonic() < deadline:
+            time.sleep(0.3)
+            mine = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["name"].startswith(c.crawl_id + "/")}
+        assert not mine, f"actors left behind: {mine}"
+        assert sorted(c.pages().column("url").to_pylist()) == sorted(web.reachable())
+        assert read_status(str(tmp_path / "out" / "state"))["phase"] == "finished"
+    finally:
+        web.stop()
