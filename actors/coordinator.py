@@ -108,19 +108,13 @@ class Coordinator:
         ``{"accepted": n, "invalid": [(url, reason), ...]}`` once they are queued."""
         self.controls_pending += 1
         try:
-            cols: dict[str, list[Any]] = {f.name: [] for f in schemas.SPIDER_FEED}
-            invalid = []
+            infos, invalid = [], []
             for url in urls:
                 try:
-                    info = url_info(url, self.config.partitions)
+                    infos.append(url_info(url, self.config.partitions))
                 except InvalidURL as exc:
                     invalid.append((url, str(exc)))
-                    continue
-                for name, value in (("url", info.url), ("fingerprint", info.fingerprint),
-                                    ("host", info.host), ("partition", info.partition),
-                                    ("depth", 0), ("score", 1.0)):
-                    cols[name].append(value)
-            feed = schemas.batch(schemas.SPIDER_FEED, cols)
+            feed = schemas.feed_batch(infos)
             parts = split_by_owner(feed, self.sw_owner)
             await asyncio.gather(*(self.strategy_workers[w].add_seeds.remote(part)
                                    for w, part in parts.items()))

@@ -8,9 +8,12 @@ is two batches, pages and links, joined by ``parent_url``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
+
+from .urls import URLInfo
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -81,6 +84,15 @@ def batch(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.RecordBatch:
     """A record batch of ``schema`` from column lists (every column must be given)."""
     return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema],
                                       schema=schema)
+
+
+def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:
+    """A spider-feed batch of canonical URLs, all at ``depth`` with ``score``."""
+    infos = list(urls)
+    return batch(SPIDER_FEED, {
+        "url": [i.url for i in infos], "fingerprint": [i.fingerprint for i in infos],
+        "host": [i.host for i in infos], "partition": [i.partition for i in infos],
+        "depth": [depth] * len(infos), "score": [score] * len(infos)})
 
 
 def empty(schema: pa.Schema) -> pa.RecordBatch:

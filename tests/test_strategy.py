@@ -16,11 +16,7 @@ P = 4
 
 
 def feed(urls, depth=0):
-    infos = [url_info(u, P) for u in urls]
-    return schemas.batch(schemas.SPIDER_FEED, {
-        "url": [i.url for i in infos], "fingerprint": [i.fingerprint for i in infos],
-        "host": [i.host for i in infos], "partition": [i.partition for i in infos],
-        "depth": [depth] * len(infos), "score": [1.0] * len(infos)})
+    return schemas.feed_batch((url_info(u, P) for u in urls), depth)
 
 
 def spider_log(pages, links):
