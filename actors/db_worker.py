@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from raycrawl.config import CrawlConfig
 from raycrawl.fetching import FetchOptions
 from raycrawl.output import PagesWriter
 from raycrawl.queue import Entry, FrontierQueue, HostSlots
+from raycrawl.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.routing import split_by_owner
 from raycrawl.storage import Store
 from raycrawl.streams import StreamWriter, stream_path
@@ -28,24 +30,41 @@ from .fetch import fetch_batch
 
 log = logging.getLogger(__name__)
 
+# Outcomes worth another attempt (bounded by ``retries``); the host is backed off meanwhile.
+RETRYABLE_ERRORS = frozenset({"timeout", "connection", "robots-unavailable"})
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Rows this worker ended without a connection: they say nothing of the host's health.
+_NOT_FETCHED = frozenset({"robots", "robots-unavailable", "host-unreachable", "internal-error"})
 
-def _feed(entries: list[Entry]) -> pa.RecordBatch:
+
+def _feed(entries: list[tuple[Entry, bool]], slots: HostSlots) -> pa.RecordBatch:
     return schemas.batch(schemas.SPIDER_FEED, {
-        "url": [e.url for e in entries], "fingerprint": [e.fingerprint for e in entries],
-        "host": [e.host for e in entries], "partition": [e.partition for e in entries],
-        "depth": [e.depth for e in entries], "score": [e.score for e in entries]})
+        "url": [e.url for e, _ in entries], "fingerprint": [e.fingerprint for e, _ in entries],
+        "host": [e.host for e, _ in entries], "partition": [e.partition for e, _ in entries],
+        "depth": [e.depth for e, _ in entries], "score": [e.score for e, _ in entries],
+        "attempts": [e.attempts for e, _ in entries],
+        "redirect_chain": [list(e.redirect_chain) for e, _ in entries],
+        "delay_s": [slots.delay(e.host) for e, _ in entries],
+        "robots_needed": [needed for _, needed in entries]})
 
 
-def _failed_pages(entries: list[Entry], error: str) -> pa.RecordBatch:
-    """Spider-log rows that end ``entries`` with ``error`` and no HTTP response."""
-    n = len(entries)
+def _ended_rows(ended: list[tuple[Entry, str]]) -> pa.RecordBatch:
+    """Spider-log rows for URLs that end without being fetched, each with its error kind."""
+    n = len(ended)
     now = datetime.now(UTC)
     return schemas.batch(schemas.SPIDER_LOG_PAGES, {
-        "url": [e.url for e in entries], "fingerprint": [e.fingerprint for e in entries],
-        "host": [e.host for e in entries], "partition": [e.partition for e in entries],
-        "depth": [e.depth for e in entries], "status": [None] * n, "content_type": [None] * n,
-        "error": [error] * n, "fetched_at": [now] * n, "size_bytes": [0] * n,
-        "duration_s": [0.0] * n, "links_count": [0] * n})
+        "url": [e.url for e, _ in ended], "fingerprint": [e.fingerprint for e, _ in ended],
+        "host": [e.host for e, _ in ended], "partition": [e.partition for e, _ in ended],
+        "depth": [e.depth for e, _ in ended], "status": [None] * n, "content_type": [None] * n,
+        "error": [kind for _, kind in ended], "fetched_at": [now] * n, "size_bytes": [0] * n,
+        "duration_s": [0.0] * n, "links_count": [0] * n,
+        "attempts": [e.attempts for e, _ in ended],
+        "redirect_chain": [list(e.redirect_chain) for e, _ in ended],
+        "retry_after_s": [None] * n})
+
+
+def _retryable(status: int | None, error: str | None) -> bool:
+    return error in RETRYABLE_ERRORS or (error is None and status in RETRYABLE_STATUS)
 
 
 class DBWorker:
@@ -53,7 +72,9 @@ class DBWorker:
 
     A batch stays *in flight* from the cut until its spider log has been processed by the
     strategy workers (which return only once the links are queued) and its pages are recorded
-    here; only then is the host released and the batch counted as completed.
+    here; only then is the host released and the batch counted as completed.  Robots rules,
+    host health (backoff, parking) and per-URL retries are decided here, because this worker
+    is the only one that sees the hosts of its partitions.
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
@@ -61,7 +82,10 @@ class DBWorker:
         self.index = index
         self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"))
         self.queue = FrontierQueue(self.store, layered=config.max_depth is not None)
-        self.slots = HostSlots(config.delay_s)
+        self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
+                               config.host_park_after)
+        self.robots = RobotsCache(self.store) if config.robots else None
+        self.agent = agent_token(config.user_agent)
         self.output = PagesWriter(config.pages_dir, index, config.output_rows_per_file,
                                   config.output_flush_s)
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
@@ -87,13 +111,22 @@ class DBWorker:
         self.coordinator = coordinator
 
     def enqueue(self, scoring: pa.RecordBatch) -> int:
-        """Queue the scheduled rows of a scoring-log batch; durable when this returns.
+        """Queue the scheduled rows of a scoring-log batch; durable when this returns.  Rows
+        with a ``skip`` kind (traps, host budget) end at once with that error.
 
         Idempotent: a URL enqueued here before is ignored."""
         cols = scoring.filter(scoring.column("schedule")).to_pydict()
-        entries = [Entry(u, fp, h, p, d, s) for u, fp, h, p, d, s in zip(
-            cols["url"], cols["fingerprint"], cols["host"], cols["partition"], cols["depth"],
-            cols["score"])]
+        entries, ended = [], []
+        for u, fp, h, p, d, s, chain, skip in zip(
+                cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
+                cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"]):
+            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()))
+            if skip is None:
+                entries.append(entry)
+            else:
+                ended.append((entry, skip))
+        if ended:
+            self._record(0, _ended_rows(ended))
         added = self.queue.push(entries)
         if added:
             self.wakeup.set()
@@ -132,8 +165,10 @@ class DBWorker:
                                else self.queue.queued_up_to(self.gate)),
             "in_flight": len(self.in_flight),
             "activity": self.queue.enqueued_total + c["batches_cut"] + c["batches_done"],
-            "fetched": c["fetched"], "errors": c["errors"], "rows_written":
-                self.output.rows_written, **{k: v for k, v in c.items() if k.startswith("err:")},
+            "fetched": c["fetched"], "errors": c["errors"], "retries": c["retries"],
+            "robots_fetched": c["robots_fetched"], "parked_hosts": len(self.slots.parked),
+            "rows_written": self.output.rows_written,
+            **{k: v for k, v in c.items() if k.startswith("err:")},
         }
 
     async def _feed_loop(self) -> None:
@@ -151,8 +186,7 @@ class DBWorker:
                 granted = await self.coordinator.acquire_budget.remote(want)
             batch_id, entries = self.queue.cut(granted, cfg.host_batch_cap, self.slots,
                                                self.gate, scan_limit=max(1000, 20 * granted))
-            if cfg.max_pages is not None and granted > len(entries):
-                await self.coordinator.release_budget.remote(granted - len(entries))
+            await self._release_budget(granted - len(entries))
             if not entries:
                 self.output.flush_if_due()
                 try:  # nothing to cut: wait for new work, a released host or a delay to pass
@@ -165,14 +199,51 @@ class DBWorker:
             task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
             self.in_flight[batch_id] = task
 
+    async def _release_budget(self, unused: int) -> None:
+        if unused > 0 and self.config.max_pages is not None:
+            await self.coordinator.release_budget.remote(unused)
+
+    def _triage(self, entries: list[Entry]) -> tuple[list[tuple[Entry, bool]],
+                                                     list[tuple[Entry, str]]]:
+        """Split a cut into (entry, robots_needed) to fetch and (entry, kind) that end now:
+        URLs of parked hosts and URLs their origin's cached robots.txt disallows."""
+        fetch, ended = [], []
+        for e in entries:
+            parked = self.slots.parked.get(e.host)
+            if parked is not None:
+                ended.append((e, parked))
+                continue
+            needed = False
+            if self.robots is not None:
+                policy = self.robots.get(origin_of(e.url))
+                if policy is None or policy.kind is RobotsKind.UNAVAILABLE:
+                    needed = True
+                elif not policy.allows(e.url, self.agent):
+                    ended.append((e, "robots"))
+                    continue
+                else:
+                    self.slots.crawl_delay[e.host] = policy.crawl_delay_s(self.agent)
+            fetch.append((e, needed))
+        return fetch, ended
+
     async def _run_batch(self, batch_id: int, entries: list[Entry]) -> None:
         hosts = {e.host for e in entries}
         try:
-            pages, links = await self._fetch(entries)
+            fetch, ended = self._triage(entries)
+            if fetch:
+                pages, links, robots = await self._fetch(fetch)
+                self._learn_robots(robots)
+            else:
+                pages, links = (schemas.empty(schemas.SPIDER_LOG_PAGES),
+                                schemas.empty(schemas.SPIDER_LOG_LINKS))
+            if ended:
+                pages = pa.concat_batches([pages, _ended_rows(ended)])
+            pages, retry = self._retries(pages, entries)
             await self._hand_over(pages, links)
             if self.stream is not None:
                 self.stream.write_spider_log(pages, links)
-            self._record(batch_id, pages)
+            self._record(batch_id, pages, retry)
+            await self._release_budget(len(retry))
         except Exception:  # a bug or a dead strategy worker: retry the URLs, a bounded number
             log.exception("batch %d failed", batch_id)
             self.counters["batches_failed"] += 1
@@ -183,16 +254,67 @@ class DBWorker:
                     given_up.append(e)
             self.queue.requeue(batch_id, drop=frozenset(e.fingerprint for e in given_up))
             if given_up:  # end them visibly instead of crash-looping on them
-                self._record(batch_id, _failed_pages(given_up, "internal-error"))
+                self._record(batch_id, _ended_rows([(e, "internal-error") for e in given_up]))
         finally:
             self.slots.release(hosts, time.monotonic())
             self.counters["batches_done"] += 1
             self.in_flight.pop(batch_id, None)
             self.wakeup.set()
 
-    def _record(self, batch_id: int, pages: pa.RecordBatch) -> None:
-        """Release the batch's leases, output each URL's row once, count outcomes."""
-        fresh = self.queue.complete(batch_id, pages.column("fingerprint").to_pylist())
+    def _learn_robots(self, robots: pa.RecordBatch) -> None:
+        """Cache the robots.txt fetches; an unreachable one pushes its host back, and parks
+        it after ``host_park_after`` failures in a row."""
+        if self.robots is None:
+            return
+        now_wall, now = time.time(), time.monotonic()
+        cfg = self.config
+        for row in robots.to_pylist():
+            origin = row["origin"]
+            previous = self.robots.stored(origin)
+            policy = RobotsPolicy.from_fetch(row["status"], row["body"] or b"", now_wall,
+                                             cfg.robots_ttl_s, cfg.robots_retry_s,
+                                             previous.failures if previous else 0)
+            self.robots.put(origin, policy)
+            self.counters["robots_fetched"] += 1
+            host = row["host"]
+            if policy.kind is RobotsKind.UNAVAILABLE:
+                self.slots.push_back(host, now + cfg.robots_retry_s)
+                if policy.failures >= cfg.host_park_after:
+                    self.slots.park(host, "robots-unavailable")
+
+    def _retries(self, pages: pa.RecordBatch, entries: list[Entry]) -> tuple[pa.RecordBatch,
+                                                                              list[Entry]]:
+        """Take out the rows that get another attempt and back their hosts off (Retry-After
+        or exponential).  A host whose every request failed to connect or timed out counts
+        a failure (see ``HostSlots.record_outcome``); one that answered, even 5xx, is up."""
+        cfg = self.config
+        by_fp = {e.fingerprint: e for e in entries}
+        now = time.monotonic()
+        keep, retry = [], []
+        healthy: dict[str, bool] = {}
+        rows = pages.select(["fingerprint", "host", "status", "error", "retry_after_s"])
+        for i, (fp, host, status, error, after) in enumerate(zip(*rows.to_pydict().values())):
+            failed = _retryable(status, error)
+            if error not in _NOT_FETCHED:  # a host that answered at all is reachable
+                healthy[host] = healthy.get(host, False) or error not in RETRYABLE_ERRORS
+            if after is not None:
+                self.slots.push_back(host, now + min(after, cfg.max_retry_after_s))
+            entry = by_fp.get(fp)
+            if failed and entry is not None and entry.attempts < cfg.retries:
+                retry.append(dataclasses.replace(entry, attempts=entry.attempts + 1))
+                self.slots.push_back(host, now + cfg.retry_backoff_s * 2 ** entry.attempts)
+            else:
+                keep.append(i)
+        for host, ok in healthy.items():
+            self.slots.record_outcome(host, ok, now)
+        self.counters["retries"] += len(retry)
+        if len(keep) < pages.num_rows:
+            pages = pages.take(pa.array(keep, type=pa.int64()))
+        return pages, retry
+
+    def _record(self, batch_id: int, pages: pa.RecordBatch, retry: list[Entry] = ()) -> None:
+        """Release the batch's leases, queue its retries, output each URL's row once."""
+        fresh = self.queue.complete(batch_id, pages.column("fingerprint").to_pylist(), retry)
         if len(fresh) < pages.num_rows:
             pages = pages.filter(pc.is_in(pages.column("fingerprint"),
                                           value_set=pa.array(fresh, type=pa.uint64())))
@@ -203,18 +325,19 @@ class DBWorker:
         for kind, n in Counter(errors.to_pylist()).items():
             self.counters[f"err:{kind}"] += n
 
-    async def _fetch(self, entries: list[Entry]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    async def _fetch(self, fetch: list[tuple[Entry, bool]]) -> tuple[
+            pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
         """Run the fetch task, retrying a task that died; after ``fetch_retries`` the URLs end
         as ``fetch-task-failed`` errors instead of stalling the crawl."""
-        feed = _feed(entries)
+        feed = _feed(fetch, self.slots)
         for attempt in range(self.config.fetch_retries + 1):
             try:
                 return await fetch_batch.remote(feed, self.fetch_options)
             except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
                     ray.exceptions.TaskCancelledError) as exc:
                 log.warning("fetch task failed (attempt %d): %s", attempt + 1, exc)
-        return _failed_pages(entries, "fetch-task-failed"), schemas.empty(
-            schemas.SPIDER_LOG_LINKS)
+        return (_ended_rows([(e, "fetch-task-failed") for e, _ in fetch]),
+                schemas.empty(schemas.SPIDER_LOG_LINKS), schemas.empty(schemas.ROBOTS))
 
     async def _hand_over(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
         """Send each strategy worker the pages and links of its partitions; return when all

@@ -141,10 +141,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{web.address(args.hosts - 1)}, {len(expected)} URLs reachable from "
               f"{web.seed_url}", flush=True)
         started = time.monotonic()
-        stats = run_crawl(CrawlConfig(
+        config = CrawlConfig(
             seeds=(web.seed_url,), out=args.out, state=os.path.join(args.out, "state"),
-            delay_s=0.0, allow_network=("127.0.0.0/8",), db_workers=args.db_workers,
-            strategy_workers=args.strategy_workers, address=args.address))
+            delay_s=0.0, retry_backoff_s=0.1, allow_network=("127.0.0.0/8",),
+            db_workers=args.db_workers, strategy_workers=args.strategy_workers,
+            address=args.address)
+        stats = run_crawl(config)
         elapsed = time.monotonic() - started
     finally:
         web.stop()
@@ -152,10 +154,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     missing = set(expected) - set(urls)
     dupes = len(urls) - len(set(urls))
     print(_summary(stats))
+    unexpected = web.unexpected_hits(expected, config.retries + 1, robots=True)
     print(f"{len(urls)} rows for {len(expected)} reachable URLs: {len(missing)} missing, "
-          f"{dupes} duplicates, {len(web.unexpected_hits(expected))} unexpected requests; "
+          f"{dupes} duplicates, {len(unexpected)} unexpected requests; "
           f"{len(urls) / elapsed:.0f} pages/s end to end ({elapsed:.1f} s with Ray start-up)")
-    return 0 if not missing and not dupes and stats.get("phase") == "finished" else 1
+    ok = not missing and not dupes and not unexpected and stats.get("phase") == "finished"
+    return 0 if ok else 1
 
 
 def cmd_synthweb(args: argparse.Namespace) -> int:

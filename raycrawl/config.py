@@ -61,6 +61,17 @@ class CrawlConfig:
     poll_interval_s: float = 0.2  # coordinator reconcile period
     linger_s: float = 300.0  # an ended crawl's actors wait this long for a driver, then exit
     fetch_retries: int = 2  # re-runs of a spider-feed batch whose fetch task died
+    retries: int = 2  # more attempts for a URL after a timeout, connection error, 429 or 5xx
+    retry_backoff_s: float = 2.0  # host backoff before attempt n+1: retry_backoff_s * 2**n
+    max_backoff_s: float = 600.0  # cap of a failing host's exponential backoff
+    max_retry_after_s: float = 600.0  # cap of a 429/503 Retry-After
+    host_park_after: int = 5  # failing batches (or robots.txt fetches) in a row, then park
+    robots_ttl_s: float = 86_400.0  # how long a robots.txt stays cached
+    robots_retry_s: float = 300.0  # when an unreachable robots.txt is tried again
+    max_redirects: int = 10  # hops of one redirect chain
+    max_segment_repeats: int = 3  # a path segment repeated more often marks a trap
+    max_query_variants: int = 500  # URLs per (host, path, query keys) before it is a trap
+    max_pages_per_host: int | None = None  # URLs scheduled per host
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, why: str) -> None:
@@ -70,21 +81,25 @@ class CrawlConfig:
         for name in ("partitions", "strategy_workers", "db_workers", "fetch_concurrency",
                      "per_host", "batch_size", "host_batch_cap", "batches_in_flight",
                      "max_body_bytes", "max_links_per_page", "max_url_length",
-                     "output_rows_per_file"):
+                     "output_rows_per_file", "host_park_after", "max_redirects",
+                     "max_segment_repeats", "max_query_variants"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   name, "must be an integer >= 1")
-        for name in ("max_pages", "max_depth"):
+        for name in ("max_pages", "max_depth", "max_pages_per_host"):
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
-                     "output_flush_s", "poll_interval_s", "linger_s"):
+                     "output_flush_s", "poll_interval_s", "linger_s", "retry_backoff_s",
+                     "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                   name, "must be a number >= 0")
-        check(isinstance(self.fetch_retries, int) and self.fetch_retries >= 0,
-              "fetch_retries", "must be an integer >= 0")
+        for name in ("fetch_retries", "retries"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                  name, "must be an integer >= 0")
         check(self.strategy_workers <= self.partitions, "strategy_workers",
               "cannot exceed the number of partitions")
         check(self.db_workers <= self.partitions, "db_workers",

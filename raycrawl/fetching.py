@@ -1,38 +1,50 @@
-"""Fetching one spider-feed batch: aiohttp downloads, politeness per host, link extraction.
+"""Fetching one spider-feed batch: aiohttp downloads, politeness per host, robots.txt, links.
 
 This is the body of the stateless fetch task (``actors.fetch``), runnable without Ray.  Expected
 per-URL failures are values in the spider log's ``error`` column, never exceptions:
 
-=================  ==============================================================
-``timeout``        connect, read or total timeout
-``connection``     refused, reset, unreachable, DNS failure
-``blocked-address``  the address guard refused the host's address
-``too-large``      the body exceeded ``max_body_bytes`` (status kept)
-``bad-response``   the server broke HTTP (bad status line, bad encoding, ...)
-``invalid-url``    the URL could not be requested
-``bad-redirect``   a 3xx whose Location cannot be resolved (status kept)
-=================  ==============================================================
+======================  ===========================================================
+``timeout``             connect, read or total timeout (a slow drip is cut off)
+``connection``          refused, reset, unreachable, DNS failure
+``blocked-address``     the address guard refused the host's address
+``too-large``           the (decoded) body exceeded ``max_body_bytes`` (status kept)
+``bad-response``        the server broke HTTP or sent an encoding we do not decode
+``bad-redirect``        a 3xx whose Location cannot be resolved (status kept)
+``redirect-loop``       a 3xx back to a URL of its own redirect chain (status kept)
+``too-many-redirects``  a redirect chain longer than ``max_redirects`` (status kept)
+``robots``              robots.txt disallows the URL; it was not fetched
+``robots-unavailable``  robots.txt answered 5xx or not at all; retried later
+``invalid-url``         the URL could not be requested
+======================  ===========================================================
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 import pyarrow as pa
+import yarl
 
 from . import schemas
 from .config import CrawlConfig
+from .decoding import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
 from .errors import InvalidURL
 from .extract import extract_links, is_html
 from .netguard import AddressGuard, BlockedAddress, GuardedResolver
+from .robots import MAX_ROBOTS_BYTES, RobotsKind, RobotsPolicy, agent_token, origin_of
 from .urls import url_info
+
+MAX_ROBOTS_REDIRECTS = 5  # RFC 9309
+_NOT_TRIED = frozenset({"robots", "robots-unavailable", "blocked-address"})
 
 
 @dataclass(frozen=True)
@@ -41,22 +53,22 @@ class FetchOptions:
 
     concurrency: int
     per_host: int
-    delay_s: float
     connect_timeout_s: float
     read_timeout_s: float
     total_timeout_s: float
     max_body_bytes: int
     max_links_per_page: int
     max_url_length: int
+    max_redirects: int
     partitions: int
     user_agent: str
     allow_network: tuple[str, ...]
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
-        return cls(c.fetch_concurrency, c.per_host, c.delay_s, c.connect_timeout_s,
-                   c.read_timeout_s, c.total_timeout_s, c.max_body_bytes, c.max_links_per_page,
-                   c.max_url_length, c.partitions, c.user_agent, c.allow_network)
+        return cls(c.fetch_concurrency, c.per_host, c.connect_timeout_s, c.read_timeout_s,
+                   c.total_timeout_s, c.max_body_bytes, c.max_links_per_page, c.max_url_length,
+                   c.max_redirects, c.partitions, c.user_agent, c.allow_network)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -70,11 +82,28 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, (aiohttp.InvalidURL, InvalidURL)):
         return "invalid-url"
     if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
-                        aiohttp.ServerDisconnectedError, UnicodeError)):
+                        aiohttp.ServerDisconnectedError, UnicodeError, UnsupportedEncoding,
+                        zlib.error)):
         return "bad-response"
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return "connection"
     raise exc  # not a per-URL failure: a bug that must surface
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 class _Collector:
@@ -83,13 +112,15 @@ class _Collector:
     def __init__(self) -> None:
         self.pages: dict[str, list[Any]] = {f.name: [] for f in schemas.SPIDER_LOG_PAGES}
         self.links: dict[str, list[Any]] = {f.name: [] for f in schemas.SPIDER_LOG_LINKS}
+        self.robots: dict[str, list[Any]] = {f.name: [] for f in schemas.ROBOTS}
 
     def page(self, row: dict[str, Any], status: int | None, ctype: str | None,
-             error: str | None, fetched_at: datetime, size: int, duration: float,
-             links: int) -> None:
+             error: str | None, fetched_at: datetime, size: int = 0, duration: float = 0.0,
+             links: int = 0, retry_after: float | None = None) -> None:
         p = self.pages
-        for name in ("url", "fingerprint", "host", "partition", "depth"):
+        for name in ("url", "fingerprint", "host", "partition", "depth", "redirect_chain"):
             p[name].append(row[name])
+        p["attempts"].append(row["attempts"] + (0 if error in _NOT_TRIED else 1))
         p["status"].append(status)
         p["content_type"].append(ctype)
         p["error"].append(error)
@@ -97,9 +128,10 @@ class _Collector:
         p["size_bytes"].append(size)
         p["duration_s"].append(duration)
         p["links_count"].append(links)
+        p["retry_after_s"].append(retry_after)
 
     def link_rows(self, parent: dict[str, Any], targets: list[str], depth: int,
-                  opts: FetchOptions) -> int:
+                  chain: list[str], opts: FetchOptions) -> int:
         seen: set[int] = set()
         lk = self.links
         for target in targets:
@@ -121,106 +153,184 @@ class _Collector:
             lk["host"].append(info.host)
             lk["partition"].append(info.partition)
             lk["depth"].append(depth)
+            lk["redirect_chain"].append(chain)
         return len(seen)
 
-    def result(self) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    def robots_row(self, origin: str, host: str, status: int | None, body: bytes,
+                   error: str | None) -> None:
+        r = self.robots
+        r["origin"].append(origin)
+        r["host"].append(host)
+        r["status"].append(status)
+        r["body"].append(body)
+        r["error"].append(error)
+
+    def result(self) -> tuple[pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
         return (schemas.batch(schemas.SPIDER_LOG_PAGES, self.pages),
-                schemas.batch(schemas.SPIDER_LOG_LINKS, self.links))
+                schemas.batch(schemas.SPIDER_LOG_LINKS, self.links),
+                schemas.batch(schemas.ROBOTS, self.robots))
 
 
 async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """The (decompressed) body, stopping once it exceeds ``limit``; (body, too_large)."""
+    """The decoded body, stopping once it exceeds ``limit``; returns (body, too_large)."""
     declared = resp.content_length
-    if declared is not None and declared > limit:
+    if declared is not None and declared > limit and not resp.headers.get("Content-Encoding"):
         return b"", True
+    decoder = BodyDecoder(resp.headers.get("Content-Encoding"), limit)
     body = bytearray()
     async for chunk in resp.content.iter_chunked(65536):
-        body += chunk
-        if len(body) > limit:
+        body += decoder.feed(chunk)
+        if decoder.over_limit:
             return bytes(body[:limit]), True
     return bytes(body), False
 
 
-async def _fetch_one(session: aiohttp.ClientSession, row: dict[str, Any], opts: FetchOptions,
-                     guard: AddressGuard, out: _Collector) -> None:
-    fetched_at = datetime.now(UTC)
-    started = time.monotonic()
-    status: int | None = None
-    ctype: str | None = None
-    error: str | None = None
-    size = 0
-    targets: list[str] = []
-    link_depth = row["depth"] + 1
-    refusal = guard.check_host_literal(row["host"])
-    if refusal is not None:
-        error = "blocked-address"
-    else:
+class _Fetcher:
+    """One batch's session, guard and collector."""
+
+    def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions,
+                 out: _Collector) -> None:
+        self.session, self.opts, self.out = session, opts, out
+        self.guard = AddressGuard(opts.allow_network)
+        self.limit = asyncio.Semaphore(opts.concurrency)
+        self.agent = agent_token(opts.user_agent)
+
+    async def robots(self, origin: str, host: str) -> RobotsPolicy:
+        """Fetch ``origin``'s robots.txt and record it.  Redirects are followed by hand, at
+        most 5 (RFC 9309), each hop through the address guard; after the fifth the last 3xx
+        stands, which reads as "unavailable": allow all."""
+        status: int | None = None
+        body = b""
+        error: str | None = None
+        url = origin + "/robots.txt"
+        for _ in range(MAX_ROBOTS_REDIRECTS + 1):
+            if self.guard.check_host_literal(yarl.URL(url).raw_host or "") is not None:
+                status, error = None, "blocked-address"
+                break
+            try:
+                async with self.limit, self.session.get(url, allow_redirects=False) as resp:
+                    status = resp.status
+                    location = resp.headers.get("Location")
+                    if 300 <= status < 400 and location:
+                        try:
+                            url = urljoin(url, location)
+                        except ValueError:  # unusable Location: the 3xx stands
+                            break
+                        continue
+                    if 200 <= status < 300:
+                        body, _ = await _read_body(resp, MAX_ROBOTS_BYTES)
+            except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
+                status, error = None, error_kind(exc)
+            break
+        if error == "blocked-address":  # the pages will be refused the same way; no robots
+            return RobotsPolicy(RobotsKind.ALLOW_ALL, "", 0.0)
+        self.out.robots_row(origin, host, status, body, error)
+        return RobotsPolicy.from_fetch(status, body, time.time(), ttl_s=0.0, retry_s=0.0)
+
+    async def page(self, row: dict[str, Any]) -> None:
+        opts = self.opts
+        fetched_at = datetime.now(UTC)
+        started = time.monotonic()
+        status: int | None = None
+        ctype: str | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        size = 0
+        targets: list[str] = []
+        link_depth, link_chain = row["depth"] + 1, []
+        if self.guard.check_host_literal(row["host"]) is not None:
+            error = "blocked-address"
+        else:
+            try:
+                async with self.limit, self.session.get(row["url"], allow_redirects=False) as resp:
+                    status = resp.status
+                    ctype = resp.headers.get("Content-Type")
+                    if status in (429, 503):
+                        retry_after = retry_after_s(resp.headers.get("Retry-After"), fetched_at)
+                    if 300 <= status < 400 and "Location" in resp.headers:
+                        error, targets = self._redirect(row, resp.headers["Location"])
+                        link_depth, link_chain = row["depth"], [*row["redirect_chain"], row["url"]]
+                    else:
+                        body, too_large = await _read_body(resp, opts.max_body_bytes)
+                        size = len(body)
+                        if too_large:
+                            error = "too-large"
+                        elif is_html(ctype) and status < 300:
+                            targets = extract_links(str(resp.url), body, ctype)
+            except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
+                error = error_kind(exc)
+        links = self.out.link_rows(row, targets, link_depth, link_chain, opts) if targets else 0
+        self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
+                      links, retry_after)
+
+    def _redirect(self, row: dict[str, Any], location: str) -> tuple[str | None, list[str]]:
+        """A redirect is a frontier event: its target is routed, deduplicated and fetched like
+        a link found at the same depth, carrying the chain that led to it."""
         try:
-            async with session.get(row["url"], allow_redirects=False) as resp:
-                status = resp.status
-                ctype = resp.headers.get("Content-Type")
-                body, too_large = await _read_body(resp, opts.max_body_bytes)
-                size = len(body)
-                if too_large:
-                    error = "too-large"
-                elif 300 <= status < 400 and "Location" in resp.headers:
-                    # A redirect is a frontier event: its target is routed, deduplicated and
-                    # fetched like a link found at the same depth.
-                    try:
-                        targets = [urljoin(str(resp.url), resp.headers["Location"])]
-                    except ValueError:  # a Location no URL parser accepts
-                        error = "bad-redirect"
-                    link_depth = row["depth"]
-                elif is_html(ctype):
-                    targets = extract_links(str(resp.url), body, ctype)
-        except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
-            error = error_kind(exc)
-    links = out.link_rows(row, targets, link_depth, opts) if targets else 0
-    out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started, links)
+            target = url_info(urljoin(row["url"], location), self.opts.partitions).url
+        except (ValueError, InvalidURL):
+            return "bad-redirect", []
+        if target == row["url"] or target in row["redirect_chain"]:
+            return "redirect-loop", []
+        if len(row["redirect_chain"]) + 1 > self.opts.max_redirects:
+            return "too-many-redirects", []
+        return None, [target]
+
+    async def host(self, rows: list[dict[str, Any]]) -> None:
+        """One host's URLs: robots.txt first if asked, then at most ``per_host`` at once,
+        request starts at least the host's delay apart."""
+        delay = max(r["delay_s"] for r in rows)
+        allowed = []
+        policies: dict[str, RobotsPolicy] = {}
+        for row in rows:
+            if row["robots_needed"]:
+                origin = origin_of(row["url"])
+                if origin not in policies:
+                    policies[origin] = await self.robots(origin, row["host"])
+                policy = policies[origin]
+                delay = max(delay, policy.crawl_delay_s(self.agent))
+                if policy.kind is RobotsKind.UNAVAILABLE:
+                    self.out.page(row, None, None, "robots-unavailable", datetime.now(UTC))
+                    continue
+                if not policy.allows(row["url"], self.agent):
+                    self.out.page(row, None, None, "robots", datetime.now(UTC))
+                    continue
+            allowed.append(row)
+        pending = list(reversed(allowed))
+        next_start = time.monotonic() + (delay if policies else 0.0)
+
+        async def worker() -> None:
+            nonlocal next_start
+            while pending:
+                row = pending.pop()
+                now = time.monotonic()
+                wait = next_start - now
+                next_start = max(now, next_start) + delay
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self.page(row)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.opts.per_host, len(allowed)))))
 
 
-async def _crawl_host(session: aiohttp.ClientSession, rows: list[dict[str, Any]],
-                      opts: FetchOptions, guard: AddressGuard, out: _Collector,
-                      limit: asyncio.Semaphore) -> None:
-    """Fetch one host's URLs: at most ``per_host`` at once, starts ``delay_s`` apart."""
-    pending = list(reversed(rows))
-    next_start = 0.0
-
-    async def worker() -> None:
-        nonlocal next_start
-        while pending:
-            row = pending.pop()
-            now = time.monotonic()
-            wait = next_start - now
-            next_start = max(now, next_start) + opts.delay_s
-            if wait > 0:
-                await asyncio.sleep(wait)
-            async with limit:
-                await _fetch_one(session, row, opts, guard, out)
-
-    await asyncio.gather(*(worker() for _ in range(min(opts.per_host, len(rows)))))
-
-
-async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions) -> tuple[pa.RecordBatch,
-                                                                        pa.RecordBatch]:
-    """Fetch every request of a spider-feed batch; returns the spider log (pages, links).
-
-    Every request yields exactly one page row, fetched or failed.
-    """
+async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions) -> tuple[
+        pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
+    the robots.txt fetches made.  Every request yields exactly one page row."""
     by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in feed.to_pylist():
         by_host[row["host"]].append(row)
-    guard = AddressGuard(opts.allow_network)
     out = _Collector()
     timeout = aiohttp.ClientTimeout(total=opts.total_timeout_s or None,
                                     sock_connect=opts.connect_timeout_s or None,
                                     sock_read=opts.read_timeout_s or None)
+    guard = AddressGuard(opts.allow_network)
     connector = aiohttp.TCPConnector(limit=opts.concurrency, resolver=GuardedResolver(guard),
                                      ttl_dns_cache=60)
-    limit = asyncio.Semaphore(opts.concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     headers={"User-Agent": opts.user_agent},
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
-        await asyncio.gather(*(_crawl_host(session, rows, opts, guard, out, limit)
-                               for rows in by_host.values()))
+    async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            headers={"User-Agent": opts.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+            cookie_jar=aiohttp.DummyCookieJar()) as session:
+        fetcher = _Fetcher(session, opts, out)
+        await asyncio.gather(*(fetcher.host(rows) for rows in by_host.values()))
     return out.result()

@@ -37,6 +37,7 @@ class Request:
     host: str = ""
     partition: int = 0
     state: URLState = URLState.NOT_CRAWLED
+    redirect_chain: list[str] = field(default_factory=list)  # URLs that redirected here
 
 
 @dataclass(slots=True)

@@ -21,43 +21,61 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .storage import Store, read_u64, sortable_float, u64
+from .storage import Store, WriteBatch, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C = b"q", b"f", b"l", b"p", b"c"
 
 
 @dataclass(slots=True, frozen=True)
 class Entry:
+    """A queued URL; ``attempts`` counts its earlier fetches that ended in a retry."""
+
     url: str
     fingerprint: int
     host: str
     partition: int
     depth: int
     score: float
+    attempts: int = 0
+    redirect_chain: tuple[str, ...] = ()
 
     def pack(self) -> bytes:
         return msgpack.packb([self.url, self.fingerprint, self.host, self.partition,
-                              self.depth, self.score])
+                              self.depth, self.score, self.attempts, list(self.redirect_chain)])
 
     @classmethod
     def unpack(cls, raw: bytes) -> Entry:
-        return cls(*msgpack.unpackb(raw))
+        url, fp, host, part, depth, score, attempts, chain = msgpack.unpackb(raw)
+        return cls(url, fp, host, part, depth, score, attempts, tuple(chain))
 
 
 class HostSlots:
-    """Per-host politeness of the hosts one DB worker owns.
+    """Per-host politeness and health of the hosts one DB worker owns.
 
     A host is leased to one spider-feed batch at a time (the fetch task runs at most
-    ``per_host`` of its requests at once and spaces their starts by ``delay_s``); after the
-    batch returns, the host waits ``delay_s`` before the next batch may start it.
+    ``per_host`` of its requests at once and spaces their starts by the host's delay); after
+    the batch returns, the host waits its delay before the next batch may start it.  The delay
+    is ``delay_s`` or the host's robots Crawl-delay, whichever is longer.  A host whose batches
+    keep failing is backed off exponentially and, after ``park_after`` failures in a row,
+    parked: its queued URLs then end with the park reason instead of being fetched.
     """
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, backoff_s: float = 1.0, max_backoff_s: float = 600.0,
+                 park_after: int = 5) -> None:
         self.delay_s = delay_s
+        self.backoff_s, self.max_backoff_s, self.park_after = backoff_s, max_backoff_s, park_after
         self.leased: set[str] = set()
         self.ready_at: dict[str, float] = {}
+        self.crawl_delay: dict[str, float] = {}
+        self.failures: Counter[str] = Counter()
+        self.parked: dict[str, str] = {}
+
+    def delay(self, host: str) -> float:
+        return max(self.delay_s, self.crawl_delay.get(host, 0.0))
 
     def available(self, host: str, now: float) -> bool:
+        if host in self.parked:
+            return host not in self.leased  # drained as errors, a batch at a time
         return host not in self.leased and self.ready_at.get(host, 0.0) <= now
 
     def lease(self, hosts: set[str]) -> None:
@@ -65,11 +83,32 @@ class HostSlots:
 
     def release(self, hosts: set[str], now: float) -> None:
         self.leased -= hosts
-        if self.delay_s > 0:
-            for host in hosts:
-                self.ready_at[host] = now + self.delay_s
-            if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
-                self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
+        for host in hosts:
+            delay = self.delay(host)
+            if delay > 0:
+                self.push_back(host, now + delay)
+        if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
+            self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
+
+    def push_back(self, host: str, until: float) -> None:
+        """No request to ``host`` starts before ``until`` (monotonic clock)."""
+        if until > self.ready_at.get(host, 0.0):
+            self.ready_at[host] = until
+
+    def record_outcome(self, host: str, healthy: bool, now: float) -> None:
+        """After a batch: a host that answered is healthy; one whose every request failed
+        (timeout, connection, 5xx) is backed off, and parked after ``park_after`` in a row."""
+        if healthy:
+            self.failures.pop(host, None)
+            return
+        self.failures[host] += 1
+        n = self.failures[host]
+        self.push_back(host, now + min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
+        if n >= self.park_after:
+            self.park(host, "host-unreachable")
+
+    def park(self, host: str, reason: str) -> None:
+        self.parked.setdefault(host, reason)
 
 
 class FrontierQueue:
@@ -106,14 +145,9 @@ class FrontierQueue:
         if not fresh:
             return 0
         wb = self.store.batch()
-        layers: Counter[int] = Counter()
         for entry in fresh:
-            key, layer = self._key(entry, self.next_seq)
-            self.next_seq += 1
-            wb.put(key, entry.pack())
             wb.put(_F + u64(entry.fingerprint), b"")
-            layers[layer] += 1
-        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        layers = self._put_entries(wb, fresh)
         self.store.write(wb)
         self.by_layer.update(layers)
         self.enqueued_total += len(fresh)
@@ -157,8 +191,10 @@ class FrontierQueue:
         slots.lease(set(per_host))
         return batch_id, [e for _, e in taken]
 
-    def complete(self, batch_id: int, fingerprints: list[int]) -> list[int]:
-        """Drop a batch's leases and record its URLs as fetched, in one atomic write.
+    def complete(self, batch_id: int, fingerprints: list[int],
+                 retry: tuple[Entry, ...] | list[Entry] = ()) -> list[int]:
+        """In one atomic write: drop a batch's leases, record ``fingerprints`` as done, and
+        queue the ``retry`` entries again (their URLs get another attempt).
 
         Returns the fingerprints not recorded before (the rows to output): completing the
         same batch twice outputs nothing the second time."""
@@ -169,8 +205,23 @@ class FrontierQueue:
             wb.delete(key)
         for fp in fresh:
             wb.put(_P + u64(fp), b"")
+        layers = self._put_entries(wb, retry)
         self.store.write(wb)
+        self.by_layer.update(layers)
         return fresh
+
+    def _put_entries(self, wb: WriteBatch,
+                     entries: tuple[Entry, ...] | list[Entry]) -> Counter[int]:
+        """Add queue keys for ``entries`` to ``wb`` (with the counters); returns the
+        per-layer counts to apply once ``wb`` is written."""
+        layers: Counter[int] = Counter()
+        for entry in entries:
+            key, layer = self._key(entry, self.next_seq)
+            self.next_seq += 1
+            wb.put(key, entry.pack())
+            layers[layer] += 1
+        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        return layers
 
     def requeue(self, batch_id: int, drop: frozenset[int] = frozenset()) -> list[Entry]:
         """Put a batch's leased entries back in the queue, except the fingerprints in
@@ -180,13 +231,9 @@ class FrontierQueue:
         wb = self.store.batch()
         for key, _ in leased:
             wb.delete(key)
-        for entry in entries:
-            key, layer = self._key(entry, self.next_seq)
-            self.next_seq += 1
-            wb.put(key, entry.pack())
-            self.by_layer[layer] += 1
-        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        layers = self._put_entries(wb, entries)
         self.store.write(wb)
+        self.by_layer.update(layers)
         return entries
 
     def stale_leases(self) -> list[int]:

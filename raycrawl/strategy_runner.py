@@ -18,6 +18,7 @@ from .models import Request, Response, URLState
 from .states import URLStates
 from .storage import Store
 from .strategy import load_strategy
+from .traps import TrapGuard
 
 
 class StrategyRunner:
@@ -26,12 +27,17 @@ class StrategyRunner:
     def __init__(self, config: CrawlConfig, store: Store) -> None:
         self.config = config
         self.states = URLStates(store)
+        self.traps = TrapGuard(store, config.max_segment_repeats, config.max_query_variants,
+                               config.max_pages_per_host)
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
         self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
         self.counters: defaultdict[str, int] = defaultdict(int)
 
     def _on_schedule(self, request: Request, score: float, queue: bool) -> None:
-        state = URLState.QUEUED if queue else self.states.state(request.fingerprint)
+        """The strategy's ``schedule``: a URL over a trap limit ends as an error instead."""
+        skip = self.traps.verdict(request.url, request.host) if queue else None
+        state = (URLState.ERROR if skip else URLState.QUEUED) if queue else self.states.state(
+            request.fingerprint)
         self.states.set(request.fingerprint, state, request.depth, score)
         request.state = state
         if queue:
@@ -43,10 +49,13 @@ class StrategyRunner:
             out["depth"].append(request.depth)
             out["score"].append(score)
             out["schedule"].append(True)
-            self.counters["scheduled"] += 1
+            out["redirect_chain"].append(request.redirect_chain)
+            out["skip"].append(skip)
+            self.counters["skipped:" + skip if skip else "scheduled"] += 1
 
     def _drain(self) -> pa.RecordBatch:
         self.states.flush()
+        self.traps.flush()
         result = schemas.batch(schemas.SCORING_LOG, self._out)
         self._out = {f.name: [] for f in schemas.SCORING_LOG}
         return result
@@ -103,11 +112,12 @@ class StrategyRunner:
         cols = links.to_pydict()
         by_parent: dict[str, list[Request]] = {}
         parent_depth: dict[str, int] = {}
-        for parent, pdepth, url, fp, host, part, depth in zip(
+        for parent, pdepth, url, fp, host, part, depth, chain in zip(
                 cols["parent_url"], cols["parent_depth"], cols["url"], cols["fingerprint"],
-                cols["host"], cols["partition"], cols["depth"]):
+                cols["host"], cols["partition"], cols["depth"], cols["redirect_chain"]):
             by_parent.setdefault(parent, []).append(
-                Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth))
+                Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth,
+                        redirect_chain=chain or []))
             parent_depth[parent] = pdepth
         for parent, found in by_parent.items():
             request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)

@@ -64,12 +64,14 @@ class SyntheticWeb:
 
     def __init__(self, hosts: int = 20, pages_per_host: int = 50, out_degree: int = 8,
                  cross_host: float = 0.3, seed: int = 1, page_bytes: int = 0,
-                 specials: bool = True, first_address: int = 2) -> None:
+                 specials: bool = True, first_address: int = 2,
+                 robots: dict[int, str] | None = None) -> None:
         if not 1 <= hosts <= 250:
             raise ValueError("hosts must be between 1 and 250")
         self.hosts, self.pages = hosts, pages_per_host
         self.out_degree, self.cross_host, self.seed = out_degree, cross_host, seed
         self.page_bytes, self.specials, self.first_address = page_bytes, specials, first_address
+        self.robots = robots or {}  # host index -> robots.txt text (others answer 404)
         self.ports: list[int] = []
         self.hits: Counter[str] = Counter()  # "host:port/target" -> requests
         self.lock = threading.Lock()
@@ -172,6 +174,8 @@ class SyntheticWeb:
         with self.lock:
             self.hits[f"{self.address(host)}:{self.ports[host]}{target}"] += 1
         path, _, query = target.partition("?")
+        if path == "/robots.txt" and host in self.robots:
+            return 200, "text/plain", "", self.robots[host].encode()
         parts = path.strip("/").split("/")
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= self.pages:
             return 404, "text/plain", "", b"not found"
@@ -231,11 +235,19 @@ class SyntheticWeb:
             self._thread.join(timeout=10)
         self._loop = None
 
-    def unexpected_hits(self, expected: dict[str, int]) -> dict[str, int]:
-        """Requests that were not for exactly one fetch of an expected URL."""
+    def unexpected_hits(self, expected: dict[str, int], error_attempts: int = 1,
+                        robots: bool = False) -> dict[str, int]:
+        """Requests that were not exactly what a correct crawl of ``expected`` makes: one per
+        URL, ``error_attempts`` per ``/e/`` URL (500s are retried) and, with ``robots``, one
+        robots.txt per host reached."""
         with self.lock:
             hits = dict(self.hits)
-        wanted = {url.removeprefix("http://"): 1 for url in expected}
+        wanted = {url.removeprefix("http://"): error_attempts if "/e/" in url else 1
+                  for url in expected}
+        if robots:
+            for url in expected:
+                origin = url.removeprefix("http://").split("/", 1)[0]
+                wanted[f"{origin}/robots.txt"] = 1
         bad = {k: v for k, v in hits.items() if wanted.get(k) != v}
         bad.update({k: 0 for k in wanted if k not in hits})
         return bad

@@ -1,0 +1,130 @@
+"""robots.txt policies (RFC 9309) and their cache in a DB worker's RocksDB.
+
+How a fetch of ``/robots.txt`` becomes a policy:
+
+=========================  =================================================================
+2xx                        the rules (body capped at ``MAX_ROBOTS_BYTES``, UTF-8 BOM removed)
+3xx after 5 redirects      allow all (the fetch follows at most 5 redirects)
+4xx                        allow all
+5xx, timeout, unreachable  disallow all, *temporarily*: retried after ``retry_s``; a host
+                           whose robots.txt keeps failing is parked by the DB worker
+=========================  =================================================================
+
+A policy is cached per origin (scheme, host, port) until it expires (``ttl_s``, 24 h by
+default, as the RFC recommends at most).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+import msgpack
+from protego import Protego
+
+from .storage import Store
+
+MAX_ROBOTS_BYTES = 500 * 1024
+MAX_CRAWL_DELAY_S = 60.0
+_PREFIX = b"r"
+
+
+class RobotsKind(enum.Enum):
+    RULES = "rules"
+    ALLOW_ALL = "allow-all"
+    UNAVAILABLE = "unavailable"  # disallow all until retried
+
+
+def origin_of(canonical_url: str) -> str:
+    """``scheme://host[:port]`` of a canonical URL (which always has a path)."""
+    return canonical_url[: canonical_url.index("/", canonical_url.index("//") + 2)]
+
+
+def agent_token(user_agent: str) -> str:
+    """The product token robots.txt groups match: ``raycrawl`` of ``raycrawl/0.1 (...)``."""
+    return user_agent.split("/", 1)[0].split()[0]
+
+
+@dataclass
+class RobotsPolicy:
+    kind: RobotsKind
+    text: str
+    expires_at: float  # wall clock
+    failures: int = 0  # consecutive UNAVAILABLE fetches
+    _parser: Protego | None = None
+
+    @classmethod
+    def from_fetch(cls, status: int | None, body: bytes, now: float, ttl_s: float,
+                   retry_s: float, previous_failures: int = 0) -> RobotsPolicy:
+        if status is not None and 200 <= status < 300:
+            text = body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace").lstrip("\ufeff")
+            return cls(RobotsKind.RULES, text, now + ttl_s)
+        if status is not None and 300 <= status < 500:
+            return cls(RobotsKind.ALLOW_ALL, "", now + ttl_s)
+        return cls(RobotsKind.UNAVAILABLE, "", now + retry_s, previous_failures + 1)
+
+    @property
+    def parser(self) -> Protego:
+        if self._parser is None:
+            self._parser = Protego.parse(self.text)
+        return self._parser
+
+    def allows(self, url: str, agent: str) -> bool:
+        if self.kind is RobotsKind.RULES:
+            return bool(self.parser.can_fetch(url, agent))
+        return self.kind is RobotsKind.ALLOW_ALL
+
+    def crawl_delay_s(self, agent: str) -> float:
+        """The Crawl-delay for ``agent``, clamped to ``MAX_CRAWL_DELAY_S`` (0 when none)."""
+        if self.kind is not RobotsKind.RULES:
+            return 0.0
+        delay = self.parser.crawl_delay(agent)
+        return min(float(delay), MAX_CRAWL_DELAY_S) if delay else 0.0
+
+    def pack(self) -> bytes:
+        return msgpack.packb([self.kind.value, self.text, self.expires_at, self.failures])
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> RobotsPolicy:
+        kind, text, expires_at, failures = msgpack.unpackb(raw)
+        return cls(RobotsKind(kind), text, expires_at, failures)
+
+
+class RobotsCache:
+    """origin -> policy, in memory (bounded) over RocksDB; expired policies read as missing."""
+
+    def __init__(self, store: Store, max_in_memory: int = 10_000) -> None:
+        self.store = store
+        self.max_in_memory = max_in_memory
+        self.memory: dict[str, RobotsPolicy] = {}
+
+    def get(self, origin: str, now: float | None = None) -> RobotsPolicy | None:
+        """The policy of ``origin`` if it is still fresh."""
+        policy = self.stored(origin)
+        if policy is None or policy.expires_at <= (time.time() if now is None else now):
+            return None
+        return policy
+
+    def stored(self, origin: str) -> RobotsPolicy | None:
+        """The last policy of ``origin``, fresh or not (its failure count matters)."""
+        policy = self.memory.get(origin)
+        if policy is None:
+            raw = self.store.get(_PREFIX + origin.encode())
+            if raw is None:
+                return None
+            policy = self._remember(origin, RobotsPolicy.unpack(raw))
+        return policy
+
+    def put(self, origin: str, policy: RobotsPolicy) -> None:
+        """Store durably, then cache."""
+        wb = self.store.batch()
+        wb.put(_PREFIX + origin.encode(), policy.pack())
+        self.store.write(wb)
+        self._remember(origin, policy)
+
+    def _remember(self, origin: str, policy: RobotsPolicy) -> RobotsPolicy:
+        if len(self.memory) >= self.max_in_memory:
+            self.memory.pop(next(iter(self.memory)))  # oldest first
+        self.memory[origin] = policy
+        return policy

@@ -1,0 +1,103 @@
+"""Trap limits, robots policies and decoding limits, without Ray."""
+
+import gzip
+import zlib
+
+import pytest
+
+from raycrawl.decoding import BodyDecoder, UnsupportedEncoding
+from raycrawl.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
+from raycrawl.storage import Store
+from raycrawl.traps import TrapGuard, repeated_segments
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "db"))
+    yield s
+    s.close()
+
+
+def test_repeated_path_segments_are_a_trap(store):
+    guard = TrapGuard(store, max_segment_repeats=3, max_query_variants=100,
+                      max_pages_per_host=None)
+    assert repeated_segments("/a/b/a/b/a/b/a") == 4
+    assert guard.verdict("http://h.com/a/b/a/b/a/b/a", "h.com") == "trap"
+    assert guard.verdict("http://h.com/a/b/a/b/a/b", "h.com") is None
+
+
+def test_query_shape_limit_stops_an_infinite_calendar(store):
+    guard = TrapGuard(store, 3, max_query_variants=5, max_pages_per_host=None)
+    verdicts = [guard.verdict(f"http://h.com/cal?day={d}", "h.com") for d in range(8)]
+    assert verdicts == [None] * 5 + ["trap"] * 3
+    # Another path, or other keys, is another shape.
+    assert guard.verdict("http://h.com/cal?day=1&view=week", "h.com") is None
+    assert guard.verdict("http://other.com/cal?day=99", "other.com") is None
+    guard.flush()
+    again = TrapGuard(store, 3, max_query_variants=5, max_pages_per_host=None)
+    assert again.verdict("http://h.com/cal?day=100", "h.com") == "trap"  # durable counts
+
+
+def test_per_host_budget(store):
+    guard = TrapGuard(store, 3, 100, max_pages_per_host=2)
+    assert [guard.verdict(f"http://h.com/{i}", "h.com") for i in range(3)] == [
+        None, None, "host-budget"]
+    assert guard.verdict("http://g.com/0", "g.com") is None
+
+
+@pytest.mark.parametrize("status, kind", [(200, RobotsKind.RULES), (404, RobotsKind.ALLOW_ALL),
+                                          (403, RobotsKind.ALLOW_ALL), (301, RobotsKind.ALLOW_ALL),
+                                          (500, RobotsKind.UNAVAILABLE),
+                                          (None, RobotsKind.UNAVAILABLE)])
+def test_rfc9309_status_handling(status, kind):
+    policy = RobotsPolicy.from_fetch(status, b"User-agent: *\nDisallow: /", 0.0, 100, 10)
+    assert policy.kind is kind
+    assert policy.allows("http://h.com/x", "raycrawl") is (kind is RobotsKind.ALLOW_ALL)
+    assert policy.expires_at == (10 if kind is RobotsKind.UNAVAILABLE else 100)
+
+
+def test_rules_bom_and_crawl_delay():
+    body = "\ufeffUser-agent: raycrawl\nDisallow: /private\nCrawl-delay: 500\n".encode()
+    policy = RobotsPolicy.from_fetch(200, body, 0.0, 100, 10)
+    assert not policy.allows("http://h.com/private/1", "raycrawl")
+    assert policy.allows("http://h.com/public", "raycrawl")
+    assert policy.allows("http://h.com/private/1", "otherbot")
+    assert policy.crawl_delay_s("raycrawl") == 60.0  # clamped
+
+
+def test_robots_cache_is_durable_and_expires(store):
+    cache = RobotsCache(store)
+    cache.put("http://h.com", RobotsPolicy.from_fetch(500, b"", 1000.0, 100, 10, 2))
+    fresh = RobotsCache(store)
+    assert fresh.get("http://h.com", now=1005.0).failures == 3
+    assert fresh.get("http://h.com", now=1011.0) is None
+    assert fresh.stored("http://h.com").failures == 3
+
+
+def test_origin_and_agent():
+    assert origin_of("http://h.com:8080/a/b?c") == "http://h.com:8080"
+    assert origin_of("https://[::1]/x") == "https://[::1]"
+    assert agent_token("raycrawl/0.1 (+https://x)") == "raycrawl"
+
+
+def test_gzip_bomb_stops_at_the_cap():
+    bomb = gzip.compress(b"\0" * 50_000_000)
+    decoder = BodyDecoder("gzip", limit=1_000_000)
+    produced = 0
+    for i in range(0, len(bomb), 65536):
+        produced += len(decoder.feed(bomb[i:i + 65536]))
+        if decoder.over_limit:
+            break
+    assert decoder.over_limit and produced == 1_000_001
+
+
+@pytest.mark.parametrize("encoder", [zlib.compress, lambda d: zlib.compress(d)[2:-4]])
+def test_deflate_zlib_and_raw(encoder):
+    data = b"<html>" + b"x" * 1000
+    assert BodyDecoder("deflate", 10_000).feed(encoder(data)) == data
+
+
+def test_unknown_encoding_is_refused():
+    with pytest.raises(UnsupportedEncoding):
+        BodyDecoder("br", 100)
+    assert BodyDecoder("identity", 3).feed(b"abcdef") == b"abcd"
