@@ -277,6 +277,7 @@ class DBWorker:
             self.robots.put(origin, policy)
             self.counters["robots_fetched"] += 1
             host = row["host"]
+            self.slots.crawl_delay[host] = policy.crawl_delay_s(self.agent)
             if policy.kind is RobotsKind.UNAVAILABLE:
                 self.slots.push_back(host, now + cfg.robots_retry_s)
                 if policy.failures >= cfg.host_park_after:

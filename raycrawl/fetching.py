@@ -278,7 +278,8 @@ class _Fetcher:
 
     async def host(self, rows: list[dict[str, Any]]) -> None:
         """One host's URLs: robots.txt first if asked, then at most ``per_host`` at once,
-        request starts at least the host's delay apart."""
+        request starts at least the host's delay apart (with ``per_host`` 1, the delay runs
+        from the end of the previous request)."""
         delay = max(r["delay_s"] for r in rows)
         allowed = []
         policies: dict[str, RobotsPolicy] = {}
@@ -309,6 +310,10 @@ class _Fetcher:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self.page(row)
+                if self.opts.per_host == 1:
+                    # One at a time: count the delay from the end of the request, so the
+                    # server sees arrivals ``delay`` apart whatever the network jitter.
+                    next_start = max(next_start, time.monotonic() + delay)
 
         await asyncio.gather(*(worker() for _ in range(min(self.opts.per_host, len(allowed)))))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -52,11 +53,21 @@ class _HTTPProtocol(asyncio.Protocol):
             line = head.split(b"\r\n", 1)[0].decode("latin-1")
             parts = line.split(" ")
             target = parts[1] if len(parts) == 3 else "/"
+            self.web.request_started(self.host)
             status, ctype, extra, body = self.web.respond(self.host, target)
             header = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
                       f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{extra}"
                       "Connection: keep-alive\r\n\r\n").encode("latin-1")
-            self.transport.write(header + body)  # type: ignore[union-attr]
+            if self.web.latency_s > 0:
+                asyncio.get_running_loop().call_later(self.web.latency_s, self._send,
+                                                      header + body)
+            else:
+                self._send(header + body)
+
+    def _send(self, data: bytes) -> None:
+        self.web.request_done(self.host)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
 
 class SyntheticWeb:
@@ -65,13 +76,17 @@ class SyntheticWeb:
     def __init__(self, hosts: int = 20, pages_per_host: int = 50, out_degree: int = 8,
                  cross_host: float = 0.3, seed: int = 1, page_bytes: int = 0,
                  specials: bool = True, first_address: int = 2,
-                 robots: dict[int, str] | None = None) -> None:
+                 robots: dict[int, str] | None = None, latency_s: float = 0.0) -> None:
         if not 1 <= hosts <= 250:
             raise ValueError("hosts must be between 1 and 250")
         self.hosts, self.pages = hosts, pages_per_host
         self.out_degree, self.cross_host, self.seed = out_degree, cross_host, seed
         self.page_bytes, self.specials, self.first_address = page_bytes, specials, first_address
         self.robots = robots or {}  # host index -> robots.txt text (others answer 404)
+        self.latency_s = latency_s  # delay of every response
+        self.starts: dict[int, list[float]] = {}  # host -> request arrival times (monotonic)
+        self.active: Counter[int] = Counter()  # host -> requests being answered now
+        self.max_active: Counter[int] = Counter()  # host -> most requests answered at once
         self.ports: list[int] = []
         self.hits: Counter[str] = Counter()  # "host:port/target" -> requests
         self.lock = threading.Lock()
@@ -129,17 +144,21 @@ class SyntheticWeb:
             return origin + path
         return path
 
-    def reachable(self, max_depth: int | None = None) -> dict[str, int]:
-        """Canonical URL -> shortest depth of everything a crawl from the seed must fetch.
+    def reachable(self, max_depth: int | None = None,
+                  disallowed: tuple[str, ...] = ()) -> dict[str, int]:
+        """Canonical URL -> shortest depth of every URL a crawl from the seed must end.
 
-        A redirect's target has the redirect's depth (redirects are not a hop)."""
+        A redirect's target has the redirect's depth (redirects are not a hop).  URLs whose
+        path starts with one of ``disallowed`` are ended (as robots skips) but not followed."""
         start = Link("p", 0, 0)
         depth = {start: 0}
         todo = deque([start])
         while todo:
             node = todo.popleft()
             d = depth[node]
-            if node.kind == "r":
+            if disallowed and self.path(node).startswith(disallowed):
+                nxt = []
+            elif node.kind == "r":
                 nxt = [(Link("p", node.host, node.index), d)]
             elif node.kind == "p":
                 nxt = [(t, d + 1) for t in self.links(node.host, node.index)]
@@ -190,6 +209,22 @@ class SyntheticWeb:
         if kind == "bin" and not query:
             return 200, "application/octet-stream", "", b'\x00\x01<a href="/p/1">x</a>' * 64
         return 404, "text/plain", "", b"not found"
+
+    def request_started(self, host: int) -> None:
+        with self.lock:
+            self.starts.setdefault(host, []).append(time.monotonic())
+            self.active[host] += 1
+            self.max_active[host] = max(self.max_active[host], self.active[host])
+
+    def request_done(self, host: int) -> None:
+        with self.lock:
+            self.active[host] -= 1
+
+    def min_gap_s(self, host: int) -> float | None:
+        """Shortest time between two request arrivals at ``host`` (None below two)."""
+        with self.lock:
+            times = sorted(self.starts.get(host, []))
+        return min((b - a for a, b in zip(times, times[1:])), default=None)
 
     def start(self) -> SyntheticWeb:
         ready = threading.Event()

@@ -1,0 +1,191 @@
+"""A hostile web on loopback for the safety tests: one trap per path, robots variants.
+
+Hosts (each its own server): MAIN with the traps, FORBIDDEN that no crawl may reach, RULES
+with a robots.txt (Disallow + Crawl-delay), BROKEN whose robots.txt answers 500, PLAIN whose
+robots.txt is missing.  Every request is recorded with its arrival time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import threading
+import time
+from collections import defaultdict
+
+from aiohttp import web
+
+MAIN, FORBIDDEN, RULES, BROKEN, PLAIN = (f"127.0.0.{n}" for n in (50, 51, 52, 53, 54))
+BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+
+def html(*hrefs: str) -> web.Response:
+    links = "".join(f'<a href="{h}">{h}</a>' for h in hrefs)
+    return web.Response(text=f"<html><body>{links}</body></html>", content_type="text/html")
+
+
+class HostileWeb:
+    def __init__(self) -> None:
+        self.ports: dict[str, int] = {}
+        self.requests: defaultdict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runners: list[web.AppRunner] = []
+
+    def origin(self, address: str) -> str:
+        return f"http://{address}:{self.ports[address]}"
+
+    def hits(self, address: str, path: str | None = None) -> list[float]:
+        with self.lock:
+            return [t for t, p in self.requests[address] if path is None or p == path]
+
+    def _app(self, address: str) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+            with self.lock:
+                self.requests[address].append((time.monotonic(), request.path_qs))
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
+        routes = getattr(self, f"_routes_{address.rsplit('.', 1)[1]}")()
+        app.add_routes(routes)
+        return app
+
+    # -- MAIN: the traps ---------------------------------------------------------------------
+    def _routes_50(self) -> list[web.RouteDef]:
+        async def index(request: web.Request) -> web.Response:
+            return html("/loop/a", "/chain/0", "/drip", "/endless", "/bomb", "/calendar?day=0",
+                        "/flaky", "/busy", "/badbytes", "/binary", "/to-forbidden",
+                        "/deep/a/b/a/b/a/b/a/b", self.origin(RULES) + "/",
+                        self.origin(BROKEN) + "/", self.origin(PLAIN) + "/")
+
+        async def loop(request: web.Request) -> web.Response:
+            other = "b" if request.match_info["x"] == "a" else "a"
+            raise web.HTTPFound(f"/loop/{other}")
+
+        async def chain(request: web.Request) -> web.Response:
+            raise web.HTTPFound(f"/chain/{int(request.match_info['n']) + 1}")
+
+        async def drip(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+            await resp.prepare(request)
+            for _ in range(120):  # one byte every 0.5 s, at most a minute
+                await resp.write(b"x")
+                await asyncio.sleep(0.5)
+            return resp
+
+        async def endless(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+            await resp.prepare(request)
+            chunk = b"<p>" + b"y" * 65536
+            for _ in range(4000):  # 256 MiB at most; the crawler hangs up long before
+                await resp.write(chunk)
+            return resp
+
+        async def bomb(request: web.Request) -> web.Response:
+            return web.Response(body=BOMB, headers={"Content-Type": "text/html",
+                                                    "Content-Encoding": "gzip"})
+
+        async def calendar(request: web.Request) -> web.Response:
+            day = int(request.query.get("day", "0"))
+            return html(f"/calendar?day={day + 1}", f"/calendar?day={day - 1}")
+
+        async def flaky(request: web.Request) -> web.Response:
+            if len(self.hits(MAIN, "/flaky")) == 1:
+                return web.Response(status=500, text="try again")
+            return html()
+
+        async def busy(request: web.Request) -> web.Response:
+            if len(self.hits(MAIN, "/busy")) == 1:
+                return web.Response(status=429, headers={"Retry-After": "1"})
+            return html()
+
+        async def badbytes(request: web.Request) -> web.Response:
+            body = b'<html><a href="/after-bad">x</a>\xff\xfe\xfd\xc3(</html>'
+            return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
+
+        async def binary(request: web.Request) -> web.Response:
+            return web.Response(body=b'\0<a href="/never">', content_type="image/png")
+
+        async def to_forbidden(request: web.Request) -> web.Response:
+            raise web.HTTPFound(self.origin(FORBIDDEN) + "/secret")
+
+        async def plain(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/", index), web.get("/loop/{x}", loop), web.get("/chain/{n}", chain),
+                web.get("/drip", drip), web.get("/endless", endless), web.get("/bomb", bomb),
+                web.get("/calendar", calendar), web.get("/flaky", flaky),
+                web.get("/busy", busy), web.get("/badbytes", badbytes),
+                web.get("/binary", binary), web.get("/to-forbidden", to_forbidden),
+                web.get("/after-bad", plain)]
+
+    def _routes_51(self) -> list[web.RouteDef]:
+        async def secret(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/secret", secret)]
+
+    def _routes_52(self) -> list[web.RouteDef]:
+        async def robots(request: web.Request) -> web.Response:
+            return web.Response(text="User-agent: *\nDisallow: /private\nCrawl-delay: 0.3\n")
+
+        async def index(request: web.Request) -> web.Response:
+            return html("/private/1", "/private/2", "/public/1", "/public/2", "/public/3")
+
+        async def page(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/robots.txt", robots), web.get("/", index), web.get("/{p:.+}", page)]
+
+    def _routes_53(self) -> list[web.RouteDef]:
+        async def robots(request: web.Request) -> web.Response:
+            return web.Response(status=500)
+
+        async def index(request: web.Request) -> web.Response:
+            return html("/x")
+
+        return [web.get("/robots.txt", robots), web.get("/", index)]
+
+    def _routes_54(self) -> list[web.RouteDef]:
+        async def index(request: web.Request) -> web.Response:
+            return html("/x")
+
+        async def page(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/", index), web.get("/x", page)]
+
+    # -- serving -------------------------------------------------------------------------------
+    def start(self) -> HostileWeb:
+        ready = threading.Event()
+
+        async def serve() -> None:
+            for address in (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN):
+                runner = web.AppRunner(self._app(address), access_log=None)
+                await runner.setup()
+                site = web.TCPSite(runner, address, 0)
+                await site.start()
+                self._runners.append(runner)
+                self.ports[address] = site._server.sockets[0].getsockname()[1]  # type: ignore
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(serve())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, name="hostile-web", daemon=True).start()
+        ready.wait(30)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def close() -> None:
+            for runner in self._runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,143 @@
+"""Politeness and safety end to end: a hostile web, robots.txt, per-host spacing."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from raycrawl import Crawl
+from raycrawl.synthweb import SyntheticWeb
+from tests.hostile import BROKEN, FORBIDDEN, MAIN, PLAIN, RULES, HostileWeb
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def hostile_crawl(ray_session, tmp_path_factory):
+    """One crawl of the hostile web, shared by the assertions below."""
+    web = HostileWeb().start()
+    out = tmp_path_factory.mktemp("hostile") / "out"
+    try:
+        crawl = Crawl(
+            seeds=[web.origin(MAIN) + "/"], out=str(out), delay_s=0.0, poll_interval_s=0.05,
+            partitions=8, db_workers=2, strategy_workers=2,
+            allow_network=(f"{MAIN}/32", f"{RULES}/32", f"{BROKEN}/32", f"{PLAIN}/32"),
+            total_timeout_s=2.0, read_timeout_s=1.0, max_body_bytes=1024 * 1024,
+            max_query_variants=5, retries=1, retry_backoff_s=0.05, robots_retry_s=0.3,
+            host_park_after=2).start()
+        stats = crawl.wait(timeout=240, interval_s=0.3)
+        rows = {r["url"]: r for r in crawl.pages().to_pylist()}
+        yield web, stats, rows
+    finally:
+        web.stop()
+
+
+def row(rows, address, web, path):
+    return rows[web.origin(address) + path]
+
+
+def test_hostile_crawl_finishes_with_every_outcome_visible(hostile_crawl):
+    web, stats, rows = hostile_crawl
+    assert stats["phase"] == "finished"
+    kinds = stats["error_kinds"]
+    for kind in ("redirect-loop", "too-many-redirects", "timeout", "too-large", "trap",
+                 "blocked-address", "robots", "robots-unavailable"):
+        assert kinds.get(kind, 0) >= 1, (kind, kinds)
+    assert len(rows) == stats["rows_written"]  # one row per URL
+
+
+def test_redirect_loop_and_long_chain_end(hostile_crawl):
+    web, _, rows = hostile_crawl
+    assert row(rows, MAIN, web, "/loop/a")["status"] == 302
+    loop_b = row(rows, MAIN, web, "/loop/b")
+    assert loop_b["error"] == "redirect-loop"
+    assert loop_b["redirect_chain"] == [web.origin(MAIN) + "/loop/a"]
+    assert len(web.hits(MAIN, "/loop/a")) == 1  # the loop was not followed back
+    last = row(rows, MAIN, web, "/chain/10")
+    assert last["error"] == "too-many-redirects" and len(last["redirect_chain"]) == 10
+    assert web.origin(MAIN) + "/chain/11" not in rows
+
+
+def test_slow_drip_endless_body_and_bomb_are_cut_off(hostile_crawl):
+    web, _, rows = hostile_crawl
+    assert row(rows, MAIN, web, "/drip")["error"] == "timeout"
+    assert len(web.hits(MAIN, "/drip")) == 2  # one retry, then the error stands
+    assert row(rows, MAIN, web, "/endless")["error"] == "too-large"
+    bomb = row(rows, MAIN, web, "/bomb")
+    assert bomb["error"] == "too-large" and bomb["size_bytes"] == 1024 * 1024
+
+
+def test_infinite_calendar_and_repeated_paths_are_traps(hostile_crawl):
+    web, _, rows = hostile_crawl
+    calendar = [r for u, r in rows.items() if "/calendar" in u]
+    fetched = [r for r in calendar if r["status"] == 200]
+    assert len(fetched) == 5  # max_query_variants
+    assert all(r["error"] == "trap" for r in calendar if r["status"] is None)
+    assert len(web.hits(MAIN)) < 100
+    assert row(rows, MAIN, web, "/deep/a/b/a/b/a/b/a/b")["error"] == "trap"
+
+
+def test_500_then_success_and_429_retry_after(hostile_crawl):
+    web, _, rows = hostile_crawl
+    flaky = row(rows, MAIN, web, "/flaky")
+    assert (flaky["status"], flaky["error"], flaky["attempts"]) == (200, None, 2)
+    busy = row(rows, MAIN, web, "/busy")
+    assert (busy["status"], busy["attempts"]) == (200, 2)
+    first, second = web.hits(MAIN, "/busy")
+    assert second - first >= 1.0  # Retry-After: 1 was obeyed
+
+
+def test_bad_bytes_and_binary(hostile_crawl):
+    web, _, rows = hostile_crawl
+    assert row(rows, MAIN, web, "/badbytes")["status"] == 200
+    assert row(rows, MAIN, web, "/after-bad")["status"] == 200  # the link still came through
+    assert row(rows, MAIN, web, "/binary")["content_type"] == "image/png"
+    assert web.origin(MAIN) + "/never" not in rows
+
+
+def test_redirect_outside_allowed_network_is_refused(hostile_crawl):
+    web, _, rows = hostile_crawl
+    assert row(rows, FORBIDDEN, web, "/secret")["error"] == "blocked-address"
+    assert web.hits(FORBIDDEN) == []  # never connected
+
+
+def test_robots_rules_crawl_delay_and_failures(hostile_crawl):
+    web, _, rows = hostile_crawl
+    for path in ("/private/1", "/private/2"):
+        assert row(rows, RULES, web, path)["error"] == "robots"
+        assert web.hits(RULES, path) == []
+    for path in ("/", "/public/1", "/public/2", "/public/3"):
+        assert row(rows, RULES, web, path)["status"] == 200
+    starts = sorted(web.hits(RULES))
+    assert len(web.hits(RULES, "/robots.txt")) == 1  # cached
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.29  # Crawl-delay: 0.3
+    assert row(rows, BROKEN, web, "/")["error"] == "robots-unavailable"
+    assert web.hits(BROKEN, "/") == []  # 5xx robots.txt: nothing else fetched
+    assert row(rows, PLAIN, web, "/x")["status"] == 200  # 404 robots.txt: allow all
+
+
+def test_politeness_per_host_is_exact_with_robots(ray_session, tmp_path):
+    rules = "User-agent: *\nDisallow: /p/3\nDisallow: /r/\n"
+    web = SyntheticWeb(hosts=4, pages_per_host=10, seed=21, latency_s=0.05,
+                       robots={h: rules for h in range(4)}).start()
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), delay_s=0.2,
+                      allow_network=("127.0.0.0/8",), poll_interval_s=0.05, partitions=8,
+                      db_workers=2, strategy_workers=2, retries=0, host_batch_cap=3,
+                      batch_size=6).start()
+        stats = crawl.wait(timeout=240, interval_s=0.3)
+        assert stats["phase"] == "finished"
+        rows = {r["url"]: r for r in crawl.pages().to_pylist()}
+        expected = web.reachable(disallowed=("/p/3", "/r/"))
+        assert set(rows) == set(expected)
+        for url, r in rows.items():
+            path = urlsplit(url).path  # 10 pages per host: "/p/3" matches only itself
+            banned = path == "/p/3" or path.startswith("/r/")
+            assert (r["error"] == "robots") == banned, url
+            assert (url.removeprefix("http://") in web.hits) != banned, url
+        for host in range(web.hosts):
+            assert web.max_active[host] == 1, f"host {host} saw concurrent requests"
+            assert web.min_gap_s(host) >= 0.2 - 0.005, f"host {host}: {web.min_gap_s(host)}"
+    finally:
+        web.stop()
