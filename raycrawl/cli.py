@@ -34,6 +34,8 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-host", type=int, metavar="N")
     p.add_argument("--no-robots", action="store_const", const=False, dest="robots")
     p.add_argument("--allow-network", action="append", metavar="CIDR")
+    p.add_argument("--user-agent", metavar="UA", help="User-Agent header and robots.txt name")
+    p.add_argument("--max-pages-per-host", type=int, metavar="N")
     p.add_argument("--log-streams", action="store_const", const=True,
                    help="also write the spider log to OUT/streams (Frontera protocol)")
     p.add_argument("--codec", choices=("msgpack", "json"), help="codec of the stream files")

@@ -2,7 +2,8 @@
 
 Hosts (each its own server): MAIN with the traps, FORBIDDEN that no crawl may reach, RULES
 with a robots.txt (Disallow + Crawl-delay), BROKEN whose robots.txt answers 500, PLAIN whose
-robots.txt is missing.  Every request is recorded with its arrival time.
+robots.txt is missing; DEAD refuses every connection.  Every request is recorded with its
+arrival time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import defaultdict
 from aiohttp import web
 
 MAIN, FORBIDDEN, RULES, BROKEN, PLAIN = (f"127.0.0.{n}" for n in (50, 51, 52, 53, 54))
+DEAD = "127.0.0.55"  # nothing listens there: every connection is refused
+DEAD_URLS = [f"http://{DEAD}:9/page/{i}" for i in range(12)]
 BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
 
 
@@ -57,7 +60,7 @@ class HostileWeb:
             return html("/loop/a", "/chain/0", "/drip", "/endless", "/bomb", "/calendar?day=0",
                         "/flaky", "/busy", "/badbytes", "/binary", "/to-forbidden",
                         "/deep/a/b/a/b/a/b/a/b", self.origin(RULES) + "/",
-                        self.origin(BROKEN) + "/", self.origin(PLAIN) + "/")
+                        self.origin(BROKEN) + "/", self.origin(PLAIN) + "/", *DEAD_URLS)
 
         async def loop(request: web.Request) -> web.Response:
             other = "b" if request.match_info["x"] == "a" else "a"

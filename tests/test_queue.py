@@ -102,3 +102,25 @@ def test_scan_limit_bounds_a_cut(store):
     q.push([entry(i, "a.com") for i in range(50)] + [entry(99, "b.com", score=0.0)])
     _, got = q.cut(10, 1, HostSlots(0), None, scan_limit=10)
     assert [e.host for e in got] == ["a.com"]  # b.com lies beyond the scan limit
+
+
+def test_failing_host_backs_off_exponentially_then_parks():
+    slots = HostSlots(delay_s=0, backoff_s=1.0, max_backoff_s=3.0, park_after=3)
+    slots.record_outcome("h", healthy=False, now=100.0)
+    assert slots.ready_at["h"] == 101.0 and not slots.available("h", 100.5)
+    slots.record_outcome("h", healthy=False, now=101.0)
+    assert slots.ready_at["h"] == 103.0  # 2 s
+    slots.record_outcome("g", healthy=False, now=101.0)
+    slots.record_outcome("g", healthy=True, now=101.5)  # answered: the count starts over
+    assert "g" not in slots.failures
+    slots.record_outcome("h", healthy=False, now=103.0)
+    assert slots.ready_at["h"] == 106.0  # capped at 3 s
+    assert slots.parked == {"h": "host-unreachable"}
+    assert slots.available("h", 103.0)  # parked hosts are drained at once, as errors
+
+
+def test_crawl_delay_raises_the_host_delay():
+    slots = HostSlots(delay_s=0.5)
+    slots.crawl_delay["slow.com"] = 2.0
+    slots.release({"slow.com", "fast.com"}, now=10.0)
+    assert slots.ready_at == {"slow.com": 12.0, "fast.com": 10.5}

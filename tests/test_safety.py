@@ -8,7 +8,7 @@ import pytest
 
 from raycrawl import Crawl
 from raycrawl.synthweb import SyntheticWeb
-from tests.hostile import BROKEN, FORBIDDEN, MAIN, PLAIN, RULES, HostileWeb
+from tests.hostile import BROKEN, DEAD, DEAD_URLS, FORBIDDEN, MAIN, PLAIN, RULES, HostileWeb
 
 pytestmark = pytest.mark.ray
 
@@ -22,7 +22,8 @@ def hostile_crawl(ray_session, tmp_path_factory):
         crawl = Crawl(
             seeds=[web.origin(MAIN) + "/"], out=str(out), delay_s=0.0, poll_interval_s=0.05,
             partitions=8, db_workers=2, strategy_workers=2,
-            allow_network=(f"{MAIN}/32", f"{RULES}/32", f"{BROKEN}/32", f"{PLAIN}/32"),
+            allow_network=(f"{MAIN}/32", f"{RULES}/32", f"{BROKEN}/32", f"{PLAIN}/32",
+                           f"{DEAD}/32"),
             total_timeout_s=2.0, read_timeout_s=1.0, max_body_bytes=1024 * 1024,
             max_query_variants=5, retries=1, retry_backoff_s=0.05, robots_retry_s=0.3,
             host_park_after=2).start()
@@ -115,6 +116,16 @@ def test_robots_rules_crawl_delay_and_failures(hostile_crawl):
     assert row(rows, BROKEN, web, "/")["error"] == "robots-unavailable"
     assert web.hits(BROKEN, "/") == []  # 5xx robots.txt: nothing else fetched
     assert row(rows, PLAIN, web, "/x")["status"] == 200  # 404 robots.txt: allow all
+
+
+def test_unreachable_host_is_backed_off_then_parked(hostile_crawl):
+    _, stats, rows = hostile_crawl
+    dead = [rows[u] for u in DEAD_URLS]
+    assert all(r["status"] is None for r in dead)
+    # Its robots.txt is unreachable (RFC 9309: disallow all): after host_park_after failed
+    # fetches the host is parked and every queued URL ends instead of waiting forever.
+    assert {r["error"] for r in dead} == {"robots-unavailable"}
+    assert sum(w["parked_hosts"] for w in stats["db_workers"]) >= 1
 
 
 def test_politeness_per_host_is_exact_with_robots(ray_session, tmp_path):
