@@ -8,33 +8,38 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
 from raycrawl import schemas
 from raycrawl.config import CrawlConfig
+from raycrawl.faults import crash_point
 from raycrawl.fetching import FetchOptions
-from raycrawl.output import PagesWriter
+from raycrawl.output import DurableOutput, page_rows
 from raycrawl.queue import Entry, FrontierQueue, HostSlots
 from raycrawl.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.routing import split_by_owner
-from raycrawl.storage import Store
+from raycrawl.storage import Store, WriteBatch
 from raycrawl.streams import StreamWriter, stream_path
 
 from .fetch import fetch_batch
+from .peers import Peers
 
 log = logging.getLogger(__name__)
 
 # Outcomes worth another attempt (bounded by ``retries``); the host is backed off meanwhile.
 RETRYABLE_ERRORS = frozenset({"timeout", "connection", "robots-unavailable"})
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_TASK_DIED = (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
+              ray.exceptions.TaskCancelledError)
 # Rows this worker ended without a connection: they say nothing of the host's health.
-_NOT_FETCHED = frozenset({"robots", "robots-unavailable", "host-unreachable", "internal-error"})
+_NOT_FETCHED = frozenset({"robots", "robots-unavailable", "host-unreachable", "internal-error",
+                          "quarantined", "fetch-task-failed"})
 
 
 def _feed(entries: list[tuple[Entry, bool]], slots: HostSlots) -> pa.RecordBatch:
@@ -86,29 +91,32 @@ class DBWorker:
                                config.host_park_after)
         self.robots = RobotsCache(self.store) if config.robots else None
         self.agent = agent_token(config.user_agent)
-        self.output = PagesWriter(config.pages_dir, index, config.output_rows_per_file,
-                                  config.output_flush_s)
+        self.output = DurableOutput(
+            self.store, config.pages_dir, index, config.output_rows_per_file,
+            config.output_flush_s,
+            on_file_written=lambda: crash_point("db-worker.output-written", config))
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
         self.fetch_options = FetchOptions.from_config(config)
         self.gate: int | None = 0 if config.max_depth is not None else None
-        self.strategy_workers: list[Any] = []
-        self.sw_owner = np.zeros(0, dtype=np.int64)
-        self.coordinator: Any = None
+        self.peers = Peers(config)
         self.running = False
         self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self.leased_urls = 0
         self.counters: Counter[str] = Counter()
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         self.wakeup = asyncio.Event()
         self.loop_task: asyncio.Task[None] | None = None
-        for batch_id in self.queue.stale_leases():  # left by an earlier incarnation
-            self.queue.requeue(batch_id)
-
-    def configure(self, strategy_workers: list[Any], sw_owner: list[int],
-                  coordinator: Any) -> None:
-        self.strategy_workers = strategy_workers
-        self.sw_owner = np.asarray(sw_owner, dtype=np.int64)
-        self.coordinator = coordinator
+        self.last_heartbeat = 0.0
+        # Batches leased by an earlier incarnation that died: their URLs go back to the queue,
+        # except those that were in flight at too many deaths (poison), which end now.
+        self.quarantined: list[Entry] = []
+        for batch_id in self.queue.stale_leases():
+            poison = [e for e in self.queue.leased(batch_id)
+                      if e.crashes >= config.fetch_retries]
+            self.queue.requeue(batch_id, drop=frozenset(e.fingerprint for e in poison),
+                               crashed=True)
+            self.quarantined += poison
 
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns.  Rows
@@ -136,8 +144,9 @@ class DBWorker:
         self.gate = gate
         self.wakeup.set()
 
-    def start(self) -> None:
-        """Start (or resume) cutting batches; returns at once."""
+    def start(self, gate: int | None = None) -> None:
+        """Start (or resume) cutting batches from layers up to ``gate``; returns at once."""
+        self.gate = gate if self.config.max_depth is not None else None
         self.running = True
         if self.loop_task is None or self.loop_task.done():
             self.loop_task = asyncio.get_running_loop().create_task(self._feed_loop())
@@ -163,7 +172,9 @@ class DBWorker:
             "queued": self.queue.queued,
             "queued_at_gate": (self.queue.queued if self.gate is None
                                else self.queue.queued_up_to(self.gate)),
-            "in_flight": len(self.in_flight),
+            "in_flight": len(self.in_flight) + (1 if self.quarantined else 0),
+            "leased_urls": self.leased_urls, "done_total": self.queue.done_total,
+            "running": self.running,
             "activity": self.queue.enqueued_total + c["batches_cut"] + c["batches_done"],
             "fetched": c["fetched"], "errors": c["errors"], "retries": c["retries"],
             "robots_fetched": c["robots_fetched"], "parked_hosts": len(self.slots.parked),
@@ -173,8 +184,12 @@ class DBWorker:
 
     async def _feed_loop(self) -> None:
         cfg = self.config
+        if self.quarantined:
+            entries, self.quarantined = self.quarantined, []
+            await self._end_now([(e, "quarantined") for e in entries])
         while self.running:
             self.wakeup.clear()
+            await self._heartbeat()
             if len(self.in_flight) >= cfg.batches_in_flight:
                 await asyncio.wait(list(self.in_flight.values()),
                                    return_when=asyncio.FIRST_COMPLETED)
@@ -183,7 +198,7 @@ class DBWorker:
                        if self.gate is not None else self.queue.queued)
             granted = want
             if want and cfg.max_pages is not None:
-                granted = await self.coordinator.acquire_budget.remote(want)
+                granted = await self.peers.coordinator().acquire_budget.remote(want)
             batch_id, entries = self.queue.cut(granted, cfg.host_batch_cap, self.slots,
                                                self.gate, scan_limit=max(1000, 20 * granted))
             await self._release_budget(granted - len(entries))
@@ -196,12 +211,28 @@ class DBWorker:
                     pass
                 continue
             self.counters["batches_cut"] += 1
+            self.leased_urls += len(entries)
+            crash_point("db-worker.cut", cfg)
             task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
             self.in_flight[batch_id] = task
 
+    async def _heartbeat(self) -> None:
+        """Tell the coordinator we are alive every few seconds (a restarted coordinator
+        resumes its reconcile loop on the first call it gets)."""
+        now = time.monotonic()
+        if now - self.last_heartbeat >= 2.0:
+            self.last_heartbeat = now
+            self.peers.coordinator().heartbeat.remote()
+
+    async def _end_now(self, ended: list[tuple[Entry, str]]) -> None:
+        """End URLs without fetching them: through the strategy workers, then recorded."""
+        pages = _ended_rows(ended)
+        await self._hand_over(pages, schemas.empty(schemas.SPIDER_LOG_LINKS))
+        self._record(0, pages)
+
     async def _release_budget(self, unused: int) -> None:
         if unused > 0 and self.config.max_pages is not None:
-            await self.coordinator.release_budget.remote(unused)
+            await self.peers.coordinator().release_budget.remote(unused)
 
     def _triage(self, entries: list[Entry]) -> tuple[list[tuple[Entry, bool]],
                                                      list[tuple[Entry, str]]]:
@@ -236,13 +267,16 @@ class DBWorker:
             else:
                 pages, links = (schemas.empty(schemas.SPIDER_LOG_PAGES),
                                 schemas.empty(schemas.SPIDER_LOG_LINKS))
+            crash_point("db-worker.fetched", self.config)
             if ended:
                 pages = pa.concat_batches([pages, _ended_rows(ended)])
             pages, retry = self._retries(pages, entries)
             await self._hand_over(pages, links)
+            crash_point("db-worker.handed-over", self.config)
             if self.stream is not None:
                 self.stream.write_spider_log(pages, links)
             self._record(batch_id, pages, retry)
+            crash_point("db-worker.completed", self.config)
             await self._release_budget(len(retry))
         except Exception:  # a bug or a dead strategy worker: retry the URLs, a bounded number
             log.exception("batch %d failed", batch_id)
@@ -258,6 +292,7 @@ class DBWorker:
         finally:
             self.slots.release(hosts, time.monotonic())
             self.counters["batches_done"] += 1
+            self.leased_urls -= len(entries)
             self.in_flight.pop(batch_id, None)
             self.wakeup.set()
 
@@ -314,40 +349,65 @@ class DBWorker:
         return pages, retry
 
     def _record(self, batch_id: int, pages: pa.RecordBatch, retry: list[Entry] = ()) -> None:
-        """Release the batch's leases, queue its retries, output each URL's row once."""
-        fresh = self.queue.complete(batch_id, pages.column("fingerprint").to_pylist(), retry)
-        if len(fresh) < pages.num_rows:
-            pages = pages.filter(pc.is_in(pages.column("fingerprint"),
-                                          value_set=pa.array(fresh, type=pa.uint64())))
-        self.output.add(pages)
-        errors = pages.column("error").drop_null()
-        self.counters["fetched"] += pages.num_rows
-        self.counters["errors"] += len(errors)
-        for kind, n in Counter(errors.to_pylist()).items():
-            self.counters[f"err:{kind}"] += n
+        """Complete a batch in one atomic write: release its leases, queue its retries, and
+        stage each URL's output row once (a URL completed before gets no second row)."""
+        written: list[Callable[[], None]] = []
+
+        def stage(wb: WriteBatch, fresh: list[int]) -> None:
+            rows = pages
+            if len(fresh) < pages.num_rows:
+                rows = pages.filter(pc.is_in(pages.column("fingerprint"),
+                                             value_set=pa.array(fresh, type=pa.uint64())))
+            if rows.num_rows:
+                written.append(self.output.stage(wb, page_rows(rows)))
+            errors = rows.column("error").drop_null()
+            self.counters["fetched"] += rows.num_rows
+            self.counters["errors"] += len(errors)
+            for kind, n in Counter(errors.to_pylist()).items():
+                self.counters[f"err:{kind}"] += n
+
+        self.queue.complete(batch_id, pages.column("fingerprint").to_pylist(), retry, stage)
+        for done in written:
+            done()
+        self.output.flush_if_due()
 
     async def _fetch(self, fetch: list[tuple[Entry, bool]]) -> tuple[
             pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
-        """Run the fetch task, retrying a task that died; after ``fetch_retries`` the URLs end
-        as ``fetch-task-failed`` errors instead of stalling the crawl."""
-        feed = _feed(fetch, self.slots)
-        for attempt in range(self.config.fetch_retries + 1):
-            try:
-                return await fetch_batch.remote(feed, self.fetch_options)
-            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
-                    ray.exceptions.TaskCancelledError) as exc:
-                log.warning("fetch task failed (attempt %d): %s", attempt + 1, exc)
-        return (_ended_rows([(e, "fetch-task-failed") for e, _ in fetch]),
-                schemas.empty(schemas.SPIDER_LOG_LINKS), schemas.empty(schemas.ROBOTS))
+        """Run the fetch task.  If it dies, each host's URLs are fetched again in a task of
+        their own, and a host whose task dies again one URL at a time, so a URL that kills
+        its worker (poison) ends as ``fetch-task-failed`` alone."""
+        try:
+            return await fetch_batch.remote(_feed(fetch, self.slots), self.fetch_options)
+        except _TASK_DIED as exc:
+            log.warning("fetch task of %d URLs died (%s); isolating", len(fetch), exc)
+        by_host: dict[str, list[tuple[Entry, bool]]] = {}
+        for item in fetch:
+            by_host.setdefault(item[0].host, []).append(item)
+        parts = await asyncio.gather(*(self._fetch_isolated(items) for items in by_host.values()))
+        return tuple(pa.concat_batches([p[i] for p in parts]) for i in range(3))  # type: ignore
+
+    async def _fetch_isolated(self, items: list[tuple[Entry, bool]]) -> tuple[
+            pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+        try:
+            return await fetch_batch.remote(_feed(items, self.slots), self.fetch_options)
+        except _TASK_DIED:
+            if len(items) == 1:
+                self.counters["poisoned"] += 1
+                return (_ended_rows([(items[0][0], "fetch-task-failed")]),
+                        schemas.empty(schemas.SPIDER_LOG_LINKS), schemas.empty(schemas.ROBOTS))
+        parts = []
+        for item in items:  # one at a time: the host's politeness still holds
+            parts.append(await self._fetch_isolated([item]))
+        return tuple(pa.concat_batches([p[i] for p in parts]) for i in range(3))  # type: ignore
 
     async def _hand_over(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
         """Send each strategy worker the pages and links of its partitions; return when all
         of them have processed theirs (and queued the links they scheduled)."""
-        page_parts = split_by_owner(pages, self.sw_owner)
-        link_parts = split_by_owner(links, self.sw_owner)
+        page_parts = split_by_owner(pages, self.peers.sw_owner)
+        link_parts = split_by_owner(links, self.peers.sw_owner)
         calls = []
         for w in set(page_parts) | set(link_parts):
-            calls.append(self.strategy_workers[w].process_spider_log.remote(
+            calls.append(self.peers.strategy_worker(w).process_spider_log.remote(
                 page_parts.get(w, schemas.empty(schemas.SPIDER_LOG_PAGES)),
                 link_parts.get(w, schemas.empty(schemas.SPIDER_LOG_LINKS))))
         await asyncio.gather(*calls)

@@ -35,11 +35,11 @@ class CoordinatorHandle:
         self.actor = actor
 
     @classmethod
-    def launch(cls, config: CrawlConfig, seeds: list[str]) -> tuple[CoordinatorHandle,
-                                                                     dict[str, Any]]:
+    def launch(cls, config: CrawlConfig, seeds: list[str], generation: int = 1) -> tuple[
+            CoordinatorHandle, dict[str, Any]]:
         """Create the coordinator (detached: the crawl outlives its driver) and start it."""
         actor = coordinator.remote_class().options(
-            **actor_options(coordinator_name(config.crawl_id), detached=True)).remote(config)
+            **actor_options(coordinator_name(config.crawl_id))).remote(config, generation)
         handle = cls(actor)
         try:
             return handle, handle.call("start", seeds)
@@ -56,6 +56,14 @@ class CoordinatorHandle:
 
     def call(self, method: str, *args: Any, timeout: float | None = 120.0) -> Any:
         return ray.get(getattr(self.actor, method).remote(*args), timeout=timeout)
+
+    def alive(self) -> bool:
+        """Whether the coordinator answers (a dead cluster's leftovers do not)."""
+        try:
+            ray.get(self.actor.__ray_ready__.remote(), timeout=30)
+            return True
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            return False
 
     def kill(self) -> None:
         ray.kill(self.actor)

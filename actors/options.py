@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 NAMESPACE = "raycrawl"
+MAX_RESTARTS = 20  # a worker that dies is restarted by Ray (and reopens its RocksDB)
+MAX_TASK_RETRIES = 3  # calls to a restarting actor are retried: they are all idempotent
 
 
 def coordinator_name(crawl_id: str) -> str:
@@ -19,14 +21,18 @@ def db_worker_name(crawl_id: str, index: int) -> str:
     return f"{crawl_id}/db-worker-{index}"
 
 
-def actor_options(name: str, detached: bool = False) -> dict[str, Any]:
-    """Actors mostly wait on I/O and each other, so they reserve no CPU: the CPUs go to fetch
-    tasks.  The coordinator is detached so a crawl outlives the driver that started it."""
-    options: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "num_cpus": 0,
-                               "max_restarts": 0, "max_concurrency": 1000}
-    if detached:
-        options["lifetime"] = "detached"
-    return options
+def actor_options(name: str, worker: bool = False) -> dict[str, Any]:
+    """Options of a crawl's actors.
+
+    Every actor is detached, so none dies with the process that created it (the driver, or a
+    coordinator being restarted); the coordinator ends them when the crawl is collected or
+    abandoned.  They reserve no CPU (they mostly wait on I/O and each other): the CPUs go to
+    fetch tasks.  ``worker`` actors are found again by name after a restart; the coordinator is
+    restarted too, and calls to any of them are retried across restarts.
+    """
+    return {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "lifetime": "detached",
+            "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
+            "max_concurrency": 1000, "get_if_exists": worker}
 
 
 # A fetch task takes one CPU; the DB worker retries a failed batch itself.

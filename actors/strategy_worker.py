@@ -6,21 +6,27 @@ import asyncio
 import os
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.faults import crash_point
 from raycrawl.routing import split_by_owner
 from raycrawl.storage import Store
 from raycrawl.strategy_runner import StrategyRunner
+
+from .peers import Peers
 
 
 class StrategyWorker:
     """Owns the URL states of a set of partitions and runs the crawling strategy on them.
 
-    Every call returns only after the scoring log it produced is queued (durably) by the DB
-    workers, so a caller that awaits it knows the work it handed over is not in transit.
+    Commit order of every call: decide in memory, queue the scheduled URLs in the DB workers
+    (durable there, idempotent by fingerprint), and only then write the state changes (pages
+    crawled, links queued) in one atomic batch.  A crash anywhere leaves the state as it was
+    before the call, so the caller's retry redoes it; a call returns only once the work it
+    handed over is durable, so nothing is ever "in transit" between workers.  Calls are
+    serialised: each sees the states the previous one committed.
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
@@ -28,23 +34,28 @@ class StrategyWorker:
         self.index = index
         self.store = Store(os.path.join(config.state_dir, f"strategy-worker-{index}"))
         self.runner = StrategyRunner(config, self.store)
-        self.db_workers: list[Any] = []
-        self.db_owner = np.zeros(0, dtype=np.int64)
-
-    def configure(self, db_workers: list[Any], db_owner: list[int]) -> None:
-        self.db_workers = db_workers
-        self.db_owner = np.asarray(db_owner, dtype=np.int64)
+        self.peers = Peers(config)
+        self.lock = asyncio.Lock()
 
     async def add_seeds(self, seeds: pa.RecordBatch) -> int:
-        return await self._route(self.runner.add_seeds(seeds))
+        async with self.lock:
+            return await self._commit(self.runner.add_seeds(seeds))
 
     async def process_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> int:
-        return await self._route(self.runner.process_spider_log(pages, links))
+        async with self.lock:
+            return await self._commit(self.runner.process_spider_log(pages, links))
 
-    async def _route(self, scoring: pa.RecordBatch) -> int:
-        parts = split_by_owner(scoring, self.db_owner)
-        await asyncio.gather(*(self.db_workers[w].enqueue.remote(part)
-                               for w, part in parts.items()))
+    async def _commit(self, scoring: pa.RecordBatch) -> int:
+        crash_point("strategy-worker.decided", self.config)
+        try:
+            parts = split_by_owner(scoring, self.peers.db_owner)
+            await asyncio.gather(*(self.peers.db_worker(w).enqueue.remote(part)
+                                   for w, part in parts.items()))
+        except BaseException:
+            self.runner.discard()
+            raise
+        crash_point("strategy-worker.routed", self.config)
+        self.runner.commit()
         return scoring.num_rows
 
     def stats(self) -> dict[str, Any]:

@@ -61,6 +61,9 @@ class Crawl:
         from actors.handles import CoordinatorHandle, connect
 
         seeds = self.check()
+        # Workers may run in another folder (or on another node with shared storage).
+        self.config = self.config.replace(out=os.path.abspath(self.config.out),
+                                          state=os.path.abspath(self.config.state_dir))
         connect(self.config.address, **ray_init)
         self._handle, self.seed_report = CoordinatorHandle.launch(self.config, seeds)
         return self
@@ -135,18 +138,33 @@ class Crawl:
         return read_pages(self.config.pages_dir)
 
     @classmethod
-    def attach(cls, state_dir: str) -> Crawl:
-        """A handle to the crawl whose state is in ``state_dir`` (running, or ended)."""
+    def attach(cls, state_dir: str, address: str | None = None) -> Crawl:
+        """A handle to the crawl whose state is in ``state_dir``.
+
+        If the crawl is running (its coordinator answers), this joins it.  If it was stopped,
+        or its driver was killed, or its Ray cluster went away, this resumes it from the state
+        alone, as a new generation: same config and partitions, queues and URL states as they
+        were durably left, leases of the dead generation put back in the queue.  A finished
+        crawl cannot be attached to (:class:`CrawlStateError`).
+        """
         from actors.handles import CoordinatorHandle, connect
 
         manifest = read_manifest(state_dir)
-        crawl = cls(config_from_mapping(manifest["config"]))
-        connect(crawl.config.address)
-        crawl._handle = CoordinatorHandle.lookup(crawl.crawl_id)
-        if crawl._handle is None:
-            raise CrawlStateError(
-                f"crawl {crawl.crawl_id} is not running; its last status is in "
-                f"{os.path.join(state_dir, 'status.json')}")
+        config = config_from_mapping(manifest["config"])
+        if address is not None:
+            config = config.replace(address=address)
+        crawl = cls(config)
+        connect(config.address)
+        handle = CoordinatorHandle.lookup(crawl.crawl_id)
+        if handle is not None and handle.alive():
+            crawl._handle = handle
+            return crawl
+        last = _read_json(state_dir, "coordinator.json")
+        if last.get("phase") == "finished":
+            raise CrawlStateError(f"crawl {crawl.crawl_id} has finished; its pages are in "
+                                  f"{config.pages_dir}")
+        crawl._handle, crawl.seed_report = CoordinatorHandle.launch(
+            config, [], generation=int(manifest.get("generation", 1)) + 1)
         return crawl
 
 

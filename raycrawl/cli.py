@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     _crawl_flags(sub.add_parser("crawl", help="crawl from seed URLs"))
     resume = sub.add_parser("resume", help="continue a stopped or killed crawl")
     resume.add_argument("--state", metavar="DIR", required=True)
+    resume.add_argument("--address", metavar="RAY_ADDRESS")
+    resume.add_argument("--quiet", action="store_true", help="no progress lines")
     status = sub.add_parser("status", help="what a crawl is doing / did")
     status.add_argument("--state", metavar="DIR", default=os.path.join("out", "state"))
     demo = sub.add_parser("demo", help="crawl the bundled synthetic web on loopback")
@@ -104,8 +106,13 @@ def run_crawl(config: Any, quiet: bool = False) -> dict[str, Any]:
     crawl = Crawl(config)
     crawl.check()  # bad seeds or strategy fail here, before Ray starts
     crawl.start()
-    print(f"crawl {crawl.crawl_id} started; state in {config.state_dir}, "
-          f"pages in {config.pages_dir}", flush=True)
+    print(f"crawl {crawl.crawl_id} started; state in {crawl.config.state_dir}, "
+          f"pages in {crawl.config.pages_dir}", flush=True)
+    return _follow(crawl, quiet)
+
+
+def _follow(crawl: Any, quiet: bool) -> dict[str, Any]:
+    """Wait for the crawl with progress lines; Ctrl-C stops it cleanly."""
     try:
         return crawl.wait(progress=None if quiet else _progress, interval_s=2.0)
     except KeyboardInterrupt:
@@ -190,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
             print(_summary(stats))
             return 0 if stats.get("phase") == "finished" else 1
         if args.command == "resume":
-            raise RaycrawlError("resume is not implemented yet (fault-tolerance issue #4)")
+            from .api import Crawl
+
+            crawl = Crawl.attach(args.state, address=args.address)
+            print(f"crawl {crawl.crawl_id} resumed from {args.state}", flush=True)
+            stats = _follow(crawl, args.quiet)
+            print(_summary(stats))
+            return 0 if stats.get("phase") == "finished" else 1
         if args.command == "status":
             return cmd_status(args)
         if args.command == "demo":

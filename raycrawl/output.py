@@ -3,6 +3,12 @@
 Each DB worker writes its own files, named from sequence numbers
 (``part-<worker>-<seq>.parquet``), never from URLs.  A file is written under a temporary name
 and renamed into place, so readers never see half a file.
+
+:class:`DurableOutput` makes the rows crash-safe: a row is stored in the worker's RocksDB in the
+same atomic write that completes its batch, moved to a Parquet file later, and a file counts
+only once it is recorded in the store.  A file renamed into place but not yet recorded when
+the worker died is deleted when the worker restarts, and its rows, still in the store, are
+written again: no row is lost, none is written twice.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from . import schemas
+from .storage import Store, WriteBatch, read_u64, u64
 
 _PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
 
@@ -31,33 +39,32 @@ class PagesWriter:
         self.flush_s = flush_s
         self.buffer: list[pa.RecordBatch] = []
         self.buffered = 0
-        self.rows_written = 0
         self.last_flush = time.monotonic()
-        used = [int(m.group(2)) for name in os.listdir(pages_dir)
-                if (m := _PART.match(name)) and int(m.group(1)) == worker]
-        self.next_seq = max(used, default=-1) + 1
+        self.next_seq = max((int(_PART.match(n).group(2)) for n in self.files()),  # type: ignore
+                            default=-1) + 1
 
-    def add(self, pages: pa.RecordBatch) -> None:
-        """Buffer spider-log page rows (only the output columns are kept)."""
-        if pages.num_rows:
-            self.buffer.append(pa.RecordBatch.from_arrays(
-                [pages.column(f.name) for f in schemas.PAGES], schema=schemas.PAGES))
-            self.buffered += pages.num_rows
-        if self.buffered >= self.rows_per_file:
-            self.flush()
-        else:
-            self.flush_if_due()
+    def files(self) -> list[str]:
+        """This worker's part files in the folder."""
+        return sorted(name for name in os.listdir(self.dir)
+                      if (m := _PART.match(name)) and int(m.group(1)) == self.worker)
 
-    def flush_if_due(self) -> None:
-        """Flush when rows have waited ``flush_s`` (so a slow crawl's output shows up)."""
-        if self.buffered and time.monotonic() - self.last_flush >= self.flush_s:
-            self.flush()
+    def add(self, rows: pa.RecordBatch) -> None:
+        """Buffer rows of the pages schema."""
+        if rows.num_rows:
+            self.buffer.append(rows)
+            self.buffered += rows.num_rows
 
-    def flush(self) -> None:
-        """Write buffered rows to a new file, atomically; durable when this returns."""
+    def due(self) -> bool:
+        """A file's worth of rows, or rows that waited ``flush_s``."""
+        return self.buffered >= self.rows_per_file or (
+            self.buffered > 0 and time.monotonic() - self.last_flush >= self.flush_s)
+
+    def flush(self) -> tuple[str, int] | None:
+        """Write buffered rows to a new file, atomically and durably; returns the file's name
+        and row count (None when nothing was buffered)."""
         self.last_flush = time.monotonic()
         if not self.buffered:
-            return
+            return None
         table = pa.Table.from_batches(self.buffer, schema=schemas.PAGES)
         name = f"part-{self.worker:03d}-{self.next_seq:06d}.parquet"
         tmp = os.path.join(self.dir, f".{name}.tmp")
@@ -66,8 +73,85 @@ class PagesWriter:
             os.fsync(fh.fileno())
         os.replace(tmp, os.path.join(self.dir, name))
         self.next_seq += 1
-        self.rows_written += self.buffered
+        written = (name, self.buffered)
         self.buffer, self.buffered = [], 0
+        return written
+
+
+def _ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(raw: bytes) -> list[pa.RecordBatch]:
+    return pa.ipc.open_stream(raw).read_all().to_batches()
+
+
+def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:
+    """The output columns of spider-log page rows."""
+    return pa.RecordBatch.from_arrays([spider_log_pages.column(f.name) for f in schemas.PAGES],
+                                      schema=schemas.PAGES)
+
+
+class DurableOutput:
+    """Rows staged in a store with their batch, then moved to recorded Parquet files.
+
+    Keys: ``w <seq>`` -> rows staged (Arrow IPC); ``o <file name>`` -> rows in that file.
+    ``on_file_written`` runs between a file's rename and its recording (a crash point).
+    """
+
+    def __init__(self, store: Store, pages_dir: str, worker: int, rows_per_file: int,
+                 flush_s: float, on_file_written: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.on_file_written = on_file_written
+        self.writer = PagesWriter(pages_dir, worker, rows_per_file, flush_s)
+        recorded = {key[1:].decode(): int(raw) for key, raw in store.scan(b"o", b"p")}
+        for name in self.writer.files():
+            if name not in recorded:  # renamed into place, never recorded: written again
+                os.remove(os.path.join(self.writer.dir, name))
+        self.rows_written = sum(recorded.values())
+        self.staged: list[bytes] = []
+        self.next_key = 0
+        for key, raw in store.scan(b"w", b"x"):
+            for rows in _from_ipc(raw):
+                self.writer.add(rows)
+            self.staged.append(key)
+            self.next_key = read_u64(key, 1) + 1
+
+    def stage(self, wb: WriteBatch, rows: pa.RecordBatch) -> Callable[[], None]:
+        """Add ``rows`` (pages schema) to ``wb``; call the returned function once ``wb`` is
+        written, to buffer them for the next file."""
+        key = b"w" + u64(self.next_key)
+        self.next_key += 1
+        wb.put(key, _ipc(rows))
+
+        def written() -> None:
+            self.staged.append(key)
+            self.writer.add(rows)
+
+        return written
+
+    def flush_if_due(self) -> None:
+        if self.writer.due():
+            self.flush()
+
+    def flush(self) -> None:
+        """Move the staged rows to a Parquet file, then record the file and drop the staged
+        copies in one atomic write."""
+        written = self.writer.flush()
+        if written is None:
+            return
+        name, rows = written
+        self.on_file_written()
+        wb = self.store.batch()
+        for key in self.staged:
+            wb.delete(key)
+        wb.put(b"o" + name.encode(), str(rows).encode())
+        self.store.write(wb)
+        self.staged = []
+        self.rows_written += rows
 
 
 def read_pages(pages_dir: str) -> pa.Table:

@@ -15,8 +15,10 @@ equal scores in arrival order.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgpack
@@ -38,15 +40,17 @@ class Entry:
     score: float
     attempts: int = 0
     redirect_chain: tuple[str, ...] = ()
+    crashes: int = 0  # times a worker died while this URL was leased
 
     def pack(self) -> bytes:
         return msgpack.packb([self.url, self.fingerprint, self.host, self.partition,
-                              self.depth, self.score, self.attempts, list(self.redirect_chain)])
+                              self.depth, self.score, self.attempts, list(self.redirect_chain),
+                              self.crashes])
 
     @classmethod
     def unpack(cls, raw: bytes) -> Entry:
-        url, fp, host, part, depth, score, attempts, chain = msgpack.unpackb(raw)
-        return cls(url, fp, host, part, depth, score, attempts, tuple(chain))
+        url, fp, host, part, depth, score, attempts, chain, crashes = msgpack.unpackb(raw)
+        return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes)
 
 
 class HostSlots:
@@ -118,11 +122,15 @@ class FrontierQueue:
         self.store = store
         self.layered = layered
         raw = store.get(_C)
-        self.next_seq, self.next_batch = msgpack.unpackb(raw) if raw else (0, 1)
+        self.next_seq, self.next_batch, self.done_total = msgpack.unpackb(raw) if raw else (
+            0, 1, 0)
         self.by_layer: Counter[int] = Counter()
         for key, _ in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
         self.enqueued_total = 0
+
+    def _counters(self) -> bytes:
+        return msgpack.packb((self.next_seq, self.next_batch, self.done_total))
 
     @property
     def queued(self) -> int:
@@ -186,26 +194,31 @@ class FrontierQueue:
             wb.delete(key)
             wb.put(_L + u64(batch_id) + u64(i), entry.pack())
             self.by_layer[int.from_bytes(key[1:3], "big")] -= 1
-        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        wb.put(_C, self._counters())
         self.store.write(wb)
         slots.lease(set(per_host))
         return batch_id, [e for _, e in taken]
 
     def complete(self, batch_id: int, fingerprints: list[int],
-                 retry: tuple[Entry, ...] | list[Entry] = ()) -> list[int]:
-        """In one atomic write: drop a batch's leases, record ``fingerprints`` as done, and
-        queue the ``retry`` entries again (their URLs get another attempt).
+                 retry: tuple[Entry, ...] | list[Entry] = (),
+                 stage: Callable[[WriteBatch, list[int]], None] | None = None) -> list[int]:
+        """In one atomic write: drop a batch's leases, record ``fingerprints`` as done, queue
+        the ``retry`` entries again (their URLs get another attempt), and whatever ``stage``
+        adds for the fresh fingerprints (the output rows, so they are durable with it).
 
         Returns the fingerprints not recorded before (the rows to output): completing the
         same batch twice outputs nothing the second time."""
         done = self.store.multi_get([_P + u64(fp) for fp in fingerprints])
-        fresh = [fp for fp, d in zip(fingerprints, done) if d is None]
+        fresh = list(dict.fromkeys(fp for fp, d in zip(fingerprints, done) if d is None))
         wb = self.store.batch()
         for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
             wb.delete(key)
         for fp in fresh:
             wb.put(_P + u64(fp), b"")
+        self.done_total += len(fresh)
         layers = self._put_entries(wb, retry)
+        if stage is not None:
+            stage(wb, fresh)
         self.store.write(wb)
         self.by_layer.update(layers)
         return fresh
@@ -220,14 +233,23 @@ class FrontierQueue:
             self.next_seq += 1
             wb.put(key, entry.pack())
             layers[layer] += 1
-        wb.put(_C, msgpack.packb((self.next_seq, self.next_batch)))
+        wb.put(_C, self._counters())
         return layers
 
-    def requeue(self, batch_id: int, drop: frozenset[int] = frozenset()) -> list[Entry]:
+    def leased(self, batch_id: int) -> list[Entry]:
+        """The entries leased to a batch."""
+        return [Entry.unpack(raw) for _, raw in
+                self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1))]
+
+    def requeue(self, batch_id: int, drop: frozenset[int] = frozenset(),
+                crashed: bool = False) -> list[Entry]:
         """Put a batch's leased entries back in the queue, except the fingerprints in
-        ``drop``; the batch's leases are gone afterwards.  Returns the entries put back."""
+        ``drop``; with ``crashed``, each entry's crash count goes up.  The batch's leases are
+        gone afterwards.  Returns the entries put back."""
         leased = list(self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)))
         entries = [e for _, raw in leased if (e := Entry.unpack(raw)).fingerprint not in drop]
+        if crashed:
+            entries = [dataclasses.replace(e, crashes=e.crashes + 1) for e in entries]
         wb = self.store.batch()
         for key, _ in leased:
             wb.delete(key)

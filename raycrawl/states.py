@@ -57,6 +57,11 @@ class URLStates:
         self.cache[fingerprint] = StateRecord(state, depth, score)
         self.dirty.add(fingerprint)
 
+    def discard(self) -> None:
+        """Forget unwritten changes and the cache."""
+        self.cache.clear()
+        self.dirty.clear()
+
     def flush(self) -> None:
         """Write changed records atomically, then forget the cache."""
         if self.dirty:

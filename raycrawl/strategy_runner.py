@@ -1,8 +1,9 @@
 """What a strategy worker does with a batch, without Ray: states in, strategy, scoring log out.
 
-Each call reads the batch's URL states in one ``multi_get``, runs the strategy, and writes the
-state changes in one ``WriteBatch`` before it returns the scoring log: a URL is QUEUED in the
-state table before any DB worker can queue it.
+Each call reads the batch's URL states in one ``multi_get``, runs the strategy and returns the
+scoring log; the caller queues it in the DB workers and then calls :meth:`commit`, which writes
+the state changes in one ``WriteBatch`` (or :meth:`discard` if queueing failed).  So a page is
+CRAWLED and a link QUEUED in the state only once the links are durably queued.
 """
 
 from __future__ import annotations
@@ -54,11 +55,20 @@ class StrategyRunner:
             self.counters["skipped:" + skip if skip else "scheduled"] += 1
 
     def _drain(self) -> pa.RecordBatch:
-        self.states.flush()
-        self.traps.flush()
         result = schemas.batch(schemas.SCORING_LOG, self._out)
         self._out = {f.name: [] for f in schemas.SCORING_LOG}
         return result
+
+    def commit(self) -> None:
+        """Write the state changes of the last call, atomically (call once its scoring log
+        is durably queued)."""
+        self.states.flush()
+        self.traps.flush()
+
+    def discard(self) -> None:
+        """Forget the state changes of the last call (its scoring log was not queued)."""
+        self.states.discard()
+        self.traps.discard()
 
     def _requests(self, rows: pa.RecordBatch) -> list[Request]:
         cols = rows.to_pydict()
@@ -68,13 +78,14 @@ class StrategyRunner:
                                           cols["partition"], cols["depth"])]
 
     def add_seeds(self, seeds: pa.RecordBatch) -> pa.RecordBatch:
-        """Seeds (spider-feed schema) in, scoring log out; state durable before return."""
+        """Seeds (spider-feed schema) in, scoring log out (commit or discard after)."""
         self.states.refresh(seeds.column("fingerprint").to_pylist())
         self.strategy.add_seeds(self._requests(seeds))
         return self._drain()
 
     def process_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> pa.RecordBatch:
-        """Pages crawled/errors of this worker's partitions and the links that belong to them.
+        """Pages crawled/errors of this worker's partitions and the links that belong to them;
+        scoring log out (commit or discard after).
 
         Idempotent: a page already CRAWLED/ERROR is not reported to the strategy again, and a
         link already known is not shown as new.

@@ -66,6 +66,12 @@ class TrapGuard:
             self._bump(per_host)
         return None
 
+    def discard(self) -> None:
+        """Forget unwritten counts."""
+        for key in self.dirty:
+            self.counts.pop(key, None)
+        self.dirty.clear()
+
     def flush(self) -> None:
         """Write changed counters in one batch; keeps a bounded cache."""
         if self.dirty:

@@ -18,7 +18,7 @@ from raycrawl.cli import main
     (["crawl", "http://a.com/", "--out", "o", "--allow-network", "nonsense"], "CIDR"),
     (["crawl", "http://a.com/", "--out", "o", "--config", "/nonexistent.toml"], "cannot read"),
     (["status", "--state", "/nonexistent/state"], "no crawl state"),
-    (["resume", "--state", "/tmp"], "not implemented yet"),
+    (["resume", "--state", "/nonexistent/state"], "no crawl state"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

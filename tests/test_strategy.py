@@ -42,14 +42,28 @@ def spider_log(pages, links):
     return page_batch, link_batch
 
 
+class Committing(StrategyRunner):
+    """Commits after every call, as the strategy worker does once the scoring log is queued."""
+
+    def add_seeds(self, seeds):
+        out = super().add_seeds(seeds)
+        self.commit()
+        return out
+
+    def process_spider_log(self, pages, links):
+        out = super().process_spider_log(pages, links)
+        self.commit()
+        return out
+
+
 @pytest.fixture
 def runner_for(tmp_path):
     stores = []
 
-    def make(**settings):
+    def make(runner=Committing, **settings):
         store = Store(str(tmp_path / f"sw{len(stores)}"))
         stores.append(store)
-        return StrategyRunner(CrawlConfig(partitions=P, **settings), store)
+        return runner(CrawlConfig(partitions=P, **settings), store)
 
     yield make
     for s in stores:
@@ -88,6 +102,17 @@ def test_state_is_durable_and_replay_is_harmless(runner_for, tmp_path):
     fp = url_info("http://a.com/", P).fingerprint
     r.states.refresh([fp])
     assert r.states.state(fp) is URLState.ERROR
+
+
+def test_discarded_call_changes_nothing(runner_for):
+    r = runner_for(runner=StrategyRunner)
+    pages, links = spider_log([("http://a.com/", 0, 200, None)],
+                              [("http://a.com/", 0, "http://a.com/1", 1)])
+    first = r.process_spider_log(pages, links)
+    r.discard()  # queueing the scoring log failed: the retry must decide the same again
+    assert r.process_spider_log(pages, links).to_pylist() == first.to_pylist()
+    r.commit()
+    assert r.process_spider_log(pages, links).num_rows == 0
 
 
 def test_max_depth_is_enforced_for_any_strategy(runner_for):
