@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 # Outcomes worth another attempt (bounded by ``retries``); the host is backed off meanwhile.
 RETRYABLE_ERRORS = frozenset({"timeout", "connection", "robots-unavailable"})
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-_TASK_DIED = (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
-              ray.exceptions.TaskCancelledError)
+_TASK_DIED = ray.exceptions.RayError  # the task raised, its worker or its node died
 # Rows this worker ended without a connection: they say nothing of the host's health.
 _NOT_FETCHED = frozenset({"robots", "robots-unavailable", "host-unreachable", "internal-error",
                           "quarantined", "fetch-task-failed"})
@@ -94,7 +93,7 @@ class DBWorker:
         self.output = DurableOutput(
             self.store, config.pages_dir, index, config.output_rows_per_file,
             config.output_flush_s,
-            on_file_written=lambda: crash_point("db-worker.output-written", config))
+            on_file_written=lambda: self._crash("db-worker.output-written"))
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
         self.fetch_options = FetchOptions.from_config(config)
@@ -212,7 +211,7 @@ class DBWorker:
                 continue
             self.counters["batches_cut"] += 1
             self.leased_urls += len(entries)
-            crash_point("db-worker.cut", cfg)
+            self._crash("db-worker.cut")
             task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
             self.in_flight[batch_id] = task
 
@@ -267,16 +266,16 @@ class DBWorker:
             else:
                 pages, links = (schemas.empty(schemas.SPIDER_LOG_PAGES),
                                 schemas.empty(schemas.SPIDER_LOG_LINKS))
-            crash_point("db-worker.fetched", self.config)
+            self._crash("db-worker.fetched")
             if ended:
                 pages = pa.concat_batches([pages, _ended_rows(ended)])
             pages, retry = self._retries(pages, entries)
             await self._hand_over(pages, links)
-            crash_point("db-worker.handed-over", self.config)
+            self._crash("db-worker.handed-over")
             if self.stream is not None:
                 self.stream.write_spider_log(pages, links)
             self._record(batch_id, pages, retry)
-            crash_point("db-worker.completed", self.config)
+            self._crash("db-worker.completed")
             await self._release_budget(len(retry))
         except Exception:  # a bug or a dead strategy worker: retry the URLs, a bounded number
             log.exception("batch %d failed", batch_id)
@@ -411,6 +410,9 @@ class DBWorker:
                 page_parts.get(w, schemas.empty(schemas.SPIDER_LOG_PAGES)),
                 link_parts.get(w, schemas.empty(schemas.SPIDER_LOG_LINKS))))
         await asyncio.gather(*calls)
+
+    def _crash(self, point: str) -> None:
+        crash_point(point, self.config.crash_points, self.config.state_dir)
 
     def close(self) -> None:
         if self.stream is not None:

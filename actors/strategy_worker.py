@@ -46,7 +46,7 @@ class StrategyWorker:
             return await self._commit(self.runner.process_spider_log(pages, links))
 
     async def _commit(self, scoring: pa.RecordBatch) -> int:
-        crash_point("strategy-worker.decided", self.config)
+        self._crash("strategy-worker.decided")
         try:
             parts = split_by_owner(scoring, self.peers.db_owner)
             await asyncio.gather(*(self.peers.db_worker(w).enqueue.remote(part)
@@ -54,12 +54,15 @@ class StrategyWorker:
         except BaseException:
             self.runner.discard()
             raise
-        crash_point("strategy-worker.routed", self.config)
+        self._crash("strategy-worker.routed")
         self.runner.commit()
         return scoring.num_rows
 
     def stats(self) -> dict[str, Any]:
         return {"strategy_finished": self.runner.strategy.finished(), **self.runner.counters}
+
+    def _crash(self, point: str) -> None:
+        crash_point(point, self.config.crash_points, self.config.state_dir)
 
     def close(self) -> None:
         self.store.close()

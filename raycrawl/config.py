@@ -72,6 +72,7 @@ class CrawlConfig:
     max_segment_repeats: int = 3  # a path segment repeated more often marks a trap
     max_query_variants: int = 500  # URLs per (host, path, query keys) before it is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
+    crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.faults
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, why: str) -> None:
@@ -113,6 +114,10 @@ class CrawlConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"allow_network: not a CIDR range: {cidr!r}") from None
+        from .faults import POINTS
+
+        for point in self.crash_points:
+            check(point in POINTS, "crash_points", f"unknown point {point!r}")
         if not self.crawl_id:
             object.__setattr__(self, "crawl_id", f"crawl-{uuid.uuid4().hex[:8]}")
         check("/" not in self.crawl_id and self.crawl_id.strip() == self.crawl_id,

@@ -1,15 +1,15 @@
 """Named crash points of the commit protocol, for fault-injection tests.
 
-Set ``RAYCRAWL_CRASH_AT=<point>`` in the environment of the crawl's workers (for example with
-``ray.init(runtime_env={"env_vars": {...}})``) and the first worker process that reaches that
-point ends at once, as a kill -9 would end it.  It fires once per crawl state directory: a
-marker file (``crash-<point>.fired``) keeps the restarted worker from crashing again.
+List points in the config's ``crash_points`` (it travels with the config to every worker and
+fetch task) and the first process that reaches one ends at once, as a kill -9 would end it.
+Each point fires once per crawl state directory: a marker file (``crash-<point>.fired``) keeps
+the restarted worker from crashing again.  An empty list (the default) costs one tuple test.
 
 Points, in commit order: ``db-worker.cut`` (batch leased), ``fetch-task.start`` (inside the
 fetch task), ``db-worker.fetched`` (spider log received), ``strategy-worker.decided`` (states
 changed in memory), ``strategy-worker.routed`` (links queued in the DB workers, states not yet
 written), ``db-worker.handed-over`` (strategy workers done, batch not yet completed),
-``db-worker.completed`` (leases released, rows pending), ``db-worker.output-written`` (Parquet
+``db-worker.completed`` (leases released, rows staged), ``db-worker.output-written`` (Parquet
 file in place, not yet recorded in the state).
 """
 
@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import os
 
-from .config import CrawlConfig
+POINTS = ("db-worker.cut", "fetch-task.start", "db-worker.fetched", "strategy-worker.decided",
+          "strategy-worker.routed", "db-worker.handed-over", "db-worker.completed",
+          "db-worker.output-written")
 
-ENV = "RAYCRAWL_CRASH_AT"
 
-
-def crash_point(name: str, config: CrawlConfig) -> None:
-    """End this process if ``name`` is the armed crash point and it has not fired yet."""
-    if os.environ.get(ENV) != name:
+def crash_point(name: str, armed: tuple[str, ...], state_dir: str) -> None:
+    """End this process if ``name`` is armed and has not fired yet for ``state_dir``."""
+    if name not in armed:
         return
-    marker = os.path.join(config.state_dir, f"crash-{name}.fired")
+    marker = os.path.join(state_dir, f"crash-{name}.fired")
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:

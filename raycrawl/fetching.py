@@ -39,6 +39,7 @@ from .config import CrawlConfig
 from .decoding import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
 from .errors import InvalidURL
 from .extract import extract_links, is_html
+from .faults import crash_point
 from .netguard import AddressGuard, BlockedAddress, GuardedResolver
 from .robots import MAX_ROBOTS_BYTES, RobotsKind, RobotsPolicy, agent_token, origin_of
 from .urls import url_info
@@ -63,12 +64,15 @@ class FetchOptions:
     partitions: int
     user_agent: str
     allow_network: tuple[str, ...]
+    crash_points: tuple[str, ...] = ()
+    state_dir: str = ""
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
         return cls(c.fetch_concurrency, c.per_host, c.connect_timeout_s, c.read_timeout_s,
                    c.total_timeout_s, c.max_body_bytes, c.max_links_per_page, c.max_url_length,
-                   c.max_redirects, c.partitions, c.user_agent, c.allow_network)
+                   c.max_redirects, c.partitions, c.user_agent, c.allow_network,
+                   c.crash_points, c.state_dir)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -322,6 +326,7 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions) -> tuple[
         pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
     """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
     the robots.txt fetches made.  Every request yields exactly one page row."""
+    crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
     by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in feed.to_pylist():
         by_host[row["host"]].append(row)

@@ -1,0 +1,95 @@
+"""Nothing lost: kills and crashes mid-crawl, then the invariants.
+
+After each fault the crawl must finish by itself with every reachable URL exactly once in
+``OUT/pages``, nothing left queued or leased, and repeated fetches bounded by the work that was
+in flight when the fault hit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from actors.options import NAMESPACE
+from raycrawl import Crawl
+from raycrawl.faults import POINTS
+from raycrawl.synthweb import SyntheticWeb
+
+pytestmark = pytest.mark.ray
+
+SETTINGS = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
+            "partitions": 8, "robots": False, "retries": 0, "db_workers": 2,
+            "strategy_workers": 2, "batch_size": 16, "host_batch_cap": 4}
+IN_FLIGHT = 2 * 2 * 16  # DB workers x batches in flight x batch size
+
+
+def slow_web(seed: int) -> SyntheticWeb:
+    return SyntheticWeb(hosts=6, pages_per_host=14, seed=seed, latency_s=0.02).start()
+
+
+def assert_invariants(web: SyntheticWeb, crawl: Crawl, stats: dict) -> None:
+    assert stats["phase"] == "finished", stats.get("reason")
+    urls = crawl.pages().column("url").to_pylist()
+    assert len(urls) == len(set(urls)), "a URL has two rows"
+    expected = web.reachable()
+    assert set(urls) == set(expected), "a reachable URL is missing"
+    assert stats["queued"] == 0 and all(w["leased_urls"] == 0 for w in stats["db_workers"])
+    with web.lock:
+        hits = dict(web.hits)
+    assert all(hits.get(u.removeprefix("http://"), 0) >= 1 for u in expected)
+    repeats = sum(n - 1 for n in hits.values())
+    assert max(hits.values()) <= 2 and repeats <= IN_FLIGHT, f"{repeats} repeated fetches"
+
+
+def run_until(crawl: Crawl, fraction_of: int, fraction: float = 0.3) -> None:
+    deadline = time.monotonic() + 60
+    while crawl.stats()["fetched"] < fraction * fraction_of:
+        assert time.monotonic() < deadline, "the crawl did not get going"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("victim", ["db-worker-1", "strategy-worker-0", "coordinator"])
+def test_killed_actor_is_restarted_and_nothing_is_lost(ray_session, tmp_path, victim):
+    web = slow_web(seed=31)
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), **SETTINGS).start()
+        run_until(crawl, len(web.reachable()))
+        actor = ray.get_actor(f"{crawl.crawl_id}/{victim}", namespace=NAMESPACE)
+        ray.kill(actor, no_restart=False)
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert_invariants(web, crawl, stats)
+    finally:
+        web.stop()
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_crash_at_each_step_of_the_commit_protocol(ray_session, tmp_path, point):
+    web = slow_web(seed=37)
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
+                      **{**SETTINGS, "crash_points": (point,)}).start()
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert (tmp_path / "out" / "state" / f"crash-{point}.fired").exists(), "never fired"
+        assert_invariants(web, crawl, stats)
+    finally:
+        web.stop()
+
+
+def test_stop_then_resume_continues_with_nothing_lost(ray_session, tmp_path):
+    web = slow_web(seed=41)
+    try:
+        out = tmp_path / "out"
+        crawl = Crawl(seeds=[web.seed_url], out=str(out), **SETTINGS).start()
+        run_until(crawl, len(web.reachable()), 0.4)
+        assert crawl.stop()["phase"] == "stopped"
+        resumed = Crawl.attach(str(out / "state"))
+        assert resumed.crawl_id == crawl.crawl_id
+        stats = resumed.wait(timeout=180, interval_s=0.2)
+        assert stats["generation"] == 2
+        assert_invariants(web, resumed, stats)
+        with pytest.raises(Exception, match="finished"):
+            Crawl.attach(str(out / "state"))
+    finally:
+        web.stop()
