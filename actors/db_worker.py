@@ -28,6 +28,7 @@ from raycrawl.storage import Store, WriteBatch
 from raycrawl.streams import StreamWriter, stream_path
 
 from .fetch import fetch_batch
+from .options import FETCH_TASK_OPTIONS
 from .peers import Peers
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,13 @@ class DBWorker:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.leased_urls = 0
         self.counters: Counter[str] = Counter()
+        self.timers: Counter[str] = Counter()  # seconds batches spent in each step, summed
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         self.wakeup = asyncio.Event()
         self.loop_task: asyncio.Task[None] | None = None
         self.last_heartbeat = 0.0
+        self.cpus_read_at = -1e9
+        self.cpu_share = 1
         # Batches leased by an earlier incarnation that died: their URLs go back to the queue,
         # except those that were in flight at too many deaths (poison), which end now.
         self.quarantined: list[Entry] = []
@@ -178,6 +182,7 @@ class DBWorker:
             "fetched": c["fetched"], "errors": c["errors"], "retries": c["retries"],
             "robots_fetched": c["robots_fetched"], "parked_hosts": len(self.slots.parked),
             "rows_written": self.output.rows_written,
+            **{k: round(v, 2) for k, v in self.timers.items()},
             **{k: v for k, v in c.items() if k.startswith("err:")},
         }
 
@@ -189,7 +194,7 @@ class DBWorker:
         while self.running:
             self.wakeup.clear()
             await self._heartbeat()
-            if len(self.in_flight) >= cfg.batches_in_flight:
+            if len(self.in_flight) >= self._batches_allowed():
                 await asyncio.wait(list(self.in_flight.values()),
                                    return_when=asyncio.FIRST_COMPLETED)
                 continue
@@ -214,6 +219,19 @@ class DBWorker:
             self._crash("db-worker.cut")
             task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
             self.in_flight[batch_id] = task
+
+    def _batches_allowed(self) -> int:
+        """``batches_in_flight``, or this worker's share of the cluster's CPUs (re-read every
+        10 s, so a cluster that grows gets used)."""
+        if self.config.batches_in_flight is not None:
+            return self.config.batches_in_flight
+        now = time.monotonic()
+        if now - self.cpus_read_at >= 10.0:
+            self.cpus_read_at = now
+            cpus = ray.cluster_resources().get("CPU", 1.0)
+            per_task = FETCH_TASK_OPTIONS["num_cpus"]
+            self.cpu_share = max(1, int(cpus / per_task) // self.config.db_workers)
+        return self.cpu_share
 
     async def _heartbeat(self) -> None:
         """Tell the coordinator we are alive every few seconds (a restarted coordinator
@@ -261,7 +279,9 @@ class DBWorker:
         try:
             fetch, ended = self._triage(entries)
             if fetch:
+                started = time.monotonic()
                 pages, links, robots = await self._fetch(fetch)
+                self.timers["fetch_s"] += time.monotonic() - started
                 self._learn_robots(robots)
             else:
                 pages, links = (schemas.empty(schemas.SPIDER_LOG_PAGES),
@@ -270,7 +290,9 @@ class DBWorker:
             if ended:
                 pages = pa.concat_batches([pages, _ended_rows(ended)])
             pages, retry = self._retries(pages, entries)
+            started = time.monotonic()
             await self._hand_over(pages, links)
+            self.timers["hand_over_s"] += time.monotonic() - started
             self._crash("db-worker.handed-over")
             if self.stream is not None:
                 self.stream.write_spider_log(pages, links)

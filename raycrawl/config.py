@@ -49,7 +49,9 @@ class CrawlConfig:
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
     batch_size: int = 128  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
-    batches_in_flight: int = 2  # spider-feed batches per DB worker
+    # Spider-feed batches in flight per DB worker; None: the cluster's CPUs shared out over the
+    # DB workers (fetch tasks queued beyond the CPUs only wait, and make Ray churn workers).
+    batches_in_flight: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
     total_timeout_s: float = 60.0
@@ -80,7 +82,7 @@ class CrawlConfig:
                 raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
 
         for name in ("partitions", "strategy_workers", "db_workers", "fetch_concurrency",
-                     "per_host", "batch_size", "host_batch_cap", "batches_in_flight",
+                     "per_host", "batch_size", "host_batch_cap",
                      "max_body_bytes", "max_links_per_page", "max_url_length",
                      "output_rows_per_file", "host_park_after", "max_redirects",
                      "max_segment_repeats", "max_query_variants"):
@@ -91,6 +93,9 @@ class CrawlConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
+        check(self.batches_in_flight is None or (
+            isinstance(self.batches_in_flight, int) and self.batches_in_flight >= 1),
+            "batches_in_flight", "must be an integer >= 1 (or unset: automatic)")
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
                      "output_flush_s", "poll_interval_s", "linger_s", "retry_backoff_s",
                      "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s"):
