@@ -266,7 +266,7 @@ class Coordinator:
         db = await asyncio.gather(*(w.report.remote() for w in self.db_workers))
         sw = await asyncio.gather(*(w.stats.remote() for w in self.strategy_workers))
         now = time.time()
-        fetched = sum(r["fetched"] for r in db)
+        fetched = sum(r["done_total"] for r in db)  # durable: survives worker restarts
         self.samples = [s for s in self.samples if now - s[0] <= 5.0] + [(now, fetched)]
         span = self.samples[-1][0] - self.samples[0][0]
         rate = (self.samples[-1][1] - self.samples[0][1]) / span if span > 0.5 else 0.0

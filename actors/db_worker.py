@@ -183,7 +183,7 @@ class DBWorker:
             "robots_fetched": c["robots_fetched"], "parked_hosts": len(self.slots.parked),
             "rows_written": self.output.rows_written,
             **{k: round(v, 2) for k, v in self.timers.items()},
-            **{k: v for k, v in c.items() if k.startswith("err:")},
+            **{k: v for k, v in c.items() if k.startswith(("err:", "retry:"))},
         }
 
     async def _feed_loop(self) -> None:
@@ -341,9 +341,10 @@ class DBWorker:
 
     def _retries(self, pages: pa.RecordBatch, entries: list[Entry]) -> tuple[pa.RecordBatch,
                                                                               list[Entry]]:
-        """Take out the rows that get another attempt and back their hosts off (Retry-After
-        or exponential).  A host whose every request failed to connect or timed out counts
-        a failure (see ``HostSlots.record_outcome``); one that answered, even 5xx, is up."""
+        """Take out the rows that get another attempt, each after its own exponential backoff
+        (its host's other URLs go on); a Retry-After pushes the whole host back.  A host whose
+        every request failed to connect or timed out counts a failure (see
+        ``HostSlots.record_outcome``); one that answered, even 5xx, is up."""
         cfg = self.config
         by_fp = {e.fingerprint: e for e in entries}
         now = time.monotonic()
@@ -358,8 +359,10 @@ class DBWorker:
                 self.slots.push_back(host, now + min(after, cfg.max_retry_after_s))
             entry = by_fp.get(fp)
             if failed and entry is not None and entry.attempts < cfg.retries:
-                retry.append(dataclasses.replace(entry, attempts=entry.attempts + 1))
-                self.slots.push_back(host, now + cfg.retry_backoff_s * 2 ** entry.attempts)
+                backoff = cfg.retry_backoff_s * 2 ** entry.attempts
+                retry.append(dataclasses.replace(entry, attempts=entry.attempts + 1,
+                                                 not_before=time.time() + backoff))
+                self.counters[f"retry:{error or status}"] += 1
             else:
                 keep.append(i)
         for host, ok in healthy.items():

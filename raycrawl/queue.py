@@ -41,16 +41,19 @@ class Entry:
     attempts: int = 0
     redirect_chain: tuple[str, ...] = ()
     crashes: int = 0  # times a worker died while this URL was leased
+    not_before: float = 0.0  # wall clock: a retry waits for its backoff, its host does not
 
     def pack(self) -> bytes:
         return msgpack.packb([self.url, self.fingerprint, self.host, self.partition,
                               self.depth, self.score, self.attempts, list(self.redirect_chain),
-                              self.crashes])
+                              self.crashes, self.not_before])
 
     @classmethod
     def unpack(cls, raw: bytes) -> Entry:
-        url, fp, host, part, depth, score, attempts, chain, crashes = msgpack.unpackb(raw)
-        return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes)
+        (url, fp, host, part, depth, score, attempts, chain, crashes,
+         not_before) = msgpack.unpackb(raw)
+        return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
+                   not_before)
 
 
 class HostSlots:
@@ -168,7 +171,7 @@ class FrontierQueue:
         entries move to the lease table in one atomic write."""
         if max_urls <= 0:
             return 0, []
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         stop = _Q + ((max_layer + 1).to_bytes(2, "big") if max_layer is not None else b"\xff")
         per_host: Counter[str] = Counter()
         blocked: set[str] = set()
@@ -178,7 +181,7 @@ class FrontierQueue:
                 break
             entry = Entry.unpack(raw)
             host = entry.host
-            if host in blocked or per_host[host] >= host_cap:
+            if host in blocked or per_host[host] >= host_cap or entry.not_before > wall:
                 continue
             if not per_host[host] and not slots.available(host, now):
                 blocked.add(host)
