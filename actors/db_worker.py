@@ -111,15 +111,15 @@ class DBWorker:
         self.last_heartbeat = 0.0
         self.cpus_read_at = -1e9
         self.cpu_share = 1
-        # Batches leased by an earlier incarnation that died: their URLs go back to the queue,
-        # except those that were in flight at too many deaths (poison), which end now.
-        self.quarantined: list[Entry] = []
+        # Batches leased by an earlier incarnation that died: their URLs go back to the queue
+        # with one more crash counted, except those that were in flight at too many deaths
+        # (poison), which end now as ``quarantined`` — all in one atomic write per batch.
         for batch_id in self.queue.stale_leases():
-            poison = [e for e in self.queue.leased(batch_id)
-                      if e.crashes >= config.fetch_retries]
-            self.queue.requeue(batch_id, drop=frozenset(e.fingerprint for e in poison),
-                               crashed=True)
-            self.quarantined += poison
+            leased = self.queue.leased(batch_id)
+            poison = [e for e in leased if e.crashes >= config.fetch_retries]
+            back = [dataclasses.replace(e, crashes=e.crashes + 1) for e in leased
+                    if e.crashes < config.fetch_retries]
+            self._record(batch_id, _ended_rows([(e, "quarantined") for e in poison]), back)
 
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns.  Rows
@@ -175,7 +175,7 @@ class DBWorker:
             "queued": self.queue.queued,
             "queued_at_gate": (self.queue.queued if self.gate is None
                                else self.queue.queued_up_to(self.gate)),
-            "in_flight": len(self.in_flight) + (1 if self.quarantined else 0),
+            "in_flight": len(self.in_flight),
             "leased_urls": self.leased_urls, "done_total": self.queue.done_total,
             "running": self.running,
             "activity": self.queue.enqueued_total + c["batches_cut"] + c["batches_done"],
@@ -188,9 +188,6 @@ class DBWorker:
 
     async def _feed_loop(self) -> None:
         cfg = self.config
-        if self.quarantined:
-            entries, self.quarantined = self.quarantined, []
-            await self._end_now([(e, "quarantined") for e in entries])
         while self.running:
             self.wakeup.clear()
             await self._heartbeat()
@@ -240,16 +237,6 @@ class DBWorker:
         if now - self.last_heartbeat >= 2.0:
             self.last_heartbeat = now
             self.peers.coordinator().heartbeat.remote()
-
-    async def _end_now(self, ended: list[tuple[Entry, str]]) -> None:
-        """End URLs without fetching them: through the strategy workers, then recorded."""
-        pages = _ended_rows(ended)
-        await self._hand_over(pages, schemas.empty(schemas.SPIDER_LOG_LINKS))
-        self._record(0, pages)
-
-    async def _release_budget(self, unused: int) -> None:
-        if unused > 0 and self.config.max_pages is not None:
-            await self.peers.coordinator().release_budget.remote(unused)
 
     def _triage(self, entries: list[Entry]) -> tuple[list[tuple[Entry, bool]],
                                                      list[tuple[Entry, str]]]:
@@ -302,14 +289,13 @@ class DBWorker:
         except Exception:  # a bug or a dead strategy worker: retry the URLs, a bounded number
             log.exception("batch %d failed", batch_id)
             self.counters["batches_failed"] += 1
-            given_up = []
+            given_up, back = [], []
             for e in entries:
                 self.failures[e.fingerprint] += 1
-                if self.failures[e.fingerprint] > self.config.fetch_retries:
-                    given_up.append(e)
-            self.queue.requeue(batch_id, drop=frozenset(e.fingerprint for e in given_up))
-            if given_up:  # end them visibly instead of crash-looping on them
-                self._record(batch_id, _ended_rows([(e, "internal-error") for e in given_up]))
+                failed_too_often = self.failures[e.fingerprint] > self.config.fetch_retries
+                (given_up if failed_too_often else back).append(e)
+            # One atomic write: the others go back, these end visibly instead of looping.
+            self._record(batch_id, _ended_rows([(e, "internal-error") for e in given_up]), back)
         finally:
             self.slots.release(hosts, time.monotonic())
             self.counters["batches_done"] += 1

@@ -15,7 +15,6 @@ equal scores in arrival order.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -244,15 +243,11 @@ class FrontierQueue:
         return [Entry.unpack(raw) for _, raw in
                 self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1))]
 
-    def requeue(self, batch_id: int, drop: frozenset[int] = frozenset(),
-                crashed: bool = False) -> list[Entry]:
+    def requeue(self, batch_id: int, drop: frozenset[int] = frozenset()) -> list[Entry]:
         """Put a batch's leased entries back in the queue, except the fingerprints in
-        ``drop``; with ``crashed``, each entry's crash count goes up.  The batch's leases are
-        gone afterwards.  Returns the entries put back."""
+        ``drop``; the batch's leases are gone afterwards.  Returns the entries put back."""
         leased = list(self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)))
         entries = [e for _, raw in leased if (e := Entry.unpack(raw)).fingerprint not in drop]
-        if crashed:
-            entries = [dataclasses.replace(e, crashes=e.crashes + 1) for e in entries]
         wb = self.store.batch()
         for key, _ in leased:
             wb.delete(key)

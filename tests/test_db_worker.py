@@ -1,11 +1,14 @@
 """The DB worker's decisions (triage, retries, host health) on the plain class, without Ray."""
 
+import dataclasses
+
 import pyarrow as pa
 import pytest
 
 from actors.db_worker import DBWorker, _ended_rows
 from raycrawl import schemas
 from raycrawl.config import CrawlConfig
+from raycrawl.output import read_pages
 from raycrawl.queue import Entry
 from raycrawl.robots import RobotsPolicy
 
@@ -60,3 +63,23 @@ def test_cached_robots_decide_at_the_cut(worker):
                                                          ("http://new.com/2", True)]
     assert ended == [(entry(1), "robots")]
     assert worker.slots.delay("h.com") == 4.0
+
+
+def test_restart_requeues_leases_and_quarantines_poison(tmp_path):
+    config = CrawlConfig(out=str(tmp_path), fetch_retries=2, delay_s=0.0)
+    first = DBWorker(config, 0)
+    first.queue.push([entry(0), dataclasses.replace(entry(1, host="g.com"), crashes=2)])
+    batch_id, leased = first.queue.cut(10, 5, first.slots, None, 100)
+    assert len(leased) == 2
+    first.close()  # the worker "dies" with both URLs in flight
+    second = DBWorker(config, 0)
+    try:
+        assert second.queue.stale_leases() == []
+        assert second.queue.queued == 1  # the healthy URL is back, one crash counted
+        _, again = second.queue.cut(10, 5, second.slots, None, 100)
+        assert [(e.url, e.crashes) for e in again] == [("http://h.com/0", 1)]
+        second.output.flush()
+        rows = read_pages(config.pages_dir).to_pylist()
+        assert [(r["url"], r["error"]) for r in rows] == [("http://g.com/1", "quarantined")]
+    finally:
+        second.close()
