@@ -180,6 +180,7 @@ class DBWorker:
             "running": self.running,
             "activity": self.queue.enqueued_total + c["batches_cut"] + c["batches_done"],
             "fetched": c["fetched"], "errors": c["errors"], "retries": c["retries"],
+            "loop_errors": c["loop_errors"],
             "robots_fetched": c["robots_fetched"], "parked_hosts": len(self.slots.parked),
             "rows_written": self.output.rows_written,
             **{k: round(v, 2) for k, v in self.timers.items()},
@@ -187,35 +188,52 @@ class DBWorker:
         }
 
     async def _feed_loop(self) -> None:
-        cfg = self.config
+        """Cut batches while running.  The loop never dies: a pass that fails is logged and
+        counted (``loop_errors``), and the next one starts half a second later."""
         while self.running:
-            self.wakeup.clear()
-            await self._heartbeat()
-            if len(self.in_flight) >= self._batches_allowed():
-                await asyncio.wait(list(self.in_flight.values()),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                continue
-            want = min(cfg.batch_size, self.queue.queued_up_to(self.gate)
-                       if self.gate is not None else self.queue.queued)
-            granted = want
-            if want and cfg.max_pages is not None:
-                granted = await self.peers.coordinator().acquire_budget.remote(want)
-            batch_id, entries = self.queue.cut(granted, cfg.host_batch_cap, self.slots,
-                                               self.gate, scan_limit=max(1000, 20 * granted))
+            try:
+                await self._feed_once()
+            except Exception:
+                self.counters["loop_errors"] += 1
+                log.exception("feed loop pass failed")
+                await asyncio.sleep(0.5)
+
+    async def _feed_once(self) -> None:
+        """One pass: wait for room, cut a batch and start it, or wait for work."""
+        cfg = self.config
+        self.wakeup.clear()
+        await self._heartbeat()
+        if len(self.in_flight) >= self._batches_allowed():
+            await asyncio.wait(list(self.in_flight.values()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            return
+        want = min(cfg.batch_size, self.queue.queued_up_to(self.gate)
+                   if self.gate is not None else self.queue.queued)
+        granted = want
+        if want and cfg.max_pages is not None:
+            granted = await self.peers.coordinator().acquire_budget.remote(want)
+        batch_id, entries = self.queue.cut(granted, cfg.host_batch_cap, self.slots,
+                                           self.gate, scan_limit=max(1000, 20 * granted))
+        try:
             await self._release_budget(granted - len(entries))
-            if not entries:
-                self.output.flush_if_due()
-                try:  # nothing to cut: wait for new work, a released host or a delay to pass
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=max(0.02, min(
-                        cfg.delay_s, 0.25)))
-                except TimeoutError:
-                    pass
-                continue
-            self.counters["batches_cut"] += 1
-            self.leased_urls += len(entries)
-            self._crash("db-worker.cut")
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
-            self.in_flight[batch_id] = task
+        except BaseException:  # the batch never started: its URLs go back
+            if entries:
+                self.queue.requeue(batch_id)
+                self.slots.release({e.host for e in entries}, time.monotonic())
+            raise
+        if not entries:
+            self.output.flush_if_due()
+            try:  # nothing to cut: wait for new work, a released host or a delay to pass
+                await asyncio.wait_for(self.wakeup.wait(), timeout=max(0.02, min(
+                    cfg.delay_s, 0.25)))
+            except TimeoutError:
+                pass
+            return
+        self.counters["batches_cut"] += 1
+        self.leased_urls += len(entries)
+        self._crash("db-worker.cut")
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
+        self.in_flight[batch_id] = task
 
     def _batches_allowed(self) -> int:
         """``batches_in_flight``, or this worker's share of the cluster's CPUs (re-read every
@@ -237,6 +255,10 @@ class DBWorker:
         if now - self.last_heartbeat >= 2.0:
             self.last_heartbeat = now
             self.peers.coordinator().heartbeat.remote()
+
+    async def _release_budget(self, unused: int) -> None:
+        if unused > 0 and self.config.max_pages is not None:
+            await self.peers.coordinator().release_budget.remote(unused)
 
     def _triage(self, entries: list[Entry]) -> tuple[list[tuple[Entry, bool]],
                                                      list[tuple[Entry, str]]]:
