@@ -243,11 +243,11 @@ class FrontierQueue:
         return [Entry.unpack(raw) for _, raw in
                 self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1))]
 
-    def requeue(self, batch_id: int, drop: frozenset[int] = frozenset()) -> list[Entry]:
-        """Put a batch's leased entries back in the queue, except the fingerprints in
-        ``drop``; the batch's leases are gone afterwards.  Returns the entries put back."""
+    def requeue(self, batch_id: int) -> list[Entry]:
+        """Put a batch's leased entries back in the queue; the batch's leases are gone
+        afterwards.  Returns the entries put back."""
         leased = list(self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)))
-        entries = [e for _, raw in leased if (e := Entry.unpack(raw)).fingerprint not in drop]
+        entries = [Entry.unpack(raw) for _, raw in leased]
         wb = self.store.batch()
         for key, _ in leased:
             wb.delete(key)

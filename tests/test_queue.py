@@ -78,8 +78,9 @@ def test_requeue_puts_leased_entries_back(store):
     q.push([entry(i, f"h{i}.com") for i in range(4)])
     batch_id, got = q.cut(10, 5, HostSlots(0), None, 100)
     assert q.queued == 0 and q.stale_leases() == [batch_id]
-    back = q.requeue(batch_id, drop=frozenset({got[0].fingerprint}))
-    assert len(back) == 3 and q.queued == 3 and q.stale_leases() == []
+    back = q.requeue(batch_id)
+    assert len(back) == 4 and q.queued == 4 and q.stale_leases() == []
+    assert sorted(e.url for e in back) == sorted(e.url for e in got)
 
 
 def test_state_survives_reopen(tmp_path):
