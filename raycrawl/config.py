@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .faults import POINTS
 
 CODECS = ("msgpack", "json")
 
@@ -119,8 +120,6 @@ class CrawlConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"allow_network: not a CIDR range: {cidr!r}") from None
-        from .faults import POINTS
-
         for point in self.crash_points:
             check(point in POINTS, "crash_points", f"unknown point {point!r}")
         if not self.crawl_id:

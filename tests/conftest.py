@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from raycrawl.storage import Store
 from raycrawl.synthweb import SyntheticWeb
 
 
@@ -23,6 +24,14 @@ def ray_session() -> Iterator[str]:
                    logging_level="WARNING")
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[Store]:
+    """An empty RocksDB store, closed after the test."""
+    s = Store(str(tmp_path / "db"))
+    yield s
+    s.close()
 
 
 @pytest.fixture

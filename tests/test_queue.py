@@ -2,21 +2,12 @@
 
 import time
 
-import pytest
-
 from raycrawl.queue import Entry, FrontierQueue, HostSlots
 from raycrawl.storage import Store
 
 
 def entry(i, host="a.com", depth=0, score=1.0):
     return Entry(f"http://{host}/{i}", 1000 + i + hash(host) % 1000 * 10_000, host, 0, depth, score)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "db"))
-    yield s
-    s.close()
 
 
 def test_push_is_idempotent_by_fingerprint(store):

@@ -7,15 +7,7 @@ import pytest
 
 from raycrawl.decoding import BodyDecoder, UnsupportedEncoding
 from raycrawl.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.storage import Store
 from raycrawl.traps import TrapGuard, repeated_segments
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "db"))
-    yield s
-    s.close()
 
 
 def test_repeated_path_segments_are_a_trap(store):
