@@ -10,7 +10,6 @@ budget from them and carries on; its phase survives in ``coordinator.json``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -21,8 +20,9 @@ import ray
 from raycrawl import schemas
 from raycrawl.config import CrawlConfig
 from raycrawl.control import DBReport, FinishDetector, Phase, Verdict, assign_partitions
-from raycrawl.errors import InvalidURL
+from raycrawl.errors import CrawlStateError, InvalidURL
 from raycrawl.routing import split_by_owner
+from raycrawl.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
 from raycrawl.urls import url_info
 
 from . import db_worker, strategy_worker
@@ -31,26 +31,14 @@ from .peers import Peers
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-STATUS = "status.json"
-STATE = "coordinator.json"
 _MAX_FAILED_PASSES = 100
 
 
-def write_json_atomically(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict[str, Any] | None:
+def _read_or_none(state_dir: str, name: str) -> dict[str, Any] | None:
+    """A state file, or None for a crawl that has none yet."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
+        return read_json(state_dir, name)
+    except CrawlStateError:
         return None
 
 
@@ -80,7 +68,7 @@ class Coordinator:
         self.lock = asyncio.Lock()
         self.loop_task: asyncio.Task[None] | None = None
         os.makedirs(config.state_dir, exist_ok=True)
-        saved = read_json(os.path.join(config.state_dir, STATE))
+        saved = _read_or_none(config.state_dir, COORDINATOR)
         if saved is not None and saved.get("generation") == generation:
             # Restarted by Ray: adopt the running crawl.
             self.phase = Phase(saved["phase"])
@@ -92,8 +80,8 @@ class Coordinator:
                                      for i in range(config.strategy_workers)]
         else:
             self.phase = Phase.STARTING
-            manifest = read_json(os.path.join(config.state_dir, MANIFEST)) or {}
-            write_json_atomically(os.path.join(config.state_dir, MANIFEST), {
+            manifest = _read_or_none(config.state_dir, MANIFEST) or {}
+            write_json(config.state_dir, MANIFEST, {
                 "crawl_id": config.crawl_id,
                 "created_at": manifest.get("created_at", self.started),
                 "generation": generation, "config": config.to_dict(),
@@ -103,7 +91,7 @@ class Coordinator:
             self._save()
 
     def _save(self) -> None:
-        write_json_atomically(os.path.join(self.config.state_dir, STATE), {
+        write_json(self.config.state_dir, COORDINATOR, {
             "generation": self.generation, "phase": str(self.phase), "reason": self.reason,
             "started": self.started})
 
@@ -290,7 +278,7 @@ class Coordinator:
             "updated_at": now}
         if force or now - self.last_status_write >= 1.0:
             self.last_status_write = now
-            write_json_atomically(os.path.join(self.config.state_dir, STATUS), self.last_status)
+            write_json(self.config.state_dir, STATUS, self.last_status)
         return self.last_status
 
     async def status(self) -> dict[str, Any]:

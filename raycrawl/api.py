@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import pyarrow as pa
 from .config import CrawlConfig, config_from_mapping
 from .errors import CrawlStateError, InvalidURL, SeedError
 from .output import read_pages
+from .statefiles import COORDINATOR, MANIFEST, STATUS, read_json
 from .strategy import load_strategy
 from .urls import canonicalize
 
@@ -159,7 +159,7 @@ class Crawl:
         if handle is not None and handle.alive():
             crawl._handle = handle
             return crawl
-        last = _read_json(state_dir, "coordinator.json")
+        last = read_json(state_dir, COORDINATOR)
         if last.get("phase") == "finished":
             raise CrawlStateError(f"crawl {crawl.crawl_id} has finished; its pages are in "
                                   f"{config.pages_dir}")
@@ -169,19 +169,8 @@ class Crawl:
 
 
 def read_manifest(state_dir: str) -> dict[str, Any]:
-    return _read_json(state_dir, "manifest.json")
+    return read_json(state_dir, MANIFEST)
 
 
 def read_status(state_dir: str) -> dict[str, Any]:
-    return _read_json(state_dir, "status.json")
-
-
-def _read_json(state_dir: str, name: str) -> dict[str, Any]:
-    path = os.path.join(state_dir, name)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise CrawlStateError(f"no crawl state in {state_dir} ({name} missing)") from None
-    except (OSError, ValueError) as exc:
-        raise CrawlStateError(f"cannot read {path}: {exc}") from None
+    return read_json(state_dir, STATUS)

@@ -1,0 +1,41 @@
+"""The small JSON files of a crawl's state folder, written atomically, read in one place.
+
+``manifest.json`` (config, partitions, generation), ``coordinator.json`` (the coordinator's
+phase, so a restarted coordinator adopts the crawl) and ``status.json`` (the last status
+snapshot, for ``raycrawl status``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .errors import CrawlStateError
+
+MANIFEST = "manifest.json"
+COORDINATOR = "coordinator.json"
+STATUS = "status.json"
+
+
+def write_json(state_dir: str, name: str, data: dict[str, Any]) -> None:
+    """Replace ``state_dir/name`` atomically and durably."""
+    path = os.path.join(state_dir, name)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(state_dir: str, name: str) -> dict[str, Any]:
+    """``state_dir/name``; :class:`CrawlStateError` when it is missing or unreadable."""
+    path = os.path.join(state_dir, name)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise CrawlStateError(f"no crawl state in {state_dir} ({name} missing)") from None
+    except (OSError, ValueError) as exc:
+        raise CrawlStateError(f"cannot read {path}: {exc}") from None
