@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
+from .config import CODECS, LINK_PARSERS
 from .errors import RaycrawlError
 
 
@@ -38,7 +39,9 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pages-per-host", type=int, metavar="N")
     p.add_argument("--log-streams", action="store_const", const=True,
                    help="also write the spider log to OUT/streams (Frontera protocol)")
-    p.add_argument("--codec", choices=("msgpack", "json"), help="codec of the stream files")
+    p.add_argument("--codec", choices=CODECS, help="codec of the stream files")
+    p.add_argument("--link-parser", choices=LINK_PARSERS,
+                   help="HTML parser of link extraction (lexbor)")
     p.add_argument("--config", metavar="FILE.toml")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")

@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .faults import POINTS
 
 CODECS = ("msgpack", "json")
+LINK_PARSERS = ("lexbor", "parsel")  # the names raycrawl.extract knows
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class CrawlConfig:
     allow_network: tuple[str, ...] = ()
     address: str | None = None
     codec: str = "msgpack"  # encoding of the stream files written with log_streams
+    link_parser: str = "lexbor"  # HTML parser of link extraction: lexbor or parsel
     log_streams: bool = False  # write the spider log to OUT/streams in Frontera's protocol
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
     batch_size: int = 128  # URLs per spider-feed batch
@@ -112,6 +114,8 @@ class CrawlConfig:
         check(self.db_workers <= self.partitions, "db_workers",
               "cannot exceed the number of partitions")
         check(self.codec in CODECS, "codec", f"must be one of {', '.join(CODECS)}")
+        check(self.link_parser in LINK_PARSERS, "link_parser",
+              f"must be one of {', '.join(LINK_PARSERS)}")
         check(bool(self.out), "out", "must name a directory")
         check(isinstance(self.user_agent, str) and bool(self.user_agent.strip())
               and "\n" not in self.user_agent, "user_agent", "must be a non-empty single line")

@@ -66,13 +66,14 @@ class FetchOptions:
     allow_network: tuple[str, ...]
     crash_points: tuple[str, ...] = ()
     state_dir: str = ""
+    link_parser: str = "lexbor"
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
         return cls(c.fetch_concurrency, c.per_host, c.connect_timeout_s, c.read_timeout_s,
                    c.total_timeout_s, c.max_body_bytes, c.max_links_per_page, c.max_url_length,
                    c.max_redirects, c.partitions, c.user_agent, c.allow_network,
-                   c.crash_points, c.state_dir)
+                   c.crash_points, c.state_dir, c.link_parser)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -260,7 +261,7 @@ class _Fetcher:
                         if too_large:
                             error = "too-large"
                         elif is_html(ctype) and status < 300:
-                            targets = extract_links(str(resp.url), body, ctype)
+                            targets = extract_links(str(resp.url), body, ctype, opts.link_parser)
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
         links = self.out.link_rows(row, targets, link_depth, link_chain, opts) if targets else 0

@@ -108,9 +108,24 @@ def test_every_request_yields_one_row(web):
      ["http://a.com/ok", "http://a.com/ok2"]),
     (b'<a href="#top"></a><a href=" /t ">', "text/html", ["http://a.com/t"]),
     (b"", "text/html", []),
+    (b'<a href="/a">1</a><map><area href="b"></map><a>none</a><a href="/c">3</a>',
+     "text/html", ["http://a.com/a", "http://a.com/b", "http://a.com/c"]),
 ])
-def test_extraction(body, ctype, expected):
-    assert extract_links("http://a.com/page", body, ctype) == expected
+@pytest.mark.parametrize("parser", ["lexbor", "parsel"])
+def test_extraction(body, ctype, expected, parser):
+    assert extract_links("http://a.com/page", body, ctype, parser) == expected
+
+
+def test_parsers_agree_on_a_benchmark_page():
+    from benchmarks.web import Web, WebSpec
+
+    web = Web(WebSpec(hosts=3, pages=60), port=8000)
+    for h, i in [(0, 0), (1, 25), (2, 30)]:
+        body = web.render(h, i)
+        url = web.url(h, i)
+        lexbor = extract_links(url, body, "text/html; charset=utf-8", "lexbor")
+        assert lexbor == extract_links(url, body, "text/html; charset=utf-8", "parsel")
+        assert len(lexbor) >= 100
 
 
 def test_odd_ip_spellings_are_resolved_then_guarded(web):

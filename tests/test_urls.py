@@ -59,3 +59,68 @@ def test_partition_depends_on_host_only():
     assert 0 <= a.partition < 64
     spread = {partition_of(f"host{i}.example", 8) for i in range(200)}
     assert spread == set(range(8))
+
+
+def _slow_canonical(url, monkeypatch):
+    """What canonicalize answers with the fast path switched off (w3lib + yarl every time)."""
+    import re
+
+    from raycrawl import urls
+
+    urls._canonical.cache_clear()
+    with monkeypatch.context() as m:
+        m.setattr(urls, "_PLAIN", re.compile(r"(?!)"))
+        try:
+            return urls._canonical(url)
+        except InvalidURL:
+            return None
+        finally:
+            urls._canonical.cache_clear()
+
+
+def test_fast_path_gives_w3libs_answer(monkeypatch):
+    import random
+
+    from raycrawl import urls
+
+    rng = random.Random(5)
+    hosts = ["a.b", "127.0.0.1", "ex-ample.com", "0x7f.1", "xn--bcher-kva.de", "a", "a.b-c.d",
+             "A.b", "a..b", "a.b."]
+    fast = 0
+    for _ in range(3000):
+        tail = "".join(rng.choice("abcAZ09._~-/") for _ in range(rng.randint(0, 14)))
+        path = "/" + tail + rng.choice(["", "", "", "%41", "?b=1&a=2", "#f", "/../x", " "])
+        port = rng.choice(["", ":80", ":443", ":8080", ":65535", ":65536", ":0", ":080"])
+        url = f"{rng.choice(['http', 'https'])}://{rng.choice(hosts)}{port}{path}"
+        fast += urls._PLAIN.fullmatch(url) is not None
+        urls._canonical.cache_clear()
+        try:
+            got = urls._canonical(url)
+        except InvalidURL:
+            got = None
+        assert got == _slow_canonical(url, monkeypatch), url
+    assert fast > 500  # the fast path was exercised
+
+
+def test_resolve_canonicalises_like_urljoin():
+    import random
+    from urllib.parse import urljoin
+
+    from raycrawl.extract import resolve
+
+    def canon(url):
+        try:
+            return canonicalize(url)
+        except InvalidURL:
+            return None
+
+    rng = random.Random(7)
+    bases = ["http://a.b/x/y?q=1#f", "https://127.0.0.1:8080/", "http://h.com",
+             "http://u:p@h.com:81/a/b/"]
+    for _ in range(5000):
+        href = rng.choice(["/", "http://", "https://", "//", "", "#", "./", "../", "?"]) + "".join(
+            rng.choice("ab/.?#=&%20:") for _ in range(rng.randint(0, 10)))
+        base = rng.choice(bases)
+        stripped = href.strip()
+        expected = [] if not stripped or stripped.startswith("#") else [urljoin(base, stripped)]
+        assert [canon(u) for u in resolve(base, [href])] == [canon(u) for u in expected], href

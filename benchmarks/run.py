@@ -1,0 +1,301 @@
+"""raycrawl side by side with Scrapy and a bare asyncio loop, on one synthetic web, in one run.
+
+    python -m benchmarks.run                  # comparison + latency + scale 10k/100k (~15 min)
+    python -m benchmarks.run --scale 1000000  # the 1M-URL frontier (raycrawl only, longer)
+
+Every crawler runs against a fresh server of the same web (``benchmarks.web``) and is measured
+the same way (``benchmarks.measure``): pages/s in steady state (between 10% and 90% of its final
+fetch count, counted at the server), CPU-seconds per page over all its processes (exact, reaped
+rusage; and the steady-state share from samples), peak RSS and PSS summed over its processes,
+duplicate fetches and coverage of the reachable set (counted at the server).  Results go to
+``benchmarks/results/<name>.json`` and ``.md``; ``--readme`` also puts the table in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from typing import Any
+
+from .measure import RunResult, become_subreaper, run_measured, server_stats
+from .web import WebSpec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every runner is given: the same concurrency and per-host limit."""
+
+    concurrency: int = 64
+    per_host: int = 4
+    timeout_s: float = 1800.0
+    raycrawl_args: tuple[str, ...] = ()
+
+
+def _bin(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def command(runner: str, seed: str, out: str, setup: Setup) -> list[str]:
+    if runner == "raycrawl":
+        return [_bin("raycrawl"), "crawl", seed, "--out", out, "--no-robots", "--delay", "0",
+                "--per-host", str(setup.per_host), "--allow-network", "127.0.0.0/8",
+                "--fetch-concurrency", str(setup.concurrency // 2), "--quiet",
+                *setup.raycrawl_args]
+    if runner == "scrapy":
+        return [sys.executable, "-m", "benchmarks.scrapy_run", seed, "--out", out,
+                "--concurrency", str(setup.concurrency), "--per-host", str(setup.per_host)]
+    if runner == "bare":
+        return [sys.executable, "-m", "benchmarks.bare", seed, "--out", out,
+                "--concurrency", str(setup.concurrency), "--per-host", str(setup.per_host)]
+    raise ValueError(f"unknown runner {runner!r}")
+
+
+class WebServer:
+    """``benchmarks.web`` in its own process (its CPU is the web's, not the crawler's)."""
+
+    def __init__(self, spec: WebSpec) -> None:
+        args = [sys.executable, "-m", "benchmarks.web"]
+        for name, value in asdict(spec).items():
+            args += ["--" + name.replace("_", "-"), str(value)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, cwd=ROOT)
+        line = self.proc.stdout.readline() if self.proc.stdout else b""
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("the benchmark web did not start")
+        self.info: dict[str, Any] = json.loads(line)
+
+    def stats(self) -> dict[str, Any]:
+        return server_stats(self.info["control"])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _steady(samples: list[Any], lo: float = 0.1, hi: float = 0.9) -> tuple[float, float]:
+    """(pages/s, CPU-s/page) between ``lo`` and ``hi`` of the final fetch count."""
+    points = [(s.t, s.server.get("fetches", 0), s.cpu_s) for s in samples if s.server]
+    if len(points) < 2:
+        return 0.0, 0.0
+    final = points[-1][1]
+    a = next(p for p in points if p[1] >= lo * final)
+    b = next(p for p in points if p[1] >= hi * final)
+    if b[0] <= a[0] or b[1] <= a[1]:
+        return 0.0, 0.0
+    return (b[1] - a[1]) / (b[0] - a[0]), (b[2] - a[2]) / (b[1] - a[1])
+
+
+def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> dict[str, Any]:
+    web = WebServer(spec)
+    out = os.path.join(work, f"{label}-{runner}")
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        before = web.stats()
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=ROOT)
+        print(f"  {label:>10} {runner:<9} {spec.urls} URLs ...", end="", flush=True)
+        run: RunResult = run_measured(
+            command(runner, web.info["seed"], out, setup), control_url=web.info["control"],
+            exclude={web.proc.pid}, timeout_s=setup.timeout_s, env=env,
+            log_path=out + ".log")
+        after = web.stats()
+    finally:
+        web.close()
+    fetches = after["fetches"]
+    steady_rate, steady_cpu = _steady(run.samples)
+    served = after["requests"] - before["requests"]
+    row = {
+        "label": label, "runner": runner, "urls": spec.urls, "latency_ms": spec.latency_ms,
+        "returncode": run.returncode, "timed_out": run.timed_out, "wall_s": round(run.wall_s, 2),
+        "fetches": fetches, "distinct": after["distinct"], "duplicates": after["duplicates"],
+        "coverage": round(after["coverage"], 5), "unexpected": after["unexpected"],
+        "pages_per_s": round(steady_rate, 1),
+        "pages_per_s_end_to_end": round(fetches / run.wall_s, 1) if run.wall_s else 0.0,
+        "cpu_s": round(run.cpu_s, 2),
+        "cpu_ms_per_page": round(1000 * run.cpu_s / fetches, 3) if fetches else None,
+        "cpu_ms_per_page_steady": round(1000 * steady_cpu, 3),
+        "peak_rss_mib": round(run.peak_rss / MiB, 1), "peak_pss_mib": round(run.peak_pss / MiB, 1),
+        "server_cpu_us_per_response": round(
+            1e6 * (after["cpu_s"] - before["cpu_s"]) / served, 1) if served else None,
+        "log": os.path.relpath(out + ".log", ROOT) if out.startswith(ROOT) else out + ".log",
+    }
+    print(f" {row['pages_per_s']} pages/s, {row['cpu_ms_per_page']} CPU-ms/page, "
+          f"peak {row['peak_pss_mib']} MiB PSS, coverage {row['coverage']:.4f}, "
+          f"{row['duplicates']} dup, exit {row['returncode']}", flush=True)
+    return row
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        mem = 0
+    versions = {}
+    for pkg in ("ray", "scrapy", "aiohttp", "parsel", "lxml", "rocksdict", "pyarrow", "uvloop",
+                "twisted"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu": model, "cpus": len(os.sched_getaffinity(0)), "memory_gib": round(mem / 2**30, 1),
+            "system": platform.platform(), "python": platform.python_version(),
+            "versions": versions}
+
+
+def _spec_for(urls: int, base: WebSpec) -> WebSpec:
+    """A web of about ``urls`` URLs: 100 pages per host up to 100k, then 1000 per host."""
+    pages = 100 if urls <= 200_000 else 1000
+    return replace(base, hosts=max(1, round(urls / pages / 1.04)), pages=pages)
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def find(label: str, runner: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["label"] == label and r["runner"] == runner), None)
+
+    out = []
+    ray_, scrapy, bare = (find("compare", r) for r in ("raycrawl", "scrapy", "bare"))
+    if ray_ and scrapy:
+        ratio = ray_["pages_per_s"] / scrapy["pages_per_s"] if scrapy["pages_per_s"] else 0
+        out.append({"target": "raycrawl pages/s >= 5x Scrapy's", "value": round(ratio, 2),
+                    "met": ratio >= 5})
+        cpu = ray_["cpu_ms_per_page"] / scrapy["cpu_ms_per_page"]
+        out.append({"target": "raycrawl CPU-s/page <= 1/4 of Scrapy's",
+                    "value": round(cpu, 2), "met": cpu <= 0.25})
+    if ray_ and bare:
+        ratio = ray_["pages_per_s"] / bare["pages_per_s"] if bare["pages_per_s"] else 0
+        out.append({"target": "stretch: raycrawl pages/s >= 1.0x bare asyncio",
+                    "value": round(ratio, 2), "met": ratio >= 1.0})
+    slow = find("latency", "raycrawl")
+    if ray_ and slow:
+        ratio = slow["pages_per_s"] / ray_["pages_per_s"] if ray_["pages_per_s"] else 0
+        out.append({"target": "50 ms latency: throughput >= 0.9x zero latency",
+                    "value": round(ratio, 2), "met": ratio >= 0.9})
+    scale = sorted((r for r in rows if r["label"].startswith("scale") and r["runner"] ==
+                    "raycrawl"), key=lambda r: r["urls"])
+    big = [r for r in scale if r["urls"] >= 900_000]
+    if big:
+        peak = big[-1]["peak_rss_mib"]
+        out.append({"target": "1M-URL frontier: peak memory <= 4 GiB (RSS sum)",
+                    "value": peak, "met": peak <= 4096})
+    mid = [r for r in scale if 90_000 <= r["urls"] < 900_000]
+    if big and mid:
+        ratio = big[-1]["peak_pss_mib"] / mid[-1]["peak_pss_mib"]
+        out.append({"target": "memory flat from 100k to 1M (PSS ratio <= 1.25)",
+                    "value": round(ratio, 2), "met": ratio <= 1.25})
+    return out
+
+
+COLUMNS = [("label", "run"), ("runner", "crawler"), ("urls", "URLs"),
+           ("latency_ms", "latency ms"), ("pages_per_s", "pages/s steady"),
+           ("pages_per_s_end_to_end", "pages/s end to end"), ("cpu_ms_per_page", "CPU ms/page"),
+           ("cpu_ms_per_page_steady", "CPU ms/page steady"), ("peak_rss_mib", "peak RSS MiB"),
+           ("peak_pss_mib", "peak PSS MiB"), ("coverage", "coverage"),
+           ("duplicates", "dup fetches"), ("server_cpu_us_per_response", "web µs/resp")]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, {m['system']}, "
+             f"Python {m['python']}; {result['date']}. Web: {result['web']}.", "",
+             "| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    for row in result["runs"]:
+        lines.append("| " + " | ".join(str(row[key]) for key, _ in COLUMNS) + " |")
+    if result["targets"]:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |"
+                  for t in result["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    path = os.path.join(ROOT, "README.md")
+    with open(path) as f:
+        text = f.read()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit("README.md has no benchmark markers")
+    text = text[:start + len(README_START)] + "\n" + table + text[end:]
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--urls", type=int, default=10_000, help="size of the comparison web")
+    parser.add_argument("--runners", default="raycrawl,scrapy,bare")
+    parser.add_argument("--scale", default="100000",
+                        help="comma-separated frontier sizes for raycrawl alone ('' for none)")
+    parser.add_argument("--no-compare", action="store_true", help="only the scale curve")
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--per-host", type=int, default=4)
+    parser.add_argument("--raycrawl-arg", action="append", default=[],
+                        help="extra raycrawl flag (repeatable): --raycrawl-arg=--db-workers=2")
+    parser.add_argument("--name", default="latest", help="results file name")
+    parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    parser.add_argument("--work", default=None, help="folder for crawl output (a temp dir)")
+    args = parser.parse_args(argv)
+    become_subreaper()
+    setup = Setup(args.concurrency, args.per_host, raycrawl_args=tuple(args.raycrawl_arg))
+    runners = [r for r in args.runners.split(",") if r]
+    base = WebSpec()
+    work = args.work or tempfile.mkdtemp(prefix="raycrawl-bench-")
+    os.makedirs(work, exist_ok=True)
+    rows = []
+    compare_spec = _spec_for(args.urls, base)
+    if not args.no_compare:
+        for runner in runners:
+            rows.append(measure(runner, compare_spec, setup, "compare", work))
+        slow = replace(compare_spec, latency_ms=args.latency_ms)
+        for runner in [r for r in runners if r != "scrapy"]:
+            rows.append(measure(runner, slow, setup, "latency", work))
+    for size in [int(s) for s in args.scale.split(",") if s]:
+        rows.append(measure("raycrawl", _spec_for(size, base), setup, f"scale-{size}", work))
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+              "setup": asdict(setup), "web": _describe(compare_spec), "runs": rows,
+              "targets": targets(rows)}
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, args.name + ".json"), "w") as f:
+        json.dump(result, f, indent=2)
+    table = markdown(result)
+    with open(os.path.join(RESULTS, args.name + ".md"), "w") as f:
+        f.write(table)
+    print()
+    print(table)
+    if args.readme:
+        update_readme(table)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _describe(spec: WebSpec) -> str:
+    return (f"{spec.hosts} hosts x {spec.pages} pages ({spec.urls} URLs), "
+            f"~{spec.page_bytes // 1000} KB pages, {spec.out_degree} links/page "
+            f"({round(100 * spec.same_host)}% same host)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
