@@ -17,7 +17,7 @@ import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks import runner_arguments
+from benchmarks.args import runner_arguments
 from raycrawl.errors import InvalidURL
 from raycrawl.extract import extract_links, is_html
 from raycrawl.urls import url_info

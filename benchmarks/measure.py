@@ -61,6 +61,7 @@ class RunResult:
     cpu_s: float  # every process of the tree, sampled
     samples: list[Sample] = field(default_factory=list)
     timed_out: bool = False
+    cpu_by_process: dict[str, float] = field(default_factory=dict)  # by process name
 
     @property
     def peak_rss(self) -> int:
@@ -101,6 +102,7 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     result = RunResult(None, 0.0, 0.0)
     seen_cpu: dict[tuple[int, float], float] = {}
+    names: dict[tuple[int, float], str] = {}
     count = [0]
     stop = threading.Event()
 
@@ -112,7 +114,11 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
             try:
                 with p.oneshot():
                     times = p.cpu_times()
-                    seen_cpu[(p.pid, p.create_time())] = times.user + times.system
+                    key = (p.pid, p.create_time())
+                    seen_cpu[key] = times.user + times.system
+                    name = _name(p)  # a Ray worker's title changes with its task
+                    if name != "ray::IDLE" or key not in names:
+                        names[key] = name
                     if p.status() == psutil.STATUS_ZOMBIE:
                         continue
                     rss += p.memory_info().rss
@@ -149,8 +155,25 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
     thread.join()
     _reap(excluded, deadline=time.monotonic() + 60, sample=sample)  # counts shutdown CPU too
     result.cpu_s = result.samples[-1].cpu_s
+    for key, cpu in seen_cpu.items():
+        name = names.get(key, "?")
+        result.cpu_by_process[name] = result.cpu_by_process.get(name, 0.0) + cpu
     log.close()
     return result
+
+
+def _name(p: psutil.Process) -> str:
+    """A process's role: Ray's title (``ray::DBWorker``, ``raylet``) or the script it runs."""
+    name = p.name()
+    if name.startswith("python"):
+        args = p.cmdline()
+        script = next((a for a in args[1:] if not a.startswith("-")), "")
+        if "-m" in args:
+            script = args[args.index("-m") + 1]
+        elif "-c" in args:
+            script = "python -c"
+        name = os.path.basename(script) or name
+    return name
 
 
 def _reap(excluded: set[int], deadline: float, sample: Callable[[], None]) -> None:

@@ -131,6 +131,8 @@ def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> 
         "peak_rss_mib": round(run.peak_rss / MiB, 1), "peak_pss_mib": round(run.peak_pss / MiB, 1),
         "server_cpu_us_per_response": round(
             1e6 * (after["cpu_s"] - before["cpu_s"]) / served, 1) if served else None,
+        "cpu_s_by_process": {name: round(cpu, 2) for name, cpu in sorted(
+            run.cpu_by_process.items(), key=lambda item: -item[1]) if cpu >= 0.05},
         "log": os.path.relpath(out + ".log", ROOT) if out.startswith(ROOT) else out + ".log",
     }
     print(f" {row['pages_per_s']} pages/s, {row['cpu_ms_per_page']} CPU-ms/page, "

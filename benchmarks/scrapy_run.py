@@ -13,7 +13,7 @@ import scrapy
 from scrapy.crawler import CrawlerProcess
 from scrapy.linkextractors import LinkExtractor
 
-from benchmarks import runner_arguments
+from benchmarks.args import runner_arguments
 
 
 class BenchSpider(scrapy.Spider):

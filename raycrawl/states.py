@@ -14,6 +14,7 @@ from .models import URLState
 from .storage import Store, u64
 
 _RECORD = struct.Struct(">Bid")  # state, depth, score
+_STATES = tuple(sorted(URLState))  # by value: URLState(n) without the enum call
 _PREFIX = b"s"
 
 
@@ -28,30 +29,34 @@ class URLStates:
     """fingerprint -> :class:`StateRecord` over a :class:`Store`.
 
     ``refresh`` loads records into the cache; ``flush`` writes every changed record in one
-    atomic batch and empties the cache, so memory holds one batch's states at most.
+    atomic batch and empties the cache, so memory holds one batch's states at most.  Records
+    are decoded when asked for: most links of a batch are known URLs whose state is all that
+    is read (its first byte).
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.cache: dict[int, StateRecord | None] = {}
+        self.cache: dict[int, StateRecord | bytes | None] = {}
         self.dirty: set[int] = set()
 
     def refresh(self, fingerprints: list[int]) -> None:
-        missing = [fp for fp in dict.fromkeys(fingerprints) if fp not in self.cache]
-        for fp, raw in zip(missing, self.store.multi_get([_PREFIX + u64(fp) for fp in missing])):
-            if raw is None:
-                self.cache[fp] = None
-            else:
-                state, depth, score = _RECORD.unpack(raw)
-                self.cache[fp] = StateRecord(URLState(state), depth, score)
+        cache = self.cache
+        missing = [fp for fp in set(fingerprints) if fp not in cache]
+        cache.update(zip(missing, self.store.multi_get([_PREFIX + u64(fp) for fp in missing])))
 
     def get(self, fingerprint: int) -> StateRecord | None:
         """The record of a refreshed fingerprint; None when the URL was never seen."""
-        return self.cache[fingerprint]
+        record = self.cache[fingerprint]
+        if isinstance(record, bytes):
+            state, depth, score = _RECORD.unpack(record)
+            record = self.cache[fingerprint] = StateRecord(_STATES[state], depth, score)
+        return record
 
     def state(self, fingerprint: int) -> URLState:
         record = self.cache.get(fingerprint)
-        return record.state if record is not None else URLState.NOT_CRAWLED
+        if record is None:
+            return URLState.NOT_CRAWLED
+        return _STATES[record[0]] if isinstance(record, bytes) else record.state
 
     def set(self, fingerprint: int, state: URLState, depth: int, score: float) -> None:
         self.cache[fingerprint] = StateRecord(state, depth, score)
@@ -68,7 +73,7 @@ class URLStates:
             wb = self.store.batch()
             for fp in self.dirty:
                 rec = self.cache[fp]
-                assert rec is not None  # set() always stores a record
+                assert isinstance(rec, StateRecord)  # set() always stores a record
                 wb.put(_PREFIX + u64(fp), _RECORD.pack(int(rec.state), rec.depth, rec.score))
             self.store.write(wb)
         self.cache.clear()

@@ -18,7 +18,7 @@ from .config import CrawlConfig
 from .models import Request, Response, URLState
 from .states import URLStates
 from .storage import Store
-from .strategy import load_strategy
+from .strategy import CrawlingStrategy, load_strategy
 from .traps import TrapGuard
 
 
@@ -118,26 +118,36 @@ class StrategyRunner:
         return self._drain()
 
     def _links_extracted(self, links: pa.RecordBatch) -> None:
+        """Show the strategy each parent's new links.  Known links (most of them) become
+        :class:`Request` objects only for a strategy that filters links itself."""
         if links.num_rows == 0:
             return
         cols = links.to_pydict()
-        by_parent: dict[str, list[Request]] = {}
+        by_parent: dict[str, list[int]] = {}
         parent_depth: dict[str, int] = {}
-        for parent, pdepth, url, fp, host, part, depth, chain in zip(
-                cols["parent_url"], cols["parent_depth"], cols["url"], cols["fingerprint"],
-                cols["host"], cols["partition"], cols["depth"], cols["redirect_chain"]):
-            by_parent.setdefault(parent, []).append(
-                Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth,
-                        redirect_chain=chain or []))
+        for i, (parent, pdepth) in enumerate(zip(cols["parent_url"], cols["parent_depth"])):
+            by_parent.setdefault(parent, []).append(i)
             parent_depth[parent] = pdepth
-        for parent, found in by_parent.items():
+        filters = type(self.strategy).filter_extracted_links is not \
+            CrawlingStrategy.filter_extracted_links
+        url, fps, host, part, depth, chain = (cols[k] for k in (
+            "url", "fingerprint", "host", "partition", "depth", "redirect_chain"))
+        state = self.states.state
+        for parent, rows in by_parent.items():
             request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)
-            found = self.strategy.filter_extracted_links(request, found)
+            if not filters:  # the states are read as the links are shown: a link queued for
+                # one parent is no longer new for the next
+                rows = [i for i in rows if state(fps[i]) is URLState.NOT_CRAWLED]
+            found = [Request(url=url[i], fingerprint=fps[i], host=host[i], partition=part[i],
+                             depth=depth[i], redirect_chain=chain[i] or [],
+                             state=URLState.NOT_CRAWLED) for i in rows]
+            if filters:
+                found = self.strategy.filter_extracted_links(request, found)
             fresh = []
             for link in found:
-                link.state = self.states.state(link.fingerprint)
+                link.state = state(link.fingerprint)
                 if link.state is URLState.NOT_CRAWLED:
                     fresh.append(link)
-            self.counters["links_seen"] += len(found)
             if fresh:
                 self.strategy.links_extracted(request, fresh)
+        self.counters["links_seen"] += links.num_rows

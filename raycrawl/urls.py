@@ -39,7 +39,7 @@ class URLInfo:
 # characters without dot segments; no query, no fragment, no percent-encoding.
 _PLAIN = re.compile(r"(https?)://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::([1-9][0-9]{0,4}))?"
                     r"(/[A-Za-z0-9_~/-]*(?:\.[A-Za-z0-9_~-]+[A-Za-z0-9_~/-]*)*)")
-CACHE_SIZE = 1 << 15  # canonical URLs remembered per process (~10 MB)
+CACHE_SIZE = 1 << 15  # URLInfo remembered per process (~10 MB)
 
 
 def canonicalize(url: str) -> str:
@@ -55,7 +55,6 @@ def canonicalize(url: str) -> str:
     return _canonical(url)[0]
 
 
-@lru_cache(maxsize=CACHE_SIZE)
 def _canonical(url: str) -> tuple[str, str]:
     """(canonical URL, host key) of ``url``."""
     plain = _PLAIN.fullmatch(url)
@@ -99,8 +98,13 @@ def partition_of(host: str, partitions: int) -> int:
 
 
 def url_info(url: str, partitions: int) -> URLInfo:
-    """Canonicalise ``url`` and compute its fingerprint, host and partition."""
+    """Canonicalise ``url`` and compute its fingerprint, host and partition (cached)."""
     if not isinstance(url, str):
         raise InvalidURL(f"URL must be a string, not {type(url).__name__}")
+    return _url_info(url, partitions)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _url_info(url: str, partitions: int) -> URLInfo:
     canonical, host = _canonical(url)
     return URLInfo(canonical, fingerprint(canonical), host, partition_of(host, partitions))
