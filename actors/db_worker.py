@@ -77,7 +77,10 @@ class DBWorker:
 
     A batch stays *in flight* from the cut until its spider log has been processed by the
     strategy workers (which return only once the links are queued) and its pages are recorded
-    here; only then is the host released and the batch counted as completed.  Robots rules,
+    here; only then is the host released and the batch counted as completed.  Fetch tasks
+    running are limited to ``batches_in_flight``; a batch handing over its spider log no longer
+    holds a fetch slot (its CPU goes to the next fetch), and at most as many again may be
+    handing over.  Robots rules,
     host health (backoff, parking) and per-URL retries are decided here, because this worker
     is the only one that sees the hosts of its partitions.
     """
@@ -102,6 +105,7 @@ class DBWorker:
         self.peers = Peers(config)
         self.running = False
         self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self.fetching: set[int] = set()  # batches whose fetch task is running
         self.leased_urls = 0
         self.counters: Counter[str] = Counter()
         self.timers: Counter[str] = Counter()  # seconds batches spent in each step, summed
@@ -203,9 +207,12 @@ class DBWorker:
         cfg = self.config
         self.wakeup.clear()
         await self._heartbeat()
-        if len(self.in_flight) >= self._batches_allowed():
-            await asyncio.wait(list(self.in_flight.values()),
-                               return_when=asyncio.FIRST_COMPLETED)
+        allowed = self._batches_allowed()
+        if len(self.fetching) >= allowed or len(self.in_flight) >= 2 * allowed:
+            try:  # a fetch ends or a batch completes (both set wakeup)
+                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
             return
         want = min(cfg.batch_size, self.queue.queued_up_to(self.gate)
                    if self.gate is not None else self.queue.queued)
@@ -289,7 +296,12 @@ class DBWorker:
             fetch, ended = self._triage(entries)
             if fetch:
                 started = time.monotonic()
-                pages, links, robots = await self._fetch(fetch)
+                self.fetching.add(batch_id)
+                try:
+                    pages, links, robots = await self._fetch(fetch)
+                finally:
+                    self.fetching.discard(batch_id)
+                    self.wakeup.set()
                 self.timers["fetch_s"] += time.monotonic() - started
                 self._learn_robots(robots)
             else:

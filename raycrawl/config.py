@@ -52,8 +52,9 @@ class CrawlConfig:
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
     batch_size: int = 128  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
-    # Spider-feed batches in flight per DB worker; None: the cluster's CPUs shared out over the
-    # DB workers (fetch tasks queued beyond the CPUs only wait, and make Ray churn workers).
+    # Fetch tasks running per DB worker (as many more batches may be handing over their spider
+    # log); None: the cluster's CPUs shared out over the DB workers (fetch tasks queued beyond
+    # the CPUs only wait, and make Ray churn workers).
     batches_in_flight: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0

@@ -45,6 +45,7 @@ from .robots import MAX_ROBOTS_BYTES, RobotsKind, RobotsPolicy, agent_token, ori
 from .urls import url_info
 
 MAX_ROBOTS_REDIRECTS = 5  # RFC 9309
+KEEPALIVE_S = 5.0  # idle connections kept between batches (below common server timeouts)
 _NOT_TRIED = frozenset({"robots", "robots-unavailable", "blocked-address"})
 
 
@@ -137,11 +138,11 @@ class _Collector:
 
     def link_rows(self, parent: dict[str, Any], targets: list[str], depth: int,
                   chain: list[str], opts: FetchOptions) -> int:
+        """Add a page's links (canonical, valid, within the length limit, each once, at most
+        ``max_links_per_page``); returns how many."""
         seen: set[int] = set()
-        lk = self.links
+        infos = []
         for target in targets:
-            if len(seen) >= opts.max_links_per_page:
-                break
             if len(target) > opts.max_url_length:
                 continue
             try:
@@ -151,15 +152,19 @@ class _Collector:
             if info.fingerprint in seen or len(info.url) > opts.max_url_length:
                 continue
             seen.add(info.fingerprint)
-            lk["parent_url"].append(parent["url"])
-            lk["parent_depth"].append(parent["depth"])
-            lk["url"].append(info.url)
-            lk["fingerprint"].append(info.fingerprint)
-            lk["host"].append(info.host)
-            lk["partition"].append(info.partition)
-            lk["depth"].append(depth)
-            lk["redirect_chain"].append(chain)
-        return len(seen)
+            infos.append(info)
+            if len(infos) >= opts.max_links_per_page:
+                break
+        n, lk = len(infos), self.links
+        lk["parent_url"] += [parent["url"]] * n
+        lk["parent_depth"] += [parent["depth"]] * n
+        lk["url"] += [i.url for i in infos]
+        lk["fingerprint"] += [i.fingerprint for i in infos]
+        lk["host"] += [i.host for i in infos]
+        lk["partition"] += [i.partition for i in infos]
+        lk["depth"] += [depth] * n
+        lk["redirect_chain"] += [chain] * n
+        return n
 
     def robots_row(self, origin: str, host: str, status: int | None, body: bytes,
                    error: str | None) -> None:
@@ -323,25 +328,44 @@ class _Fetcher:
         await asyncio.gather(*(worker() for _ in range(min(self.opts.per_host, len(allowed)))))
 
 
-async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions) -> tuple[
-        pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
-    """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
-    the robots.txt fetches made.  Every request yields exactly one page row."""
-    crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
-    by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in feed.to_pylist():
-        by_host[row["host"]].append(row)
-    out = _Collector()
+def open_session(opts: FetchOptions) -> aiohttp.ClientSession:
+    """The HTTP client of fetch tasks: timeouts, the address guard at resolution time, no
+    cookies, no automatic decompression (``BodyDecoder`` caps it).  Call inside a running
+    event loop; the session may serve many batches of the same options."""
     timeout = aiohttp.ClientTimeout(total=opts.total_timeout_s or None,
                                     sock_connect=opts.connect_timeout_s or None,
                                     sock_read=opts.read_timeout_s or None)
     guard = AddressGuard(opts.allow_network)
     connector = aiohttp.TCPConnector(limit=opts.concurrency, resolver=GuardedResolver(guard),
-                                     ttl_dns_cache=60)
-    async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False,
-            headers={"User-Agent": opts.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
-            cookie_jar=aiohttp.DummyCookieJar()) as session:
-        fetcher = _Fetcher(session, opts, out)
-        await asyncio.gather(*(fetcher.host(rows) for rows in by_host.values()))
+                                     ttl_dns_cache=60, keepalive_timeout=KEEPALIVE_S)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False,
+        headers={"User-Agent": opts.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+        cookie_jar=aiohttp.DummyCookieJar())
+
+
+async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
+                     session: aiohttp.ClientSession | None = None) -> tuple[
+        pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+    """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
+    the robots.txt fetches made.  Every request yields exactly one page row.
+
+    ``session`` (from :func:`open_session` with the same options) lets batches share
+    keep-alive connections; without it, the batch opens and closes its own."""
+    crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
+    by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in feed.to_pylist():
+        by_host[row["host"]].append(row)
+    out = _Collector()
+    if session is None:
+        async with open_session(opts) as own:
+            await _fetch_hosts(own, opts, out, by_host)
+    else:
+        await _fetch_hosts(session, opts, out, by_host)
     return out.result()
+
+
+async def _fetch_hosts(session: aiohttp.ClientSession, opts: FetchOptions, out: _Collector,
+                       by_host: dict[str, list[dict[str, Any]]]) -> None:
+    fetcher = _Fetcher(session, opts, out)
+    await asyncio.gather(*(fetcher.host(rows) for rows in by_host.values()))

@@ -118,29 +118,29 @@ class StrategyRunner:
         return self._drain()
 
     def _links_extracted(self, links: pa.RecordBatch) -> None:
-        """Show the strategy each parent's new links.  Known links (most of them) become
-        :class:`Request` objects only for a strategy that filters links itself."""
+        """Show the strategy each parent's new links.  Most links of a batch are known URLs:
+        only their fingerprints are read, and the other columns are converted for the new
+        ones alone (for all of them if the strategy filters links itself)."""
         if links.num_rows == 0:
             return
-        cols = links.to_pydict()
+        fps = links.column("fingerprint").to_pylist()
         by_parent: dict[str, list[int]] = {}
         parent_depth: dict[str, int] = {}
-        for i, (parent, pdepth) in enumerate(zip(cols["parent_url"], cols["parent_depth"])):
+        for i, (parent, pdepth) in enumerate(zip(links.column("parent_url").to_pylist(),
+                                                 links.column("parent_depth").to_pylist())):
             by_parent.setdefault(parent, []).append(i)
             parent_depth[parent] = pdepth
         filters = type(self.strategy).filter_extracted_links is not \
             CrawlingStrategy.filter_extracted_links
-        url, fps, host, part, depth, chain = (cols[k] for k in (
-            "url", "fingerprint", "host", "partition", "depth", "redirect_chain"))
         state = self.states.state
         for parent, rows in by_parent.items():
-            request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)
-            if not filters:  # the states are read as the links are shown: a link queued for
-                # one parent is no longer new for the next
+            if not filters:  # read as the links are shown: queued for one parent, a link is
+                # no longer new for the next
                 rows = [i for i in rows if state(fps[i]) is URLState.NOT_CRAWLED]
-            found = [Request(url=url[i], fingerprint=fps[i], host=host[i], partition=part[i],
-                             depth=depth[i], redirect_chain=chain[i] or [],
-                             state=URLState.NOT_CRAWLED) for i in rows]
+                if not rows:
+                    continue
+            request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)
+            found = self._link_requests(links, rows)
             if filters:
                 found = self.strategy.filter_extracted_links(request, found)
             fresh = []
@@ -151,3 +151,11 @@ class StrategyRunner:
             if fresh:
                 self.strategy.links_extracted(request, fresh)
         self.counters["links_seen"] += links.num_rows
+
+    @staticmethod
+    def _link_requests(links: pa.RecordBatch, rows: list[int]) -> list[Request]:
+        c = links.take(pa.array(rows, type=pa.int64())).to_pydict()
+        return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
+                        redirect_chain=chain or [])
+                for u, fp, h, p, d, chain in zip(c["url"], c["fingerprint"], c["host"],
+                                                 c["partition"], c["depth"], c["redirect_chain"])]
