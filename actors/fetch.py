@@ -42,27 +42,36 @@ def _session(loop: asyncio.AbstractEventLoop, options: FetchOptions) -> aiohttp.
 def fetch_batch(feed: pa.RecordBatch, options: FetchOptions) -> tuple[
         pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
     global _loop
-    if _loop is None or _loop.is_closed():
+    if _loop is None:
         _loop = asyncio.new_event_loop()
     try:
         return _loop.run_until_complete(fetch_feed(feed, options, _session(_loop, options)))
-    except BaseException:  # a bug surfaced: no coroutine of this batch may run into the next
-        _cancel_leftovers(_loop)
+    except BaseException:  # a bug surfaced, or Ray cancelled the task (its owner died)
+        _discard_loop()  # the next task starts afresh: nothing of this one may run into it
         raise
+
+
+def _discard_loop() -> None:
+    """Cancel what is left of the loop's work, close its sessions and the loop; a loop that
+    was interrupted mid-run (KeyboardInterrupt from ``ray.cancel``) is left to the GC."""
+    global _loop
+    loop, _loop = _loop, None
+    sessions = list(_sessions.values())
+    _sessions.clear()
+    if loop is None:
+        return
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(
+            *pending, *(session.close() for session in sessions), return_exceptions=True))
+        loop.close()
+    except RuntimeError:
+        pass
 
 
 @atexit.register
 def _close_sessions() -> None:
     """Close the cached sessions when the worker process exits normally."""
-    if _loop is not None and not _loop.is_closed():
-        for session in _sessions.values():
-            _loop.run_until_complete(session.close())
-        _sessions.clear()
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    _discard_loop()

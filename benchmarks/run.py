@@ -42,7 +42,7 @@ class Setup:
 
     concurrency: int = 64
     per_host: int = 4
-    timeout_s: float = 1800.0
+    timeout_s: float = 1800.0  # per run, at least 100 pages/s of the web's size
     raycrawl_args: tuple[str, ...] = ()
 
 
@@ -110,7 +110,7 @@ def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> 
         print(f"  {label:>10} {runner:<9} {spec.urls} URLs ...", end="", flush=True)
         run: RunResult = run_measured(
             command(runner, web.info["seed"], out, setup), control_url=web.info["control"],
-            exclude={web.proc.pid}, timeout_s=setup.timeout_s, env=env,
+            exclude={web.proc.pid}, timeout_s=max(setup.timeout_s, spec.urls / 100), env=env,
             log_path=out + ".log")
         after = web.stats()
     finally:
