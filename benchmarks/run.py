@@ -32,7 +32,6 @@ from .web import WebSpec
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
-README_START, README_END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 MiB = 1024 * 1024
 
 
@@ -249,14 +248,16 @@ def _cell(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def update_readme(table: str) -> None:
+def update_readme(name: str, table: str) -> None:
+    """Put ``table`` between README.md's ``<!-- benchmark:NAME:start/end -->`` markers."""
     path = os.path.join(ROOT, "README.md")
     with open(path) as f:
         text = f.read()
-    start, end = text.find(README_START), text.find(README_END)
+    begin, end_mark = f"<!-- benchmark:{name}:start -->", f"<!-- benchmark:{name}:end -->"
+    start, end = text.find(begin), text.find(end_mark)
     if start < 0 or end < start:
-        raise SystemExit("README.md has no benchmark markers")
-    text = text[:start + len(README_START)] + "\n" + table + text[end:]
+        raise SystemExit(f"README.md has no {begin} ... {end_mark} markers")
+    text = text[:start + len(begin)] + "\n" + table + text[end:]
     with open(path, "w") as f:
         f.write(text)
 
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raycrawl-arg", action="append", default=[],
                         help="extra raycrawl flag (repeatable): --raycrawl-arg=--db-workers=2")
     parser.add_argument("--name", default="latest", help="results file name")
-    parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    parser.add_argument("--readme", action="store_true",
+                        help="put the table in README.md (between benchmark:NAME markers)")
     parser.add_argument("--work", default=None, help="folder for crawl output (a temp dir)")
     args = parser.parse_args(argv)
     become_subreaper()
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     if args.readme:
-        update_readme(table)
+        update_readme(args.name, table)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
