@@ -130,6 +130,11 @@ class FrontierQueue:
         for key, _ in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
         self.enqueued_total = 0
+        # No queued key sorts below ``head``: a cut seeks there instead of to the first queue
+        # key, past the deletions of entries leased earlier (RocksDB keeps them as tombstones
+        # until compaction, and an iterator walks every one).  Cuts move it up, any put of a
+        # smaller key moves it down.
+        self.head = _Q
 
     def _counters(self) -> bytes:
         return msgpack.packb((self.next_seq, self.next_batch, self.done_total))
@@ -175,19 +180,25 @@ class FrontierQueue:
         per_host: Counter[str] = Counter()
         blocked: set[str] = set()
         taken: list[tuple[bytes, Entry]] = []
-        for scanned, (key, raw) in enumerate(self.store.scan(_Q, stop)):
+        first_left: bytes | None = None  # the first key seen and not taken
+        for scanned, (key, raw) in enumerate(self.store.scan(self.head, stop)):
             if scanned >= scan_limit or len(taken) >= max_urls:
+                first_left = first_left or key
                 break
             entry = Entry.unpack(raw)
             host = entry.host
             if host in blocked or per_host[host] >= host_cap or entry.not_before > wall:
+                first_left = first_left or key
                 continue
             if not per_host[host] and not slots.available(host, now):
                 blocked.add(host)
+                first_left = first_left or key
                 continue
             per_host[host] += 1
             taken.append((key, entry))
         if not taken:
+            if first_left is not None:
+                self.head = first_left
             return 0, []
         batch_id = self.next_batch
         self.next_batch += 1
@@ -198,6 +209,9 @@ class FrontierQueue:
             self.by_layer[int.from_bytes(key[1:3], "big")] -= 1
         wb.put(_C, self._counters())
         self.store.write(wb)
+        # Everything below the first key left behind was taken; if none was left, everything
+        # up to the last one taken (its tombstone is the only one the next seek meets).
+        self.head = first_left or taken[-1][0]
         slots.lease(set(per_host))
         return batch_id, [e for _, e in taken]
 
@@ -233,6 +247,8 @@ class FrontierQueue:
         for entry in entries:
             key, layer = self._key(entry, self.next_seq)
             self.next_seq += 1
+            if key < self.head:
+                self.head = key
             wb.put(key, entry.pack())
             layers[layer] += 1
         wb.put(_C, self._counters())

@@ -116,3 +116,52 @@ def test_crawl_delay_raises_the_host_delay():
     slots.crawl_delay["slow.com"] = 2.0
     slots.release({"slow.com", "fast.com"}, now=10.0)
     assert slots.ready_at == {"slow.com": 12.0, "fast.com": 10.5}
+
+
+def test_cut_seeks_past_what_was_taken_and_never_skips_a_live_entry(store):
+    starts = []
+    scan = store.scan
+
+    def recording_scan(start, stop):
+        starts.append(start)
+        return scan(start, stop)
+
+    q = FrontierQueue(store, layered=True)
+    store.scan = recording_scan
+    slots = HostSlots(0)
+    q.push([entry(i, f"h{i}.com", depth=1) for i in range(50)] + [entry(100, "busy.com", depth=1)])
+    _, first = q.cut(20, 1, slots, None, 1000)
+    assert len(first) == 20
+    _, second = q.cut(20, 1, slots, None, 1000)
+    assert starts[1] > starts[0]  # not from the first queue key, past the tombstones
+    assert {e.url for e in second}.isdisjoint({e.url for e in first})
+    # a key that sorts below the seek point: a higher score, a shallower layer, a requeue
+    q.push([entry(200, "new.com", depth=1, score=9.0), entry(201, "shallow.com", depth=0)])
+    q.requeue(1)
+    slots.release({e.host for e in first}, time.monotonic())
+    _, third = q.cut(100, 1, slots, None, 1000)
+    urls = [e.url for e in third]
+    assert urls[:2] == ["http://shallow.com/201", "http://new.com/200"]
+    assert {e.url for e in first} <= set(urls)
+    # everything pushed is cut exactly once
+    everything = {e.url for e in first + second + third}
+    while q.queued:
+        slots.release(set(slots.leased), time.monotonic())
+        _, more = q.cut(100, 1, slots, None, 1000)
+        assert more and not everything & {e.url for e in more}
+        everything |= {e.url for e in more}
+    assert len(everything) == 53
+
+
+def test_entries_of_a_leased_host_are_cut_once_it_is_released(store):
+    q = FrontierQueue(store, layered=False)
+    slots = HostSlots(0)
+    q.push([entry(i, "a.com") for i in range(4)] + [entry(i, "b.com") for i in range(10, 14)])
+    _, first = q.cut(4, 2, slots, None, 100)  # two of a.com, two of b.com; two of each left
+    assert len(first) == 4
+    _, second = q.cut(4, 2, slots, None, 100)
+    assert second == []  # both leased: the seek point must stay at the first one left
+    slots.release({"a.com", "b.com"}, time.monotonic())
+    _, third = q.cut(8, 2, slots, None, 100)
+    assert sorted(e.url for e in third) == sorted(
+        e.url for e in [entry(2), entry(3), entry(12, "b.com"), entry(13, "b.com")])
