@@ -80,9 +80,8 @@ class DBWorker:
     here; only then is the host released and the batch counted as completed.  Fetch tasks
     running are limited to ``batches_in_flight``; a batch handing over its spider log no longer
     holds a fetch slot (its CPU goes to the next fetch), and at most as many again may be
-    handing over.  Robots rules,
-    host health (backoff, parking) and per-URL retries are decided here, because this worker
-    is the only one that sees the hosts of its partitions.
+    handing over.  Robots rules, host health (backoff, parking) and per-URL retries are decided
+    here, because this worker is the only one that sees the hosts of its partitions.
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:

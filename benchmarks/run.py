@@ -289,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     base = WebSpec()
     work = args.work or tempfile.mkdtemp(prefix="raycrawl-bench-")
     os.makedirs(work, exist_ok=True)
-    rows = []
+    rows, webs = [], []
     compare_spec = _spec_for(args.urls, base)
     if not args.no_compare:
+        webs.append(f"compare and latency, {_describe(compare_spec)}")
         for runner in runners:
             rows.append(measure_repeated(runner, compare_spec, setup, "compare", work,
                                          args.scrapy_repeat if runner == "scrapy" else args.repeat))
@@ -299,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         for runner in [r for r in runners if r != "scrapy"]:
             rows.append(measure_repeated(runner, slow, setup, "latency", work, args.repeat))
     for size in [int(s) for s in args.scale.split(",") if s]:
+        webs.append(f"scale-{size}, {_describe(_spec_for(size, base))}")
         rows.append(measure("raycrawl", _spec_for(size, base), setup, f"scale-{size}", work))
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
-              "setup": asdict(setup), "web": _describe(compare_spec), "runs": rows,
+              "setup": asdict(setup), "web": "; ".join(webs), "runs": rows,
               "targets": targets(rows)}
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, args.name + ".json"), "w") as f:

@@ -1,0 +1,109 @@
+"""The DB worker's batch cut as the queue drains: CPU per cut against what was taken before.
+
+A queue of ``--urls`` entries (links arrive in runs of ``--run`` URLs of one host, as a page's
+same-host links do) is cut the way the DB worker's feed loop cuts it: 128 URLs a batch, 8 per
+host, six batches in flight, the oldest completed (its hosts released) before the next cut.
+Two variants on identical queues, in the same run:
+
+- ``seek``: the queue as it is (a cut seeks to the first key not taken by earlier cuts);
+- ``first-key``: every cut scans from the first queue key, as before the seek point existed,
+  walking the tombstones RocksDB keeps for every entry already leased.
+
+It prints, per tenth of the drain, milliseconds of CPU per cut and per URL cut, and writes
+``results/queue-cut.json``.  The number that matters is the ratio of the last tenth to the first
+(flat is 1.0)::
+
+    .venv/bin/python -m benchmarks.queue_cut --urls 300000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from collections import deque
+from typing import Any
+
+from raycrawl.queue import Entry, FrontierQueue, HostSlots
+from raycrawl.storage import Store
+
+BATCH, HOST_CAP, IN_FLIGHT, SCAN_LIMIT = 128, 8, 6, 20 * 128
+
+
+def _entries(urls: int, hosts: int, run: int, seed: int = 1) -> list[Entry]:
+    rng = random.Random(seed)
+    out: list[Entry] = []
+    while len(out) < urls:
+        host = f"h{rng.randrange(hosts)}.test"
+        for _ in range(min(run, urls - len(out))):
+            fp = len(out)
+            out.append(Entry(f"http://{host}/{fp}", fp, host, 0, 1, 1.0))
+    return out
+
+
+def drain(entries: list[Entry], path: str, from_first_key: bool,
+          tenths: int = 10) -> list[dict[str, float]]:
+    """Cut the whole queue; per tenth of it: CPU ms per cut and per URL, and URLs per cut."""
+    queue = FrontierQueue(Store(path), layered=False)
+    for i in range(0, len(entries), 5000):
+        queue.push(entries[i:i + 5000])
+    first_key = queue.head
+    slots, in_flight = HostSlots(0.0), deque()
+    step = len(entries) / tenths
+    rows: list[dict[str, float]] = []
+    cpu = cuts = taken = mark = 0
+    while queue.queued or in_flight:
+        if from_first_key:
+            queue.head = first_key
+        start = time.process_time()
+        batch_id, got = queue.cut(BATCH, HOST_CAP, slots, None, SCAN_LIMIT)
+        cpu += time.process_time() - start
+        cuts += 1
+        taken += len(got)
+        if got:
+            in_flight.append((batch_id, got))
+        if len(in_flight) >= IN_FLIGHT or (in_flight and not got):
+            done_id, done = in_flight.popleft()
+            queue.complete(done_id, [e.fingerprint for e in done])
+            slots.release({e.host for e in done}, time.monotonic())
+        if taken - mark >= step or not (queue.queued or in_flight):
+            rows.append({"taken": taken, "urls": taken - mark, "ms_per_cut": 1e3 * cpu / cuts,
+                         "us_per_url": 1e6 * cpu / max(1, taken - mark),
+                         "urls_per_cut": (taken - mark) / cuts})
+            cpu = cuts = 0
+            mark = taken
+    queue.store.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--urls", type=int, default=300_000)
+    parser.add_argument("--hosts", type=int, default=10_000)
+    parser.add_argument("--run", type=int, default=20, help="URLs of one host in a row")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "queue-cut.json"))
+    args = parser.parse_args(argv)
+    entries = _entries(args.urls, args.hosts, args.run)
+    result: dict[str, Any] = {"urls": args.urls, "hosts": args.hosts, "run": args.run}
+    for name, from_first in (("seek", False), ("first-key", True)):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = drain(entries, tmp, from_first)
+        result[name] = rows
+        full = [r for r in rows if r["urls"] >= 0.5 * args.urls / 10]  # not a small remainder
+        growth = full[-1]["us_per_url"] / full[0]["us_per_url"]
+        result[f"{name}_growth"] = growth
+        print(f"{name:>9}: µs of CPU per URL cut, by tenth of the drain: "
+              + " ".join(f"{r['us_per_url']:.0f}" for r in rows)
+              + f"  (last tenth / first: {growth:.2f})", flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
