@@ -77,7 +77,8 @@ class DBWorker:
 
     A batch stays *in flight* from the cut until its spider log has been processed by the
     strategy workers (which return only once the links are queued) and its pages are recorded
-    here; only then is the host released and the batch counted as completed.  Fetch tasks
+    here; only then is the batch counted as completed.  Its hosts are released when its fetch
+    ends (their delay runs from then), so the next batch may take them meanwhile.  Fetch tasks
     running are limited to ``batches_in_flight``; a batch handing over its spider log no longer
     holds a fetch slot (its CPU goes to the next fetch), and at most as many again may be
     handing over.  Robots rules, host health (backoff, parking) and per-URL retries are decided
@@ -291,6 +292,7 @@ class DBWorker:
 
     async def _run_batch(self, batch_id: int, entries: list[Entry]) -> None:
         hosts = {e.host for e in entries}
+        released = False
         try:
             fetch, ended = self._triage(entries)
             if fetch:
@@ -310,6 +312,10 @@ class DBWorker:
             if ended:
                 pages = pa.concat_batches([pages, _ended_rows(ended)])
             pages, retry = self._retries(pages, entries)
+            # The fetch is over and the hosts' health is recorded: their delay runs from now,
+            # and the next batch may take them while this one hands its spider log over.
+            self.slots.release(hosts, time.monotonic())
+            released = True
             started = time.monotonic()
             await self._hand_over(pages, links)
             self.timers["hand_over_s"] += time.monotonic() - started
@@ -330,7 +336,8 @@ class DBWorker:
             # One atomic write: the others go back, these end visibly instead of looping.
             self._record(batch_id, _ended_rows([(e, "internal-error") for e in given_up]), back)
         finally:
-            self.slots.release(hosts, time.monotonic())
+            if not released:
+                self.slots.release(hosts, time.monotonic())
             self.counters["batches_done"] += 1
             self.leased_urls -= len(entries)
             self.in_flight.pop(batch_id, None)

@@ -50,7 +50,7 @@ class CrawlConfig:
     link_parser: str = "lexbor"  # HTML parser of link extraction: lexbor or parsel
     log_streams: bool = False  # write the spider log to OUT/streams in Frontera's protocol
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
-    batch_size: int = 128  # URLs per spider-feed batch
+    batch_size: int = 256  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
     # Fetch tasks running per DB worker (as many more batches may be handing over their spider
     # log); None: the cluster's CPUs shared out over the DB workers (fetch tasks queued beyond
