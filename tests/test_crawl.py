@@ -14,8 +14,9 @@ import ray
 
 from raycrawl import Crawl
 from raycrawl.api import read_status
+from raycrawl.strategy import CrawlingStrategy
 from raycrawl.streams import read_stream, stream_path
-from raycrawl.synthweb import SyntheticWeb
+from raycrawl.synthweb import Link, SyntheticWeb
 
 pytestmark = pytest.mark.ray
 
@@ -206,5 +207,31 @@ def test_an_abandoned_crawl_finishes_and_frees_its_actors(ray_session, tmp_path)
         assert not mine, f"actors left behind: {mine}"
         assert sorted(c.pages().column("url").to_pylist()) == sorted(web.reachable())
         assert read_status(str(tmp_path / "out" / "state"))["phase"] == "finished"
+    finally:
+        web.stop()
+
+
+class SlowHandOver(CrawlingStrategy):
+    """Takes a second over every page: each batch's hand-over lasts that long."""
+
+    def page_crawled(self, response) -> None:
+        time.sleep(1.0)
+
+
+def test_a_host_is_released_when_its_fetch_ends(ray_session, tmp_path):
+    web = SyntheticWeb(hosts=1, pages_per_host=10, seed=5, specials=False).start()
+    try:
+        seeds = [web.url(Link("p", 0, i)) for i in range(1, 5)]
+        c = Crawl(seeds=seeds, out=str(tmp_path / "out"), **{
+            **FAST, "per_host": 1, "batch_size": 1, "max_depth": 0, "no_robots": True,
+            "strategy": "tests.test_crawl:SlowHandOver"}).start()
+        stats = c.wait(timeout=120, interval_s=0.2)
+        assert stats["phase"] == "finished"
+        assert sorted(c.pages().column("url").to_pylist()) == sorted(seeds)
+        starts = sorted(web.starts[0])
+        assert len(starts) == 4 and web.max_active[0] == 1
+        # One batch of the host at a time, but the next one starts when the previous fetch
+        # ends, not after the strategy worker's second over the previous page.
+        assert starts[1] - starts[0] < 0.5, starts
     finally:
         web.stop()
