@@ -130,14 +130,14 @@ def test_cut_seeks_past_what_was_taken_and_never_skips_a_live_entry(store):
     store.scan = recording_scan
     slots = HostSlots(0)
     q.push([entry(i, f"h{i}.com", depth=1) for i in range(50)] + [entry(100, "busy.com", depth=1)])
-    _, first = q.cut(20, 1, slots, None, 1000)
+    first_id, first = q.cut(20, 1, slots, None, 1000)
     assert len(first) == 20
     _, second = q.cut(20, 1, slots, None, 1000)
     assert starts[1] > starts[0]  # not from the first queue key, past the tombstones
     assert {e.url for e in second}.isdisjoint({e.url for e in first})
     # a key that sorts below the seek point: a higher score, a shallower layer, a requeue
     q.push([entry(200, "new.com", depth=1, score=9.0), entry(201, "shallow.com", depth=0)])
-    q.requeue(1)
+    q.requeue(first_id)
     slots.release({e.host for e in first}, time.monotonic())
     _, third = q.cut(100, 1, slots, None, 1000)
     urls = [e.url for e in third]
