@@ -219,8 +219,7 @@ class DBWorker:
         granted = want
         if want and cfg.max_pages is not None:
             granted = await self.peers.coordinator().acquire_budget.remote(want)
-        batch_id, entries = self.queue.cut(granted, cfg.host_batch_cap, self.slots,
-                                           self.gate, scan_limit=max(1000, 20 * granted))
+        batch_id, entries = self.queue.cut(granted, cfg.host_batch_cap, self.slots, self.gate)
         try:
             await self._release_budget(granted - len(entries))
         except BaseException:  # the batch never started: its URLs go back

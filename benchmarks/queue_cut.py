@@ -1,8 +1,9 @@
 """The DB worker's batch cut as the queue drains: CPU per cut against what was taken before.
 
 A queue of ``--urls`` entries (links arrive in runs of ``--run`` URLs of one host, as a page's
-same-host links do) is cut the way the DB worker's feed loop cuts it: 128 URLs a batch, 8 per
-host, six batches in flight, the oldest completed (its hosts released) before the next cut.
+same-host links do) is cut the way the DB worker's feed loop cuts it: batches of the default
+size and per-host cap, six in flight, the oldest completed (its hosts released) before the next
+cut.
 Two variants on identical queues, in the same run:
 
 - ``seek``: the queue as it is (a cut seeks to the first key not taken by earlier cuts);
@@ -27,10 +28,11 @@ import time
 from collections import deque
 from typing import Any
 
+from raycrawl.config import CrawlConfig
 from raycrawl.queue import Entry, FrontierQueue, HostSlots
 from raycrawl.storage import Store
 
-BATCH, HOST_CAP, IN_FLIGHT, SCAN_LIMIT = 128, 8, 6, 20 * 128
+IN_FLIGHT = 6
 
 
 def _entries(urls: int, hosts: int, run: int, seed: int = 1) -> list[Entry]:
@@ -51,6 +53,7 @@ def drain(entries: list[Entry], path: str, from_first_key: bool,
     for i in range(0, len(entries), 5000):
         queue.push(entries[i:i + 5000])
     first_key = queue.head
+    defaults = CrawlConfig()
     slots, in_flight = HostSlots(0.0), deque()
     step = len(entries) / tenths
     rows: list[dict[str, float]] = []
@@ -59,7 +62,7 @@ def drain(entries: list[Entry], path: str, from_first_key: bool,
         if from_first_key:
             queue.head = first_key
         start = time.process_time()
-        batch_id, got = queue.cut(BATCH, HOST_CAP, slots, None, SCAN_LIMIT)
+        batch_id, got = queue.cut(defaults.batch_size, defaults.host_batch_cap, slots, None)
         cpu += time.process_time() - start
         cuts += 1
         taken += len(got)

@@ -300,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         for runner in [r for r in runners if r != "scrapy"]:
             rows.append(measure_repeated(runner, slow, setup, "latency", work, args.repeat))
     for size in [int(s) for s in args.scale.split(",") if s]:
-        webs.append(f"scale-{size}, {_describe(_spec_for(size, base))}")
-        rows.append(measure("raycrawl", _spec_for(size, base), setup, f"scale-{size}", work))
+        spec = _spec_for(size, base)
+        webs.append(f"scale-{size}, {_describe(spec)}")
+        rows.append(measure("raycrawl", spec, setup, f"scale-{size}", work))
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
               "setup": asdict(setup), "web": "; ".join(webs), "runs": rows,
               "targets": targets(rows)}

@@ -169,12 +169,15 @@ class FrontierQueue:
         return len(fresh)
 
     def cut(self, max_urls: int, host_cap: int, slots: HostSlots, max_layer: int | None,
-            scan_limit: int) -> tuple[int, list[Entry]]:
+            scan_limit: int | None = None) -> tuple[int, list[Entry]]:
         """Lease up to ``max_urls`` entries, at most ``host_cap`` per host, from hosts that are
-        available; scan at most ``scan_limit`` entries.  Returns (batch id, entries); the
-        entries move to the lease table in one atomic write."""
+        available; scan at most ``scan_limit`` entries (default: 20 per URL wanted, at least
+        1000).  Returns (batch id, entries); the entries move to the lease table in one atomic
+        write."""
         if max_urls <= 0:
             return 0, []
+        if scan_limit is None:
+            scan_limit = max(1000, 20 * max_urls)
         now, wall = time.monotonic(), time.time()
         stop = _Q + ((max_layer + 1).to_bytes(2, "big") if max_layer is not None else b"\xff")
         per_host: Counter[str] = Counter()
@@ -187,15 +190,15 @@ class FrontierQueue:
                 break
             entry = Entry.unpack(raw)
             host = entry.host
-            if host in blocked or per_host[host] >= host_cap or entry.not_before > wall:
-                first_left = first_left or key
-                continue
-            if not per_host[host] and not slots.available(host, now):
+            take = host not in blocked and per_host[host] < host_cap and entry.not_before <= wall
+            if take and not per_host[host] and not slots.available(host, now):
                 blocked.add(host)
-                first_left = first_left or key
-                continue
-            per_host[host] += 1
-            taken.append((key, entry))
+                take = False
+            if take:
+                per_host[host] += 1
+                taken.append((key, entry))
+            elif first_left is None:
+                first_left = key
         if not taken:
             if first_left is not None:
                 self.head = first_left
