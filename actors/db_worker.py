@@ -27,8 +27,8 @@ from raycrawl.routing import split_by_owner
 from raycrawl.storage import Store, WriteBatch
 from raycrawl.streams import StreamWriter, stream_path
 
-from .fetch import fetch_batch
-from .options import FETCH_TASK_OPTIONS
+from .fetch import BATCHES_PER_WORKER, FetchPool
+from .options import FETCHER_CPUS, db_worker_name
 from .peers import Peers
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Outcomes worth another attempt (bounded by ``retries``); the host is backed off meanwhile.
 RETRYABLE_ERRORS = frozenset({"timeout", "connection", "robots-unavailable"})
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-_TASK_DIED = ray.exceptions.RayError  # the task raised, its worker or its node died
+_TASK_DIED = ray.exceptions.RayError  # the fetch raised, its worker or its node died
 # Rows this worker ended without a connection: they say nothing of the host's health.
 _NOT_FETCHED = frozenset({"robots", "robots-unavailable", "host-unreachable", "internal-error",
                           "quarantined", "fetch-task-failed"})
@@ -78,11 +78,12 @@ class DBWorker:
     A batch stays *in flight* from the cut until its spider log has been processed by the
     strategy workers (which return only once the links are queued) and its pages are recorded
     here; only then is the batch counted as completed.  Its hosts are released when its fetch
-    ends (their delay runs from then), so the next batch may take them meanwhile.  Fetch tasks
-    running are limited to ``batches_in_flight``; a batch handing over its spider log no longer
-    holds a fetch slot (its CPU goes to the next fetch), and at most as many again may be
-    handing over.  Robots rules, host health (backoff, parking) and per-URL retries are decided
-    here, because this worker is the only one that sees the hosts of its partitions.
+    ends (their delay runs from then), so the next batch may take them meanwhile.  Batches
+    fetching are limited to ``batches_in_flight`` (two per fetch worker of ``FetchPool``); a
+    batch handing over its spider log no longer holds a fetch slot (its CPU goes to the next
+    fetch), and at most as many again may be handing over.  Robots rules, host health
+    (backoff, parking) and per-URL retries are decided here, because this worker is the only
+    one that sees the hosts of its partitions.
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
@@ -101,11 +102,12 @@ class DBWorker:
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
         self.fetch_options = FetchOptions.from_config(config)
+        self.fetchers = FetchPool(self.fetch_options, db_worker_name(config.crawl_id, index))
         self.gate: int | None = 0 if config.max_depth is not None else None
         self.peers = Peers(config)
         self.running = False
         self.in_flight: dict[int, asyncio.Task[None]] = {}
-        self.fetching: set[int] = set()  # batches whose fetch task is running
+        self.fetching: set[int] = set()  # batches being fetched
         self.leased_urls = 0
         self.counters: Counter[str] = Counter()
         self.timers: Counter[str] = Counter()  # seconds batches spent in each step, summed
@@ -160,15 +162,19 @@ class DBWorker:
         self.wakeup.set()
 
     def pause(self) -> None:
-        """Cut no new batches; batches in flight complete."""
+        """Cut no new batches; batches in flight complete (the fetch workers, and their CPUs,
+        are let go once none is fetching)."""
         self.running = False
         self.wakeup.set()
+        if not self.fetching:
+            self.fetchers.release()
 
     async def drain(self) -> None:
         """Stop cutting, wait for every batch in flight, write buffered output."""
         self.pause()
         if self.in_flight:
             await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        self.fetchers.release()
         self.output.flush()
         if self.stream is not None:
             self.stream.flush()
@@ -242,17 +248,20 @@ class DBWorker:
         self.in_flight[batch_id] = task
 
     def _batches_allowed(self) -> int:
-        """``batches_in_flight``, or this worker's share of the cluster's CPUs (re-read every
-        10 s, so a cluster that grows gets used)."""
-        if self.config.batches_in_flight is not None:
-            return self.config.batches_in_flight
-        now = time.monotonic()
-        if now - self.cpus_read_at >= 10.0:
-            self.cpus_read_at = now
-            cpus = ray.cluster_resources().get("CPU", 1.0)
-            per_task = FETCH_TASK_OPTIONS["num_cpus"]
-            self.cpu_share = max(1, int(cpus / per_task) // self.config.db_workers)
-        return self.cpu_share
+        """``batches_in_flight``, or two per fetch worker, one fetch worker per CPU of this
+        worker's share of the cluster (re-read every 10 s, so a cluster that grows gets used
+        and one that shrinks is not waited for)."""
+        wanted = self.config.batches_in_flight
+        if wanted is None:
+            now = time.monotonic()
+            if now - self.cpus_read_at >= 10.0 or not self.fetchers.workers:
+                self.cpus_read_at = now
+                cpus = ray.cluster_resources().get("CPU", 1.0)
+                self.cpu_share = max(1, int(cpus / FETCHER_CPUS) // self.config.db_workers)
+            self.fetchers.resize(self.cpu_share)
+            return self.fetchers.slots
+        self.fetchers.resize(-(-wanted // BATCHES_PER_WORKER))
+        return wanted
 
     async def _heartbeat(self) -> None:
         """Tell the coordinator we are alive every few seconds (a restarted coordinator
@@ -302,6 +311,8 @@ class DBWorker:
                 finally:
                     self.fetching.discard(batch_id)
                     self.wakeup.set()
+                    if not self.running and not self.fetching:
+                        self.fetchers.release()  # paused: hold no CPU
                 self.timers["fetch_s"] += time.monotonic() - started
                 self._learn_robots(robots)
             else:
@@ -422,13 +433,13 @@ class DBWorker:
 
     async def _fetch(self, fetch: list[tuple[Entry, bool]]) -> tuple[
             pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
-        """Run the fetch task.  If it dies, each host's URLs are fetched again in a task of
-        their own, and a host whose task dies again one URL at a time, so a URL that kills
-        its worker (poison) ends as ``fetch-task-failed`` alone."""
+        """Fetch a batch on a fetch worker.  If that fails (the worker died), each host's URLs
+        are fetched again in a call of their own, and a host whose call fails again one URL at
+        a time, so a URL that kills its worker (poison) ends as ``fetch-task-failed`` alone."""
         try:
-            return await fetch_batch.remote(_feed(fetch, self.slots), self.fetch_options)
+            return await self.fetchers.fetch(_feed(fetch, self.slots))
         except _TASK_DIED as exc:
-            log.warning("fetch task of %d URLs died (%s); isolating", len(fetch), exc)
+            log.warning("fetch of %d URLs failed (%s); isolating", len(fetch), exc)
         by_host: dict[str, list[tuple[Entry, bool]]] = {}
         for item in fetch:
             by_host.setdefault(item[0].host, []).append(item)
@@ -438,7 +449,7 @@ class DBWorker:
     async def _fetch_isolated(self, items: list[tuple[Entry, bool]]) -> tuple[
             pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
         try:
-            return await fetch_batch.remote(_feed(items, self.slots), self.fetch_options)
+            return await self.fetchers.fetch(_feed(items, self.slots))
         except _TASK_DIED:
             if len(items) == 1:
                 self.counters["poisoned"] += 1
@@ -465,6 +476,7 @@ class DBWorker:
         crash_point(point, self.config.crash_points, self.config.state_dir)
 
     def close(self) -> None:
+        self.fetchers.release()
         if self.stream is not None:
             self.stream.close()
         self.store.close()

@@ -1,15 +1,24 @@
-"""The stateless fetch task: a spider-feed batch in; the spider log (pages, links) and the
-robots.txt fetches it made out.
+"""Fetch workers: stateless actors that run spider-feed batches, and the DB worker's pool of them.
 
-A task decides nothing and keeps no crawl state.  What its worker process keeps between tasks is
-a cache: one event loop and one HTTP session per fetch options, so that batches reuse keep-alive
-connections instead of opening new ones (a third of a batch's requests used to be TCP connects).
+A fetch worker decides nothing and keeps no crawl state: a spider-feed batch goes in, the spider
+log (pages, links) and the robots.txt fetches it made come out.  It is an actor rather than a
+task so that two batches can overlap on one event loop: a batch alone leaves the CPU idle while
+its first requests are out and through its slowest responses, and with network latency that
+idle time was 40% of a batch; the next batch's requests fill it.  The requests in flight stay
+bounded by ``fetch_concurrency`` per worker, whatever the number of batches it runs.  Between
+batches the worker keeps one HTTP session (keep-alive connections, a third of the requests
+were TCP connects without it).
+
+Each DB worker owns the fetch workers it uses (they die with it) and holds one CPU per worker,
+as many as its share of the cluster's CPUs; it lets them go when it pauses or drains, so a
+paused or ended crawl holds no CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
+import secrets
+from typing import Any
 
 import aiohttp
 import pyarrow as pa
@@ -17,61 +26,74 @@ import ray
 
 from raycrawl.fetching import FetchOptions, fetch_feed, open_session
 
-from .options import FETCH_TASK_OPTIONS
+from .options import fetcher_options
 
-_MAX_SESSIONS = 4  # crawls sharing this worker process, each with its own options
-_loop: asyncio.AbstractEventLoop | None = None
-_sessions: dict[FetchOptions, aiohttp.ClientSession] = {}
+BATCHES_PER_WORKER = 2  # overlapping batches per fetch worker (one would idle at its ends)
 
 
-def _session(loop: asyncio.AbstractEventLoop, options: FetchOptions) -> aiohttp.ClientSession:
-    session = _sessions.get(options)
-    if session is None or session.closed:
-        while len(_sessions) >= _MAX_SESSIONS:
-            oldest = next(iter(_sessions))
-            loop.run_until_complete(_sessions.pop(oldest).close())
+class FetchWorker:
+    """Runs spider-feed batches for one crawl's DB worker; safe to call concurrently."""
 
-        async def opened() -> aiohttp.ClientSession:
-            return open_session(options)
+    def __init__(self, options: FetchOptions) -> None:
+        self.options = options
+        self.session: aiohttp.ClientSession | None = None
+        self.limit: asyncio.Semaphore | None = None
 
-        session = _sessions[options] = loop.run_until_complete(opened())
-    return session
-
-
-@ray.remote(**FETCH_TASK_OPTIONS)
-def fetch_batch(feed: pa.RecordBatch, options: FetchOptions) -> tuple[
-        pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
-    global _loop
-    if _loop is None:
-        _loop = asyncio.new_event_loop()
-    try:
-        return _loop.run_until_complete(fetch_feed(feed, options, _session(_loop, options)))
-    except BaseException:  # a bug surfaced, or Ray cancelled the task (its owner died)
-        _discard_loop()  # the next task starts afresh: nothing of this one may run into it
-        raise
+    async def fetch(self, feed: pa.RecordBatch) -> tuple[
+            pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+        """Fetch every request of ``feed``: (pages, links, robots); see ``fetch_feed``."""
+        if self.session is None or self.session.closed:
+            self.session = open_session(self.options)
+            self.limit = asyncio.Semaphore(self.options.concurrency)
+        return await fetch_feed(feed, self.options, self.session, self.limit)
 
 
-def _discard_loop() -> None:
-    """Cancel what is left of the loop's work, close its sessions and the loop; a loop that
-    was interrupted mid-run (KeyboardInterrupt from ``ray.cancel``) is left to the GC."""
-    global _loop
-    loop, _loop = _loop, None
-    sessions = list(_sessions.values())
-    _sessions.clear()
-    if loop is None:
-        return
-    try:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(
-            *pending, *(session.close() for session in sessions), return_exceptions=True))
-        loop.close()
-    except RuntimeError:
-        pass
+class FetchPool:
+    """The fetch workers of one DB worker, sized to its share of the CPUs.
 
+    All Ray calls on fetch workers are made here.  A worker that dies is restarted by Ray (its
+    batches fail with a ``RayError`` and the DB worker re-runs them); one the pool shrinks away
+    from is killed, and its batches fail the same way.
+    """
 
-@atexit.register
-def _close_sessions() -> None:
-    """Close the cached sessions when the worker process exits normally."""
-    _discard_loop()
+    def __init__(self, options: FetchOptions, name_prefix: str) -> None:
+        self.options = options
+        self.prefix = f"{name_prefix}/fetcher-{secrets.token_hex(3)}"
+        self.workers: list[Any] = []
+        self.load: list[int] = []
+        self.created = 0
+
+    @property
+    def slots(self) -> int:
+        """Batches that may be fetching at once."""
+        return BATCHES_PER_WORKER * len(self.workers)
+
+    def resize(self, size: int) -> None:
+        """Have ``size`` workers (new ones start in the background)."""
+        while len(self.workers) < size:
+            actor = ray.remote(FetchWorker).options(
+                **fetcher_options(f"{self.prefix}-{self.created}")).remote(self.options)
+            self.created += 1
+            self.workers.append(actor)
+            self.load.append(0)
+        while len(self.workers) > size:
+            self.load.pop()
+            ray.kill(self.workers.pop(), no_restart=True)
+
+    async def fetch(self, feed: pa.RecordBatch) -> tuple[
+            pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
+        """Run ``feed`` on the least busy worker; raises ``RayError`` if the worker died."""
+        if not self.workers:
+            self.resize(1)
+        i = min(range(len(self.workers)), key=self.load.__getitem__)
+        worker = self.workers[i]
+        self.load[i] += 1
+        try:
+            return await worker.fetch.remote(feed)
+        finally:
+            if i < len(self.load) and self.workers[i] is worker:
+                self.load[i] -= 1
+
+    def release(self) -> None:
+        """End every worker (batches still running on them fail)."""
+        self.resize(0)

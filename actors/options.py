@@ -35,5 +35,13 @@ def actor_options(name: str, worker: bool = False) -> dict[str, Any]:
             "max_concurrency": 1000, "get_if_exists": worker}
 
 
-# A fetch task takes one CPU; the DB worker retries a failed batch itself.
-FETCH_TASK_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
+FETCHER_CPUS = 1  # a fetch worker's CPU (its batches' parsing is what the CPUs are for)
+
+
+def fetcher_options(name: str) -> dict[str, Any]:
+    """Options of a fetch worker: owned by its DB worker (it dies with it, so a crawl whose
+    workers are gone leaves none behind), restarted when it dies; its calls are not retried,
+    because the DB worker re-runs a failed batch itself (isolating a poison URL)."""
+    return {"name": name, "namespace": NAMESPACE, "num_cpus": FETCHER_CPUS,
+            "max_restarts": -1, "max_task_retries": 0,
+            "max_concurrency": 8}

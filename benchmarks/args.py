@@ -10,6 +10,6 @@ def runner_arguments(description: str, argv: list[str] | None = None) -> argpars
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("seed")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--per-host", type=int, default=4)
     return parser.parse_args(argv)

@@ -40,7 +40,7 @@ class CrawlConfig:
     partitions: int = 64
     strategy_workers: int = 1
     db_workers: int = 1
-    fetch_concurrency: int = 32  # concurrent requests inside one fetch task
+    fetch_concurrency: int = 32  # requests in flight per fetch worker (its batches share them)
     delay_s: float = 1.0  # between two request starts to one host
     per_host: int = 1  # requests in flight per host, cluster-wide
     robots: bool = True
@@ -50,11 +50,10 @@ class CrawlConfig:
     link_parser: str = "lexbor"  # HTML parser of link extraction: lexbor or parsel
     log_streams: bool = False  # write the spider log to OUT/streams in Frontera's protocol
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
-    batch_size: int = 256  # URLs per spider-feed batch
+    batch_size: int = 128  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
-    # Fetch tasks running per DB worker (as many more batches may be handing over their spider
-    # log); None: the cluster's CPUs shared out over the DB workers (fetch tasks queued beyond
-    # the CPUs only wait, and make Ray churn workers).
+    # Batches fetching at once per DB worker, two per fetch worker (as many more batches may be
+    # handing over their spider log); None: two per CPU of the DB worker's share of the cluster.
     batches_in_flight: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0

@@ -198,11 +198,11 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, b
 class _Fetcher:
     """One batch's session, guard and collector."""
 
-    def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions,
-                 out: _Collector) -> None:
+    def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions, out: _Collector,
+                 limit: asyncio.Semaphore | None) -> None:
         self.session, self.opts, self.out = session, opts, out
         self.guard = AddressGuard(opts.allow_network)
-        self.limit = asyncio.Semaphore(opts.concurrency)
+        self.limit = limit or asyncio.Semaphore(opts.concurrency)
         self.agent = agent_token(opts.user_agent)
 
     async def robots(self, origin: str, host: str) -> RobotsPolicy:
@@ -345,13 +345,16 @@ def open_session(opts: FetchOptions) -> aiohttp.ClientSession:
 
 
 async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
-                     session: aiohttp.ClientSession | None = None) -> tuple[
+                     session: aiohttp.ClientSession | None = None,
+                     limit: asyncio.Semaphore | None = None) -> tuple[
         pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
     """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
     the robots.txt fetches made.  Every request yields exactly one page row.
 
     ``session`` (from :func:`open_session` with the same options) lets batches share
-    keep-alive connections; without it, the batch opens and closes its own."""
+    keep-alive connections; without it, the batch opens and closes its own.  ``limit`` bounds
+    the requests in flight over every batch that shares it (default: ``opts.concurrency``
+    for this batch alone)."""
     crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
     by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in feed.to_pylist():
@@ -359,13 +362,14 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
     out = _Collector()
     if session is None:
         async with open_session(opts) as own:
-            await _fetch_hosts(own, opts, out, by_host)
+            await _fetch_hosts(own, opts, out, by_host, limit)
     else:
-        await _fetch_hosts(session, opts, out, by_host)
+        await _fetch_hosts(session, opts, out, by_host, limit)
     return out.result()
 
 
 async def _fetch_hosts(session: aiohttp.ClientSession, opts: FetchOptions, out: _Collector,
-                       by_host: dict[str, list[dict[str, Any]]]) -> None:
-    fetcher = _Fetcher(session, opts, out)
+                       by_host: dict[str, list[dict[str, Any]]],
+                       limit: asyncio.Semaphore | None) -> None:
+    fetcher = _Fetcher(session, opts, out, limit)
     await asyncio.gather(*(fetcher.host(rows) for rows in by_host.values()))

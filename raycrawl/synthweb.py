@@ -87,6 +87,7 @@ class SyntheticWeb:
         self.starts: dict[int, list[float]] = {}  # host -> request arrival times (monotonic)
         self.active: Counter[int] = Counter()  # host -> requests being answered now
         self.max_active: Counter[int] = Counter()  # host -> most requests answered at once
+        self.max_active_all = 0  # most requests answered at once, all hosts together
         self.ports: list[int] = []
         self.hits: Counter[str] = Counter()  # "host:port/target" -> requests
         self.lock = threading.Lock()
@@ -215,6 +216,7 @@ class SyntheticWeb:
             self.starts.setdefault(host, []).append(time.monotonic())
             self.active[host] += 1
             self.max_active[host] = max(self.max_active[host], self.active[host])
+            self.max_active_all = max(self.max_active_all, sum(self.active.values()))
 
     def request_done(self, host: int) -> None:
         with self.lock:

@@ -124,6 +124,11 @@ def test_refused_seed_ends_visibly(ray_session, web, tmp_path):
     assert sum(web.hits.values()) == 0
 
 
+def fetch_workers(crawl_id: str) -> list[str]:
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"{crawl_id}/db-worker-") and "/fetcher-" in a["name"]]
+
+
 def test_api_pause_resume_add_seeds_attach_and_actor_names(ray_session, tmp_path):
     web = SyntheticWeb(hosts=6, pages_per_host=15, seed=3).start()
     other = SyntheticWeb(hosts=1, pages_per_host=3, seed=4, first_address=40).start()
@@ -137,7 +142,17 @@ def test_api_pause_resume_add_seeds_attach_and_actor_names(ray_session, tmp_path
         cid = c.crawl_id
         assert {f"{cid}/coordinator", f"{cid}/db-worker-0", f"{cid}/db-worker-1",
                 f"{cid}/strategy-worker-0", f"{cid}/strategy-worker-1"} <= names
+        deadline = time.monotonic() + 30
+        while not fetch_workers(cid):
+            assert time.monotonic() < deadline, "no fetch worker started"
+            time.sleep(0.05)
         assert c.pause() == "paused"  # returns once batches in flight are done
+        # A paused crawl lets its fetch workers go: it holds no CPU.
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+            assert time.monotonic() < deadline, "a paused crawl still holds CPUs"
+            time.sleep(0.1)
+        assert not fetch_workers(cid)
         frozen = c.stats()["fetched"]
         assert frozen == sum(web.hits.values())
         time.sleep(0.6)

@@ -12,6 +12,7 @@ import time
 import pytest
 import ray
 
+from actors.fetch import BATCHES_PER_WORKER
 from actors.options import NAMESPACE
 from raycrawl import Crawl
 from raycrawl.faults import POINTS
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.ray
 SETTINGS = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
             "partitions": 8, "robots": False, "retries": 0, "db_workers": 2,
             "strategy_workers": 2, "batch_size": 16, "host_batch_cap": 4}
-IN_FLIGHT = 2 * 2 * 16  # DB workers x batches in flight x batch size
+# DB workers x batches in flight (fetching on the one fetch worker each has on 2 CPUs, and as
+# many handing over) x batch size: what a crash may send to be fetched again.
+IN_FLIGHT = 2 * (2 * BATCHES_PER_WORKER) * 16
 
 
 def slow_web(seed: int) -> SyntheticWeb:
@@ -50,14 +53,23 @@ def run_until(crawl: Crawl, fraction_of: int, fraction: float = 0.3) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("victim", ["db-worker-1", "strategy-worker-0", "coordinator"])
+def actor_named(prefix: str) -> ray.actor.ActorHandle:
+    """The live actor whose name is ``prefix`` or starts with it (fetch workers' names end
+    with a token)."""
+    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                   if a["namespace"] == NAMESPACE and a["name"].startswith(prefix))
+    assert names, f"no actor named {prefix}..."
+    return ray.get_actor(names[0], namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("victim", ["db-worker-1", "strategy-worker-0", "coordinator",
+                                    "db-worker-0/fetcher-"])
 def test_killed_actor_is_restarted_and_nothing_is_lost(ray_session, tmp_path, victim):
     web = slow_web(seed=31)
     try:
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), **SETTINGS).start()
         run_until(crawl, len(web.reachable()))
-        actor = ray.get_actor(f"{crawl.crawl_id}/{victim}", namespace=NAMESPACE)
-        ray.kill(actor, no_restart=False)
+        ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
         stats = crawl.wait(timeout=180, interval_s=0.2)
         assert_invariants(web, crawl, stats)
     finally:

@@ -1,4 +1,4 @@
-"""The fetch task's body against a synthetic web on loopback (no Ray)."""
+"""The fetch worker's body against a synthetic web on loopback (no Ray)."""
 
 import asyncio
 import socket
@@ -9,7 +9,7 @@ from raycrawl import schemas
 from raycrawl.config import CrawlConfig
 from raycrawl.extract import extract_links
 from raycrawl.fetching import FetchOptions, fetch_feed
-from raycrawl.synthweb import Link
+from raycrawl.synthweb import Link, SyntheticWeb
 from raycrawl.urls import url_info
 
 P = 8
@@ -96,6 +96,33 @@ def test_every_request_yields_one_row(web):
     pages, _ = run(urls, options(fetch_concurrency=3))
     assert sorted(p["url"] for p in pages) == sorted(urls)
     assert all(p["status"] == 200 for p in pages)
+
+
+def test_batches_sharing_a_limit_share_its_requests_in_flight():
+    """A fetch worker runs two batches at once under one ``fetch_concurrency``."""
+    slow = SyntheticWeb(hosts=4, pages_per_host=12, seed=11, latency_s=0.05).start()
+    try:
+        opts = options(fetch_concurrency=3, per_host=4)
+        halves = [[slow.url(Link("p", h, i)) for h in range(4) for i in range(k, k + 4)]
+                  for k in (1, 5)]
+
+        async def both(limit):
+            return await asyncio.gather(*(fetch_feed(feed(urls), opts, limit=limit)
+                                          for urls in halves))
+
+        asyncio.run(both(None))
+        assert slow.max_active_all > 3  # each batch alone keeps 3 in flight
+        slow.max_active_all = 0
+
+        async def shared():
+            return await both(asyncio.Semaphore(opts.concurrency))
+
+        results = asyncio.run(shared())
+        assert slow.max_active_all == 3
+        for (pages, _, _), urls in zip(results, halves):
+            assert sorted(pages.column("url").to_pylist()) == sorted(urls)
+    finally:
+        slow.stop()
 
 
 @pytest.mark.parametrize("body, ctype, expected", [
