@@ -48,12 +48,16 @@ class FetchWorker:
         return await fetch_feed(feed, self.options, self.session, self.limit)
 
 
+_REMOTE_FETCH_WORKER = ray.remote(FetchWorker)
+
+
 class FetchPool:
     """The fetch workers of one DB worker, sized to its share of the CPUs.
 
     All Ray calls on fetch workers are made here.  A worker that dies is restarted by Ray (its
-    batches fail with a ``RayError`` and the DB worker re-runs them); one the pool shrinks away
-    from is killed, and its batches fail the same way.
+    batches fail with a ``RayError`` and the DB worker re-runs them).  When the pool shrinks
+    (the cluster lost CPUs) every worker is replaced: one whose node is gone waits for a CPU
+    to restart on, and may be any of them; its batches fail and run again on the new ones.
     """
 
     def __init__(self, options: FetchOptions, name_prefix: str) -> None:
@@ -70,15 +74,16 @@ class FetchPool:
 
     def resize(self, size: int) -> None:
         """Have ``size`` workers (new ones start in the background)."""
+        if len(self.workers) > size:
+            while self.workers:
+                self.load.pop()
+                ray.kill(self.workers.pop(), no_restart=True)
         while len(self.workers) < size:
-            actor = ray.remote(FetchWorker).options(
+            actor = _REMOTE_FETCH_WORKER.options(
                 **fetcher_options(f"{self.prefix}-{self.created}")).remote(self.options)
             self.created += 1
             self.workers.append(actor)
             self.load.append(0)
-        while len(self.workers) > size:
-            self.load.pop()
-            ray.kill(self.workers.pop(), no_restart=True)
 
     async def fetch(self, feed: pa.RecordBatch) -> tuple[
             pa.RecordBatch, pa.RecordBatch, pa.RecordBatch]:
