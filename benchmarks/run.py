@@ -1,6 +1,6 @@
 """raycrawl side by side with Scrapy and a bare asyncio loop, on one synthetic web, in one run.
 
-    python -m benchmarks.run                  # comparison + latency + scale 10k/100k (~15 min)
+    python -m benchmarks.run                  # comparison + latency on 30k, scale 100k (~20 min)
     python -m benchmarks.run --scale 1000000  # the 1M-URL frontier (raycrawl only, longer)
 
 Every crawler runs against a fresh server of the same web (``benchmarks.web``) and is measured
@@ -274,7 +274,7 @@ def update_readme(name: str, table: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--urls", type=int, default=10_000, help="size of the comparison web")
+    parser.add_argument("--urls", type=int, default=30_000, help="size of the comparison web")
     parser.add_argument("--runners", default="raycrawl,scrapy,bare")
     parser.add_argument("--scale", default="100000",
                         help="comma-separated frontier sizes for raycrawl alone ('' for none)")
