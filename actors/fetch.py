@@ -28,7 +28,7 @@ from raycrawl.fetching import FetchOptions, fetch_feed, open_session
 
 from .options import fetcher_options
 
-BATCHES_PER_WORKER = 2  # overlapping batches per fetch worker (one would idle at its ends)
+BATCHES_PER_WORKER = 3  # overlapping batches per fetch worker (one would idle at its ends)
 
 
 class FetchWorker:

@@ -12,7 +12,6 @@ import time
 import pytest
 import ray
 
-from actors.fetch import BATCHES_PER_WORKER
 from actors.options import NAMESPACE
 from raycrawl import Crawl
 from raycrawl.faults import POINTS
@@ -22,10 +21,11 @@ pytestmark = pytest.mark.ray
 
 SETTINGS = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
             "partitions": 8, "robots": False, "retries": 0, "db_workers": 2,
-            "strategy_workers": 2, "batch_size": 16, "host_batch_cap": 4}
-# DB workers x batches in flight (fetching on the one fetch worker each has on 2 CPUs, and as
-# many handing over) x batch size: what a crash may send to be fetched again.
-IN_FLIGHT = 2 * (2 * BATCHES_PER_WORKER) * 16
+            "strategy_workers": 2, "batch_size": 16, "host_batch_cap": 4,
+            "batches_in_flight": 2}
+# DB workers x batches in flight (two fetching on one fetch worker, as many handing over) x
+# batch size: what a crash may send to be fetched again.
+IN_FLIGHT = 2 * (2 * 2) * 16
 
 
 def slow_web(seed: int) -> SyntheticWeb:
