@@ -79,7 +79,7 @@ class DBWorker:
     strategy workers (which return only once the links are queued) and its pages are recorded
     here; only then is the batch counted as completed.  Its hosts are released when its fetch
     ends (their delay runs from then), so the next batch may take them meanwhile.  Batches
-    fetching are limited to ``batches_in_flight`` (two per fetch worker of ``FetchPool``); a
+    fetching are limited to ``batches_in_flight`` (three per fetch worker of ``FetchPool``); a
     batch handing over its spider log no longer holds a fetch slot (its CPU goes to the next
     fetch), and at most as many again may be handing over.  Robots rules, host health
     (backoff, parking) and per-URL retries are decided here, because this worker is the only
@@ -248,7 +248,7 @@ class DBWorker:
         self.in_flight[batch_id] = task
 
     def _batches_allowed(self) -> int:
-        """``batches_in_flight``, or two per fetch worker, one fetch worker per CPU of this
+        """``batches_in_flight``, or three per fetch worker, one fetch worker per CPU of this
         worker's share of the cluster (re-read every 10 s, so a cluster that grows gets used
         and one that shrinks is not waited for)."""
         wanted = self.config.batches_in_flight

@@ -2,9 +2,9 @@
 
 A fetch worker decides nothing and keeps no crawl state: a spider-feed batch goes in, the spider
 log (pages, links) and the robots.txt fetches it made come out.  It is an actor rather than a
-task so that two batches can overlap on one event loop: a batch alone leaves the CPU idle while
+task so that batches can overlap on one event loop: a batch alone leaves the CPU idle while
 its first requests are out and through its slowest responses, and with network latency that
-idle time was 40% of a batch; the next batch's requests fill it.  The requests in flight stay
+idle time was 40% of a batch; the other batches' requests fill it.  The requests in flight stay
 bounded by ``fetch_concurrency`` per worker, whatever the number of batches it runs.  Between
 batches the worker keeps one HTTP session (keep-alive connections, a third of the requests
 were TCP connects without it).
@@ -28,7 +28,7 @@ from raycrawl.fetching import FetchOptions, fetch_feed, open_session
 
 from .options import fetcher_options
 
-BATCHES_PER_WORKER = 3  # overlapping batches per fetch worker (one would idle at its ends)
+BATCHES_PER_WORKER = 3  # overlapping batches per fetch worker (benchmarks/README.md, step 13)
 
 
 class FetchWorker:

@@ -117,7 +117,9 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
                     key = (p.pid, p.create_time())
                     seen_cpu[key] = times.user + times.system
                     name = _name(p)  # a Ray worker's title changes with its task
-                    if name != "ray::IDLE" or key not in names:
+                    old = names.get(key)
+                    # An exiting process's name is cut to 15 characters: keep the whole one.
+                    if old is None or (name != "ray::IDLE" and not old.startswith(name)):
                         names[key] = name
                     if p.status() == psutil.STATUS_ZOMBIE:
                         continue
@@ -163,8 +165,11 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
 
 
 def _name(p: psutil.Process) -> str:
-    """A process's role: Ray's title (``ray::DBWorker``, ``raylet``) or the script it runs."""
+    """A process's role: Ray's title without the method running (``ray::DBWorker``,
+    ``raylet``) or the script it runs."""
     name = p.name()
+    if name.startswith("ray::"):
+        return name.split(".", 1)[0]
     if name.startswith("python"):
         args = p.cmdline()
         script = next((a for a in args[1:] if not a.startswith("-")), "")

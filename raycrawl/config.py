@@ -52,8 +52,9 @@ class CrawlConfig:
     user_agent: str = "raycrawl/0.1 (+https://github.com/raycrawl/raycrawl)"
     batch_size: int = 128  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
-    # Batches fetching at once per DB worker, two per fetch worker (as many more batches may be
-    # handing over their spider log); None: two per CPU of the DB worker's share of the cluster.
+    # Batches fetching at once per DB worker, three per fetch worker (as many more batches may
+    # be handing over their spider log); None: three per CPU of the DB worker's share of the
+    # cluster.
     batches_in_flight: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0

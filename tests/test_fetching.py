@@ -99,7 +99,7 @@ def test_every_request_yields_one_row(web):
 
 
 def test_batches_sharing_a_limit_share_its_requests_in_flight():
-    """A fetch worker runs two batches at once under one ``fetch_concurrency``."""
+    """A fetch worker runs batches at once under one ``fetch_concurrency``."""
     slow = SyntheticWeb(hosts=4, pages_per_host=12, seed=11, latency_s=0.05).start()
     try:
         opts = options(fetch_concurrency=3, per_host=4)
