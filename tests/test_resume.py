@@ -50,7 +50,8 @@ def test_driver_killed_with_its_ray_then_resumed_on_a_fresh_ray(tmp_path):
     web = slow_web(seed=43)
     out, state = tmp_path / "out", tmp_path / "out" / "state"
     config = tmp_path / "c.toml"
-    config.write_text("retries = 0\nbatch_size = 16\nhost_batch_cap = 4\npoll_interval_s = 0.05\n")
+    config.write_text("retries = 0\nbatch_size = 16\nhost_batch_cap = 4\npoll_interval_s = 0.05\n"
+                      "batches_in_flight = 2\n")  # as in test_faults, so IN_FLIGHT holds
     try:
         driver = subprocess.Popen(
             [sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url, "--out", str(out),
