@@ -1,6 +1,6 @@
 """raycrawl side by side with Scrapy and a bare asyncio loop, on one synthetic web, in one run.
 
-    python -m benchmarks.run                  # comparison + latency on 30k, scale 100k (~20 min)
+    python -m benchmarks.run                  # comparison + latency on 30k, scale 100k (~15 min)
     python -m benchmarks.run --scale 1000000  # the 1M-URL frontier (raycrawl only, longer)
 
 Every crawler runs against a fresh server of the same web (``benchmarks.web``) and is measured
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from typing import Any
 
+from .args import CONCURRENCY, PER_HOST
 from .measure import RunResult, become_subreaper, run_measured, server_stats
 from .web import WebSpec
 
@@ -44,8 +45,8 @@ class Setup:
     0.9x what raycrawl and the bare loop do without latency, so the latency target would
     measure the cap, not the crawler (``results/log/`` keeps the runs at 64)."""
 
-    concurrency: int = 128
-    per_host: int = 4
+    concurrency: int = CONCURRENCY
+    per_host: int = PER_HOST
     timeout_s: float = 1800.0  # per run, at least 100 pages/s of the web's size
     raycrawl_args: tuple[str, ...] = ()
 
