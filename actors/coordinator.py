@@ -17,12 +17,12 @@ from typing import Any
 
 import ray
 
-from raycrawl import schemas
 from raycrawl.config import CrawlConfig
-from raycrawl.control import DBReport, FinishDetector, Phase, Verdict, assign_partitions
 from raycrawl.errors import CrawlStateError, InvalidURL
-from raycrawl.routing import split_by_owner
-from raycrawl.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
+from raycrawl.formats import schemas
+from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
+from raycrawl.frontier.control import DBReport, FinishDetector, Phase, Verdict, assign_partitions
+from raycrawl.frontier.routing import split_by_owner
 from raycrawl.urls import url_info
 
 from . import db_worker, strategy_worker

@@ -16,16 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from raycrawl import schemas
 from raycrawl.config import CrawlConfig
-from raycrawl.faults import crash_point
-from raycrawl.fetching import FetchOptions
-from raycrawl.output import DurableOutput, page_rows
-from raycrawl.queue import Entry, FrontierQueue, HostSlots
-from raycrawl.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.routing import split_by_owner
-from raycrawl.storage import Store, WriteBatch
-from raycrawl.streams import StreamWriter, stream_path
+from raycrawl.fetch.batch import FetchOptions
+from raycrawl.formats import schemas
+from raycrawl.formats.output import DurableOutput, page_rows
+from raycrawl.formats.storage import Store, WriteBatch
+from raycrawl.formats.streams import StreamWriter, stream_path
+from raycrawl.frontier.queue import Entry, FrontierQueue, HostSlots
+from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
+from raycrawl.frontier.routing import split_by_owner
+from raycrawl.testing.faults import crash_point
 
 from .fetch import BATCHES_PER_WORKER, FetchPool
 from .options import FETCHER_CPUS, db_worker_name

@@ -24,7 +24,7 @@ import aiohttp
 import pyarrow as pa
 import ray
 
-from raycrawl.fetching import FetchOptions, fetch_feed, open_session
+from raycrawl.fetch.batch import FetchOptions, fetch_feed, open_session
 
 from .options import fetcher_options
 

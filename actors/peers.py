@@ -14,7 +14,7 @@ import numpy as np
 import ray
 
 from raycrawl.config import CrawlConfig
-from raycrawl.control import assign_partitions, owner_table
+from raycrawl.frontier.control import assign_partitions, owner_table
 
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
 

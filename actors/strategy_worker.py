@@ -10,10 +10,10 @@ import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
-from raycrawl.faults import crash_point
-from raycrawl.routing import split_by_owner
-from raycrawl.storage import Store
-from raycrawl.strategy_runner import StrategyRunner
+from raycrawl.formats.storage import Store
+from raycrawl.frontier.routing import split_by_owner
+from raycrawl.frontier.strategy_runner import StrategyRunner
+from raycrawl.testing.faults import crash_point
 
 from .peers import Peers
 

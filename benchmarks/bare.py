@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.args import runner_arguments
 from raycrawl.errors import InvalidURL
-from raycrawl.extract import extract_links, is_html
+from raycrawl.fetch.extract import extract_links, is_html
 from raycrawl.urls import url_info
 
 _SCHEMA = pa.schema([("url", pa.string()), ("status", pa.int32()), ("depth", pa.int32()),

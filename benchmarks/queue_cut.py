@@ -29,8 +29,8 @@ from collections import deque
 from typing import Any
 
 from raycrawl.config import CrawlConfig
-from raycrawl.queue import Entry, FrontierQueue, HostSlots
-from raycrawl.storage import Store
+from raycrawl.formats.storage import Store
+from raycrawl.frontier.queue import Entry, FrontierQueue, HostSlots
 
 IN_FLIGHT = 6
 

@@ -1,8 +1,8 @@
 """raycrawl: a distributed crawl frontier and crawler on Ray."""
 
-from .api import Crawl
-from .config import CrawlConfig
-from .errors import (
+from raycrawl.api import Crawl
+from raycrawl.config import CrawlConfig
+from raycrawl.errors import (
     ConfigError,
     CrawlStateError,
     DecodeError,
@@ -11,8 +11,8 @@ from .errors import (
     SeedError,
     StrategyError,
 )
-from .models import Request, Response, URLState
-from .strategy import CrawlingStrategy
+from raycrawl.models import Request, Response, URLState
+from raycrawl.strategy import CrawlingStrategy
 
 __all__ = [
     "ConfigError",

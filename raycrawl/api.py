@@ -9,12 +9,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from .config import CrawlConfig, config_from_mapping
-from .errors import CrawlStateError, InvalidURL, SeedError
-from .output import read_pages
-from .statefiles import COORDINATOR, MANIFEST, STATUS, read_json
-from .strategy import load_strategy
-from .urls import canonicalize
+from raycrawl.config import CrawlConfig, config_from_mapping
+from raycrawl.errors import CrawlStateError, InvalidURL, SeedError
+from raycrawl.formats.output import read_pages
+from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
+from raycrawl.strategy import load_strategy
+from raycrawl.urls import canonicalize
 
 TERMINAL_PHASES = ("finished", "stopped", "failed")
 

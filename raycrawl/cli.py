@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from .config import CODECS, LINK_PARSERS
-from .errors import RaycrawlError
+from raycrawl.config import CODECS, LINK_PARSERS
+from raycrawl.errors import RaycrawlError
 
 
 class _Parser(argparse.ArgumentParser):

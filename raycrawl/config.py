@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import ConfigError
-from .faults import POINTS
+from raycrawl.errors import ConfigError
+from raycrawl.testing.faults import POINTS
 
 CODECS = ("msgpack", "json")
-LINK_PARSERS = ("lexbor", "parsel")  # the names raycrawl.extract knows
+LINK_PARSERS = ("lexbor", "parsel")  # the names raycrawl.fetch.extract knows
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class CrawlConfig:
     max_segment_repeats: int = 3  # a path segment repeated more often marks a trap
     max_query_variants: int = 500  # URLs per (host, path, query keys) before it is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
-    crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.faults
+    crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, why: str) -> None:

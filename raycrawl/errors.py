@@ -12,7 +12,7 @@
                                   lifecycle phase (api.py, actors/)
 
 Expected per-URL failures (404, timeout, too large, refused address) are not exceptions: they
-are values in the spider-log batch (the ``error`` column), see ``raycrawl.fetching``.
+are values in the spider-log batch (the ``error`` column), see ``ErrorKind`` below.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
-from .config import CrawlConfig
-from .errors import StrategyError
-from .models import Request, Response, URLState
+from raycrawl.config import CrawlConfig
+from raycrawl.errors import StrategyError
+from raycrawl.models import Request, Response, URLState
 
 ScheduleSink = Callable[[Request, float, bool], None]
 

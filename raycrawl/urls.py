@@ -19,7 +19,7 @@ import xxhash
 import yarl
 from w3lib.url import canonicalize_url
 
-from .errors import InvalidURL
+from raycrawl.errors import InvalidURL
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from raycrawl.storage import Store
-from raycrawl.synthweb import SyntheticWeb
+from raycrawl.formats.storage import Store
+from raycrawl.testing.synthweb import SyntheticWeb
 
 
 @pytest.fixture(scope="session")

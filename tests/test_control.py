@@ -1,6 +1,6 @@
 """Finish detection and partition assignment, without Ray."""
 
-from raycrawl.control import (
+from raycrawl.frontier.control import (
     DBReport,
     FinishDetector,
     Phase,

@@ -14,9 +14,9 @@ import ray
 
 from raycrawl import Crawl
 from raycrawl.api import read_status
+from raycrawl.formats.streams import read_stream, stream_path
 from raycrawl.strategy import CrawlingStrategy
-from raycrawl.streams import read_stream, stream_path
-from raycrawl.synthweb import Link, SyntheticWeb
+from raycrawl.testing.synthweb import Link, SyntheticWeb
 
 pytestmark = pytest.mark.ray
 

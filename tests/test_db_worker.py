@@ -6,11 +6,11 @@ import pyarrow as pa
 import pytest
 
 from actors.db_worker import DBWorker, _ended_rows
-from raycrawl import schemas
 from raycrawl.config import CrawlConfig
-from raycrawl.output import read_pages
-from raycrawl.queue import Entry
-from raycrawl.robots import RobotsPolicy
+from raycrawl.formats import schemas
+from raycrawl.formats.output import read_pages
+from raycrawl.frontier.queue import Entry
+from raycrawl.frontier.robots import RobotsPolicy
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import ray
 
 from actors.options import NAMESPACE
 from raycrawl import Crawl
-from raycrawl.faults import POINTS
-from raycrawl.synthweb import SyntheticWeb
+from raycrawl.testing.faults import POINTS
+from raycrawl.testing.synthweb import SyntheticWeb
 
 pytestmark = pytest.mark.ray
 

@@ -5,11 +5,11 @@ import socket
 
 import pytest
 
-from raycrawl import schemas
 from raycrawl.config import CrawlConfig
-from raycrawl.extract import extract_links
-from raycrawl.fetching import FetchOptions, fetch_feed
-from raycrawl.synthweb import Link, SyntheticWeb
+from raycrawl.fetch.batch import FetchOptions, fetch_feed
+from raycrawl.fetch.extract import extract_links
+from raycrawl.formats import schemas
+from raycrawl.testing.synthweb import Link, SyntheticWeb
 from raycrawl.urls import url_info
 
 P = 8

@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from raycrawl.netguard import AddressGuard, classify
+from raycrawl.fetch.netguard import AddressGuard, classify
 
 
 @pytest.mark.parametrize("address, kind", [

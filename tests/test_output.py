@@ -2,9 +2,9 @@
 
 import pyarrow as pa
 
-from raycrawl import schemas
-from raycrawl.output import DurableOutput, page_rows, read_pages
-from raycrawl.storage import Store
+from raycrawl.formats import schemas
+from raycrawl.formats.output import DurableOutput, page_rows, read_pages
+from raycrawl.formats.storage import Store
 
 
 def rows(urls):

@@ -2,8 +2,8 @@
 
 import time
 
-from raycrawl.queue import Entry, FrontierQueue, HostSlots
-from raycrawl.storage import Store
+from raycrawl.formats.storage import Store
+from raycrawl.frontier.queue import Entry, FrontierQueue, HostSlots
 
 
 def entry(i, host="a.com", depth=0, score=1.0):

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from raycrawl import Crawl
-from raycrawl.synthweb import SyntheticWeb
+from raycrawl.testing.synthweb import SyntheticWeb
 from tests.hostile import BROKEN, DEAD, DEAD_URLS, FORBIDDEN, MAIN, PLAIN, RULES, HostileWeb
 
 pytestmark = pytest.mark.ray

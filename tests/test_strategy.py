@@ -3,13 +3,13 @@
 import pyarrow as pa
 import pytest
 
-from raycrawl import schemas
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import StrategyError
+from raycrawl.formats import schemas
+from raycrawl.formats.storage import Store
+from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.models import URLState
-from raycrawl.storage import Store
 from raycrawl.strategy import CrawlingStrategy, load_strategy
-from raycrawl.strategy_runner import StrategyRunner
 from raycrawl.urls import url_info
 
 P = 4

@@ -4,8 +4,8 @@ import pytest
 
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import DecodeError
+from raycrawl.formats.streams import StreamWriter, read_stream, replay
 from raycrawl.strategy import CrawlingStrategy
-from raycrawl.streams import StreamWriter, read_stream, replay
 from tests.test_strategy import spider_log
 
 

@@ -5,9 +5,9 @@ import zlib
 
 import pytest
 
-from raycrawl.decoding import BodyDecoder, UnsupportedEncoding
-from raycrawl.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.traps import TrapGuard, repeated_segments
+from raycrawl.fetch.decoding import BodyDecoder, UnsupportedEncoding
+from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
+from raycrawl.frontier.traps import TrapGuard, repeated_segments
 
 
 def test_repeated_path_segments_are_a_trap(store):

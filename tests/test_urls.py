@@ -102,7 +102,7 @@ def test_resolve_canonicalises_like_urljoin():
     import random
     from urllib.parse import urljoin
 
-    from raycrawl.extract import resolve
+    from raycrawl.fetch.extract import resolve
 
     def canon(url):
         try:

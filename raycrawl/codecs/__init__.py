@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import ConfigError
+from raycrawl.errors import ConfigError
 
 __all__ = ["codec_module"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import DecodeError
-from ..models import Request, Response
+from raycrawl.errors import DecodeError
+from raycrawl.models import Request, Response
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_ITEMS = 1_000_000  # longest array (links, seeds) a message may hold

@@ -20,9 +20,9 @@ import binascii
 import json
 from typing import Any
 
-from ..errors import DecodeError
-from ..models import Request, Response
-from . import _common as c
+from raycrawl.codecs import _common as c
+from raycrawl.errors import DecodeError
+from raycrawl.models import Request, Response
 
 __all__ = ["Decoder", "Encoder"]
 

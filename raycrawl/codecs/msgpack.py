@@ -21,9 +21,9 @@ from typing import Any
 
 import msgpack
 
-from ..errors import DecodeError
-from ..models import Request, Response
-from . import _common as c
+from raycrawl.codecs import _common as c
+from raycrawl.errors import DecodeError
+from raycrawl.models import Request, Response
 
 __all__ = ["Decoder", "Encoder"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .storage import Store, WriteBatch, read_u64, sortable_float, u64
+from raycrawl.formats.storage import Store, WriteBatch, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C = b"q", b"f", b"l", b"p", b"c"
 

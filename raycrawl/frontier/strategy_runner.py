@@ -13,13 +13,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import schemas
-from .config import CrawlConfig
-from .models import Request, Response, URLState
-from .states import URLStates
-from .storage import Store
-from .strategy import CrawlingStrategy, load_strategy
-from .traps import TrapGuard
+from raycrawl.config import CrawlConfig
+from raycrawl.formats import schemas
+from raycrawl.formats.storage import Store
+from raycrawl.frontier.states import URLStates
+from raycrawl.frontier.traps import TrapGuard
+from raycrawl.models import Request, Response, URLState
+from raycrawl.strategy import CrawlingStrategy, load_strategy
 
 
 class StrategyRunner:

@@ -13,7 +13,7 @@ from parsel import Selector
 from selectolax.lexbor import LexborHTMLParser
 from w3lib.encoding import html_to_unicode
 
-from .config import LINK_PARSERS
+from raycrawl.config import LINK_PARSERS
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _HREFS = "//a/@href | //area/@href"

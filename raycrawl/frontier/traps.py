@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import xxhash
 
-from .storage import Store, u64
+from raycrawl.formats.storage import Store, u64
 
 _SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape
 _HOST = b"h"  # h <hash of host> -> URLs of the host scheduled

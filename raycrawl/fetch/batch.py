@@ -34,15 +34,21 @@ import aiohttp
 import pyarrow as pa
 import yarl
 
-from . import schemas
-from .config import CrawlConfig
-from .decoding import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
-from .errors import InvalidURL
-from .extract import extract_links, is_html
-from .faults import crash_point
-from .netguard import AddressGuard, BlockedAddress, GuardedResolver
-from .robots import MAX_ROBOTS_BYTES, RobotsKind, RobotsPolicy, agent_token, origin_of
-from .urls import url_info
+from raycrawl.config import CrawlConfig
+from raycrawl.errors import InvalidURL
+from raycrawl.fetch.decoding import ACCEPT_ENCODING, BodyDecoder, UnsupportedEncoding
+from raycrawl.fetch.extract import extract_links, is_html
+from raycrawl.fetch.netguard import AddressGuard, BlockedAddress, GuardedResolver
+from raycrawl.formats import schemas
+from raycrawl.frontier.robots import (
+    MAX_ROBOTS_BYTES,
+    RobotsKind,
+    RobotsPolicy,
+    agent_token,
+    origin_of,
+)
+from raycrawl.testing.faults import crash_point
+from raycrawl.urls import url_info
 
 MAX_ROBOTS_REDIRECTS = 5  # RFC 9309
 KEEPALIVE_S = 5.0  # idle connections kept between batches (below common server timeouts)

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from .errors import CrawlStateError
+from raycrawl.errors import CrawlStateError
 
 MANIFEST = "manifest.json"
 COORDINATOR = "coordinator.json"

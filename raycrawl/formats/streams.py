@@ -16,11 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from .codecs import codec_module
-from .codecs._common import MAX_MESSAGE_BYTES
-from .errors import DecodeError
-from .models import Request, Response
-from .strategy import CrawlingStrategy
+from raycrawl.codecs import codec_module
+from raycrawl.codecs._common import MAX_MESSAGE_BYTES
+from raycrawl.errors import DecodeError
+from raycrawl.models import Request, Response
+from raycrawl.strategy import CrawlingStrategy
 
 _LEN = struct.Struct(">I")
 

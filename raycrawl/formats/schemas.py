@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .urls import URLInfo
+from raycrawl.urls import URLInfo
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 URL_LIST = pa.list_(pa.string())

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from . import schemas
-from .storage import Store, WriteBatch, read_u64, u64
+from raycrawl.formats import schemas
+from raycrawl.formats.storage import Store, WriteBatch, read_u64, u64
 
 _PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
 
