@@ -11,11 +11,15 @@ from typing import Any
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.frontier.control import Phase
+from raycrawl.frontier.reports import CrawlStatus, SeedReply
 
 from . import coordinator
 from .options import NAMESPACE, actor_options, coordinator_name
 
 log = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 120.0  # a control call the coordinator does not answer in time raises
 
 
 def connect(address: str | None, **init_options: Any) -> None:
@@ -29,20 +33,22 @@ def connect(address: str | None, **init_options: Any) -> None:
 
 
 class CoordinatorHandle:
-    """A crawl's coordinator actor, called synchronously from the driver."""
+    """A crawl's coordinator actor, called synchronously from the driver (typed methods, each
+    with a bound on how long it waits)."""
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
     @classmethod
     def launch(cls, config: CrawlConfig, seeds: list[str], generation: int = 1) -> tuple[
-            CoordinatorHandle, dict[str, Any]]:
+            CoordinatorHandle, SeedReply]:
         """Create the coordinator (detached: the crawl outlives its driver) and start it."""
         actor = coordinator.remote_class().options(
             **actor_options(coordinator_name(config.crawl_id))).remote(config, generation)
         handle = cls(actor)
         try:
-            return handle, handle.call("start", seeds)
+            reply: SeedReply = handle._get(actor.start.remote(seeds))
+            return handle, reply
         except BaseException:  # don't leave a detached coordinator behind
             handle.abandon()
             raise
@@ -54,8 +60,33 @@ class CoordinatorHandle:
         except ValueError:
             return None
 
-    def call(self, method: str, *args: Any, timeout: float | None = 120.0) -> Any:
-        return ray.get(getattr(self.actor, method).remote(*args), timeout=timeout)
+    @staticmethod
+    def _get(ref: Any, timeout: float | None = CALL_TIMEOUT_S) -> Any:
+        return ray.get(ref, timeout=timeout)
+
+    def status(self) -> CrawlStatus:
+        status: CrawlStatus = self._get(self.actor.status.remote())
+        return status
+
+    def add_seeds(self, urls: list[str]) -> SeedReply:
+        reply: SeedReply = self._get(self.actor.add_seeds.remote(urls))
+        return reply
+
+    def pause(self) -> Phase:
+        phase: Phase = self._get(self.actor.pause.remote())
+        return phase
+
+    def resume(self) -> Phase:
+        phase: Phase = self._get(self.actor.resume.remote())
+        return phase
+
+    def stop(self) -> Phase:
+        """Returns once the batches in flight are drained (however long that takes)."""
+        phase: Phase = self._get(self.actor.stop.remote(), timeout=None)
+        return phase
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self._get(self.actor.shutdown.remote(), timeout=timeout)
 
     def alive(self) -> bool:
         """Whether the coordinator answers (a dead cluster's leftovers do not)."""
@@ -72,8 +103,7 @@ class CoordinatorHandle:
         """End a crawl whose start failed: shut its workers down if the coordinator still
         answers, then kill the coordinator."""
         try:
-            self.call("shutdown", timeout=30)
+            self.shutdown(timeout=30)
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
             log.warning("coordinator did not shut down cleanly: %s", exc)
         self.kill()
-

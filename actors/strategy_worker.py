@@ -11,6 +11,7 @@ import ray
 
 from raycrawl.config import CrawlConfig
 from raycrawl.formats.storage import Store
+from raycrawl.frontier.reports import StrategyWorkerReport
 from raycrawl.frontier.routing import split_by_owner
 from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.testing.faults import crash_point
@@ -49,7 +50,7 @@ class StrategyWorker:
         self._crash("strategy-worker.decided")
         try:
             parts = split_by_owner(scoring, self.peers.db_owner)
-            await asyncio.gather(*(self.peers.db_worker(w).enqueue.remote(part)
+            await asyncio.gather(*(self.peers.db_worker(w).enqueue(part)
                                    for w, part in parts.items()))
         except BaseException:
             self.runner.discard()
@@ -58,8 +59,8 @@ class StrategyWorker:
         self.runner.commit()
         return scoring.num_rows
 
-    def stats(self) -> dict[str, Any]:
-        return {"strategy_finished": self.runner.strategy.finished(), **self.runner.counters}
+    def report(self) -> StrategyWorkerReport:
+        return self.runner.report()
 
     def _crash(self, point: str) -> None:
         crash_point(point, self.config.crash_points, self.config.state_dir)

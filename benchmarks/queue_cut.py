@@ -30,7 +30,8 @@ from typing import Any
 
 from raycrawl.config import CrawlConfig
 from raycrawl.formats.storage import Store
-from raycrawl.frontier.queue import Entry, FrontierQueue, HostSlots
+from raycrawl.frontier.politeness import HostSlots
+from raycrawl.frontier.queue import Entry, FrontierQueue
 
 IN_FLIGHT = 6
 
@@ -70,7 +71,10 @@ def drain(entries: list[Entry], path: str, from_first_key: bool,
             in_flight.append((batch_id, got))
         if len(in_flight) >= IN_FLIGHT or (in_flight and not got):
             done_id, done = in_flight.popleft()
-            queue.complete(done_id, [e.fingerprint for e in done])
+            wb = queue.store.batch()
+            completion = queue.complete(wb, done_id, [e.fingerprint for e in done])
+            queue.store.write(wb)
+            queue.apply(completion)
             slots.release({e.host for e in done}, time.monotonic())
         if taken - mark >= step or not (queue.queued or in_flight):
             rows.append({"taken": taken, "urls": taken - mark, "ms_per_cut": 1e3 * cpu / cuts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -13,10 +13,13 @@ from raycrawl.config import CrawlConfig, config_from_mapping
 from raycrawl.errors import CrawlStateError, InvalidURL, SeedError
 from raycrawl.formats.output import read_pages
 from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
+from raycrawl.frontier.control import Phase
+from raycrawl.frontier.reports import CrawlStatus, SeedReply
 from raycrawl.strategy import load_strategy
 from raycrawl.urls import canonicalize
 
-TERMINAL_PHASES = ("finished", "stopped", "failed")
+if TYPE_CHECKING:
+    from actors.handles import CoordinatorHandle
 
 
 def read_seeds_file(path: str, strategy: str = "bfs") -> list[str]:
@@ -41,14 +44,14 @@ class Crawl:
         if config is not None and settings:
             raise TypeError("pass either a CrawlConfig or keyword settings, not both")
         self.config = config if config is not None else config_from_mapping(settings)
-        self._handle: Any = None
-        self.seed_report: dict[str, Any] = {}
+        self._handle: CoordinatorHandle | None = None
+        self.seed_report = SeedReply()
 
     @property
     def crawl_id(self) -> str:
         return self.config.crawl_id
 
-    def _coordinator(self) -> Any:
+    def _coordinator(self) -> CoordinatorHandle:
         if self._handle is None:
             raise CrawlStateError("the crawl is not started; call start() first")
         return self._handle
@@ -86,27 +89,29 @@ class Crawl:
                 raise SeedError(f"invalid seed URL: {exc}") from None
         return seeds
 
-    def stats(self) -> dict[str, Any]:
-        """fetched, queued, in flight, errors (by kind), pages/s, per-worker reports."""
-        return self._coordinator().call("status")
+    def stats(self) -> CrawlStatus:
+        """fetched, queued, in flight, errors (by kind), pages/s, per-worker reports; read as
+        attributes or as a mapping (``stats["fetched"]``)."""
+        return self._coordinator().status()
 
-    def add_seeds(self, urls: list[str]) -> dict[str, Any]:
-        return self._coordinator().call("add_seeds", list(urls))
+    def add_seeds(self, urls: list[str]) -> SeedReply:
+        """Queue more seeds; returns how many were accepted and the invalid ones with why."""
+        return self._coordinator().add_seeds(list(urls))
 
-    def pause(self) -> str:
-        return self._coordinator().call("pause")
+    def pause(self) -> Phase:
+        return self._coordinator().pause()
 
-    def resume(self) -> str:
-        return self._coordinator().call("resume")
+    def resume(self) -> Phase:
+        return self._coordinator().resume()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self) -> CrawlStatus:
         """Drain batches in flight, write all output, end the actors."""
-        self._coordinator().call("stop", timeout=None)
+        self._coordinator().stop()
         return self.shutdown()
 
     def wait(self, timeout: float | None = None,
-             progress: Callable[[dict[str, Any]], None] | None = None,
-             interval_s: float = 1.0) -> dict[str, Any]:
+             progress: Callable[[CrawlStatus], None] | None = None,
+             interval_s: float = 1.0) -> CrawlStatus:
         """Block until the crawl ends, then end its actors; returns the final stats.
 
         ``progress`` is called with the stats every ``interval_s``.  On ``timeout`` the crawl
@@ -115,20 +120,20 @@ class Crawl:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             stats = self.stats()
-            if stats.get("phase") in TERMINAL_PHASES:
+            if stats.phase.terminal:
                 break
             if progress is not None:
                 progress(stats)
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"crawl {self.crawl_id} still {stats.get('phase')}")
+                raise TimeoutError(f"crawl {self.crawl_id} still {stats.phase}")
             time.sleep(interval_s)
         return self.shutdown()
 
-    def shutdown(self) -> dict[str, Any]:
+    def shutdown(self) -> CrawlStatus:
         """End the crawl's actors (stopping it first if needed); the state stays on disk."""
         coordinator = self._coordinator()
-        coordinator.call("shutdown", timeout=None)
-        stats = coordinator.call("status")
+        coordinator.shutdown()
+        stats = coordinator.status()
         coordinator.kill()
         self._handle = None
         return stats
@@ -160,7 +165,7 @@ class Crawl:
             crawl._handle = handle
             return crawl
         last = read_json(state_dir, COORDINATOR)
-        if last.get("phase") == "finished":
+        if last.get("phase") == Phase.FINISHED:
             raise CrawlStateError(f"crawl {crawl.crawl_id} has finished; its pages are in "
                                   f"{config.pages_dir}")
         crawl._handle, crawl.seed_report = CoordinatorHandle.launch(
@@ -172,5 +177,6 @@ def read_manifest(state_dir: str) -> dict[str, Any]:
     return read_json(state_dir, MANIFEST)
 
 
-def read_status(state_dir: str) -> dict[str, Any]:
-    return read_json(state_dir, STATUS)
+def read_status(state_dir: str) -> CrawlStatus:
+    """The last status the coordinator wrote to ``state_dir/status.json``."""
+    return CrawlStatus.from_dict(read_json(state_dir, STATUS))

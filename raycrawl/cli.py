@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 
 from raycrawl.config import CODECS, LINK_PARSERS
 from raycrawl.errors import RaycrawlError
+from raycrawl.frontier.control import Phase
+from raycrawl.frontier.reports import CrawlStatus
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from .config import config_from_mapping, read_toml
+    from raycrawl.config import config_from_mapping, read_toml
 
     values: dict[str, Any] = read_toml(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items()
@@ -87,24 +89,22 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return config_from_mapping(values)
 
 
-def _progress(stats: dict[str, Any]) -> None:
-    print(f"[{stats.get('elapsed_s', 0):6.1f}s] {stats.get('phase')}: "
-          f"fetched {stats.get('fetched', 0)}, queued {stats.get('queued', 0)}, "
-          f"in flight {stats.get('in_flight_batches', 0)} batches, "
-          f"errors {stats.get('errors', 0)}, {stats.get('pages_per_s', 0)} pages/s", flush=True)
+def _progress(s: CrawlStatus) -> None:
+    print(f"[{s.elapsed_s:6.1f}s] {s.phase}: fetched {s.fetched}, queued {s.queued}, "
+          f"in flight {s.in_flight_batches} batches, errors {s.errors}, "
+          f"{s.pages_per_s} pages/s", flush=True)
 
 
-def _summary(stats: dict[str, Any]) -> str:
-    kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.get("error_kinds", {}).items()))
-    pages = os.path.join(str(stats.get("out")), "pages")
-    return (f"crawl {stats.get('crawl_id')} {stats.get('phase')} ({stats.get('reason')}): "
-            f"{stats.get('fetched', 0)} URLs fetched in {stats.get('elapsed_s', 0)} s, "
-            f"{stats.get('errors', 0)} errors{f' ({kinds})' if kinds else ''}; "
-            f"{stats.get('rows_written', 0)} rows in {pages}")
+def _summary(s: CrawlStatus) -> str:
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.error_kinds.items()))
+    pages = os.path.join(s.out, "pages")
+    return (f"crawl {s.crawl_id} {s.phase} ({s.reason}): {s.fetched} URLs fetched in "
+            f"{s.elapsed_s} s, {s.errors} errors{f' ({kinds})' if kinds else ''}; "
+            f"{s.rows_written} rows in {pages}")
 
 
-def run_crawl(config: Any, quiet: bool = False) -> dict[str, Any]:
-    from .api import Crawl
+def run_crawl(config: Any, quiet: bool = False) -> CrawlStatus:
+    from raycrawl.api import Crawl
 
     crawl = Crawl(config)
     crawl.check()  # bad seeds or strategy fail here, before Ray starts
@@ -114,7 +114,7 @@ def run_crawl(config: Any, quiet: bool = False) -> dict[str, Any]:
     return _follow(crawl, quiet)
 
 
-def _follow(crawl: Any, quiet: bool) -> dict[str, Any]:
+def _follow(crawl: Any, quiet: bool) -> CrawlStatus:
     """Wait for the crawl with progress lines; Ctrl-C stops it cleanly."""
     try:
         return crawl.wait(progress=None if quiet else _progress, interval_s=2.0)
@@ -124,27 +124,27 @@ def _follow(crawl: Any, quiet: bool) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .api import read_status
+    from raycrawl.api import read_status
 
     s = read_status(args.state)
-    age = time.time() - float(s.get("updated_at", 0))
+    age = time.time() - s.updated_at
     print(_summary(s))
-    print(f"queued {s.get('queued', 0)}, in flight {s.get('in_flight_batches', 0)} batches, "
-          f"{s.get('pages_per_s', 0)} pages/s, depth gate {s.get('depth_gate')}, "
+    print(f"queued {s.queued}, in flight {s.in_flight_batches} batches, retries {s.retries}, "
+          f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
-    for i, w in enumerate(s.get("db_workers", [])):
-        print(f"  db-worker-{i}: queued {w['queued']}, in flight {w['in_flight']}, "
-              f"fetched {w['fetched']}, errors {w['errors']}")
-    for i, w in enumerate(s.get("strategy_workers", [])):
-        print(f"  strategy-worker-{i}: crawled {w.get('pages_crawled', 0)}, "
-              f"request errors {w.get('request_errors', 0)}, scheduled {w.get('scheduled', 0)}")
+    for i, w in enumerate(s.db_workers):
+        print(f"  db-worker-{i}: queued {w.queued}, in flight {w.in_flight}, "
+              f"fetched {w.fetched}, errors {w.errors}")
+    for i, sw in enumerate(s.strategy_workers):
+        print(f"  strategy-worker-{i}: crawled {sw.pages_crawled}, "
+              f"request errors {sw.request_errors}, scheduled {sw.scheduled}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config import CrawlConfig
-    from .output import read_pages
-    from .synthweb import SyntheticWeb
+    from raycrawl.config import CrawlConfig
+    from raycrawl.formats.output import read_pages
+    from raycrawl.testing.synthweb import SyntheticWeb
 
     web = SyntheticWeb(hosts=args.hosts, pages_per_host=args.pages).start()
     try:
@@ -170,12 +170,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"{len(urls)} rows for {len(expected)} reachable URLs: {len(missing)} missing, "
           f"{dupes} duplicates, {len(unexpected)} unexpected requests; "
           f"{len(urls) / elapsed:.0f} pages/s end to end ({elapsed:.1f} s with Ray start-up)")
-    ok = not missing and not dupes and not unexpected and stats.get("phase") == "finished"
+    ok = not missing and not dupes and not unexpected and stats.phase is Phase.FINISHED
     return 0 if ok else 1
 
 
 def cmd_synthweb(args: argparse.Namespace) -> int:
-    from .synthweb import SyntheticWeb
+    from raycrawl.testing.synthweb import SyntheticWeb
 
     web = SyntheticWeb(hosts=args.hosts, pages_per_host=args.pages, seed=args.seed).start()
     print(f"serving {args.hosts} hosts x {args.pages} pages; "
@@ -198,15 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "crawl":
             stats = run_crawl(config_from_args(args), quiet=args.quiet)
             print(_summary(stats))
-            return 0 if stats.get("phase") == "finished" else 1
+            return 0 if stats.phase is Phase.FINISHED else 1
         if args.command == "resume":
-            from .api import Crawl
+            from raycrawl.api import Crawl
 
             crawl = Crawl.attach(args.state, address=args.address)
             print(f"crawl {crawl.crawl_id} resumed from {args.state}", flush=True)
             stats = _follow(crawl, args.quiet)
             print(_summary(stats))
-            return 0 if stats.get("phase") == "finished" else 1
+            return 0 if stats.phase is Phase.FINISHED else 1
         if args.command == "status":
             return cmd_status(args)
         if args.command == "demo":

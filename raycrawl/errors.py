@@ -12,10 +12,13 @@
                                   lifecycle phase (api.py, actors/)
 
 Expected per-URL failures (404, timeout, too large, refused address) are not exceptions: they
-are values in the spider-log batch (the ``error`` column), see ``ErrorKind`` below.
+are values in the spider-log batch and in ``OUT/pages`` (the ``error`` column): the kinds of
+:class:`ErrorKind`, the one list of them (the README's table is checked against it).
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class RaycrawlError(Exception):
@@ -44,3 +47,48 @@ class StrategyError(RaycrawlError):
 
 class CrawlStateError(RaycrawlError):
     """A state directory holds no crawl, or a control call came in the wrong phase."""
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a URL ended without a usable page: the ``error`` column of ``OUT/pages``.
+
+    A member is its string (``ErrorKind.TIMEOUT == "timeout"``), so rows, counters and JSON hold
+    plain words.  :attr:`retryable` kinds get another attempt (``retries``) and back the host off;
+    :attr:`fetched` kinds come from a request the crawler sent (they count as an attempt and say
+    something of the host's health); the others ended the URL before any request.
+    """
+
+    TIMEOUT = "timeout"  # connect, read or total timeout (a slow drip is cut off)
+    CONNECTION = "connection"  # refused, reset, unreachable, DNS failure
+    BLOCKED_ADDRESS = "blocked-address"  # the address guard refused the host's address
+    TOO_LARGE = "too-large"  # the (decoded) body exceeded max_body_bytes (status kept)
+    BAD_RESPONSE = "bad-response"  # the server broke HTTP or sent an encoding we do not decode
+    BAD_REDIRECT = "bad-redirect"  # a 3xx whose Location cannot be resolved (status kept)
+    REDIRECT_LOOP = "redirect-loop"  # a 3xx back into its own redirect chain (status kept)
+    TOO_MANY_REDIRECTS = "too-many-redirects"  # a chain longer than max_redirects (status kept)
+    INVALID_URL = "invalid-url"  # the URL could not be requested
+    ROBOTS = "robots"  # robots.txt disallows the URL; not fetched
+    ROBOTS_UNAVAILABLE = "robots-unavailable"  # robots.txt answered 5xx or not at all
+    HOST_UNREACHABLE = "host-unreachable"  # the host was parked after failing batches in a row
+    TRAP = "trap"  # a crawler-trap URL shape (repeated segments, query variants)
+    HOST_BUDGET = "host-budget"  # over max_pages_per_host
+    FETCH_TASK_FAILED = "fetch-task-failed"  # fetched alone, the URL killed its fetch worker
+    QUARANTINED = "quarantined"  # in flight at fetch_retries deaths of its DB worker
+    INTERNAL_ERROR = "internal-error"  # its batch kept failing in raycrawl itself
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt, after a backoff: the cause may pass."""
+        return self in _RETRYABLE
+
+    @property
+    def fetched(self) -> bool:
+        """The crawler sent (or tried to send) a request for the URL itself."""
+        return self not in _NOT_FETCHED
+
+
+_RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.ROBOTS_UNAVAILABLE})
+_NOT_FETCHED = frozenset({
+    ErrorKind.BLOCKED_ADDRESS, ErrorKind.ROBOTS, ErrorKind.ROBOTS_UNAVAILABLE,
+    ErrorKind.HOST_UNREACHABLE, ErrorKind.TRAP, ErrorKind.HOST_BUDGET,
+    ErrorKind.FETCH_TASK_FAILED, ErrorKind.QUARANTINED, ErrorKind.INTERNAL_ERROR})

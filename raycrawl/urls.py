@@ -72,11 +72,12 @@ def _canonical(url: str) -> tuple[str, str]:
         parsed = yarl.URL(canonicalize_url(text), encoded=True)
     except (ValueError, UnicodeError) as exc:
         raise InvalidURL(f"unparsable URL {url!r}: {exc}") from None
-    if not parsed.raw_host:
+    raw_host = parsed.raw_host
+    if not raw_host:
         raise InvalidURL(f"URL has no host: {url!r}")
     if parsed.explicit_port is not None and parsed.explicit_port == _DEFAULT_PORTS[parsed.scheme]:
         parsed = parsed.with_port(None)
-    return str(parsed), parsed.raw_host.lower()
+    return str(parsed), raw_host.lower()
 
 
 def host_of(canonical_url: str) -> str:

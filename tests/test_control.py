@@ -1,17 +1,17 @@
 """Finish detection and partition assignment, without Ray."""
 
 from raycrawl.frontier.control import (
-    DBReport,
     FinishDetector,
     Phase,
     Verdict,
     assign_partitions,
     owner_table,
 )
+from raycrawl.frontier.reports import DBWorkerReport
 
 
 def idle(activity, queued=0, at_gate=0):
-    return DBReport(queued=queued, queued_at_gate=at_gate, in_flight=0, activity=activity)
+    return DBWorkerReport(queued=queued, queued_at_gate=at_gate, in_flight=0, activity=activity)
 
 
 def test_assignment_covers_every_partition_once():
@@ -38,7 +38,7 @@ def test_work_moved_between_reads_is_not_mistaken_for_the_end():
 
 def test_in_flight_or_pending_control_blocks_finish():
     d = FinishDetector(layered=False)
-    busy = DBReport(0, 0, 1, 3)
+    busy = DBWorkerReport(queued=0, queued_at_gate=0, in_flight=1, activity=3)
     for _ in range(3):
         assert d.observe([busy], 0, None, False) is Verdict.CONTINUE
     for _ in range(3):

@@ -1,21 +1,21 @@
-"""The DB worker's decisions (triage, retries, host health) on the plain class, without Ray."""
+"""The DB shard's decisions (triage, retries, host health, restart) without Ray."""
 
 import dataclasses
 
 import pyarrow as pa
 import pytest
 
-from actors.db_worker import DBWorker, _ended_rows
 from raycrawl.config import CrawlConfig
 from raycrawl.formats import schemas
 from raycrawl.formats.output import read_pages
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.robots import RobotsPolicy
+from raycrawl.frontier.shard import DBShard, ended_rows
 
 
 @pytest.fixture
 def worker(tmp_path):
-    w = DBWorker(CrawlConfig(out=str(tmp_path), retries=1, host_park_after=2,
+    w = DBShard(CrawlConfig(out=str(tmp_path), retries=1, host_park_after=2,
                              retry_backoff_s=1.0, delay_s=0.0), 0)
     yield w
     w.close()
@@ -27,7 +27,7 @@ def entry(i, host="h.com", attempts=0):
 
 def with_outcomes(entries, outcomes):
     """Spider-log rows for entries with (status, error, retry_after) outcomes."""
-    rows = _ended_rows([(e, "x") for e in entries]).to_pydict()
+    rows = ended_rows([(e, "x") for e in entries]).to_pydict()
     rows["status"] = [o[0] for o in outcomes]
     rows["error"] = [o[1] for o in outcomes]
     rows["retry_after_s"] = [o[2] for o in outcomes]
@@ -36,7 +36,7 @@ def with_outcomes(entries, outcomes):
 
 def test_retryable_outcomes_get_one_more_attempt(worker):
     es = [entry(0), entry(1), entry(2), entry(3, attempts=1)]
-    pages, retry = worker._retries(with_outcomes(es, [
+    pages, retry = worker.settle(with_outcomes(es, [
         (503, None, 30.0), (None, "timeout", None), (404, None, None), (500, None, None)]), es)
     assert [e.fingerprint for e in retry] == [1, 2]
     assert [e.attempts for e in retry] == [1, 1]
@@ -48,9 +48,10 @@ def test_retryable_outcomes_get_one_more_attempt(worker):
 def test_unreachable_host_parks_and_its_urls_end(worker):
     for _ in range(2):
         es = [entry(0), entry(1)]
-        worker._retries(with_outcomes(es, [(None, "connection", None)] * 2), es)
+        worker.settle(with_outcomes(es, [(None, "connection", None)] * 2), es)
     assert worker.slots.parked == {"h.com": "host-unreachable"}
-    fetch, ended = worker._triage([entry(5), entry(6, host="ok.com")])
+    triage = worker.triage([entry(5), entry(6, host="ok.com")])
+    fetch, ended = triage.fetch, triage.ended
     assert [e.url for e, _ in fetch] == ["http://ok.com/6"]
     assert ended == [(entry(5), "host-unreachable")]
 
@@ -58,7 +59,8 @@ def test_unreachable_host_parks_and_its_urls_end(worker):
 def test_cached_robots_decide_at_the_cut(worker):
     worker.robots.put("http://h.com", RobotsPolicy.from_fetch(
         200, b"User-agent: *\nDisallow: /1\nCrawl-delay: 4", 0.0, 1e12, 1.0))
-    fetch, ended = worker._triage([entry(0), entry(1), entry(2, host="new.com")])
+    triage = worker.triage([entry(0), entry(1), entry(2, host="new.com")])
+    fetch, ended = triage.fetch, triage.ended
     assert [(e.url, needed) for e, needed in fetch] == [("http://h.com/0", False),
                                                          ("http://new.com/2", True)]
     assert ended == [(entry(1), "robots")]
@@ -67,12 +69,12 @@ def test_cached_robots_decide_at_the_cut(worker):
 
 def test_restart_requeues_leases_and_quarantines_poison(tmp_path):
     config = CrawlConfig(out=str(tmp_path), fetch_retries=2, delay_s=0.0)
-    first = DBWorker(config, 0)
+    first = DBShard(config, 0)
     first.queue.push([entry(0), dataclasses.replace(entry(1, host="g.com"), crashes=2)])
     batch_id, leased = first.queue.cut(10, 5, first.slots, None, 100)
     assert len(leased) == 2
     first.close()  # the worker "dies" with both URLs in flight
-    second = DBWorker(config, 0)
+    second = DBShard(config, 0)
     try:
         assert second.queue.stale_leases() == []
         assert second.queue.queued == 1  # the healthy URL is back, one crash counted
@@ -83,3 +85,51 @@ def test_restart_requeues_leases_and_quarantines_poison(tmp_path):
         assert [(r["url"], r["error"]) for r in rows] == [("http://g.com/1", "quarantined")]
     finally:
         second.close()
+
+
+def fetched_rows(entries):
+    rows = ended_rows([(e, "x") for e in entries]).to_pydict()
+    rows["status"], rows["error"] = [200] * len(entries), [None] * len(entries)
+    return pa.RecordBatch.from_pydict(rows, schema=schemas.SPIDER_LOG_PAGES)
+
+
+def test_a_batch_commits_in_one_write_and_nothing_counts_before_it(worker, monkeypatch):
+    worker.queue.push([entry(i) for i in range(3)])
+    batch_id, leased = worker.cut(10, None)
+    assert len(leased) == 3 and worker.queue.queued == 0
+    pages, retry = worker.settle(fetched_rows(leased[:2]), leased)
+    writes = []
+
+    def failing(wb):
+        writes.append(wb)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(worker.store, "write", failing)
+    with pytest.raises(OSError):
+        worker.complete(batch_id, pages, [dataclasses.replace(leased[2], attempts=1)])
+    assert len(writes) == 1  # leases, done marks, retries and output rows: one WriteBatch
+    assert (worker.queue.done_total, worker.queue.queued, worker.counters.fetched) == (0, 0, 0)
+    assert worker.output.writer.buffered == 0
+    monkeypatch.undo()
+    worker.complete(batch_id, pages, [dataclasses.replace(leased[2], attempts=1)])
+    assert (worker.queue.done_total, worker.queue.queued, worker.counters.fetched) == (2, 1, 2)
+    assert worker.queue.stale_leases() == []
+    worker.complete(batch_id, pages)  # the same batch again: no second row
+    assert worker.counters.fetched == 2
+
+
+def test_a_batch_that_keeps_failing_ends_as_internal_error(worker):
+    worker.queue.push([entry(0)])
+
+    def failed_batch():
+        batch_id, leased = worker.cut(10, None)
+        assert len(leased) == 1
+        worker.fail(batch_id, leased)
+        worker.release_hosts(leased)
+        worker.finish_batch(leased)
+
+    for _ in range(worker.config.fetch_retries):
+        failed_batch()
+        assert worker.queue.queued == 1  # back for another try
+    failed_batch()
+    assert worker.queue.queued == 0 and worker.counters.error_kinds == {"internal-error": 1}

@@ -6,8 +6,9 @@ import socket
 import pytest
 
 from raycrawl.config import CrawlConfig
-from raycrawl.fetch.batch import FetchOptions, fetch_feed
+from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.extract import extract_links
+from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats import schemas
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 from raycrawl.urls import url_info

@@ -3,7 +3,8 @@
 import pyarrow as pa
 
 from raycrawl.formats import schemas
-from raycrawl.formats.output import DurableOutput, page_rows, read_pages
+from raycrawl.formats.output import DurableOutput, read_pages
+from raycrawl.formats.schemas import page_rows
 from raycrawl.formats.storage import Store
 
 
@@ -21,7 +22,7 @@ def stage(out, store, urls):
     wb = store.batch()
     done = out.stage(wb, rows(urls))
     store.write(wb)
-    done()
+    out.apply(done)
 
 
 def test_file_renamed_but_not_recorded_is_written_again_once(tmp_path):

@@ -3,7 +3,8 @@
 import time
 
 from raycrawl.formats.storage import Store
-from raycrawl.frontier.queue import Entry, FrontierQueue, HostSlots
+from raycrawl.frontier.politeness import HostSlots
+from raycrawl.frontier.queue import Entry, FrontierQueue
 
 
 def entry(i, host="a.com", depth=0, score=1.0):
@@ -54,13 +55,22 @@ def test_layers_gate_the_cut(store):
     assert sorted(e.depth for e in got) == [1, 2]
 
 
+def complete(q, store, batch_id, fps):
+    """Complete a batch in a write of its own; returns the fingerprints done first."""
+    wb = store.batch()
+    completion = q.complete(wb, batch_id, fps)
+    store.write(wb)
+    q.apply(completion)
+    return completion.fresh
+
+
 def test_complete_outputs_each_url_once(store):
     q = FrontierQueue(store, layered=False)
     q.push([entry(1), entry(2, "b.com")])
     batch_id, got = q.cut(10, 5, HostSlots(0), None, 100)
     fps = [e.fingerprint for e in got]
-    assert q.complete(batch_id, fps) == fps
-    assert q.complete(batch_id, fps) == []  # the same batch applied twice changes nothing
+    assert complete(q, store, batch_id, fps) == fps
+    assert complete(q, store, batch_id, fps) == []  # the same batch applied twice: nothing
     assert q.stale_leases() == []
 
 

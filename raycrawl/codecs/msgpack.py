@@ -111,7 +111,7 @@ class Decoder:
             raise DecodeError("expected a tagged message array")
         tag = obj[0].encode() if isinstance(obj[0], str) else obj[0]
         try:
-            return self._dispatch(tag, obj)
+            return self._dispatch(tag, list(obj))
         except (IndexError, TypeError) as exc:
             raise DecodeError(f"malformed {tag!r} message: {exc}") from None
 

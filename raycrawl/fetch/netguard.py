@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
 
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -77,7 +76,7 @@ class GuardedResolver(AbstractResolver):
         self.inner = DefaultResolver()
 
     async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         infos = await self.inner.resolve(host, port, family)
         allowed = [i for i in infos if self.guard.refusal(i["host"]) is None]
         if not allowed:

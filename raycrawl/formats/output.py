@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -78,6 +79,14 @@ class PagesWriter:
         return written
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Rows added to a WriteBatch, to :meth:`DurableOutput.apply` once it is written."""
+
+    key: bytes
+    rows: pa.RecordBatch
+
+
 def _ipc(batch: pa.RecordBatch) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
@@ -87,12 +96,6 @@ def _ipc(batch: pa.RecordBatch) -> bytes:
 
 def _from_ipc(raw: bytes) -> list[pa.RecordBatch]:
     return pa.ipc.open_stream(raw).read_all().to_batches()
-
-
-def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:
-    """The output columns of spider-log page rows."""
-    return pa.RecordBatch.from_arrays([spider_log_pages.column(f.name) for f in schemas.PAGES],
-                                      schema=schemas.PAGES)
 
 
 class DurableOutput:
@@ -120,18 +123,18 @@ class DurableOutput:
             self.staged.append(key)
             self.next_key = read_u64(key, 1) + 1
 
-    def stage(self, wb: WriteBatch, rows: pa.RecordBatch) -> Callable[[], None]:
-        """Add ``rows`` (pages schema) to ``wb``; call the returned function once ``wb`` is
-        written, to buffer them for the next file."""
+    def stage(self, wb: WriteBatch, rows: pa.RecordBatch) -> Staged:
+        """Add ``rows`` (pages schema) to ``wb``; once ``wb`` is written, :meth:`apply` the
+        result to buffer them for the next file."""
         key = b"w" + u64(self.next_key)
         self.next_key += 1
         wb.put(key, _ipc(rows))
+        return Staged(key, rows)
 
-        def written() -> None:
-            self.staged.append(key)
-            self.writer.add(rows)
-
-        return written
+    def apply(self, staged: Staged) -> None:
+        """Count rows staged by a write that succeeded."""
+        self.staged.append(staged.key)
+        self.writer.add(staged.rows)
 
     def flush_if_due(self) -> None:
         if self.writer.due():

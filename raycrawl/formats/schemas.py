@@ -8,8 +8,9 @@ is two batches, pages and links, joined by ``parent_url``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
 
@@ -110,15 +111,82 @@ def batch(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.RecordBatch:
                                       schema=schema)
 
 
+# The columns that say which URL a row is about, in the feed, the spider log's pages and the
+# scoring log; with ``attempts``, what a row built for a queued URL carries over from it.
+IDENTITY = ("url", "fingerprint", "host", "partition", "depth", "redirect_chain")
+CARRIED = (*IDENTITY, "attempts")
+
+
+class Queued(Protocol):
+    """A URL as the queue holds it (``raycrawl.frontier.queue.Entry``)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def fingerprint(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def redirect_chain(self) -> Sequence[str]: ...
+
+
+class _Seed(NamedTuple):
+    url: str
+    fingerprint: int
+    host: str
+    partition: int
+    depth: int
+    score: float
+    attempts: int
+    redirect_chain: tuple[str, ...]
+
+
+def carried(entries: Sequence[Queued]) -> dict[str, list[Any]]:
+    """The :data:`CARRIED` columns of queued URLs."""
+    return {"url": [e.url for e in entries], "fingerprint": [e.fingerprint for e in entries],
+            "host": [e.host for e in entries], "partition": [e.partition for e in entries],
+            "depth": [e.depth for e in entries],
+            "redirect_chain": [list(e.redirect_chain) for e in entries],
+            "attempts": [e.attempts for e in entries]}
+
+
+def feed_rows(entries: Sequence[Queued], delay_s: Sequence[float],
+              robots_needed: Sequence[bool]) -> pa.RecordBatch:
+    """A spider-feed batch of queued URLs, each with its host's delay and whether the fetch
+    worker must read the origin's robots.txt first."""
+    return batch(SPIDER_FEED, {**carried(entries), "score": [e.score for e in entries],
+                               "delay_s": list(delay_s), "robots_needed": list(robots_needed)})
+
+
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:
     """A spider-feed batch of canonical URLs, all at ``depth`` with ``score``."""
-    infos = list(urls)
-    n = len(infos)
-    return batch(SPIDER_FEED, {
-        "url": [i.url for i in infos], "fingerprint": [i.fingerprint for i in infos],
-        "host": [i.host for i in infos], "partition": [i.partition for i in infos],
-        "depth": [depth] * n, "score": [score] * n, "attempts": [0] * n,
-        "redirect_chain": [[]] * n, "delay_s": [0.0] * n, "robots_needed": [False] * n})
+    seeds = [_Seed(i.url, i.fingerprint, i.host, i.partition, depth, score, 0, ()) for i in urls]
+    return feed_rows(seeds, [0.0] * len(seeds), [False] * len(seeds))
+
+
+def ended_rows(columns: dict[str, list[Any]], kinds: Sequence[str]) -> pa.RecordBatch:
+    """Spider-log page rows for URLs that end without being fetched, each with its error
+    kind; ``columns`` holds their :data:`CARRIED` columns (see :func:`carried`)."""
+    n = len(kinds)
+    return batch(SPIDER_LOG_PAGES, {
+        **{name: columns[name] for name in CARRIED}, "status": [None] * n,
+        "content_type": [None] * n, "error": [str(k) for k in kinds],
+        "fetched_at": [datetime.now(UTC)] * n, "size_bytes": [0] * n, "duration_s": [0.0] * n,
+        "links_count": [0] * n, "retry_after_s": [None] * n})
+
+
+def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:
+    """The ``OUT/pages`` columns of spider-log page rows."""
+    return pa.RecordBatch.from_arrays([spider_log_pages.column(f.name) for f in PAGES],
+                                      schema=PAGES)
 
 
 def empty(schema: pa.Schema) -> pa.RecordBatch:

@@ -57,7 +57,11 @@ class Store:
         self.db.write(wb)
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
-        return self.db[keys] if keys else []
+        if not keys:
+            return []
+        # Rdict reads a list of keys at once (its stubs type only one key)
+        values: list[bytes | None] = self.db[keys]  # type: ignore[index, assignment]
+        return values
 
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)

@@ -12,10 +12,16 @@ activity counter (enqueued + cut + completed) is unchanged between them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raycrawl.frontier.reports import DBWorkerReport
 
 
-class Phase(enum.Enum):
+class Phase(enum.StrEnum):
+    """A crawl's lifecycle; a member is its word (``Phase.FINISHED == "finished"``)."""
+
     STARTING = "starting"
     RUNNING = "running"
     PAUSED = "paused"
@@ -23,9 +29,6 @@ class Phase(enum.Enum):
     STOPPED = "stopped"
     FINISHED = "finished"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -46,16 +49,6 @@ def owner_table(assignment: list[list[int]]) -> list[int]:
     return owners
 
 
-@dataclass(frozen=True, slots=True)
-class DBReport:
-    """What a DB worker tells the coordinator on each reconcile pass."""
-
-    queued: int
-    queued_at_gate: int  # queued URLs in layers up to the current depth gate
-    in_flight: int
-    activity: int  # monotonic: enqueued + cut + completed
-
-
 class Verdict(enum.Enum):
     CONTINUE = "continue"
     ADVANCE_GATE = "advance-gate"
@@ -73,8 +66,8 @@ class FinishDetector:
         self._previous: tuple[int, ...] | None = None
         self.reason = ""
 
-    def observe(self, reports: list[DBReport], controls_pending: int, budget_left: int | None,
-                strategy_finished: bool) -> Verdict:
+    def observe(self, reports: Sequence[DBWorkerReport], controls_pending: int,
+                budget_left: int | None, strategy_finished: bool) -> Verdict:
         quiet = controls_pending == 0 and all(r.in_flight == 0 for r in reports)
         signature = tuple(r.activity for r in reports)
         stable = quiet and signature == self._previous

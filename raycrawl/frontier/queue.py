@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 
 from raycrawl.formats.storage import Store, WriteBatch, read_u64, sortable_float, u64
+from raycrawl.frontier.politeness import HostSlots
 
 _Q, _F, _L, _P, _C = b"q", b"f", b"l", b"p", b"c"
 
@@ -55,66 +55,13 @@ class Entry:
                    not_before)
 
 
-class HostSlots:
-    """Per-host politeness and health of the hosts one DB worker owns.
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A batch's completion added to a WriteBatch, to :meth:`FrontierQueue.apply` once it is
+    written: the fingerprints done for the first time, the retries queued per layer."""
 
-    A host is leased to one spider-feed batch at a time (the fetch task runs at most
-    ``per_host`` of its requests at once and spaces their starts by the host's delay); after
-    the batch returns, the host waits its delay before the next batch may start it.  The delay
-    is ``delay_s`` or the host's robots Crawl-delay, whichever is longer.  A host whose batches
-    keep failing is backed off exponentially and, after ``park_after`` failures in a row,
-    parked: its queued URLs then end with the park reason instead of being fetched.
-    """
-
-    def __init__(self, delay_s: float, backoff_s: float = 1.0, max_backoff_s: float = 600.0,
-                 park_after: int = 5) -> None:
-        self.delay_s = delay_s
-        self.backoff_s, self.max_backoff_s, self.park_after = backoff_s, max_backoff_s, park_after
-        self.leased: set[str] = set()
-        self.ready_at: dict[str, float] = {}
-        self.crawl_delay: dict[str, float] = {}
-        self.failures: Counter[str] = Counter()
-        self.parked: dict[str, str] = {}
-
-    def delay(self, host: str) -> float:
-        return max(self.delay_s, self.crawl_delay.get(host, 0.0))
-
-    def available(self, host: str, now: float) -> bool:
-        if host in self.parked:
-            return host not in self.leased  # drained as errors, a batch at a time
-        return host not in self.leased and self.ready_at.get(host, 0.0) <= now
-
-    def lease(self, hosts: set[str]) -> None:
-        self.leased |= hosts
-
-    def release(self, hosts: set[str], now: float) -> None:
-        self.leased -= hosts
-        for host in hosts:
-            delay = self.delay(host)
-            if delay > 0:
-                self.push_back(host, now + delay)
-        if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
-            self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
-
-    def push_back(self, host: str, until: float) -> None:
-        """No request to ``host`` starts before ``until`` (monotonic clock)."""
-        if until > self.ready_at.get(host, 0.0):
-            self.ready_at[host] = until
-
-    def record_outcome(self, host: str, healthy: bool, now: float) -> None:
-        """After a batch: a host that answered is healthy; one whose every request failed
-        (timeout, connection, 5xx) is backed off, and parked after ``park_after`` in a row."""
-        if healthy:
-            self.failures.pop(host, None)
-            return
-        self.failures[host] += 1
-        n = self.failures[host]
-        self.push_back(host, now + min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
-        if n >= self.park_after:
-            self.park(host, "host-unreachable")
-
-    def park(self, host: str, reason: str) -> None:
-        self.parked.setdefault(host, reason)
+    fresh: list[int]
+    layers: Counter[int] = field(default_factory=Counter)
 
 
 class FrontierQueue:
@@ -124,8 +71,8 @@ class FrontierQueue:
         self.store = store
         self.layered = layered
         raw = store.get(_C)
-        self.next_seq, self.next_batch, self.done_total = msgpack.unpackb(raw) if raw else (
-            0, 1, 0)
+        counters: tuple[int, int, int] = tuple(msgpack.unpackb(raw)) if raw else (0, 1, 0)
+        self.next_seq, self.next_batch, self.done_total = counters
         self.by_layer: Counter[int] = Counter()
         for key, _ in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
@@ -136,8 +83,8 @@ class FrontierQueue:
         # smaller key moves it down.
         self.head = _Q
 
-    def _counters(self) -> bytes:
-        return msgpack.packb((self.next_seq, self.next_batch, self.done_total))
+    def _counters(self, done_delta: int = 0) -> bytes:
+        return msgpack.packb((self.next_seq, self.next_batch, self.done_total + done_delta))
 
     @property
     def queued(self) -> int:
@@ -206,46 +153,46 @@ class FrontierQueue:
         batch_id = self.next_batch
         self.next_batch += 1
         wb = self.store.batch()
+        layers: Counter[int] = Counter()
         for i, (key, entry) in enumerate(taken):
             wb.delete(key)
             wb.put(_L + u64(batch_id) + u64(i), entry.pack())
-            self.by_layer[int.from_bytes(key[1:3], "big")] -= 1
+            layers[int.from_bytes(key[1:3], "big")] += 1
         wb.put(_C, self._counters())
         self.store.write(wb)
+        self.by_layer.subtract(layers)  # counted once the leases are durable
         # Everything below the first key left behind was taken; if none was left, everything
         # up to the last one taken (its tombstone is the only one the next seek meets).
         self.head = first_left or taken[-1][0]
         slots.lease(set(per_host))
         return batch_id, [e for _, e in taken]
 
-    def complete(self, batch_id: int, fingerprints: list[int],
-                 retry: tuple[Entry, ...] | list[Entry] = (),
-                 stage: Callable[[WriteBatch, list[int]], None] | None = None) -> list[int]:
-        """In one atomic write: drop a batch's leases, record ``fingerprints`` as done, queue
-        the ``retry`` entries again (their URLs get another attempt), and whatever ``stage``
-        adds for the fresh fingerprints (the output rows, so they are durable with it).
+    def complete(self, wb: WriteBatch, batch_id: int, fingerprints: list[int],
+                 retry: tuple[Entry, ...] | list[Entry] = ()) -> Completion:
+        """Add to ``wb`` the completion of a batch: drop its leases, record ``fingerprints``
+        as done, queue the ``retry`` entries again (their URLs get another attempt).  Once
+        ``wb`` is written, :meth:`apply` the result.
 
-        Returns the fingerprints not recorded before (the rows to output): completing the
-        same batch twice outputs nothing the second time."""
+        ``Completion.fresh`` holds the fingerprints not recorded before (the rows to output):
+        completing the same batch twice outputs nothing the second time."""
         done = self.store.multi_get([_P + u64(fp) for fp in fingerprints])
         fresh = list(dict.fromkeys(fp for fp, d in zip(fingerprints, done) if d is None))
-        wb = self.store.batch()
         for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
             wb.delete(key)
         for fp in fresh:
             wb.put(_P + u64(fp), b"")
-        self.done_total += len(fresh)
-        layers = self._put_entries(wb, retry)
-        if stage is not None:
-            stage(wb, fresh)
-        self.store.write(wb)
-        self.by_layer.update(layers)
-        return fresh
+        layers = self._put_entries(wb, retry, done_delta=len(fresh))
+        return Completion(fresh, layers)
 
-    def _put_entries(self, wb: WriteBatch,
-                     entries: tuple[Entry, ...] | list[Entry]) -> Counter[int]:
-        """Add queue keys for ``entries`` to ``wb`` (with the counters); returns the
-        per-layer counts to apply once ``wb`` is written."""
+    def apply(self, completion: Completion) -> None:
+        """Count a completion whose WriteBatch was written."""
+        self.done_total += len(completion.fresh)
+        self.by_layer.update(completion.layers)
+
+    def _put_entries(self, wb: WriteBatch, entries: tuple[Entry, ...] | list[Entry],
+                     done_delta: int = 0) -> Counter[int]:
+        """Add queue keys for ``entries`` to ``wb`` (with the counters, ``done_delta`` more
+        URLs done); returns the per-layer counts to apply once ``wb`` is written."""
         layers: Counter[int] = Counter()
         for entry in entries:
             key, layer = self._key(entry, self.next_seq)
@@ -254,7 +201,7 @@ class FrontierQueue:
                 self.head = key
             wb.put(key, entry.pack())
             layers[layer] += 1
-        wb.put(_C, self._counters())
+        wb.put(_C, self._counters(done_delta))
         return layers
 
     def leased(self, batch_id: int) -> list[Entry]:

@@ -8,7 +8,7 @@ CRAWLED and a link QUEUED in the state only once the links are durably queued.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -16,6 +16,7 @@ import pyarrow as pa
 from raycrawl.config import CrawlConfig
 from raycrawl.formats import schemas
 from raycrawl.formats.storage import Store
+from raycrawl.frontier.reports import StrategyWorkerReport
 from raycrawl.frontier.states import URLStates
 from raycrawl.frontier.traps import TrapGuard
 from raycrawl.models import Request, Response, URLState
@@ -32,7 +33,8 @@ class StrategyRunner:
                                config.max_pages_per_host)
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
         self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
-        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.counters: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()  # by error kind
 
     def _on_schedule(self, request: Request, score: float, queue: bool) -> None:
         """The strategy's ``schedule``: a URL over a trap limit ends as an error instead."""
@@ -52,7 +54,18 @@ class StrategyRunner:
             out["schedule"].append(True)
             out["redirect_chain"].append(request.redirect_chain)
             out["skip"].append(skip)
-            self.counters["skipped:" + skip if skip else "scheduled"] += 1
+            if skip:
+                self.skipped[skip] += 1
+            else:
+                self.counters["scheduled"] += 1
+
+    def report(self) -> StrategyWorkerReport:
+        c = self.counters
+        return StrategyWorkerReport(
+            strategy_finished=self.strategy.finished(), pages_crawled=c["pages_crawled"],
+            request_errors=c["request_errors"], scheduled=c["scheduled"],
+            links_seen=c["links_seen"], duplicate_pages=c["duplicate_pages"],
+            skipped=dict(self.skipped))
 
     def _drain(self) -> pa.RecordBatch:
         result = schemas.batch(schemas.SCORING_LOG, self._out)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import xxhash
 
+from raycrawl.errors import ErrorKind
 from raycrawl.formats.storage import Store, u64
 
 _SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape
@@ -46,23 +47,23 @@ class TrapGuard:
         self.counts[key] = self._count(key) + 1
         self.dirty.add(key)
 
-    def verdict(self, url: str, host: str) -> str | None:
+    def verdict(self, url: str, host: str) -> ErrorKind | None:
         """None to schedule ``url``; else the error kind it ends with.  Counts it either way
         it is scheduled, so call it once per new URL."""
         parts = urlsplit(url)
         if repeated_segments(parts.path) > self.max_segment_repeats:
-            return "trap"
+            return ErrorKind.TRAP
         if parts.query:
             keys = ",".join(sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}))
             digest = xxhash.xxh64_intdigest(f"{host}\n{parts.path}\n{keys}".encode())
             shape = _SHAPE + u64(digest)
             if self._count(shape) >= self.max_query_variants:
-                return "trap"
+                return ErrorKind.TRAP
             self._bump(shape)
         if self.max_pages_per_host is not None:
             per_host = _HOST + u64(xxhash.xxh64_intdigest(host.encode()))
             if self._count(per_host) >= self.max_pages_per_host:
-                return "host-budget"
+                return ErrorKind.HOST_BUDGET
             self._bump(per_host)
         return None
 

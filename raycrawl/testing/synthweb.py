@@ -18,6 +18,7 @@ upper-case scheme and host, absolute and relative forms.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 import time
@@ -235,7 +236,7 @@ class SyntheticWeb:
         async def serve() -> None:
             loop = asyncio.get_running_loop()
             for host in range(self.hosts):
-                server = await loop.create_server(lambda h=host: _HTTPProtocol(self, h),
+                server = await loop.create_server(functools.partial(_HTTPProtocol, self, host),
                                                   self.address(host), 0, backlog=1024)
                 self._servers.append(server)
                 self.ports.append(server.sockets[0].getsockname()[1])

@@ -1,0 +1,40 @@
+"""What a fetch worker needs of the crawl's config: small, frozen, shipped to every worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raycrawl.config import CrawlConfig
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """The fetch side of :class:`~raycrawl.config.CrawlConfig` (same names and meanings;
+    ``concurrency`` is ``fetch_concurrency``)."""
+
+    concurrency: int
+    per_host: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    total_timeout_s: float
+    max_body_bytes: int
+    max_links_per_page: int
+    max_url_length: int
+    max_redirects: int
+    partitions: int
+    user_agent: str
+    allow_network: tuple[str, ...]
+    crash_points: tuple[str, ...] = ()
+    state_dir: str = ""
+    link_parser: str = "lexbor"
+
+    @classmethod
+    def from_config(cls, c: CrawlConfig) -> FetchOptions:
+        return cls(
+            concurrency=c.fetch_concurrency, per_host=c.per_host,
+            connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s,
+            total_timeout_s=c.total_timeout_s, max_body_bytes=c.max_body_bytes,
+            max_links_per_page=c.max_links_per_page, max_url_length=c.max_url_length,
+            max_redirects=c.max_redirects, partitions=c.partitions, user_agent=c.user_agent,
+            allow_network=c.allow_network, crash_points=c.crash_points,
+            state_dir=c.state_dir, link_parser=c.link_parser)

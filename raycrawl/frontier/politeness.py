@@ -1,0 +1,69 @@
+"""Per-host politeness and health of the hosts one DB worker owns (no I/O, no Ray)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from raycrawl.errors import ErrorKind
+
+
+class HostSlots:
+    """Per-host politeness and health of the hosts one DB worker owns.
+
+    A host is leased to one spider-feed batch at a time (the fetch worker runs at most
+    ``per_host`` of its requests at once and spaces their starts by the host's delay); after
+    the batch returns, the host waits its delay before the next batch may start it.  The delay
+    is ``delay_s`` or the host's robots Crawl-delay, whichever is longer.  A host whose batches
+    keep failing is backed off exponentially and, after ``park_after`` failures in a row,
+    parked: its queued URLs then end with the park reason instead of being fetched.
+    """
+
+    def __init__(self, delay_s: float, backoff_s: float = 1.0, max_backoff_s: float = 600.0,
+                 park_after: int = 5) -> None:
+        self.delay_s = delay_s
+        self.backoff_s, self.max_backoff_s, self.park_after = backoff_s, max_backoff_s, park_after
+        self.leased: set[str] = set()
+        self.ready_at: dict[str, float] = {}
+        self.crawl_delay: dict[str, float] = {}
+        self.failures: Counter[str] = Counter()
+        self.parked: dict[str, ErrorKind] = {}
+
+    def delay(self, host: str) -> float:
+        return max(self.delay_s, self.crawl_delay.get(host, 0.0))
+
+    def available(self, host: str, now: float) -> bool:
+        if host in self.parked:
+            return host not in self.leased  # drained as errors, a batch at a time
+        return host not in self.leased and self.ready_at.get(host, 0.0) <= now
+
+    def lease(self, hosts: set[str]) -> None:
+        self.leased |= hosts
+
+    def release(self, hosts: set[str], now: float) -> None:
+        self.leased -= hosts
+        for host in hosts:
+            delay = self.delay(host)
+            if delay > 0:
+                self.push_back(host, now + delay)
+        if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
+            self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
+
+    def push_back(self, host: str, until: float) -> None:
+        """No request to ``host`` starts before ``until`` (monotonic clock)."""
+        if until > self.ready_at.get(host, 0.0):
+            self.ready_at[host] = until
+
+    def record_outcome(self, host: str, healthy: bool, now: float) -> None:
+        """After a batch: a host that answered is healthy; one whose every request failed
+        (timeout, connection, 5xx) is backed off, and parked after ``park_after`` in a row."""
+        if healthy:
+            self.failures.pop(host, None)
+            return
+        self.failures[host] += 1
+        n = self.failures[host]
+        self.push_back(host, now + min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
+        if n >= self.park_after:
+            self.park(host, ErrorKind.HOST_UNREACHABLE)
+
+    def park(self, host: str, reason: ErrorKind) -> None:
+        self.parked.setdefault(host, reason)

@@ -1,0 +1,164 @@
+"""The control plane's messages: what workers report, what seeding answers, a crawl's status.
+
+Frozen dataclasses, so a report cannot change after it was taken and every field has a type.
+Each also reads as a mapping of its field names (``status["fetched"]``, ``status.get("reason")``)
+for notebook users and for ``status.json``, which :meth:`CrawlStatus.to_dict` writes and
+:meth:`CrawlStatus.from_dict` reads back.  Counters by kind are plain ``{word: count}`` maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+from raycrawl.frontier.control import Phase
+
+
+class _Record(Mapping[str, Any]):
+    """Read-only mapping access to a dataclass's fields."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (enums as their words, nested reports as dicts)."""
+        out: dict[str, Any] = {}
+        for name in self._names():
+            value = getattr(self, name)
+            if isinstance(value, tuple) and value and isinstance(value[0], _Record):
+                value = [v.to_dict() for v in value]
+            elif isinstance(value, Phase):
+                value = str(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The record of a :meth:`to_dict` (unknown keys are ignored, missing ones default)."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class DBWorkerReport(_Record):
+    """A DB worker's state, read by the coordinator on every reconcile pass."""
+
+    queued: int = 0
+    queued_at_gate: int = 0  # queued URLs in layers up to the current depth gate
+    in_flight: int = 0  # batches cut and not yet completed
+    leased_urls: int = 0
+    done_total: int = 0  # URLs completed, durable (survives restarts)
+    running: bool = False  # its feed loop is cutting batches
+    activity: int = 0  # monotonic: enqueued + cut + completed
+    fetched: int = 0  # rows output by this incarnation
+    errors: int = 0
+    retries: int = 0
+    loop_errors: int = 0
+    batches_failed: int = 0
+    robots_fetched: int = 0
+    parked_hosts: int = 0
+    rows_written: int = 0
+    fetch_s: float = 0.0  # seconds batches spent fetching, summed
+    hand_over_s: float = 0.0  # seconds batches spent handing their spider log over, summed
+    error_kinds: Mapping[str, int] = field(default_factory=dict)
+    retry_causes: Mapping[str, int] = field(default_factory=dict)  # error kind or status
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyWorkerReport(_Record):
+    """A strategy worker's counters and whether its strategy says the crawl is done."""
+
+    strategy_finished: bool = False
+    pages_crawled: int = 0
+    request_errors: int = 0
+    scheduled: int = 0
+    links_seen: int = 0
+    duplicate_pages: int = 0
+    skipped: Mapping[str, int] = field(default_factory=dict)  # by error kind (trap, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedReply(_Record):
+    """The answer to seeding: how many seeds were queued, and the ones refused with why."""
+
+    accepted: int = 0
+    invalid: tuple[tuple[str, str], ...] = ()
+
+
+def _sum(reports: tuple[DBWorkerReport, ...], name: str) -> int:
+    return sum(getattr(r, name) for r in reports)
+
+
+def _merge(maps: list[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for m in maps:
+        for key, n in m.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlStatus(_Record):
+    """One snapshot of a crawl, as ``Crawl.stats()``, ``raycrawl status`` and ``status.json``
+    show it."""
+
+    crawl_id: str = ""
+    generation: int = 1
+    phase: Phase = Phase.STARTING
+    reason: str = ""
+    fetched: int = 0  # URLs completed, durable
+    queued: int = 0
+    in_flight_batches: int = 0
+    errors: int = 0
+    error_kinds: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+    parked_hosts: int = 0
+    rows_written: int = 0
+    pages_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    depth_gate: int | None = None
+    out: str = ""
+    state: str = ""
+    db_workers: tuple[DBWorkerReport, ...] = ()
+    strategy_workers: tuple[StrategyWorkerReport, ...] = ()
+    updated_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Built from JSON (status.json) the nested reports and the phase arrive as plain values.
+        object.__setattr__(self, "phase", Phase(self.phase))
+        object.__setattr__(self, "db_workers", tuple(
+            w if isinstance(w, DBWorkerReport) else DBWorkerReport.from_dict(w)
+            for w in self.db_workers))
+        object.__setattr__(self, "strategy_workers", tuple(
+            w if isinstance(w, StrategyWorkerReport) else StrategyWorkerReport.from_dict(w)
+            for w in self.strategy_workers))
+
+    @classmethod
+    def aggregate(cls, db: tuple[DBWorkerReport, ...], sw: tuple[StrategyWorkerReport, ...],
+                  **fields_: Any) -> CrawlStatus:
+        """The crawl-wide sums of the workers' reports, with the coordinator's own fields."""
+        return cls(fetched=_sum(db, "done_total"), queued=_sum(db, "queued"),
+                   in_flight_batches=_sum(db, "in_flight"), errors=_sum(db, "errors"),
+                   error_kinds=_merge([r.error_kinds for r in db]),
+                   retries=_sum(db, "retries"), parked_hosts=_sum(db, "parked_hosts"),
+                   rows_written=_sum(db, "rows_written"), db_workers=db, strategy_workers=sw,
+                   **fields_)
+
+    def replace(self, **changes: Any) -> CrawlStatus:
+        return dataclasses.replace(self, **changes)

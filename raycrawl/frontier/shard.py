@@ -1,0 +1,307 @@
+"""A DB worker's shard of the frontier, without Ray: queue, host health, robots, output.
+
+The DB worker actor (``actors/db_worker.py``) runs the loop, the fetch workers and the calls to
+its peers; every decision about URLs and hosts is made here:
+
+1. :meth:`DBShard.enqueue` queues what the strategy workers scheduled;
+2. :meth:`DBShard.cut` leases a polite batch, :meth:`DBShard.triage` ends the URLs of parked
+   hosts and those the cached robots.txt disallows, :meth:`DBShard.feed` builds the spider feed
+   of the rest;
+3. after the fetch, :meth:`DBShard.learn_robots` caches the robots.txt read, and
+   :meth:`DBShard.settle` takes out the retries and records the hosts' health;
+4. once the strategy workers have the spider log, :meth:`DBShard.complete` commits the batch in
+   one WriteBatch: leases released, URLs done, retries queued, output rows staged.  A batch
+   that failed instead goes through :meth:`DBShard.fail`.
+
+Nothing in memory changes before the write it depends on succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raycrawl.config import CrawlConfig
+from raycrawl.errors import ErrorKind
+from raycrawl.formats import schemas
+from raycrawl.formats.output import DurableOutput
+from raycrawl.formats.storage import Store
+from raycrawl.frontier.politeness import HostSlots
+from raycrawl.frontier.queue import Entry, FrontierQueue
+from raycrawl.frontier.reports import DBWorkerReport
+from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def ended_rows(ended: Sequence[tuple[Entry, ErrorKind]]) -> pa.RecordBatch:
+    """Spider-log rows for queued URLs that end without being fetched, each with its kind."""
+    return schemas.ended_rows(schemas.carried([e for e, _ in ended]), [k for _, k in ended])
+
+
+def _kind(error: str | None) -> ErrorKind | None:
+    return None if error is None else ErrorKind(error)
+
+
+@dataclass(frozen=True, slots=True)
+class Triage:
+    """A cut split in two: (entry, robots_needed) to fetch, (entry, kind) that end now."""
+
+    fetch: list[tuple[Entry, bool]]
+    ended: list[tuple[Entry, ErrorKind]]
+
+
+@dataclass
+class ShardCounters:
+    """What the shard has done since it opened (reported, not durable)."""
+
+    fetched: int = 0
+    errors: int = 0
+    retries: int = 0
+    batches_cut: int = 0
+    batches_done: int = 0
+    batches_failed: int = 0
+    robots_fetched: int = 0
+    error_kinds: Counter[str] = dataclasses.field(default_factory=Counter)
+    retry_causes: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+class DBShard:
+    """The queue and page metadata of one DB worker's partitions, in its RocksDB.
+
+    Opening it recovers what an earlier incarnation left: batches it had leased go back to the
+    queue with one more crash counted, except URLs in flight at ``fetch_retries`` deaths
+    (poison), which end as ``quarantined`` — one atomic write per batch.  ``on_file_written``
+    runs between an output file's rename and its recording (a crash point).
+    """
+
+    def __init__(self, config: CrawlConfig, index: int,
+                 on_file_written: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"))
+        self.queue = FrontierQueue(self.store, layered=config.max_depth is not None)
+        self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
+                               config.host_park_after)
+        self.robots = RobotsCache(self.store) if config.robots else None
+        self.agent = agent_token(config.user_agent)
+        self.output = DurableOutput(self.store, config.pages_dir, index,
+                                    config.output_rows_per_file, config.output_flush_s,
+                                    on_file_written=on_file_written)
+        self.counters = ShardCounters()
+        self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
+        self.leased_urls = 0
+        for batch_id in self.queue.stale_leases():
+            leased = self.queue.leased(batch_id)
+            poison = [e for e in leased if e.crashes >= config.fetch_retries]
+            back = [dataclasses.replace(e, crashes=e.crashes + 1) for e in leased
+                    if e.crashes < config.fetch_retries]
+            self.complete(batch_id, ended_rows([(e, ErrorKind.QUARANTINED) for e in poison]),
+                          back)
+
+    # -- queueing ---------------------------------------------------------------------------
+
+    def enqueue(self, scoring: pa.RecordBatch) -> int:
+        """Queue the scheduled rows of a scoring-log batch; durable when this returns.  Rows
+        with a ``skip`` kind (traps, host budget) end at once with that error.
+
+        Idempotent: a URL enqueued here before is ignored.  Returns how many were queued."""
+        cols = scoring.filter(scoring.column("schedule")).to_pydict()
+        entries, ended = [], []
+        for u, fp, h, p, d, s, chain, skip in zip(
+                cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
+                cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"]):
+            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()))
+            if skip is None:
+                entries.append(entry)
+            else:
+                ended.append((entry, ErrorKind(skip)))
+        if ended:
+            self.complete(0, ended_rows(ended))
+        return self.queue.push(entries)
+
+    def wanted(self, gate: int | None) -> int:
+        """URLs the next cut may take (before the page budget): a batch, or what is queued."""
+        queued = self.queue.queued if gate is None else self.queue.queued_up_to(gate)
+        return min(self.config.batch_size, queued)
+
+    def cut(self, max_urls: int, gate: int | None) -> tuple[int, list[Entry]]:
+        """Lease up to ``max_urls`` URLs of hosts that are free; (batch id, entries)."""
+        batch_id, entries = self.queue.cut(max_urls, self.config.host_batch_cap, self.slots,
+                                           gate)
+        if entries:
+            self.counters.batches_cut += 1
+            self.leased_urls += len(entries)
+        return batch_id, entries
+
+    def requeue(self, batch_id: int, entries: list[Entry]) -> None:
+        """Put a batch that never started back in the queue and free its hosts."""
+        self.queue.requeue(batch_id)
+        self.leased_urls -= len(entries)
+        self.release_hosts(entries)
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def triage(self, entries: list[Entry]) -> Triage:
+        """Split a cut into the URLs to fetch (with whether their robots.txt must be read
+        first) and those that end now: URLs of parked hosts and URLs the origin's cached
+        robots.txt disallows."""
+        fetch: list[tuple[Entry, bool]] = []
+        ended: list[tuple[Entry, ErrorKind]] = []
+        for e in entries:
+            parked = self.slots.parked.get(e.host)
+            if parked is not None:
+                ended.append((e, parked))
+                continue
+            needed = False
+            if self.robots is not None:
+                policy = self.robots.get(origin_of(e.url))
+                if policy is None or policy.kind is RobotsKind.UNAVAILABLE:
+                    needed = True
+                elif not policy.allows(e.url, self.agent):
+                    ended.append((e, ErrorKind.ROBOTS))
+                    continue
+                else:
+                    self.slots.crawl_delay[e.host] = policy.crawl_delay_s(self.agent)
+            fetch.append((e, needed))
+        return Triage(fetch, ended)
+
+    def feed(self, fetch: list[tuple[Entry, bool]]) -> pa.RecordBatch:
+        """The spider feed of the URLs to fetch, with each host's current delay."""
+        entries = [e for e, _ in fetch]
+        return schemas.feed_rows(entries, [self.slots.delay(e.host) for e in entries],
+                                 [needed for _, needed in fetch])
+
+    def learn_robots(self, robots: pa.RecordBatch) -> None:
+        """Cache the robots.txt fetches; an unreachable one pushes its host back, and parks
+        it after ``host_park_after`` failures in a row."""
+        if self.robots is None:
+            return
+        now_wall, now = time.time(), time.monotonic()
+        cfg = self.config
+        for row in robots.to_pylist():
+            origin = row["origin"]
+            previous = self.robots.stored(origin)
+            policy = RobotsPolicy.from_fetch(row["status"], row["body"] or b"", now_wall,
+                                             cfg.robots_ttl_s, cfg.robots_retry_s,
+                                             previous.failures if previous else 0)
+            self.robots.put(origin, policy)
+            self.counters.robots_fetched += 1
+            host = row["host"]
+            self.slots.crawl_delay[host] = policy.crawl_delay_s(self.agent)
+            if policy.kind is RobotsKind.UNAVAILABLE:
+                self.slots.push_back(host, now + cfg.robots_retry_s)
+                if policy.failures >= cfg.host_park_after:
+                    self.slots.park(host, ErrorKind.ROBOTS_UNAVAILABLE)
+
+    def settle(self, pages: pa.RecordBatch, entries: list[Entry]) -> tuple[pa.RecordBatch,
+                                                                           list[Entry]]:
+        """Take out the rows that get another attempt, each after its own exponential backoff
+        (its host's other URLs go on); a Retry-After pushes the whole host back.  A host whose
+        every request failed to connect or timed out counts a failure (see
+        ``HostSlots.record_outcome``); one that answered, even 5xx, is up.
+
+        Returns (the rows that stand, the entries to queue again)."""
+        cfg = self.config
+        by_fp = {e.fingerprint: e for e in entries}
+        now = time.monotonic()
+        keep, retry = [], []
+        healthy: dict[str, bool] = {}
+        rows = pages.select(["fingerprint", "host", "status", "error", "retry_after_s"])
+        for i, (fp, host, status, error, after) in enumerate(zip(*rows.to_pydict().values())):
+            kind = _kind(error)
+            failed = kind.retryable if kind is not None else status in RETRYABLE_STATUS
+            if kind is None or kind.fetched:  # a host that answered at all is reachable
+                healthy[host] = healthy.get(host, False) or kind is None or not kind.retryable
+            if after is not None:
+                self.slots.push_back(host, now + min(after, cfg.max_retry_after_s))
+            entry = by_fp.get(fp)
+            if failed and entry is not None and entry.attempts < cfg.retries:
+                backoff = cfg.retry_backoff_s * 2 ** entry.attempts
+                retry.append(dataclasses.replace(entry, attempts=entry.attempts + 1,
+                                                 not_before=time.time() + backoff))
+                self.counters.retry_causes[str(kind or status)] += 1
+            else:
+                keep.append(i)
+        for host, ok in healthy.items():
+            self.slots.record_outcome(host, ok, now)
+        self.counters.retries += len(retry)
+        if len(keep) < pages.num_rows:
+            pages = pages.take(pa.array(keep, type=pa.int64()))
+        return pages, retry
+
+    def release_hosts(self, entries: list[Entry]) -> None:
+        """A batch's fetch is over: its hosts' delay runs from now, another batch may take
+        them."""
+        self.slots.release({e.host for e in entries}, time.monotonic())
+
+    def complete(self, batch_id: int, pages: pa.RecordBatch,
+                 retry: Sequence[Entry] = ()) -> None:
+        """Commit a batch in one atomic write: release its leases, queue its retries, and
+        stage each URL's output row once (a URL completed before gets no second row).
+        Durable when this returns; counters change only after the write."""
+        wb = self.store.batch()
+        completion = self.queue.complete(wb, batch_id, pages.column("fingerprint").to_pylist(),
+                                         list(retry))
+        rows = pages
+        if len(completion.fresh) < pages.num_rows:
+            rows = pages.filter(pc.is_in(pages.column("fingerprint"),
+                                         value_set=pa.array(completion.fresh, type=pa.uint64())))
+        staged = self.output.stage(wb, schemas.page_rows(rows)) if rows.num_rows else None
+        self.store.write(wb)
+        self.queue.apply(completion)
+        if staged is not None:
+            self.output.apply(staged)
+        errors = rows.column("error").drop_null().to_pylist()
+        self.counters.fetched += rows.num_rows
+        self.counters.errors += len(errors)
+        self.counters.error_kinds.update(errors)
+        self.output.flush_if_due()
+
+    def finish_batch(self, entries: list[Entry]) -> None:
+        """A batch is over (completed or failed): its URLs are no longer leased."""
+        self.counters.batches_done += 1
+        self.leased_urls -= len(entries)
+
+    def fail(self, batch_id: int, entries: list[Entry]) -> None:
+        """A batch failed in raycrawl itself (a bug, a peer that kept failing): its URLs go
+        back to the queue, and those in ``fetch_retries`` + 1 failed batches end as
+        ``internal-error`` instead of looping — in one atomic write."""
+        self.counters.batches_failed += 1
+        given_up: list[Entry] = []
+        back: list[Entry] = []
+        for e in entries:
+            self.failures[e.fingerprint] += 1
+            (given_up if self.failures[e.fingerprint] > self.config.fetch_retries
+             else back).append(e)
+        self.complete(batch_id, ended_rows([(e, ErrorKind.INTERNAL_ERROR) for e in given_up]),
+                      back)
+
+    # -- reporting and closing --------------------------------------------------------------
+
+    def report(self, running: bool, in_flight: int, gate: int | None, loop_errors: int,
+               timers: dict[str, float]) -> DBWorkerReport:
+        c, q = self.counters, self.queue
+        return DBWorkerReport(
+            queued=q.queued, queued_at_gate=q.queued if gate is None else q.queued_up_to(gate),
+            in_flight=in_flight, leased_urls=self.leased_urls, done_total=q.done_total,
+            running=running, activity=q.enqueued_total + c.batches_cut + c.batches_done,
+            fetched=c.fetched, errors=c.errors, retries=c.retries, loop_errors=loop_errors,
+            batches_failed=c.batches_failed,
+            robots_fetched=c.robots_fetched, parked_hosts=len(self.slots.parked),
+            rows_written=self.output.rows_written, fetch_s=round(timers["fetch_s"], 2),
+            hand_over_s=round(timers["hand_over_s"], 2), error_kinds=dict(c.error_kinds),
+            retry_causes=dict(c.retry_causes))
+
+    def flush(self) -> None:
+        """Write buffered output rows to a file now."""
+        self.output.flush()
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,105 @@
+"""The fetch fault model without Ray: a worker fault re-fetches; only a URL that kills its
+worker when fetched alone, again and again, is poison."""
+
+import asyncio
+
+import pyarrow as pa
+
+from raycrawl.fetch.batch import FetchResult
+from raycrawl.fetch.rerun import Fault, Rerun
+from raycrawl.formats import schemas
+from raycrawl.frontier.queue import Entry
+
+
+def feed(urls_by_host):
+    entries = [Entry(f"http://{h}/{i}", n, h, 0, 1, 1.0, 0)
+               for n, (h, i) in enumerate((h, i) for h, k in urls_by_host.items()
+                                          for i in range(k))]
+    return schemas.feed_rows(entries, [0.0] * len(entries), [False] * len(entries))
+
+
+def fetched(feed_rows: pa.RecordBatch) -> FetchResult:
+    """Every request answered 200."""
+    n = feed_rows.num_rows
+    rows = schemas.ended_rows(feed_rows.select(list(schemas.CARRIED)).to_pydict(), ["x"] * n)
+    cols = rows.to_pydict()
+    cols["error"], cols["status"] = [None] * n, [200] * n
+    empty = FetchResult.empty()
+    return FetchResult(pa.RecordBatch.from_pydict(cols, schema=schemas.SPIDER_LOG_PAGES),
+                       empty.links, empty.robots)
+
+
+class Worker:
+    """A fake fetch worker: dies whenever a poison URL is in the feed, and for the first
+    ``killed`` calls (killed from outside, or restarting: not answering)."""
+
+    def __init__(self, poison=(), killed=0, answering=True):
+        self.poison, self.killed, self.answering = set(poison), killed, answering
+        self.calls: list[list[str]] = []
+        self.in_flight: dict[str, int] = {}
+        self.max_per_host = 0
+
+    async def attempt(self, feed_rows, rerun):
+        urls = feed_rows.column("url").to_pylist()
+        self.calls.append(urls)
+        for h in set(feed_rows.column("host").to_pylist()):
+            self.in_flight[h] = self.in_flight.get(h, 0) + 1
+            self.max_per_host = max(self.max_per_host, self.in_flight[h])
+        await asyncio.sleep(0.001)
+        for h in set(feed_rows.column("host").to_pylist()):
+            self.in_flight[h] -= 1
+        if self.killed:
+            self.killed -= 1
+            return Fault("killed", counted=self.answering)
+        if self.poison & set(urls):
+            return Fault("died", counted=True)
+        return fetched(feed_rows)
+
+
+def run(worker, f, solo_tries=3):
+    rerun = Rerun(worker.attempt, solo_tries)
+    return rerun, asyncio.run(rerun.run(f))
+
+
+def test_a_killed_worker_re_fetches_the_whole_batch_and_nothing_becomes_an_error():
+    w = Worker(killed=1)
+    f = feed({"a.com": 3, "b.com": 2})
+    rerun, result = run(w, f)
+    assert result.pages.num_rows == 5
+    assert result.pages.column("error").null_count == 5  # no error rows
+    assert len(w.calls) == 2 and rerun.poisoned == 0
+
+
+def test_faults_while_the_worker_restarts_do_not_count_against_urls():
+    # The worker is not answering for many calls in a row (restarting): a single URL is not
+    # turned into poison by them, however many there are (up to the bound).
+    w = Worker(killed=8, answering=False)
+    rerun, result = run(w, feed({"a.com": 1}))
+    assert result.pages.column("error").to_pylist() == [None]
+    assert rerun.poisoned == 0
+
+
+def test_poison_ends_alone_and_its_hosts_neighbours_are_fetched():
+    f = feed({"a.com": 3, "b.com": 2})
+    bad = "http://a.com/1"
+    w = Worker(poison={bad})
+    rerun, result = run(w, f)
+    rows = dict(zip(result.pages.column("url").to_pylist(),
+                    result.pages.column("error").to_pylist()))
+    assert rows == {"http://a.com/0": None, bad: "fetch-task-failed", "http://a.com/2": None,
+                    "http://b.com/0": None, "http://b.com/1": None}
+    assert rerun.poisoned == 1
+    assert sum(c == [bad] for c in w.calls) == 3  # alone, solo_tries times
+    assert w.max_per_host == 1  # a host is never fetched by two calls at once
+
+
+def test_poison_in_two_hosts_and_a_feed_of_one_host():
+    f = feed({"a.com": 2, "b.com": 2, "c.com": 1})
+    w = Worker(poison={"http://a.com/0", "http://b.com/1"})
+    rerun, result = run(w, f, solo_tries=2)
+    errors = sorted(e for e in result.pages.column("error").to_pylist() if e)
+    assert errors == ["fetch-task-failed"] * 2 and result.pages.num_rows == 5
+    w = Worker(poison={"http://a.com/0"})
+    _, result = run(w, feed({"a.com": 3}))
+    assert result.pages.column("error").to_pylist().count("fetch-task-failed") == 1
+    assert result.pages.num_rows == 3
