@@ -1,1 +1,1 @@
-"""The Ray side of raycrawl: coordinator, strategy and DB workers, fetch tasks, handles."""
+"""The Ray side of raycrawl: coordinator, strategy and DB workers, fetch workers, handles."""

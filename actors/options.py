@@ -6,7 +6,8 @@ from typing import Any
 
 NAMESPACE = "raycrawl"
 MAX_RESTARTS = 20  # a worker that dies is restarted by Ray (and reopens its RocksDB)
-MAX_TASK_RETRIES = 3  # calls to a restarting actor are retried: they are all idempotent
+MAX_TASK_RETRIES = 3  # calls to a restarting actor are retried (see Budget for the one kind
+# that is not idempotent)
 
 
 def coordinator_name(crawl_id: str) -> str:
@@ -27,7 +28,7 @@ def actor_options(name: str, worker: bool = False) -> dict[str, Any]:
     Every actor is detached, so none dies with the process that created it (the driver, or a
     coordinator being restarted); the coordinator ends them when the crawl is collected or
     abandoned.  They reserve no CPU (they mostly wait on I/O and each other): the CPUs go to
-    fetch tasks.  ``worker`` actors are found again by name after a restart; the coordinator is
+    fetch workers.  ``worker`` actors are found again by name after a restart; the coordinator is
     restarted too, and calls to any of them are retried across restarts.
     """
     return {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "lifetime": "detached",

@@ -66,7 +66,9 @@ class CrawlConfig:
     output_flush_s: float = 10.0  # flush buffered output rows at least this often
     poll_interval_s: float = 0.2  # coordinator reconcile period
     linger_s: float = 300.0  # an ended crawl's actors wait this long for a driver, then exit
-    fetch_retries: int = 2  # re-runs of a spider-feed batch whose fetch task died
+    # A URL fetched alone may kill its fetch worker fetch_retries + 1 times before it ends as
+    # fetch-task-failed, and be in flight at fetch_retries DB worker deaths before quarantined.
+    fetch_retries: int = 2
     retries: int = 2  # more attempts for a URL after a timeout, connection error, 429 or 5xx
     retry_backoff_s: float = 2.0  # host backoff before attempt n+1: retry_backoff_s * 2**n
     max_backoff_s: float = 600.0  # cap of a failing host's exponential backoff

@@ -133,3 +133,14 @@ def test_a_batch_that_keeps_failing_ends_as_internal_error(worker):
         assert worker.queue.queued == 1  # back for another try
     failed_batch()
     assert worker.queue.queued == 0 and worker.counters.error_kinds == {"internal-error": 1}
+
+
+def test_a_redirect_is_a_row_of_its_own_and_never_retried(worker):
+    es = [entry(0), entry(1)]
+    pages, retry = worker.settle(with_outcomes(es, [(301, None, None), (302, None, None)]), es)
+    assert retry == [] and pages.column("status").to_pylist() == [301, 302]
+    assert "h.com" not in worker.slots.failures  # a host that redirects is up
+    worker.queue.push(es)
+    batch_id, leased = worker.cut(10, None)
+    worker.complete(batch_id, pages)
+    assert worker.counters.fetched == 2 and worker.counters.errors == 0

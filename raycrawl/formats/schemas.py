@@ -1,7 +1,7 @@
 """The Arrow schemas of every stream between processes, and of the output.
 
-Frontera's vocabulary: the *spider feed* (requests a DB worker hands to a fetch task), the
-*spider log* (what a fetch task saw: pages crawled with their links, request errors) and the
+Frontera's vocabulary: the *spider feed* (requests a DB worker hands to a fetch worker), the
+*spider log* (what a fetch worker saw: pages crawled with their links, request errors) and the
 *scoring log* (what a strategy worker decided: update_score with schedule or not).  A spider log
 is two batches, pages and links, joined by ``parent_url``.
 """
@@ -19,7 +19,7 @@ from raycrawl.urls import URLInfo
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 URL_LIST = pa.list_(pa.string())
 
-# One request for a fetch task.  ``redirect_chain`` holds the URLs that redirected to this
+# One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
 # one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
 # ``robots_needed`` asks the task to fetch the origin's robots.txt first.
 SPIDER_FEED = pa.schema([
@@ -79,7 +79,7 @@ SCORING_LOG = pa.schema([
     ("skip", pa.string()),  # not null: do not fetch, end the URL with this error kind
 ])
 
-# One robots.txt fetch a fetch task made for an origin it was asked about.
+# One robots.txt fetch a fetch worker made for an origin it was asked about.
 ROBOTS = pa.schema([
     ("origin", pa.string()),
     ("host", pa.string()),

@@ -1,6 +1,6 @@
 """Spider-log files in Frontera's message protocol, for logging and offline replay.
 
-With ``log_streams`` on, each DB worker appends what its fetch tasks saw to
+With ``log_streams`` on, each DB worker appends what its fetch workers saw to
 ``OUT/streams/spider-log-<worker>.<codec>``: ``page_crawled`` or ``request_error`` per fetched
 URL, then ``links_extracted`` per page with links, encoded by the codec named in the config.
 A file is a sequence of frames, each a 4-byte big-endian length and one encoded message, so it

@@ -1,12 +1,12 @@
 """Named crash points of the commit protocol, for fault-injection tests.
 
 List points in the config's ``crash_points`` (it travels with the config to every worker and
-fetch task) and the first process that reaches one ends at once, as a kill -9 would end it.
+fetch worker) and the first process that reaches one ends at once, as a kill -9 would end it.
 Each point fires once per crawl state directory: a marker file (``crash-<point>.fired``) keeps
 the restarted worker from crashing again.  An empty list (the default) costs one tuple test.
 
 Points, in commit order: ``db-worker.cut`` (batch leased), ``fetch-task.start`` (inside the
-fetch task), ``db-worker.fetched`` (spider log received), ``strategy-worker.decided`` (states
+fetch worker), ``db-worker.fetched`` (spider log received), ``strategy-worker.decided`` (states
 changed in memory), ``strategy-worker.routed`` (links queued in the DB workers, states not yet
 written), ``db-worker.handed-over`` (strategy workers done, batch not yet completed),
 ``db-worker.completed`` (leases released, rows staged), ``db-worker.output-written`` (Parquet
