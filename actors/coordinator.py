@@ -1,34 +1,39 @@
 """The coordinator actor: one per crawl, named ``<crawl>/coordinator``, never on the data path.
 
-It creates the workers, routes seeds, hands out the page budget, runs the reconcile loop and
-serves control calls; what it decides comes from ``raycrawl.frontier.coordination`` (phases,
-budget, status, the next step), what it calls goes through the handles of ``actors.peers``.
-The loop never dies: each part of a pass (read the workers, restart loops, act on the verdict)
-runs in its own try/except.  If Ray restarts the coordinator, it adopts the workers (found by
-name), recounts the budget from them and carries on; its phase survives in ``coordinator.json``.
+It creates the workers, routes seeds, moves the page budget, runs the reconcile loop and
+serves control calls; its decisions come from ``raycrawl.frontier.coordination``, its calls go
+through the handles of ``actors.peers``.  The loop never dies: each part of a pass runs in its
+own try/except.  Restarted by Ray, it adopts the workers (by name) and carries on; its phase
+survives in ``coordinator.json``, the budget's allowances in the DB workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import Any
 
 import ray
 
 from raycrawl.config import CrawlConfig
-from raycrawl.errors import InvalidURL
-from raycrawl.formats import schemas
+from raycrawl.frontier.budget import Move
 from raycrawl.frontier.control import Phase, Verdict
-from raycrawl.frontier.coordination import CrawlControl
-from raycrawl.frontier.reports import CrawlStatus, SeedReply
+from raycrawl.frontier.coordination import CrawlControl, seed_feed
+from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, SeedReply, StrategyWorkerReport
 from raycrawl.frontier.routing import split_by_owner
-from raycrawl.urls import url_info
 
 from . import db_worker, strategy_worker
 from .options import actor_options, db_worker_name, strategy_worker_name
-from .peers import DBWorkerHandle, Peers, StrategyWorkerHandle
+from .peers import (
+    DBWorkerHandle,
+    PeerFault,
+    Peers,
+    StrategyWorkerHandle,
+    cluster_address,
+    fresh_or_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +45,17 @@ class Coordinator:
 
     def __init__(self, config: CrawlConfig, generation: int = 1) -> None:
         self.config = config
-        self.control = CrawlControl(config, generation)
+        self.control = CrawlControl(config, generation, cluster=cluster_address())
         self.controls_pending = 0
+        self.token, self.grants = secrets.token_hex(4), 0  # ids of allowance grows
         self.last_status = CrawlStatus()
         self.failed_passes = 0
         self.closed = False
         self.peers = Peers(config)
-        self.db_workers: list[DBWorkerHandle] = []
-        self.strategy_workers: list[StrategyWorkerHandle] = []
-        if self.control.adopted:  # restarted by Ray: adopt the running crawl's workers
-            self.db_workers = self.peers.db_workers()
-            self.strategy_workers = self.peers.strategy_workers()
+        adopt = self.control.adopted  # restarted by Ray: adopt the running crawl's workers
+        self.db_workers: list[DBWorkerHandle] = self.peers.db_workers() if adopt else []
+        self.strategy_workers: list[StrategyWorkerHandle] = (
+            self.peers.strategy_workers() if adopt else [])
         self.lock = asyncio.Lock()
         self.loop_task: asyncio.Task[None] | None = None
 
@@ -66,16 +71,17 @@ class Coordinator:
             self._ensure_loop()
             return SeedReply()
         sw_cls, db_cls = strategy_worker.remote_class(), db_worker.remote_class()
+        timeout = cfg.actor_timeout_s
+        names = [strategy_worker_name(cfg.crawl_id, i) for i in range(cfg.strategy_workers)]
         self.strategy_workers = [StrategyWorkerHandle(
-            sw_cls.options(**actor_options(strategy_worker_name(cfg.crawl_id, i), worker=True))
-            .remote(cfg, i)) for i in range(cfg.strategy_workers)]
+            sw_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
+            for i, name in enumerate(names)]
+        names = [db_worker_name(cfg.crawl_id, i) for i in range(cfg.db_workers)]
         self.db_workers = [DBWorkerHandle(
-            db_cls.options(**actor_options(db_worker_name(cfg.crawl_id, i), worker=True))
-            .remote(cfg, i)) for i in range(cfg.db_workers)]
+            db_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
+            for i, name in enumerate(names)]
         await asyncio.gather(*(w.ready() for w in [*self.strategy_workers, *self.db_workers]))
         reply = await self.add_seeds(seeds)
-        if self.control.generation > 1:  # resumed: pages already fetched count against max_pages
-            await self._recount_budget()
         self.control.set_phase(Phase.RUNNING)
         await self._start_workers(range(len(self.db_workers)))
         self._ensure_loop()
@@ -85,8 +91,7 @@ class Coordinator:
         if (self.loop_task is None or self.loop_task.done()) and not self.closed:
             self.loop_task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def heartbeat(self) -> None:
-        """Workers call this every few seconds; a restarted coordinator resumes its loop."""
+    async def heartbeat(self) -> None:  # from the workers: a restarted coordinator's loop resumes
         self._ensure_loop()
 
     async def add_seeds(self, urls: list[str]) -> SeedReply:
@@ -94,33 +99,13 @@ class Coordinator:
         queued, with the seeds refused and why."""
         self.controls_pending += 1
         try:
-            infos, invalid = [], []
-            for url in urls:
-                try:
-                    infos.append(url_info(url, self.config.partitions))
-                except InvalidURL as exc:
-                    invalid.append((url, str(exc)))
-            feed = schemas.feed_batch(infos)
+            feed, reply = seed_feed(urls, self.config.partitions)
             parts = split_by_owner(feed, self.peers.sw_owner)
             await asyncio.gather(*(self.strategy_workers[w].add_seeds(part)
                                    for w, part in parts.items()))
-            return SeedReply(accepted=feed.num_rows, invalid=tuple(invalid))
+            return reply
         finally:
             self.controls_pending -= 1
-
-    async def _recount_budget(self) -> None:
-        reports = await asyncio.gather(*(w.report() for w in self.db_workers))
-        self.control.budget.recount(list(reports))
-
-    async def acquire_budget(self, want: int) -> int:
-        """Grant up to ``want`` page fetches of the ``max_pages`` budget (not idempotent:
-        see ``Budget``)."""
-        if not self.control.budget.known:
-            await self._recount_budget()
-        return self.control.budget.acquire(want)
-
-    def release_budget(self, unused: int) -> None:
-        self.control.budget.release(unused)
 
     async def _start_workers(self, indexes: Any) -> None:
         await asyncio.gather(*(self.db_workers[i].start(self.control.detector.gate)
@@ -182,8 +167,6 @@ class Coordinator:
         stopped, open a depth layer or finish.  Returns whether every part succeeded."""
         try:
             status = await self._refresh_status()
-            if not self.control.budget.known:
-                await self._recount_budget()
         except Exception:
             log.exception("reading the workers failed (%d passes in a row)",
                           self.failed_passes + 1)
@@ -197,6 +180,7 @@ class Coordinator:
                 log.exception("restarting the loops of DB workers %s failed", step.restart)
                 ok = False
         try:
+            await asyncio.gather(*(self._move(m) for m in step.budget))
             if step.verdict is Verdict.ADVANCE_GATE:
                 await asyncio.gather(*(w.set_gate(self.control.detector.gate)
                                        for w in self.db_workers))
@@ -207,17 +191,42 @@ class Coordinator:
             ok = False
         return ok
 
+    async def _move(self, move: Move) -> None:
+        """Apply one allowance move (a grow carries an id: applied twice, it counts once)."""
+        worker = self.db_workers[move.worker]
+        if move.to is not None:
+            await worker.shrink_allowance(move.to)
+        else:
+            self.grants += 1
+            await worker.grow_allowance(move.amount, f"{self.token}-{self.grants}")
+
     async def _refresh_status(self, force_write: bool = False) -> CrawlStatus:
-        db = await asyncio.gather(*(w.report() for w in self.db_workers))
-        sw = await asyncio.gather(*(w.report() for w in self.strategy_workers))
-        self.last_status = self.control.status(tuple(db), tuple(sw), force_write)
+        """Read every worker (each call bounded).  A worker that does not answer keeps its
+        last report in the status, is replaced if it hung, and makes the pass fail
+        (:class:`PeerFault`): nothing is decided on a stale report."""
+        db_results, sw_results = await asyncio.gather(
+            asyncio.gather(*(w.report() for w in self.db_workers), return_exceptions=True),
+            asyncio.gather(*(w.report() for w in self.strategy_workers),
+                           return_exceptions=True))
+        last = self.last_status
+        db = fresh_or_last(self.db_workers, db_results, last.db_workers, DBWorkerReport)
+        sw = fresh_or_last(self.strategy_workers, sw_results, last.strategy_workers,
+                           StrategyWorkerReport)
+        self.last_status = self.control.status(db, sw, force_write)
+        faults = [r for r in [*db_results, *sw_results] if isinstance(r, PeerFault)]
+        if faults:
+            raise faults[0]
         return self.last_status
 
     async def status(self) -> CrawlStatus:
-        """A fresh status snapshot (the last one taken, once the workers are shut down)."""
+        """A fresh status snapshot (the last one taken, once the workers are shut down, and
+        the last known report of a worker that does not answer)."""
         self._ensure_loop()
         if not self.closed:
-            await self._refresh_status()
+            try:
+                await self._refresh_status()
+            except PeerFault as exc:
+                log.warning("status with a worker's last report: %s", exc)
         return self.last_status.replace(phase=self.phase, reason=self.control.reason)
 
     async def shutdown(self) -> None:

@@ -16,44 +16,47 @@ import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.errors import StorageError
 from raycrawl.fetch.batch import FetchResult
 from raycrawl.fetch.options import FetchOptions
-from raycrawl.formats import schemas
+from raycrawl.formats.ownership import check_shared_state
 from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.reports import DBWorkerReport
-from raycrawl.frontier.routing import split_by_owner
 from raycrawl.frontier.shard import DBShard, ended_rows
 from raycrawl.testing.faults import crash_point
 
 from .fetch import FetchPool
 from .options import db_worker_name
-from .peers import Peers
+from .peers import PeerFault, Peers
 
 log = logging.getLogger(__name__)
+
+PEER_BACKOFF_S = 2.0  # a peer failed a batch: wait this long before cutting the next
 
 
 class DBWorker:
     """Owns the queue of a set of partitions; cuts polite spider-feed batches and runs them.
 
-    A batch stays *in flight* from the cut until its spider log has been processed by the
-    strategy workers (which return only once the links are queued) and its pages are recorded
-    here; only then is the batch counted as completed.  Its hosts are released when its fetch
-    ends (their delay runs from then), so the next batch may take them meanwhile.  Batches
-    fetching are limited to ``batches_in_flight`` (three per fetch worker, see ``FetchPool.fit``); a
-    batch handing over its spider log no longer holds a fetch slot (its CPU goes to the next
-    fetch), and at most as many again may be handing over.
+    A batch stays *in flight* from the cut until the strategy workers processed its spider log
+    (they return once its links are queued) and its pages are recorded here.  Its hosts are
+    released when its fetch ends (their delay runs from then).  Batches fetching are limited by
+    ``FetchPool.fit``; a batch handing over no longer holds a fetch slot, and at most as many
+    again may be handing over.
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
         self.config = config
+        check_shared_state(config.state_dir, config.crawl_id, db_worker_name(config.crawl_id,
+                                                                             index))
         self.shard = DBShard(config, index,
                              on_file_written=lambda: self._crash("db-worker.output-written"))
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
         self.fetchers = FetchPool(FetchOptions.from_config(config),
                                   db_worker_name(config.crawl_id, index),
-                                  solo_tries=config.fetch_retries + 1)
+                                  solo_tries=config.fetch_retries + 1,
+                                  ready_timeout_s=config.actor_timeout_s)
         self.gate: int | None = 0 if config.max_depth is not None else None
         self.peers = Peers(config)
         self.running = False
@@ -63,12 +66,17 @@ class DBWorker:
         self.timers: dict[str, float] = {"fetch_s": 0.0, "hand_over_s": 0.0}  # seconds, summed
         self.wakeup = asyncio.Event()
         self.loop_task: asyncio.Task[None] | None = None
-        self.last_heartbeat = 0.0
+        self.peer_trouble_until = 0.0  # after a peer fault, cut nothing for a moment
+        self.storage_error = ""
 
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns, and
         idempotent (see ``DBShard.enqueue``)."""
-        added = self.shard.enqueue(scoring)
+        try:
+            added = self.shard.enqueue(scoring)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            raise
         if added:
             self.wakeup.set()
         return added
@@ -78,7 +86,10 @@ class DBWorker:
         self.wakeup.set()
 
     def start(self, gate: int | None = None) -> None:
-        """Start (or resume) cutting batches from layers up to ``gate``; returns at once."""
+        """Start (or resume) cutting batches from layers up to ``gate``; returns at once
+        (not after a storage error: that ends the crawl)."""
+        if self.storage_error:
+            return
         self.gate = gate if self.config.max_depth is not None else None
         self.running = True
         if self.loop_task is None or self.loop_task.done():
@@ -99,13 +110,32 @@ class DBWorker:
         if self.in_flight:
             await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         self.fetchers.release()
-        self.shard.flush()
+        try:
+            self.shard.flush()
+        except StorageError as exc:  # the rows stay staged: a resume writes them
+            self._storage_failed(exc)
         if self.stream is not None:
             self.stream.flush()
 
+    def grow_allowance(self, amount: int, grant: str) -> int:
+        """More of the page budget (idempotent per ``grant``); durable on return."""
+        room = self.shard.grow_allowance(amount, grant)
+        self.wakeup.set()
+        return room
+
+    def shrink_allowance(self, to: int) -> int:
+        """Give back allowance not held (never below what is held); durable on return."""
+        return self.shard.shrink_allowance(to)
+
     def report(self) -> DBWorkerReport:
         return self.shard.report(self.running, len(self.in_flight), self.gate, self.loop_errors,
-                                 self.timers)
+                                 self.timers, self.storage_error)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """Stop cutting: the coordinator ends the crawl with the reason (resumable)."""
+        log.error("%s", exc)
+        self.storage_error = self.storage_error or str(exc)
+        self.running = False
 
     async def _feed_loop(self) -> None:
         """Cut batches while running.  The loop never dies: a pass that fails is logged and
@@ -113,6 +143,8 @@ class DBWorker:
         while self.running:
             try:
                 await self._feed_once()
+            except StorageError as exc:
+                self._storage_failed(exc)
             except Exception:
                 self.loop_errors += 1
                 log.exception("feed loop pass failed")
@@ -122,22 +154,15 @@ class DBWorker:
         """One pass: wait for room, cut a batch and start it, or wait for work."""
         cfg = self.config
         self.wakeup.clear()
-        self._heartbeat()
-        allowed = self.fetchers.fit(cfg.batches_in_flight, cfg.db_workers)
+        self.peers.heartbeat()
+        allowed = await self.fetchers.fit(cfg.batches_in_flight, cfg.db_workers)
+        if time.monotonic() < self.peer_trouble_until:
+            await asyncio.sleep(self.peer_trouble_until - time.monotonic())
+            return
         if len(self.fetching) >= allowed or len(self.in_flight) >= 2 * allowed:
             await self._wait(1.0)  # a fetch ends or a batch completes (both set wakeup)
             return
-        want = self.shard.wanted(self.gate)
-        granted = want
-        if want and cfg.max_pages is not None:
-            granted = await self.peers.coordinator().acquire_budget(want)
-        batch_id, entries = self.shard.cut(granted, self.gate)
-        try:
-            await self._release_budget(granted - len(entries))
-        except BaseException:  # the batch never started: its URLs go back
-            if entries:
-                self.shard.requeue(batch_id, entries)
-            raise
+        batch_id, entries = self.shard.cut(self.shard.wanted(self.gate), self.gate)
         if not entries:
             self.shard.output.flush_if_due()
             # Nothing to cut: wait for new work, a released host or a delay to pass.
@@ -152,18 +177,6 @@ class DBWorker:
             await asyncio.wait_for(self.wakeup.wait(), timeout=timeout_s)
         except TimeoutError:
             pass
-
-    def _heartbeat(self) -> None:
-        """Tell the coordinator we are alive every few seconds (a restarted coordinator
-        resumes its reconcile loop on the first call it gets)."""
-        now = time.monotonic()
-        if now - self.last_heartbeat >= 2.0:
-            self.last_heartbeat = now
-            self.peers.coordinator().heartbeat()
-
-    async def _release_budget(self, unused: int) -> None:
-        if unused > 0 and self.config.max_pages is not None:
-            await self.peers.coordinator().release_budget(unused)
 
     async def _run_batch(self, batch_id: int, entries: list[Entry]) -> None:
         shard = self.shard
@@ -183,7 +196,7 @@ class DBWorker:
             shard.release_hosts(entries)
             released = True
             started = time.monotonic()
-            await self._hand_over(pages, result.links)
+            await self.peers.hand_over(pages, result.links)
             self.timers["hand_over_s"] += time.monotonic() - started
             self._crash("db-worker.handed-over")
             if self.stream is not None:
@@ -191,8 +204,14 @@ class DBWorker:
             shard.complete(batch_id, pages, retry)
             committed = True
             self._crash("db-worker.completed")
-            await self._release_budget(len(retry))
-        except Exception:  # a bug or a dead strategy worker: retry the URLs, a bounded number
+        except StorageError as exc:  # its leases stay in the store: a resume requeues them
+            self._storage_failed(exc)
+        except PeerFault as exc:  # not the URLs' fault: they go back as they were
+            log.warning("batch %d given back: %s", batch_id, exc)
+            if not committed:
+                shard.give_back(batch_id, entries)
+            self.peer_trouble_until = time.monotonic() + PEER_BACKOFF_S
+        except Exception:  # a bug: retry the URLs, a bounded number of times
             log.exception("batch %d failed", batch_id)
             if not committed:
                 shard.fail(batch_id, entries)
@@ -214,17 +233,6 @@ class DBWorker:
             if not self.running and not self.fetching:
                 self.fetchers.release()  # paused: hold no CPU
             self.timers["fetch_s"] += time.monotonic() - started
-
-    async def _hand_over(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
-        """Send each strategy worker the pages and links of its partitions; return when all
-        of them have processed theirs (and queued the links they scheduled)."""
-        page_parts = split_by_owner(pages, self.peers.sw_owner)
-        link_parts = split_by_owner(links, self.peers.sw_owner)
-        await asyncio.gather(*(
-            self.peers.strategy_worker(w).process_spider_log(
-                page_parts.get(w, schemas.empty(schemas.SPIDER_LOG_PAGES)),
-                link_parts.get(w, schemas.empty(schemas.SPIDER_LOG_LINKS)))
-            for w in set(page_parts) | set(link_parts)))
 
     def _crash(self, point: str) -> None:
         crash_point(point, self.config.crash_points, self.config.state_dir)

@@ -26,7 +26,7 @@ import aiohttp
 import pyarrow as pa
 import ray
 
-from raycrawl.fetch.batch import FetchResult, fetch_feed
+from raycrawl.fetch.batch import FetchResult, feed_bound_s, fetch_feed
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun
@@ -84,7 +84,7 @@ class FetchPool:
         """Batches that may be fetching at once."""
         return BATCHES_PER_WORKER * len(self.workers)
 
-    def fit(self, batches_in_flight: int | None, db_workers: int) -> int:
+    async def fit(self, batches_in_flight: int | None, db_workers: int) -> int:
         """Size the pool and return the batches that may fetch at once: ``batches_in_flight``
         (three per worker), or, when None, one worker per CPU of this DB worker's share of the
         cluster (re-read every 10 s, so a cluster that grows gets used and one that shrinks is
@@ -95,7 +95,9 @@ class FetchPool:
         now = time.monotonic()
         if now - self.cpus_read_at >= 10.0 or not self.workers:
             self.cpus_read_at = now
-            cpus = ray.cluster_resources().get("CPU", 1.0)
+            # Read off the event loop: the call blocks on the GCS.
+            resources = await asyncio.to_thread(ray.cluster_resources)
+            cpus = resources.get("CPU", 1.0)
             self.cpu_share = max(1, int(cpus / FETCHER_CPUS) // db_workers)
         self.resize(self.cpu_share)
         return self.slots
@@ -126,9 +128,16 @@ class FetchPool:
         i = min(range(len(self.workers)), key=self.load.__getitem__)
         worker = self.workers[i]
         answering = not rerun or await self._answers(worker)
+        bound = feed_bound_s(feed, self.options)
         self.load[i] += 1
         try:
-            return FetchResult(*await worker.fetch.remote(feed))
+            return FetchResult(*await asyncio.wait_for(
+                worker.fetch.remote(feed), None if bound is None else bound + self.ready_timeout_s))
+        except TimeoutError:  # hung (or stopped): replaced, and the feed runs again
+            log.warning("fetch of %d URLs did not end in %.0f s; replacing its worker",
+                        feed.num_rows, bound)
+            ray.kill(worker, no_restart=False)
+            return Fault("timeout", counted=answering)
         except ray.exceptions.RayError as exc:  # died, restarted, unreachable, or raised
             log.warning("fetch of %d URLs failed (%s)", feed.num_rows, exc)
             return Fault(str(exc), counted=answering)

@@ -11,6 +11,7 @@ from typing import Any
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.errors import CrawlUnavailable, RaycrawlError
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus, SeedReply
 
@@ -62,7 +63,23 @@ class CoordinatorHandle:
 
     @staticmethod
     def _get(ref: Any, timeout: float | None = CALL_TIMEOUT_S) -> Any:
-        return ray.get(ref, timeout=timeout)
+        """The result of a call; :class:`CrawlUnavailable` if the coordinator did not answer
+        in time or is gone for good (errors it raised are raised as they are)."""
+        try:
+            return ray.get(ref, timeout=timeout)
+        except ray.exceptions.RayTaskError as exc:  # raised on purpose in the actor: as it is
+            if isinstance(exc.cause, RaycrawlError):
+                raise exc.cause from None
+            raise
+        except ray.exceptions.GetTimeoutError:
+            raise CrawlUnavailable(f"the coordinator did not answer within {timeout} s") from None
+        except ray.exceptions.RayActorError as exc:
+            raise CrawlUnavailable(f"the coordinator is unavailable: {exc}") from None
+
+    def replace(self) -> None:
+        """Kill a coordinator that stopped answering; Ray restarts it and it adopts the
+        crawl from its state."""
+        ray.kill(self.actor, no_restart=False)
 
     def status(self) -> CrawlStatus:
         status: CrawlStatus = self._get(self.actor.status.remote())
@@ -104,6 +121,6 @@ class CoordinatorHandle:
         answers, then kill the coordinator."""
         try:
             self.shutdown(timeout=30)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
+        except (CrawlUnavailable, ray.exceptions.RayError) as exc:
             log.warning("coordinator did not shut down cleanly: %s", exc)
         self.kill()

@@ -6,8 +6,7 @@ from typing import Any
 
 NAMESPACE = "raycrawl"
 MAX_RESTARTS = 20  # a worker that dies is restarted by Ray (and reopens its RocksDB)
-MAX_TASK_RETRIES = 3  # calls to a restarting actor are retried (see Budget for the one kind
-# that is not idempotent)
+MAX_TASK_RETRIES = 3  # calls to a restarting actor are retried: they are idempotent
 
 
 def coordinator_name(crawl_id: str) -> str:

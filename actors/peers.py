@@ -2,14 +2,21 @@
 
 Every Ray call one actor makes on another goes through a handle here, with the types of the
 control plane (``raycrawl.frontier.reports``) in and out, so the actors' own code holds no
-``.remote``.  Workers never hold handles passed at creation: they look peers up by their stable
-names (and derive the partition owners from the config), so an actor restarted by Ray — whose
-``__init__`` runs again with nothing else — finds everything it needs by itself, and a handle
-stays valid across the restart of the actor it points to.
+``.remote``.  Every call is bounded (``actor_timeout_s``): a peer that does not answer in time,
+or that died, raises :class:`PeerFault` (an infrastructure fault, never the URLs') and its
+owner replaces it (``replace``: killed, then restarted by Ray).
+
+Workers never hold handles passed at creation: they look peers up by their stable names (and
+derive the partition owners from the config), so an actor restarted by Ray, whose ``__init__``
+runs again with nothing else, finds everything it needs by itself, and a handle stays valid
+across the restart of the actor it points to.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -17,75 +24,141 @@ import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.errors import StorageError
+from raycrawl.formats import schemas
 from raycrawl.frontier.control import assign_partitions, owner_table
-from raycrawl.frontier.reports import DBWorkerReport, SeedReply, StrategyWorkerReport
+from raycrawl.frontier.reports import DBWorkerReport, StrategyWorkerReport
+from raycrawl.frontier.routing import split_by_owner
 
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
 
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0  # how often workers tell the coordinator they are alive
+
+
+def cluster_address() -> str:
+    """The Ray cluster this process is connected to (its GCS address)."""
+    address: str = ray.get_runtime_context().gcs_address
+    return address
+
+
+class PeerFault(Exception):
+    """A call to another actor timed out, or the actor died or was unreachable meanwhile."""
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out  # no answer in time (hung), rather than dead or restarting
+
+
+async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
+    """The result of ``ref``, or :class:`PeerFault` after ``timeout_s`` (None: no bound) or if
+    the actor died; an error the peer raised is raised as it is (a PeerFault of the peer's own
+    call stays one)."""
+    try:
+        return await asyncio.wait_for(ref, timeout_s)
+    except TimeoutError:
+        raise PeerFault(f"{what}: no answer within {timeout_s} s", timed_out=True) from None
+    except ray.exceptions.RayActorError as exc:
+        raise PeerFault(f"{what}: {type(exc).__name__}") from exc
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, (PeerFault, StorageError)):  # the peer reports its own store
+            raise PeerFault(f"{what}: {exc.cause}") from exc
+        raise
+
 
 class _Handle:
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, timeout_s: float | None, name: str = "") -> None:
         self.actor = actor
+        self.timeout_s = timeout_s
+        self.name = name
 
-    async def ready(self) -> None:
-        await self.actor.__ray_ready__.remote()
+    async def _call(self, method: str, *args: Any, timeout_s: float | None = -1.0) -> Any:
+        ref = getattr(self.actor, method).remote(*args)
+        return await bounded(ref, self.timeout_s if timeout_s == -1.0 else timeout_s,
+                             f"{self.name}.{method}")
+
+    async def ready(self, timeout_s: float | None = None) -> None:
+        """Returns once the actor is up (its ``__init__`` ran)."""
+        await self._call("__ray_ready__", timeout_s=timeout_s)
 
     async def close(self) -> None:
         """Close the actor's stores (it stays alive until killed)."""
-        await self.actor.close.remote()
+        await self._call("close")
 
     def kill(self) -> None:
         ray.kill(self.actor)
 
+    def replace(self) -> None:
+        """Kill an actor that stopped answering; Ray restarts it (it reopens its store and
+        recovers what it held)."""
+        ray.kill(self.actor, no_restart=False)
+
 
 class StrategyWorkerHandle(_Handle):
     async def add_seeds(self, seeds: pa.RecordBatch) -> int:
-        return int(await self.actor.add_seeds.remote(seeds))
+        return int(await self._call("add_seeds", seeds))
 
     async def process_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> int:
         """Returns once the links it scheduled are queued in the DB workers."""
-        return int(await self.actor.process_spider_log.remote(pages, links))
+        return int(await self._call("process_spider_log", pages, links))
 
     async def report(self) -> StrategyWorkerReport:
-        report: StrategyWorkerReport = await self.actor.report.remote()
+        report: StrategyWorkerReport = await self._call("report")
         return report
 
 
 class DBWorkerHandle(_Handle):
     async def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Durable in the DB worker when this returns; idempotent."""
-        return int(await self.actor.enqueue.remote(scoring))
+        return int(await self._call("enqueue", scoring))
 
     async def start(self, gate: int | None) -> None:
-        await self.actor.start.remote(gate)
+        await self._call("start", gate)
 
     async def set_gate(self, gate: int | None) -> None:
-        await self.actor.set_gate.remote(gate)
+        await self._call("set_gate", gate)
 
     async def drain(self) -> None:
-        await self.actor.drain.remote()
+        """Returns once the batches in flight are done: not bounded by ``actor_timeout_s``
+        (each batch is bounded by its own fetch and hand-over bounds)."""
+        await self._call("drain", timeout_s=None)
 
     async def report(self) -> DBWorkerReport:
-        report: DBWorkerReport = await self.actor.report.remote()
+        report: DBWorkerReport = await self._call("report")
         return report
+
+    async def grow_allowance(self, amount: int, grant: str) -> int:
+        return int(await self._call("grow_allowance", amount, grant))
+
+    async def shrink_allowance(self, to: int) -> int:
+        return int(await self._call("shrink_allowance", to))
 
 
 class CoordinatorClient(_Handle):
     """The coordinator as its workers call it."""
 
-    async def acquire_budget(self, want: int) -> int:
-        return int(await self.actor.acquire_budget.remote(want))
-
-    async def release_budget(self, unused: int) -> None:
-        await self.actor.release_budget.remote(unused)
-
     def heartbeat(self) -> None:
         """Fire and forget: a restarted coordinator resumes its loop on the first call."""
         self.actor.heartbeat.remote()
 
-    async def add_seeds(self, urls: list[str]) -> SeedReply:
-        reply: SeedReply = await self.actor.add_seeds.remote(urls)
-        return reply
+
+def fresh_or_last(handles: list[Any], results: list[Any], last: tuple[Any, ...],
+                   empty: Any) -> tuple[Any, ...]:
+    """The reports read, the last known one for a worker that did not answer; a worker that
+    hung (no answer within its bound) is replaced.  An error a worker raised is raised."""
+    reports = []
+    for i, (handle, result) in enumerate(zip(handles, results)):
+        if isinstance(result, PeerFault):
+            if result.timed_out:
+                log.warning("%s; replacing it", result)
+                handle.replace()
+            reports.append(last[i] if i < len(last) else empty())
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            reports.append(result)
+    return tuple(reports)
 
 
 class Peers:
@@ -98,6 +171,7 @@ class Peers:
         self.db_owner = np.asarray(owner_table(
             assign_partitions(config.partitions, config.db_workers)), dtype=np.int64)
         self._handles: dict[str, Any] = {}
+        self.last_heartbeat = 0.0
 
     def _get(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -106,13 +180,35 @@ class Peers:
         return handle
 
     def strategy_worker(self, index: int) -> StrategyWorkerHandle:
-        return StrategyWorkerHandle(self._get(strategy_worker_name(self.config.crawl_id, index)))
+        name = strategy_worker_name(self.config.crawl_id, index)
+        return StrategyWorkerHandle(self._get(name), self.config.actor_timeout_s, name)
 
     def db_worker(self, index: int) -> DBWorkerHandle:
-        return DBWorkerHandle(self._get(db_worker_name(self.config.crawl_id, index)))
+        name = db_worker_name(self.config.crawl_id, index)
+        return DBWorkerHandle(self._get(name), self.config.actor_timeout_s, name)
 
     def coordinator(self) -> CoordinatorClient:
-        return CoordinatorClient(self._get(coordinator_name(self.config.crawl_id)))
+        name = coordinator_name(self.config.crawl_id)
+        return CoordinatorClient(self._get(name), self.config.actor_timeout_s, name)
+
+    async def hand_over(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
+        """Send each strategy worker the pages and links of its partitions; return when all
+        of them have processed theirs (and queued the links they scheduled)."""
+        page_parts = split_by_owner(pages, self.sw_owner)
+        link_parts = split_by_owner(links, self.sw_owner)
+        await asyncio.gather(*(
+            self.strategy_worker(w).process_spider_log(
+                page_parts.get(w, schemas.empty(schemas.SPIDER_LOG_PAGES)),
+                link_parts.get(w, schemas.empty(schemas.SPIDER_LOG_LINKS)))
+            for w in set(page_parts) | set(link_parts)))
+
+    def heartbeat(self) -> None:
+        """Tell the coordinator this worker is alive, every few seconds (a restarted
+        coordinator resumes its reconcile loop on the first call it gets)."""
+        now = time.monotonic()
+        if now - self.last_heartbeat >= HEARTBEAT_S:
+            self.last_heartbeat = now
+            self.coordinator().heartbeat()
 
     def strategy_workers(self) -> list[StrategyWorkerHandle]:
         return [self.strategy_worker(i) for i in range(self.config.strategy_workers)]

@@ -10,12 +10,15 @@ import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.errors import StorageError
+from raycrawl.formats.ownership import check_shared_state
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.reports import StrategyWorkerReport
 from raycrawl.frontier.routing import split_by_owner
 from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.testing.faults import crash_point
 
+from .options import strategy_worker_name
 from .peers import Peers
 
 
@@ -33,10 +36,13 @@ class StrategyWorker:
     def __init__(self, config: CrawlConfig, index: int) -> None:
         self.config = config
         self.index = index
+        check_shared_state(config.state_dir, config.crawl_id,
+                           strategy_worker_name(config.crawl_id, index))
         self.store = Store(os.path.join(config.state_dir, f"strategy-worker-{index}"))
         self.runner = StrategyRunner(config, self.store)
         self.peers = Peers(config)
         self.lock = asyncio.Lock()
+        self.storage_error = ""
 
     async def add_seeds(self, seeds: pa.RecordBatch) -> int:
         async with self.lock:
@@ -56,11 +62,16 @@ class StrategyWorker:
             self.runner.discard()
             raise
         self._crash("strategy-worker.routed")
-        self.runner.commit()
+        try:
+            self.runner.commit()
+        except StorageError as exc:  # the states stay as they were: the caller retries
+            self.storage_error = self.storage_error or str(exc)
+            self.runner.discard()
+            raise
         return scoring.num_rows
 
     def report(self) -> StrategyWorkerReport:
-        return self.runner.report()
+        return self.runner.report().replace(storage_error=self.storage_error)
 
     def _crash(self, point: str) -> None:
         crash_point(point, self.config.crash_points, self.config.state_dir)

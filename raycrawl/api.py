@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from raycrawl.config import CrawlConfig, config_from_mapping
-from raycrawl.errors import CrawlStateError, InvalidURL, SeedError
+from raycrawl.errors import CrawlStateError, CrawlUnavailable, InvalidURL, SeedError
 from raycrawl.formats.output import read_pages
+from raycrawl.formats.ownership import check_new_state, claim_out, take_lease
 from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus, SeedReply
@@ -20,6 +21,8 @@ from raycrawl.urls import canonicalize
 
 if TYPE_CHECKING:
     from actors.handles import CoordinatorHandle
+
+COORDINATOR_MISSES = 3  # status calls in a row the coordinator may miss before wait() gives up
 
 
 def read_seeds_file(path: str, strategy: str = "bfs") -> list[str]:
@@ -62,12 +65,16 @@ class Crawl:
         Returns once the seeds are queued.  Raises :class:`SeedError` if no seed is valid.
         """
         from actors.handles import CoordinatorHandle, connect
+        from actors.peers import cluster_address
 
         seeds = self.check()
         # Workers may run in another folder (or on another node with shared storage).
         self.config = self.config.replace(out=os.path.abspath(self.config.out),
                                           state=os.path.abspath(self.config.state_dir))
+        check_new_state(self.config.state_dir, self.crawl_id)
+        claim_out(self.config.out, self.crawl_id, self.config.state_dir)
         connect(self.config.address, **ray_init)
+        take_lease(self.config.state_dir, self.crawl_id, 1, cluster_address())
         self._handle, self.seed_report = CoordinatorHandle.launch(self.config, seeds)
         return self
 
@@ -115,11 +122,23 @@ class Crawl:
         """Block until the crawl ends, then end its actors; returns the final stats.
 
         ``progress`` is called with the stats every ``interval_s``.  On ``timeout`` the crawl
-        keeps running and :class:`TimeoutError` is raised.
+        keeps running and :class:`TimeoutError` is raised.  A coordinator that does not
+        answer is replaced (Ray restarts it and it adopts the crawl); if it still does not,
+        :class:`CrawlUnavailable` is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        misses = 0
         while True:
-            stats = self.stats()
+            try:
+                stats = self.stats()
+                misses = 0
+            except CrawlUnavailable:  # hung or restarting: replaced once, then given up on
+                misses += 1
+                if misses > COORDINATOR_MISSES:
+                    raise
+                if misses == 1:
+                    self._coordinator().replace()
+                continue
             if stats.phase.terminal:
                 break
             if progress is not None:
@@ -153,6 +172,7 @@ class Crawl:
         crawl cannot be attached to (:class:`CrawlStateError`).
         """
         from actors.handles import CoordinatorHandle, connect
+        from actors.peers import cluster_address
 
         manifest = read_manifest(state_dir)
         config = config_from_mapping(manifest["config"])
@@ -168,8 +188,9 @@ class Crawl:
         if last.get("phase") == Phase.FINISHED:
             raise CrawlStateError(f"crawl {crawl.crawl_id} has finished; its pages are in "
                                   f"{config.pages_dir}")
-        crawl._handle, crawl.seed_report = CoordinatorHandle.launch(
-            config, [], generation=int(manifest.get("generation", 1)) + 1)
+        generation = int(manifest.get("generation", 1)) + 1
+        take_lease(config.state_dir, crawl.crawl_id, generation, cluster_address())
+        crawl._handle, crawl.seed_report = CoordinatorHandle.launch(config, [], generation)
         return crawl
 
 

@@ -9,7 +9,7 @@ import time
 from typing import Any, NoReturn
 
 from raycrawl.config import CODECS, LINK_PARSERS
-from raycrawl.errors import RaycrawlError
+from raycrawl.errors import CrawlUnavailable, RaycrawlError
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus
 
@@ -133,8 +133,11 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
     for i, w in enumerate(s.db_workers):
+        trouble = "".join(f", {name.replace('_', ' ')} {value}" for name, value in (
+            ("loop_errors", w.loop_errors), ("batches_failed", w.batches_failed),
+            ("storage_error", w.storage_error)) if value)
         print(f"  db-worker-{i}: queued {w.queued}, in flight {w.in_flight}, "
-              f"fetched {w.fetched}, errors {w.errors}")
+              f"fetched {w.fetched}, errors {w.errors}{trouble}")
     for i, sw in enumerate(s.strategy_workers):
         print(f"  strategy-worker-{i}: crawled {sw.pages_crawled}, "
               f"request errors {sw.request_errors}, scheduled {sw.scheduled}")
@@ -212,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
         return cmd_synthweb(args)
+    except CrawlUnavailable as exc:  # not bad input: the crawl may go on, `resume` follows it
+        print(f"raycrawl: error: {exc}", file=sys.stderr)
+        return 1
     except RaycrawlError as exc:
         print(f"raycrawl: error: {exc}", file=sys.stderr)
         return 2

@@ -65,6 +65,9 @@ class CrawlConfig:
     output_rows_per_file: int = 20_000
     output_flush_s: float = 10.0  # flush buffered output rows at least this often
     poll_interval_s: float = 0.2  # coordinator reconcile period
+    # A call to another actor that does not return within this fails (an infrastructure fault:
+    # its work runs again), and an actor that does not answer its owner within it is replaced.
+    actor_timeout_s: float = 60.0
     linger_s: float = 300.0  # an ended crawl's actors wait this long for a driver, then exit
     # A URL fetched alone may kill its fetch worker fetch_retries + 1 times before it ends as
     # fetch-task-failed, and be in flight at fetch_retries DB worker deaths before quarantined.
@@ -79,6 +82,9 @@ class CrawlConfig:
     max_redirects: int = 10  # hops of one redirect chain
     max_segment_repeats: int = 3  # a path segment repeated more often marks a trap
     max_query_variants: int = 500  # URLs per (host, path, query keys) before it is a trap
+    # URLs per (host, path template: numbers, dates, hex ids folded) before it is a trap
+    max_path_variants: int = 1000
+    max_path_segments: int = 32  # a path with more segments is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
 
@@ -91,7 +97,8 @@ class CrawlConfig:
                      "per_host", "batch_size", "host_batch_cap",
                      "max_body_bytes", "max_links_per_page", "max_url_length",
                      "output_rows_per_file", "host_park_after", "max_redirects",
-                     "max_segment_repeats", "max_query_variants"):
+                     "max_segment_repeats", "max_query_variants", "max_path_variants",
+                     "max_path_segments"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   name, "must be an integer >= 1")
@@ -103,11 +110,13 @@ class CrawlConfig:
             isinstance(self.batches_in_flight, int) and self.batches_in_flight >= 1),
             "batches_in_flight", "must be an integer >= 1 (or unset: automatic)")
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
-                     "output_flush_s", "poll_interval_s", "linger_s", "retry_backoff_s",
+                     "output_flush_s", "poll_interval_s", "linger_s", "actor_timeout_s",
+                     "retry_backoff_s",
                      "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                   name, "must be a number >= 0")
+        check(self.actor_timeout_s > 0, "actor_timeout_s", "must be more than 0")
         for name in ("fetch_retries", "retries"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,

@@ -8,8 +8,13 @@
     ├── InvalidURL                a URL that cannot be canonicalised (urls.py)
     ├── DecodeError               a malformed, unknown or oversized codec message (codecs/)
     ├── StrategyError             a strategy name that does not load (strategy.py)
-    └── CrawlStateError           a state directory that holds no crawl, or a call in the wrong
-                                  lifecycle phase (api.py, actors/)
+    ├── CrawlStateError           a state directory that holds no crawl, or a call in the wrong
+    │                             lifecycle phase (api.py, actors/)
+    ├── StorageError              a store or output file could not be read or written (a full
+    │                             disk, an I/O error): the crawl ends, the store named
+    │                             (formats/storage.py, formats/output.py)
+    └── CrawlUnavailable          the crawl's coordinator does not answer, even after it was
+                                  replaced (actors/handles.py, api.py); not bad input
 
 Expected per-URL failures (404, timeout, too large, refused address) are not exceptions: they
 are values in the spider-log batch and in ``OUT/pages`` (the ``error`` column): the kinds of
@@ -47,6 +52,14 @@ class StrategyError(RaycrawlError):
 
 class CrawlStateError(RaycrawlError):
     """A state directory holds no crawl, or a control call came in the wrong phase."""
+
+
+class StorageError(RaycrawlError):
+    """A RocksDB store or an output file failed; the message names it."""
+
+
+class CrawlUnavailable(RaycrawlError):
+    """The crawl's coordinator does not answer (it hung or its cluster is gone)."""
 
 
 class ErrorKind(enum.StrEnum):

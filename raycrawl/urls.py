@@ -73,7 +73,13 @@ def _canonical(url: str) -> tuple[str, str]:
     except (ValueError, UnicodeError) as exc:
         raise InvalidURL(f"unparsable URL {url!r}: {exc}") from None
     raw_host = parsed.raw_host
-    if not raw_host:
+    if raw_host and raw_host.endswith(".") and raw_host.strip("."):
+        raw_host = raw_host.rstrip(".")  # "h.com." is "h.com": one host, one key, one URL
+        try:
+            parsed = parsed.with_host(raw_host)
+        except ValueError as exc:
+            raise InvalidURL(f"unparsable URL {url!r}: {exc}") from None
+    if not raw_host or not raw_host.strip("."):
         raise InvalidURL(f"URL has no host: {url!r}")
     if parsed.explicit_port is not None and parsed.explicit_port == _DEFAULT_PORTS[parsed.scheme]:
         parsed = parsed.with_port(None)

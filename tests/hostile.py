@@ -2,8 +2,9 @@
 
 Hosts (each its own server): MAIN with the traps, FORBIDDEN that no crawl may reach, RULES
 with a robots.txt (Disallow + Crawl-delay), BROKEN whose robots.txt answers 500, PLAIN whose
-robots.txt is missing; DEAD refuses every connection.  Every request is recorded with its
-arrival time.
+robots.txt is missing, BADPORT whose robots.txt redirects to a port that cannot exist; DEAD
+refuses every connection.  Every request is recorded with its arrival time, and the most
+requests any host had in flight at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections import defaultdict
 
 from aiohttp import web
 
-MAIN, FORBIDDEN, RULES, BROKEN, PLAIN = (f"127.0.0.{n}" for n in (50, 51, 52, 53, 54))
+MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT = (f"127.0.0.{n}"
+                                                  for n in (50, 51, 52, 53, 54, 56))
 DEAD = "127.0.0.55"  # nothing listens there: every connection is refused
 DEAD_URLS = [f"http://{DEAD}:9/page/{i}" for i in range(12)]
 BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
@@ -32,6 +34,8 @@ class HostileWeb:
         self.ports: dict[str, int] = {}
         self.requests: defaultdict[str, list[tuple[float, str]]] = defaultdict(list)
         self.lock = threading.Lock()
+        self.in_flight: defaultdict[str, int] = defaultdict(int)
+        self.most_in_flight: defaultdict[str, int] = defaultdict(int)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runners: list[web.AppRunner] = []
 
@@ -47,7 +51,14 @@ class HostileWeb:
         async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
             with self.lock:
                 self.requests[address].append((time.monotonic(), request.path_qs))
-            return await handler(request)
+                self.in_flight[address] += 1
+                self.most_in_flight[address] = max(self.most_in_flight[address],
+                                                   self.in_flight[address])
+            try:
+                return await handler(request)
+            finally:
+                with self.lock:
+                    self.in_flight[address] -= 1
 
         app = web.Application(middlewares=[record])
         routes = getattr(self, f"_routes_{address.rsplit('.', 1)[1]}")()
@@ -59,8 +70,9 @@ class HostileWeb:
         async def index(request: web.Request) -> web.Response:
             return html("/loop/a", "/chain/0", "/drip", "/endless", "/bomb", "/calendar?day=0",
                         "/flaky", "/busy", "/badbytes", "/binary", "/to-forbidden",
-                        "/deep/a/b/a/b/a/b/a/b", self.origin(RULES) + "/",
-                        self.origin(BROKEN) + "/", self.origin(PLAIN) + "/", *DEAD_URLS)
+                        "/deep/a/b/a/b/a/b/a/b", "/cal/2020/1", "/badbase",
+                        self.origin(RULES) + "/", self.origin(BROKEN) + "/",
+                        self.origin(PLAIN) + "/", self.origin(BADPORT) + "/", *DEAD_URLS)
 
         async def loop(request: web.Request) -> web.Response:
             other = "b" if request.match_info["x"] == "a" else "a"
@@ -93,6 +105,15 @@ class HostileWeb:
             day = int(request.query.get("day", "0"))
             return html(f"/calendar?day={day + 1}", f"/calendar?day={day - 1}")
 
+        async def path_calendar(request: web.Request) -> web.Response:
+            year, month = int(request.match_info["y"]), int(request.match_info["m"])
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            return html(f"/cal/{nxt[0]}/{nxt[1]}", f"/cal/{year + 1}/{month}")
+
+        async def badbase(request: web.Request) -> web.Response:
+            body = '<html><head><base href="http://[::1"></head><a href="/after-base">x</a>'
+            return web.Response(text=body, content_type="text/html")
+
         async def flaky(request: web.Request) -> web.Response:
             if len(self.hits(MAIN, "/flaky")) == 1:
                 return web.Response(status=500, text="try again")
@@ -121,7 +142,8 @@ class HostileWeb:
                 web.get("/calendar", calendar), web.get("/flaky", flaky),
                 web.get("/busy", busy), web.get("/badbytes", badbytes),
                 web.get("/binary", binary), web.get("/to-forbidden", to_forbidden),
-                web.get("/after-bad", plain)]
+                web.get("/after-bad", plain), web.get("/after-base", plain),
+                web.get("/cal/{y:\\d+}/{m:\\d+}", path_calendar), web.get("/badbase", badbase)]
 
     def _routes_51(self) -> list[web.RouteDef]:
         async def secret(request: web.Request) -> web.Response:
@@ -159,13 +181,30 @@ class HostileWeb:
 
         return [web.get("/", index), web.get("/x", page)]
 
+    def _routes_56(self) -> list[web.RouteDef]:
+        async def robots(request: web.Request) -> web.Response:
+            # set by hand: aiohttp's own redirect class refuses to build this Location
+            return web.Response(status=302,
+                                headers={"Location": f"http://{BADPORT}:99999/robots.txt"})
+
+        async def index(request: web.Request) -> web.Response:
+            return html("/x", "/y")
+
+        async def page(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/robots.txt", robots), web.get("/", index), web.get("/x", page),
+                web.get("/y", page)]
+
     # -- serving -------------------------------------------------------------------------------
     def start(self) -> HostileWeb:
         ready = threading.Event()
 
         async def serve() -> None:
-            for address in (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN):
-                runner = web.AppRunner(self._app(address), access_log=None)
+            for address in (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT):
+                # a handler stops when its client hangs up (a cut-off drip is not in flight)
+                runner = web.AppRunner(self._app(address), access_log=None,
+                                       handler_cancellation=True)
                 await runner.setup()
                 site = web.TCPSite(runner, address, 0)
                 await site.start()

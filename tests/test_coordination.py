@@ -4,8 +4,9 @@ import json
 
 from raycrawl.api import read_status
 from raycrawl.config import CrawlConfig
+from raycrawl.frontier.budget import Allowance, BudgetPlanner, Move, Share
 from raycrawl.frontier.control import Phase, Verdict
-from raycrawl.frontier.coordination import Budget, CrawlControl
+from raycrawl.frontier.coordination import CrawlControl
 from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
 
 
@@ -18,30 +19,41 @@ def idle(activity=1, queued=0, running=True, **kw):
                           running=running, **kw)
 
 
-def test_a_restarted_coordinator_adopts_the_phase_and_recounts_the_budget(tmp_path):
+def test_a_restarted_coordinator_adopts_the_phase(tmp_path):
     cfg = config(tmp_path, max_pages=10)
     first = CrawlControl(cfg, generation=1)
     assert not first.adopted and first.phase is Phase.STARTING
     manifest = json.loads((tmp_path / "out" / "state" / "manifest.json").read_text())
     assert manifest["generation"] == 1 and len(manifest["db_workers"]) == 1
     first.set_phase(Phase.RUNNING)
-    assert first.budget.acquire(4) == 4
     again = CrawlControl(cfg, generation=1)  # Ray restarted it: same generation
     assert again.adopted and again.phase is Phase.RUNNING
-    assert not again.budget.known
-    again.budget.recount([idle(done_total=3, leased_urls=2), idle(done_total=1)])
-    assert again.budget.known and again.budget.left == 4
+    again.set_phase(Phase.STOPPED)
+    again.renew_lease()  # ended: the lease is let go, a resume need not wait for it
     resumed = CrawlControl(cfg, generation=2)  # a resume is a new generation
     assert not resumed.adopted and resumed.phase is Phase.STARTING
 
 
-def test_budget_grants_exactly_the_limit():
-    b = Budget(5)
-    assert [b.acquire(2), b.acquire(2), b.acquire(2), b.acquire(2)] == [2, 2, 1, 0]
-    b.release(1)  # a short cut, or a URL queued for a retry
-    assert b.left == 1 and b.acquire(3) == 1
-    unlimited = Budget(None)
-    assert unlimited.acquire(100) == 100 and unlimited.left is None
+def test_the_planner_never_allows_more_than_max_pages():
+    planner = BudgetPlanner(max_pages=300, step=256)
+    shares = [Share(0, 0, queued=50, in_flight=0), Share(0, 0, queued=900, in_flight=0)]
+    moves = planner.plan(shares)
+    assert moves == [Move(0, amount=256), Move(1, amount=44)]  # first come, the rest after
+    shares = [Share(256, 50, queued=0, in_flight=0), Share(44, 44, queued=800, in_flight=1)]
+    # worker 0 ran out of work: shrunk to what it holds; its spare is handed out once the
+    # shrink shows in its report, never in the same pass
+    assert planner.plan(shares) == [Move(0, to=50)]
+    shares = [Share(50, 50, 0, 0), Share(44, 44, 800, 1)]
+    assert planner.plan(shares) == [Move(1, amount=206)]
+    assert planner.left([Share(50, 50, 0, 0), Share(250, 120, 5, 1)]) == 130
+
+
+def test_an_allowance_is_durable_idempotent_per_grant_and_never_below_held(store):
+    a = Allowance(store)
+    assert a.grow(100, "g1") == 100 and a.grow(100, "g1") == 100  # repeated: counted once
+    assert a.grow(50, "g2") == 150
+    assert a.shrink(10, held=40) == 40  # never below what its URLs hold
+    assert Allowance(store).value == 40 and Allowance(store).last_grant == "g2"
 
 
 def test_step_restarts_stopped_loops_and_finishes_on_two_quiet_snapshots(tmp_path):
@@ -88,3 +100,15 @@ def test_status_sums_the_workers_and_round_trips_through_the_status_file(tmp_pat
     back = read_status(cfg.state_dir)
     assert isinstance(back, CrawlStatus) and back == status
     assert back.db_workers[1]["queued"] == 5 and back.strategy_workers[0].pages_crawled == 7
+
+
+def test_a_storage_error_ends_the_crawl_naming_the_store(tmp_path):
+    control = CrawlControl(config(tmp_path))
+    control.set_phase(Phase.RUNNING)
+    broken = idle(storage_error="store /s/db-worker-1: write failed: IO error: No space")
+    step = control.step(control.status((idle(), broken), (StrategyWorkerReport(),)), 0)
+    assert step.end == (Phase.FAILED, "storage error: store /s/db-worker-1: write failed: "
+                                      "IO error: No space")
+    sw = StrategyWorkerReport(storage_error="store /s/strategy-worker-0: write failed: x")
+    step = control.step(control.status((idle(),), (sw,)), 0)
+    assert step.end is not None and "strategy-worker-0" in step.end[1]

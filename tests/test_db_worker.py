@@ -144,3 +144,19 @@ def test_a_redirect_is_a_row_of_its_own_and_never_retried(worker):
     batch_id, leased = worker.cut(10, None)
     worker.complete(batch_id, pages)
     assert worker.counters.fetched == 2 and worker.counters.errors == 0
+
+
+def test_a_host_answering_only_5xx_is_backed_off_but_never_parked(worker):
+    for _ in range(3):  # host_park_after is 2
+        es = [entry(0), entry(1)]
+        worker.settle(with_outcomes(es, [(503, None, None), (500, None, None)]), es)
+    assert worker.slots.failures["h.com"] == 3 and "h.com" not in worker.slots.parked
+    assert worker.slots.ready_at["h.com"] > 0  # pushed back
+
+
+def test_urls_left_out_after_a_retry_after_go_back_unchanged(worker):
+    es = [entry(0), entry(1, attempts=1), entry(2)]
+    # the fetch worker stopped the host after the 429: entries 1 and 2 have no row
+    pages, retry = worker.settle(with_outcomes(es[:1], [(429, None, 5.0)]), es)
+    assert sorted((e.fingerprint, e.attempts) for e in retry) == [(1, 1), (2, 1), (3, 0)]
+    assert pages.num_rows == 0 and worker.slots.ready_at["h.com"] >= 5.0

@@ -7,8 +7,11 @@ in flight when the fault hit.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+import psutil
 import pytest
 import ray
 
@@ -103,5 +106,52 @@ def test_stop_then_resume_continues_with_nothing_lost(ray_session, tmp_path):
         assert_invariants(web, resumed, stats)
         with pytest.raises(Exception, match="finished"):
             Crawl.attach(str(out / "state"))
+    finally:
+        web.stop()
+
+
+@pytest.mark.parametrize("victim", ["strategy-worker-0", "db-worker-1"])
+def test_a_stopped_actor_is_replaced_and_the_crawl_finishes_whole(ray_session, tmp_path,
+                                                                  victim):
+    """SIGSTOP, never continued: the actor stops answering without dying.  Its owner notices
+    (``actor_timeout_s``), replaces it, and its work runs again; no URL is an error."""
+    web = slow_web(seed=43)
+    pid = None
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
+                      **{**SETTINGS, "actor_timeout_s": 3.0}).start()
+        run_until(crawl, len(web.reachable()))
+        actor = actor_named(f"{crawl.crawl_id}/{victim}")
+        pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGSTOP)
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "finished", stats.get("reason")
+        urls = crawl.pages().column("url").to_pylist()
+        assert sorted(urls) == sorted(set(web.reachable())), "a URL missing or twice"
+        assert stats["errors"] == 0, stats["error_kinds"]
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    finally:
+        if pid is not None and psutil.pid_exists(pid):
+            os.kill(pid, signal.SIGKILL)
+        web.stop()
+
+
+@pytest.mark.parametrize("fault", ["db-worker.completed", "db-worker.cut", "coordinator",
+                                   "db-worker-0", "db-worker-1/fetcher-"])
+def test_max_pages_is_exact_under_faults(ray_session, tmp_path, fault):
+    web = slow_web(seed=47)
+    max_pages = 40  # of 84 reachable
+    try:
+        points = (fault,) if fault in POINTS else ()
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), max_pages=max_pages,
+                      **{**SETTINGS, "crash_points": points}).start()
+        if not points:
+            run_until(crawl, max_pages, 0.25)
+            ray.kill(actor_named(f"{crawl.crawl_id}/{fault}"), no_restart=False)
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "finished" and stats["reason"] == "max pages reached"
+        urls = crawl.pages().column("url").to_pylist()
+        assert len(urls) == len(set(urls)) == max_pages == stats["fetched"]
+        assert sum(w["allowance"] for w in stats["db_workers"]) <= max_pages
     finally:
         web.stop()

@@ -138,6 +138,7 @@ def test_batches_sharing_a_limit_share_its_requests_in_flight():
     (b"", "text/html", []),
     (b'<a href="/a">1</a><map><area href="b"></map><a>none</a><a href="/c">3</a>',
      "text/html", ["http://a.com/a", "http://a.com/b", "http://a.com/c"]),
+    (b'<base href="http://[::1"><a href="x">', "text/html", ["http://a.com/x"]),  # bad base
 ])
 @pytest.mark.parametrize("parser", ["lexbor", "parsel"])
 def test_extraction(body, ctype, expected, parser):
@@ -165,3 +166,70 @@ def test_odd_ip_spellings_are_resolved_then_guarded(web):
     assert errors[hex_form] == "blocked-address"  # resolved to 127.0.0.2, then refused
     assert errors[int_form] in ("blocked-address", "invalid-url")  # never reaches a socket
     assert sum(web.hits.values()) == 0
+
+
+def test_a_retry_after_stops_the_hosts_other_urls():
+    from aiohttp import web as aioweb
+
+    hits: list[str] = []
+
+    async def scenario():
+        async def handler(request):
+            hits.append(request.path)
+            if request.path == "/busy":
+                return aioweb.Response(status=429, headers={"Retry-After": "30"})
+            await asyncio.sleep(0.01)
+            return aioweb.Response(text="<html></html>", content_type="text/html")
+
+        app = aioweb.Application()
+        app.router.add_get("/{p}", handler)
+        runner = aioweb.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            urls = [f"http://127.0.0.1:{port}/{p}" for p in ("a", "busy", "b", "c")]
+            pages, _, _ = await fetch_feed(feed(urls), options())
+            return pages.to_pylist()
+        finally:
+            await runner.cleanup()
+
+    rows = asyncio.run(scenario())
+    assert [(r["url"].rsplit("/", 1)[1], r["status"], r["retry_after_s"]) for r in rows] == [
+        ("a", 200, None), ("busy", 429, 30.0)]
+    assert hits == ["/a", "/busy"]  # /b and /c were not requested: they go back to the queue
+
+
+def test_a_host_that_raises_cancels_its_siblings_before_the_error_leaves(web, monkeypatch):
+    """Nothing of a failed batch keeps running, so its re-run never doubles a host."""
+    import time
+
+    from raycrawl.fetch.hosts import HostFetcher
+
+    real = HostFetcher.page
+    running: list[str] = []
+
+    async def page(self, row):
+        if row["host"] == "127.0.0.3":
+            raise RuntimeError("a bug on a hostile page")
+        running.append(row["url"])
+        try:
+            await asyncio.sleep(5)
+            return await real(self, row)
+        finally:
+            running.remove(row["url"])
+
+    monkeypatch.setattr(HostFetcher, "page", page)
+    urls = [web.url(Link("p", 0, 1)), web.url(Link("p", 1, 1))]
+
+    async def still_running_when_it_raised():
+        try:
+            await fetch_feed(feed(urls), options())
+        except Exception:  # the batch's error, whatever it is
+            return list(running)
+        raise AssertionError("the batch did not fail")
+
+    started = time.monotonic()
+    assert asyncio.run(still_running_when_it_raised()) == []  # the sibling was cancelled
+    assert time.monotonic() - started < 2.0

@@ -12,6 +12,7 @@ from raycrawl.fetch.netguard import AddressGuard, classify
     ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
     ("100.64.0.1", "cgnat"), ("fc00::1", "private"), ("::ffff:127.0.0.1", "loopback"),
     ("::ffff:10.0.0.1", "private"), ("240.0.0.1", "reserved"), ("fd00:ec2::254", "metadata"),
+    ("2002:7f00:1::", "6to4"), ("2002:0808:0808::1", "6to4"), ("fec0::1", "site-local"),
 ])
 def test_refused_ranges(address, kind):
     assert classify(ipaddress.ip_address(address)) == kind

@@ -1,7 +1,9 @@
 """Durable output: rows staged with their batch, files counted only once recorded."""
 
 import pyarrow as pa
+import pytest
 
+from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
 from raycrawl.formats.output import DurableOutput, read_pages
 from raycrawl.formats.schemas import page_rows
@@ -60,4 +62,40 @@ def test_staged_rows_survive_a_crash_before_any_file(tmp_path):
     again.flush()
     assert read_pages(pages).column("url").to_pylist() == ["http://b/1"]
     assert isinstance(read_pages(pages), pa.Table)
+    store.close()
+
+
+class FailingDB:
+    """A RocksDB whose writes fail (a full disk) until ``failing`` is turned off."""
+
+    def __init__(self, db):
+        self.db, self.failing = db, True
+
+    def write(self, *args):
+        if self.failing:
+            raise Exception("IO error: No space left on device")  # as rocksdict raises it
+        return self.db.write(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_failed_record_loses_no_row_and_writes_none_twice(tmp_path):
+    pages = str(tmp_path / "pages")
+    store = Store(str(tmp_path / "db"))
+    out = DurableOutput(store, pages, 0, rows_per_file=100, flush_s=60)
+    stage(out, store, ["http://a/1", "http://a/2"])
+    store.db = failing = FailingDB(store.db)
+    with pytest.raises(StorageError, match=r"store .*db: write failed: IO error"):
+        out.flush()
+    assert read_pages(pages).num_rows == 0  # the unrecorded file is gone
+    with pytest.raises(StorageError):
+        stage(out, store, ["http://a/3"])  # nothing staged: the batch is not acknowledged
+    failing.failing = False
+    stage(out, store, ["http://a/3"])
+    out.flush()  # the disk has room again: every row once
+    assert sorted(read_pages(pages).column("url").to_pylist()) == [
+        "http://a/1", "http://a/2", "http://a/3"]
+    assert out.rows_written == 3
+    store.db = failing.db
     store.close()

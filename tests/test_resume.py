@@ -123,3 +123,56 @@ def test_node_removed_and_added_back(tmp_path):
     assert most <= 2 and repeats <= IN_FLIGHT
     urls = read_pages(str(out / "pages")).column("url").to_pylist()
     assert len(urls) == len(set(urls)) == int(lines["EXPECTED"])
+
+
+KILLS_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import ray
+    from ray.cluster_utils import Cluster
+    from raycrawl import Crawl
+    from raycrawl.testing.synthweb import SyntheticWeb
+    from tests.test_faults import SETTINGS, actor_named
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    ray.init(address=cluster.address, namespace="raycrawl")
+    web = SyntheticWeb(hosts=30, pages_per_host=60, seed=53, latency_s=0.01).start()
+    expected = len(web.reachable())
+    crawl = Crawl(seeds=[web.seed_url], out=sys.argv[1], **SETTINGS).start()
+    killed = []
+    for victim, at in (("db-worker-0/fetcher-", 0.15), ("db-worker-1", 0.3),
+                       ("strategy-worker-0", 0.45), ("coordinator", 0.6)):
+        while crawl.stats()["fetched"] < at * expected:
+            time.sleep(0.05)
+        ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
+        killed.append(victim)
+    stats = crawl.wait(timeout=300, interval_s=0.2)
+    with web.lock:
+        hits = dict(web.hits)
+    print("RESULT", json.dumps({"phase": stats["phase"], "errors": stats["errors"],
+                      "kinds": dict(stats["error_kinds"]), "killed": killed,
+                      "expected": sorted(web.reachable()),
+                      "most": max(hits.values()), "repeats": sum(n - 1 for n in hits.values())}),
+          flush=True)
+    web.stop()
+    ray.shutdown()
+    cluster.shutdown()
+""")
+
+
+def test_a_crawl_survives_each_actor_kind_killed_one_after_another(tmp_path):
+    """2 DB and 2 strategy workers, 1800 pages: a fetch worker, a DB worker, a strategy
+    worker and the coordinator killed in turn; every page once, no error row."""
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", KILLS_SCRIPT, str(out)], env=child_env(),
+                         capture_output=True, text=True, timeout=480,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(results[0].removeprefix("RESULT "))
+    assert result["phase"] == "finished" and len(result["killed"]) == 4
+    assert result["errors"] == 0, result["kinds"]
+    assert len(result["expected"]) >= 1500
+    urls = read_pages(str(out / "pages")).column("url").to_pylist()
+    assert len(urls) == len(set(urls)) and sorted(urls) == result["expected"]
+    assert result["most"] <= 3 and result["repeats"] <= 4 * IN_FLIGHT  # one fault's worth each

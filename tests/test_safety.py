@@ -8,7 +8,17 @@ import pytest
 
 from raycrawl import Crawl
 from raycrawl.testing.synthweb import SyntheticWeb
-from tests.hostile import BROKEN, DEAD, DEAD_URLS, FORBIDDEN, MAIN, PLAIN, RULES, HostileWeb
+from tests.hostile import (
+    BADPORT,
+    BROKEN,
+    DEAD,
+    DEAD_URLS,
+    FORBIDDEN,
+    MAIN,
+    PLAIN,
+    RULES,
+    HostileWeb,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -23,10 +33,10 @@ def hostile_crawl(ray_session, tmp_path_factory):
             seeds=[web.origin(MAIN) + "/"], out=str(out), delay_s=0.0, poll_interval_s=0.05,
             partitions=8, db_workers=2, strategy_workers=2,
             allow_network=(f"{MAIN}/32", f"{RULES}/32", f"{BROKEN}/32", f"{PLAIN}/32",
-                           f"{DEAD}/32"),
+                           f"{BADPORT}/32", f"{DEAD}/32"),
             total_timeout_s=2.0, read_timeout_s=1.0, max_body_bytes=1024 * 1024,
-            max_query_variants=5, retries=1, retry_backoff_s=0.05, robots_retry_s=0.3,
-            host_park_after=2).start()
+            max_query_variants=5, max_path_variants=20, retries=1, retry_backoff_s=0.05,
+            robots_retry_s=0.3, host_park_after=2).start()
         stats = crawl.wait(timeout=240, interval_s=0.3)
         rows = {r["url"]: r for r in crawl.pages().to_pylist()}
         yield web, stats, rows
@@ -77,6 +87,29 @@ def test_infinite_calendar_and_repeated_paths_are_traps(hostile_crawl):
     assert all(r["error"] == "trap" for r in calendar if r["status"] is None)
     assert len(web.hits(MAIN)) < 100
     assert row(rows, MAIN, web, "/deep/a/b/a/b/a/b/a/b")["error"] == "trap"
+
+
+def test_a_calendar_in_the_path_is_a_trap_too(hostile_crawl):
+    web, _, rows = hostile_crawl
+    calendar = [r for u, r in rows.items() if "/cal/" in u]
+    assert len([r for r in calendar if r["status"] == 200]) == 20  # max_path_variants
+    assert all(r["error"] == "trap" for r in calendar if r["status"] is None)
+    assert len(web.hits(MAIN, None)) < 100
+
+
+def test_hostile_shapes_never_hurt_the_normal_pages(hostile_crawl):
+    web, _, rows = hostile_crawl
+    # robots.txt redirecting to port 99999: the 3xx stands (allow all), the host is crawled.
+    for path in ("/", "/x", "/y"):
+        assert row(rows, BADPORT, web, path)["status"] == 200
+        assert len(web.hits(BADPORT, path)) == 1  # exactly once
+    # an unusable <base href> is ignored: its page's links still come through
+    assert row(rows, MAIN, web, "/after-base")["status"] == 200
+    for path in ("/", "/badbytes", "/after-bad", "/binary", "/badbase", "/after-base"):
+        assert len(web.hits(MAIN, path)) == 1, path
+    assert len(web.hits(PLAIN, "/x")) == 1
+    with web.lock:
+        assert max(web.most_in_flight.values()) == 1, dict(web.most_in_flight)
 
 
 def test_500_then_success_and_429_retry_after(hostile_crawl):

@@ -7,7 +7,7 @@ import pytest
 
 from raycrawl.fetch.decoding import BodyDecoder, UnsupportedEncoding
 from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.frontier.traps import TrapGuard, repeated_segments
+from raycrawl.frontier.traps import TrapGuard, path_template, repeated_segments
 
 
 def test_repeated_path_segments_are_a_trap(store):
@@ -93,3 +93,20 @@ def test_unknown_encoding_is_refused():
     with pytest.raises(UnsupportedEncoding):
         BodyDecoder("br", 100)
     assert BodyDecoder("identity", 3).feed(b"abcdef") == b"abcd"
+
+
+def test_a_calendar_in_the_path_is_one_template_and_capped(store):
+    assert path_template("/cal/2020/1") == path_template("/cal/1999/12") == "/cal/{n}/{n}"
+    assert path_template("/s/3f2504e0-4f89-11d3-9a0c-0305e82c3301/x") == "/s/{h}/x"
+    assert path_template("/item/5f3e2a9b11") == "/item/{h}"
+    assert path_template("/about/deadbeef") == "/about/deadbeef"  # a word, not an id
+    assert path_template("/2020-01-31/post-7.html") == "/{n}-{n}-{n}/post-{n}.html"
+    guard = TrapGuard(store, 3, 100, None, max_path_variants=4, max_path_segments=6)
+    verdicts = [guard.verdict(f"http://h.com/cal/{2000 + i}/{i % 12}", "h.com")
+                for i in range(6)]
+    assert verdicts == [None] * 4 + ["trap"] * 2
+    assert guard.verdict("http://h.com/cal/2020/1?view=day", "h.com") == "trap"  # same path
+    assert guard.verdict("http://g.com/cal/2020/1", "g.com") is None  # another host
+    assert guard.verdict("http://h.com/about", "h.com") is None
+    assert guard.verdict("http://h.com/a/b/c/d/e/f/g", "h.com") == "trap"  # 7 segments
+    assert guard.verdict("http://h.com/a/b/c/d/e/f", "h.com") is None

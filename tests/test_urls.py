@@ -120,3 +120,9 @@ def test_resolve_canonicalises_like_urljoin():
         stripped = href.strip()
         expected = [] if not stripped or stripped.startswith("#") else [urljoin(base, stripped)]
         assert [canon(u) for u in resolve(base, [href])] == [canon(u) for u in expected], href
+
+
+def test_a_trailing_dot_is_the_same_host():
+    assert canonicalize("http://H.com./a") == canonicalize("http://h.com/a") == "http://h.com/a"
+    assert url_info("http://h.com.:8080/x", 64).host == url_info("http://h.com/y", 64).host
+    assert url_info("http://h.com./x", 64).fingerprint == url_info("http://h.com/x", 64).fingerprint

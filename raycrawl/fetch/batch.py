@@ -21,6 +21,7 @@ from raycrawl.errors import ErrorKind, InvalidURL
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.hosts import HostFetcher
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats import schemas
 from raycrawl.testing.faults import crash_point
 from raycrawl.urls import url_info
@@ -115,11 +116,30 @@ class Collector:
                            schemas.batch(schemas.ROBOTS, self.robots))
 
 
+def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
+    """How long fetching ``feed`` can take at most: its hosts run side by side, each host's
+    URLs one after another, each request within ``total_timeout_s`` plus its host's delay,
+    after up to six robots.txt requests.  None when requests have no total timeout."""
+    if not opts.total_timeout_s or feed.num_rows == 0:
+        return None
+    per_host: dict[str, float] = defaultdict(float)
+    robots = MAX_ROBOTS_REDIRECTS + 1
+    for host, delay, needed in zip(feed.column("host").to_pylist(),
+                                   feed.column("delay_s").to_pylist(),
+                                   feed.column("robots_needed").to_pylist()):
+        if needed and host not in per_host:
+            per_host[host] += robots * opts.total_timeout_s + delay
+        per_host[host] += opts.total_timeout_s + delay
+    return max(per_host.values())
+
+
 async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
                      session: aiohttp.ClientSession | None = None,
                      limit: asyncio.Semaphore | None = None) -> FetchResult:
     """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
-    the robots.txt fetches made.  Every request yields exactly one page row.
+    the robots.txt fetches made.  Every request yields exactly one page row, except those of a
+    host after it answered 429/503 with a Retry-After: they are left out (not requested), for
+    the DB worker to queue again.
 
     ``session`` (from :func:`open_session` with the same options) lets batches share
     keep-alive connections; without it, the batch opens and closes its own.  ``limit`` bounds

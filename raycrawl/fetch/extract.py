@@ -50,7 +50,12 @@ def extract_links(page_url: str, body: bytes, content_type: str | None,
         hrefs = sel.xpath(_HREFS).getall()
     else:
         raise ValueError(f"unknown link parser {parser!r}, not one of {LINK_PARSERS}")
-    base_url = urljoin(page_url, base.strip()) if base else page_url
+    base_url = page_url
+    if base:
+        try:
+            base_url = urljoin(page_url, base.strip())
+        except ValueError:  # an unusable <base href> (an invalid IPv6 literal): ignored
+            pass
     return resolve(base_url, hrefs)
 
 

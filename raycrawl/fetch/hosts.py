@@ -41,7 +41,8 @@ class HostFetcher:
         self.out.robots_row(origin, host, status, body, error)
         return RobotsPolicy.from_fetch(status, body, time.time(), ttl_s=0.0, retry_s=0.0)
 
-    async def page(self, row: dict[str, Any]) -> None:
+    async def page(self, row: dict[str, Any]) -> float | None:
+        """Fetch one URL into the collector; returns the seconds of a 429/503 Retry-After."""
         opts = self.opts
         fetched_at = datetime.now(UTC)
         started = time.monotonic()
@@ -76,6 +77,7 @@ class HostFetcher:
         links = self.out.link_rows(row, targets, link_depth, link_chain, opts) if targets else 0
         self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
                       links, retry_after)
+        return retry_after
 
     def _redirect(self, row: dict[str, Any], location: str) -> tuple[ErrorKind | None,
                                                                    list[str]]:
@@ -94,7 +96,7 @@ class HostFetcher:
     async def host(self, rows: list[dict[str, Any]]) -> None:
         """One host's URLs: robots.txt first if asked, then at most ``per_host`` at once,
         request starts at least the host's delay apart (with ``per_host`` 1, the delay runs
-        from the end of the previous request)."""
+        from the end of the previous request), none after a 429/503 with Retry-After."""
         delay = max(r["delay_s"] for r in rows)
         allowed = []
         policies: dict[str, RobotsPolicy] = {}
@@ -125,7 +127,10 @@ class HostFetcher:
                 next_start = max(now, next_start) + delay
                 if wait > 0:
                     await asyncio.sleep(wait)
-                await self.page(row)
+                if await self.page(row) is not None:
+                    # The host asked for a pause: its other URLs are not fetched (no row), the
+                    # DB worker queues them again behind the Retry-After.
+                    pending.clear()
                 if self.opts.per_host == 1:
                     # One at a time: count the delay from the end of the request, so the
                     # server sees arrivals ``delay`` apart whatever the network jitter.

@@ -17,6 +17,10 @@ from aiohttp.resolver import DefaultResolver
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _METADATA = (ipaddress.ip_network("169.254.169.254/32"), ipaddress.ip_network("fd00:ec2::254/128"))
+# IPv6 ranges that reach IPv4 or old private space: 6to4 embeds any IPv4 address (127.0.0.1 as
+# 2002:7f00:1::), site-local is deprecated private space.
+_IPV6_BLOCKED = ((ipaddress.ip_network("2002::/16"), "6to4"),
+                 (ipaddress.ip_network("fec0::/10"), "site-local"))
 
 
 class BlockedAddress(OSError):
@@ -29,6 +33,10 @@ def classify(address: IPAddress) -> str | None:
         return classify(address.ipv4_mapped)
     if any(address in net for net in _METADATA):
         return "metadata"
+    if isinstance(address, ipaddress.IPv6Address):
+        for net, kind in _IPV6_BLOCKED:
+            if address in net:
+                return kind
     for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")

@@ -27,7 +27,11 @@ async def fetch_robots(session: aiohttp.ClientSession, guard: AddressGuard,
     error: ErrorKind | None = None
     url = origin + "/robots.txt"
     for _ in range(MAX_ROBOTS_REDIRECTS + 1):
-        if guard.check_host_literal(yarl.URL(url).raw_host or "") is not None:
+        try:
+            host = yarl.URL(url).raw_host or ""
+        except ValueError:  # a Location no client can follow (a bad port): the 3xx stands
+            break
+        if guard.check_host_literal(host) is not None:
             return None, b"", ErrorKind.BLOCKED_ADDRESS
         try:
             async with limit, session.get(url, allow_redirects=False) as resp:

@@ -13,6 +13,7 @@ written again: no row is lost, none is written twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -23,8 +24,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
-from raycrawl.formats.storage import Store, WriteBatch, read_u64, u64
+from raycrawl.formats.storage import Store, WriteBatch, fsync_dir, read_u64, u64
 
 _PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
 
@@ -69,10 +71,16 @@ class PagesWriter:
         table = pa.Table.from_batches(self.buffer, schema=schemas.PAGES)
         name = f"part-{self.worker:03d}-{self.next_seq:06d}.parquet"
         tmp = os.path.join(self.dir, f".{name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(self.dir, name))
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, os.path.join(self.dir, name))
+            fsync_dir(self.dir)
+        except OSError as exc:  # the rows stay buffered (and staged in the store)
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise StorageError(f"output {self.dir}: writing {name} failed: {exc}") from None
         self.next_seq += 1
         written = (name, self.buffered)
         self.buffer, self.buffered = [], 0
@@ -142,7 +150,9 @@ class DurableOutput:
 
     def flush(self) -> None:
         """Move the staged rows to a Parquet file, then record the file and drop the staged
-        copies in one atomic write."""
+        copies in one atomic write.  If the record fails, the file is removed and its rows
+        stay staged and buffered: the next flush writes them (:class:`StorageError`)."""
+        buffered = list(self.writer.buffer)
         written = self.writer.flush()
         if written is None:
             return
@@ -152,7 +162,14 @@ class DurableOutput:
         for key in self.staged:
             wb.delete(key)
         wb.put(b"o" + name.encode(), str(rows).encode())
-        self.store.write(wb)
+        try:
+            self.store.write(wb)
+        except StorageError:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.writer.dir, name))
+            for batch in buffered:
+                self.writer.add(batch)
+            raise
         self.staged = []
         self.rows_written += rows
 

@@ -19,15 +19,21 @@ from raycrawl.urls import URLInfo
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 URL_LIST = pa.list_(pa.string())
 
-# One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
-# one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
-# ``robots_needed`` asks the task to fetch the origin's robots.txt first.
-SPIDER_FEED = pa.schema([
+# Which URL a row is about (the link's own, in SPIDER_LOG_LINKS): the first columns of every
+# stream's rows.
+_LOCATED = [
     ("url", pa.string()),
     ("fingerprint", pa.uint64()),
     ("host", pa.string()),
     ("partition", pa.int32()),
     ("depth", pa.int32()),
+]
+
+# One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
+# one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
+# ``robots_needed`` asks the task to fetch the origin's robots.txt first.
+SPIDER_FEED = pa.schema([
+    *_LOCATED,
     ("score", pa.float64()),
     ("attempts", pa.int32()),
     ("redirect_chain", URL_LIST),
@@ -37,11 +43,7 @@ SPIDER_FEED = pa.schema([
 
 # One fetched URL: a page crawled (status set) or a request error (status null, error set).
 SPIDER_LOG_PAGES = pa.schema([
-    ("url", pa.string()),
-    ("fingerprint", pa.uint64()),
-    ("host", pa.string()),
-    ("partition", pa.int32()),
-    ("depth", pa.int32()),
+    *_LOCATED,
     ("status", pa.int32()),
     ("content_type", pa.string()),
     ("error", pa.string()),
@@ -58,21 +60,13 @@ SPIDER_LOG_PAGES = pa.schema([
 SPIDER_LOG_LINKS = pa.schema([
     ("parent_url", pa.string()),
     ("parent_depth", pa.int32()),
-    ("url", pa.string()),
-    ("fingerprint", pa.uint64()),
-    ("host", pa.string()),
-    ("partition", pa.int32()),
-    ("depth", pa.int32()),
+    *_LOCATED,
     ("redirect_chain", URL_LIST),
 ])
 
 # One update_score: the strategy's verdict on a URL.
 SCORING_LOG = pa.schema([
-    ("url", pa.string()),
-    ("fingerprint", pa.uint64()),
-    ("host", pa.string()),
-    ("partition", pa.int32()),
-    ("depth", pa.int32()),
+    *_LOCATED,
     ("score", pa.float64()),
     ("schedule", pa.bool_()),
     ("redirect_chain", URL_LIST),
@@ -113,7 +107,7 @@ def batch(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.RecordBatch:
 
 # The columns that say which URL a row is about, in the feed, the spider log's pages and the
 # scoring log; with ``attempts``, what a row built for a queued URL carries over from it.
-IDENTITY = ("url", "fingerprint", "host", "partition", "depth", "redirect_chain")
+IDENTITY = (*(name for name, _ in _LOCATED), "redirect_chain")
 CARRIED = (*IDENTITY, "attempts")
 
 

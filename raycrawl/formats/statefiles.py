@@ -7,11 +7,14 @@ snapshot, for ``raycrawl status``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from typing import Any
 
 from raycrawl.errors import CrawlStateError
+from raycrawl.formats.storage import fsync_dir
 
 MANIFEST = "manifest.json"
 COORDINATOR = "coordinator.json"
@@ -19,14 +22,21 @@ STATUS = "status.json"
 
 
 def write_json(state_dir: str, name: str, data: dict[str, Any]) -> None:
-    """Replace ``state_dir/name`` atomically and durably."""
+    """Replace ``state_dir/name`` atomically and durably (a temporary name of its own per
+    writer, so two writers never clobber each other's half-written file)."""
     path = os.path.join(state_dir, name)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=state_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    fsync_dir(state_dir)
 
 
 def read_json(state_dir: str, name: str) -> dict[str, Any]:

@@ -6,14 +6,27 @@ byte order is the order the frontier needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+from collections.abc import Iterator
 
-from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+
+from raycrawl.errors import StorageError
 
 __all__ = ["Store", "WriteBatch", "sortable_float", "u64"]
 
 _U64 = struct.Struct(">Q")
+
+
+def fsync_dir(path: str) -> None:
+    """Make the entries of directory ``path`` (a file renamed into it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def u64(value: int) -> bytes:
@@ -42,40 +55,61 @@ def _options() -> Options:
 
 
 class Store:
-    """One RocksDB database in ``path``; writes go through atomic :class:`WriteBatch` es."""
+    """One RocksDB database in ``path``; writes go through atomic :class:`WriteBatch` es.
+
+    RocksDB's errors (a full disk, an I/O error) become :class:`StorageError` naming the store,
+    here and nowhere else; nothing was written when one is raised."""
 
     def __init__(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
         self.path = path
-        self.db = Rdict(path, _options(), access_type=AccessType.read_write())
+        with self._errors("open"):
+            os.makedirs(path, exist_ok=True)
+            self.db = Rdict(path, _options(), access_type=AccessType.read_write())
+        self._sync, self._nosync = WriteOptions(), WriteOptions()
+        self._sync.sync = True
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as exc:  # rocksdict raises plain Exceptions with RocksDB's status
+            raise StorageError(f"store {self.path}: {what} failed: {exc}") from None
 
     def batch(self) -> WriteBatch:
         return WriteBatch(raw_mode=True)
 
-    def write(self, wb: WriteBatch) -> None:
-        """Apply ``wb`` atomically (RocksDB's WAL makes it durable across a process crash)."""
-        self.db.write(wb)
+    def write(self, wb: WriteBatch, sync: bool = True) -> None:
+        """Apply ``wb`` atomically.  With ``sync`` (what a worker acknowledges to another) it
+        is on disk when this returns, so it survives the machine too; without, RocksDB's WAL
+        in the OS cache makes it survive a crash of the process only."""
+        with self._errors("write"):
+            self.db.write(wb, self._sync if sync else self._nosync)
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        # Rdict reads a list of keys at once (its stubs type only one key)
-        values: list[bytes | None] = self.db[keys]  # type: ignore[index, assignment]
+        with self._errors("read"):
+            # Rdict reads a list of keys at once (its stubs type only one key)
+            values: list[bytes | None] = self.db[keys]  # type: ignore[index, assignment]
         return values
 
     def get(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
+        with self._errors("read"):
+            return self.db.get(key)
 
     def scan(self, start: bytes, stop: bytes):
         """Key/value pairs with ``start <= key < stop`` in key order."""
-        it = self.db.iter()
-        it.seek(start)
-        while it.valid():
-            key = it.key()
-            if key >= stop:
-                break
-            yield key, it.value()
-            it.next()
+        with self._errors("read"):
+            it = self.db.iter()
+            it.seek(start)
+            while it.valid():
+                key = it.key()
+                if key >= stop:
+                    break
+                yield key, it.value()
+                it.next()
 
     def close(self) -> None:
         self.db.close()

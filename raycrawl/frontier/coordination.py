@@ -1,4 +1,5 @@
-"""What the coordinator decides, without Ray: lifecycle, page budget, status and the next step.
+"""What the coordinator decides, without Ray: lifecycle, status and the next step (with the page
+budget's moves, see ``raycrawl.frontier.budget``).
 
 The coordinator actor (``actors/coordinator.py``) reads its workers, hands the reports to
 :class:`CrawlControl` and carries out what it answers; every decision and every state file lives
@@ -12,14 +13,38 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from raycrawl.config import CrawlConfig
-from raycrawl.errors import CrawlStateError
+from raycrawl.errors import CrawlStateError, InvalidURL
+from raycrawl.formats import schemas
+from raycrawl.formats.ownership import RENEW_S, release_lease, renew_lease, take_lease
 from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
+from raycrawl.frontier.budget import BudgetPlanner, Move, Share
 from raycrawl.frontier.control import FinishDetector, Phase, Verdict, assign_partitions
-from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
+from raycrawl.frontier.reports import (
+    CrawlStatus,
+    DBWorkerReport,
+    SeedReply,
+    StrategyWorkerReport,
+)
+from raycrawl.urls import url_info
 
 RATE_WINDOW_S = 5.0  # pages/s is measured over this window
 STATUS_WRITE_S = 1.0  # status.json is rewritten at most this often (and at every end)
+
+
+def seed_feed(urls: list[str], partitions: int) -> tuple[pa.RecordBatch, SeedReply]:
+    """The spider feed of the valid seeds, and the reply: how many, and each invalid one
+    with why."""
+    infos, invalid = [], []
+    for url in urls:
+        try:
+            infos.append(url_info(url, partitions))
+        except InvalidURL as exc:
+            invalid.append((url, str(exc)))
+    feed = schemas.feed_batch(infos)
+    return feed, SeedReply(accepted=feed.num_rows, invalid=tuple(invalid))
 
 
 def _read_or_none(state_dir: str, name: str) -> dict[str, Any] | None:
@@ -30,46 +55,6 @@ def _read_or_none(state_dir: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-class Budget:
-    """The ``max_pages`` budget, handed out to DB workers before each cut.
-
-    Not idempotent: ``acquire`` and ``release`` change the count each time they are called.
-    Ray repeats a call only after the coordinator died, and a restarted coordinator starts
-    unknown (:attr:`known` is False) and recounts from the DB workers (URLs done or leased)
-    before granting again; so the repeat is applied once, to the recount.  What is not exact
-    across a coordinator restart: a grant whose reply was lost (its URLs, once leased, are in
-    the recount and granted again: the crawl may end short), and an unused-grant release
-    applied before the restart (the recount never saw it: up to one batch over).
-    """
-
-    def __init__(self, max_pages: int | None, known: bool = True) -> None:
-        self.max_pages = max_pages
-        self.granted = 0
-        self.known = known or max_pages is None
-
-    @property
-    def left(self) -> int | None:
-        return None if self.max_pages is None else self.max_pages - self.granted
-
-    def recount(self, reports: list[DBWorkerReport]) -> None:
-        """The budget used so far: URLs completed or leased, as the DB workers count them."""
-        self.granted = sum(r.done_total + r.leased_urls for r in reports)
-        self.known = True
-
-    def acquire(self, want: int) -> int:
-        """Grant up to ``want`` page fetches (call :meth:`recount` first when not known)."""
-        if self.max_pages is None:
-            return want
-        grant = max(0, min(want, self.max_pages - self.granted))
-        self.granted += grant
-        return grant
-
-    def release(self, unused: int) -> None:
-        """Give back fetches granted and not made (a short cut, URLs queued for a retry)."""
-        if self.max_pages is not None:
-            self.granted -= unused
-
-
 @dataclass(frozen=True, slots=True)
 class Step:
     """What one reconcile pass does: start the loops of DB workers that are not running (a
@@ -78,6 +63,7 @@ class Step:
     restart: tuple[int, ...] = ()
     verdict: Verdict = Verdict.CONTINUE
     end: tuple[Phase, str] | None = None  # (phase, reason) to end with
+    budget: tuple[Move, ...] = ()  # allowance moves between DB workers (with max_pages)
 
 
 @dataclass
@@ -96,13 +82,13 @@ class CrawlControl:
 
     ``generation`` is Frontera's job id: 1 for a new crawl, one more for each resume.  If
     ``coordinator.json`` holds the same generation, the coordinator was restarted by Ray:
-    :attr:`adopted` is True, the phase is the one saved, and the budget must be recounted.
+    :attr:`adopted` is True and the phase is the one saved.
     Otherwise the manifest is written for this generation.  Every phase change is saved
     before it is acted on, so a coordinator restarted mid-way carries the change on.
     """
 
     def __init__(self, config: CrawlConfig, generation: int = 1,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, cluster: str = "") -> None:
         self.config = config
         self.generation = generation
         self.clock = clock
@@ -112,7 +98,10 @@ class CrawlControl:
         self.detector = FinishDetector(layered=config.max_depth is not None)
         self.rate = _Rate()
         self.last_status_write = 0.0
+        self.cluster = cluster
+        self.lease_renewed = 0.0
         os.makedirs(config.state_dir, exist_ok=True)
+        take_lease(config.state_dir, config.crawl_id, generation, cluster, clock)
         saved = _read_or_none(config.state_dir, COORDINATOR)
         self.adopted = saved is not None and saved.get("generation") == generation
         if saved is not None and self.adopted:
@@ -131,7 +120,8 @@ class CrawlControl:
                                                       config.strategy_workers),
                 "db_workers": assign_partitions(config.partitions, config.db_workers)})
             self._save()
-        self.budget = Budget(config.max_pages, known=not self.adopted)
+        self.budget = (None if config.max_pages is None else
+                       BudgetPlanner(config.max_pages, step=2 * config.batch_size))
 
     def _save(self) -> None:
         write_json(self.config.state_dir, COORDINATOR, {
@@ -152,10 +142,24 @@ class CrawlControl:
         self.phase, self.reason, self.ending = Phase.STOPPING, reason, phase
         self._save()
 
+    def renew_lease(self) -> None:
+        """Keep the state folder's lease (every ``RENEW_S``; released once the crawl ended)."""
+        now = self.clock()
+        if self.phase.terminal:
+            if self.lease_renewed >= 0:
+                release_lease(self.config.state_dir, self.config.crawl_id, self.generation,
+                              self.cluster)
+                self.lease_renewed = -1.0
+        elif now - self.lease_renewed >= RENEW_S:
+            renew_lease(self.config.state_dir, self.config.crawl_id, self.generation,
+                        self.cluster, now)
+            self.lease_renewed = now
+
     def status(self, db: tuple[DBWorkerReport, ...], sw: tuple[StrategyWorkerReport, ...],
                force_write: bool = False) -> CrawlStatus:
         """The status from the workers' reports; written to ``status.json`` at most once a
         second (always with ``force_write``)."""
+        self.renew_lease()
         now = self.clock()
         status = CrawlStatus.aggregate(
             db, sw, crawl_id=self.config.crawl_id, generation=self.generation,
@@ -169,14 +173,21 @@ class CrawlControl:
         return status
 
     def step(self, status: CrawlStatus, controls_pending: int) -> Step:
-        """The next step from a fresh status (the budget must be known)."""
+        """The next step from a fresh status."""
         if self.phase is Phase.STOPPING:  # restarted while draining: finish the end
             return Step(end=(self.ending or Phase.STOPPED, self.reason or "stopped"))
         if self.phase is not Phase.RUNNING:
             return Step()
+        broken = [r.storage_error for r in status.db_workers if r.storage_error] + [
+            r.storage_error for r in status.strategy_workers if r.storage_error]
+        if broken:  # resumable once the cause is gone: nothing was lost
+            return Step(end=(Phase.FAILED, f"storage error: {broken[0]}"))
         restart = tuple(i for i, r in enumerate(status.db_workers) if not r.running)
         finished = all(s.strategy_finished for s in status.strategy_workers)
-        verdict = self.detector.observe(status.db_workers, controls_pending, self.budget.left,
-                                        finished)
+        shares = [Share(r.allowance, r.held, r.queued_at_gate, r.in_flight)
+                  for r in status.db_workers]
+        left = None if self.budget is None else self.budget.left(shares)
+        verdict = self.detector.observe(status.db_workers, controls_pending, left, finished)
         end = (Phase.FINISHED, self.detector.reason) if verdict is Verdict.FINISH else None
-        return Step(restart=restart, verdict=verdict, end=end)
+        moves = () if self.budget is None or end else tuple(self.budget.plan(shares))
+        return Step(restart=restart, verdict=verdict, end=end, budget=moves)

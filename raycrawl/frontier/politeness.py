@@ -53,16 +53,17 @@ class HostSlots:
         if until > self.ready_at.get(host, 0.0):
             self.ready_at[host] = until
 
-    def record_outcome(self, host: str, healthy: bool, now: float) -> None:
-        """After a batch: a host that answered is healthy; one whose every request failed
-        (timeout, connection, 5xx) is backed off, and parked after ``park_after`` in a row."""
+    def record_outcome(self, host: str, healthy: bool, now: float, park: bool = True) -> None:
+        """After a batch: a host that gave a usable answer is healthy; one whose every
+        request failed (timeout, connection, 429/5xx) is backed off exponentially, and, unless
+        ``park`` is False (it did answer, with errors), parked after ``park_after`` in a row."""
         if healthy:
             self.failures.pop(host, None)
             return
         self.failures[host] += 1
         n = self.failures[host]
         self.push_back(host, now + min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
-        if n >= self.park_after:
+        if park and n >= self.park_after:
             self.park(host, ErrorKind.HOST_UNREACHABLE)
 
     def park(self, host: str, reason: ErrorKind) -> None:

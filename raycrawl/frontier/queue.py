@@ -62,6 +62,7 @@ class Completion:
 
     fresh: list[int]
     layers: Counter[int] = field(default_factory=Counter)
+    released: int = 0  # leases dropped
 
 
 class FrontierQueue:
@@ -76,6 +77,7 @@ class FrontierQueue:
         self.by_layer: Counter[int] = Counter()
         for key, _ in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
+        self.leased_total = sum(1 for _ in store.scan(_L, _L + b"\xff"))  # URLs under lease
         self.enqueued_total = 0
         # No queued key sorts below ``head``: a cut seeks there instead of to the first queue
         # key, past the deletions of entries leased earlier (RocksDB keeps them as tombstones
@@ -159,8 +161,10 @@ class FrontierQueue:
             wb.put(_L + u64(batch_id) + u64(i), entry.pack())
             layers[int.from_bytes(key[1:3], "big")] += 1
         wb.put(_C, self._counters())
-        self.store.write(wb)
-        self.by_layer.subtract(layers)  # counted once the leases are durable
+        # Not synced: a lease lost with the machine leaves its URLs queued, to be cut again.
+        self.store.write(wb, sync=False)
+        self.by_layer.subtract(layers)  # counted once the leases are written
+        self.leased_total += len(taken)
         # Everything below the first key left behind was taken; if none was left, everything
         # up to the last one taken (its tombstone is the only one the next seek meets).
         self.head = first_left or taken[-1][0]
@@ -177,17 +181,20 @@ class FrontierQueue:
         completing the same batch twice outputs nothing the second time."""
         done = self.store.multi_get([_P + u64(fp) for fp in fingerprints])
         fresh = list(dict.fromkeys(fp for fp, d in zip(fingerprints, done) if d is None))
+        released = 0
         for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
             wb.delete(key)
+            released += 1
         for fp in fresh:
             wb.put(_P + u64(fp), b"")
         layers = self._put_entries(wb, retry, done_delta=len(fresh))
-        return Completion(fresh, layers)
+        return Completion(fresh, layers, released)
 
     def apply(self, completion: Completion) -> None:
         """Count a completion whose WriteBatch was written."""
         self.done_total += len(completion.fresh)
         self.by_layer.update(completion.layers)
+        self.leased_total -= completion.released
 
     def _put_entries(self, wb: WriteBatch, entries: tuple[Entry, ...] | list[Entry],
                      done_delta: int = 0) -> Counter[int]:
@@ -220,6 +227,7 @@ class FrontierQueue:
         layers = self._put_entries(wb, entries)
         self.store.write(wb)
         self.by_layer.update(layers)
+        self.leased_total -= len(leased)
         return entries
 
     def stale_leases(self) -> list[int]:

@@ -78,6 +78,9 @@ class DBWorkerReport(_Record):
     hand_over_s: float = 0.0  # seconds batches spent handing their spider log over, summed
     error_kinds: Mapping[str, int] = field(default_factory=dict)
     retry_causes: Mapping[str, int] = field(default_factory=dict)  # error kind or status
+    storage_error: str = ""  # the first write or read of its store that failed
+    allowance: int = 0  # its share of max_pages (see raycrawl.frontier.budget)
+    held: int = 0  # its URLs done or leased: what of the allowance is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,11 @@ class StrategyWorkerReport(_Record):
     links_seen: int = 0
     duplicate_pages: int = 0
     skipped: Mapping[str, int] = field(default_factory=dict)  # by error kind (trap, ...)
+    storage_error: str = ""
+
+
+    def replace(self, **changes: Any) -> StrategyWorkerReport:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)

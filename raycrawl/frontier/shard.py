@@ -33,6 +33,7 @@ from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
 from raycrawl.formats.output import DurableOutput
 from raycrawl.formats.storage import Store
+from raycrawl.frontier.budget import Allowance
 from raycrawl.frontier.politeness import HostSlots
 from raycrawl.frontier.queue import Entry, FrontierQueue
 from raycrawl.frontier.reports import DBWorkerReport
@@ -94,6 +95,7 @@ class DBShard:
         self.output = DurableOutput(self.store, config.pages_dir, index,
                                     config.output_rows_per_file, config.output_flush_s,
                                     on_file_written=on_file_written)
+        self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         self.leased_urls = 0
@@ -127,12 +129,26 @@ class DBShard:
         return self.queue.push(entries)
 
     def wanted(self, gate: int | None) -> int:
-        """URLs the next cut may take (before the page budget): a batch, or what is queued."""
+        """URLs the next cut may take (before the allowance): a batch, or what is queued."""
         queued = self.queue.queued if gate is None else self.queue.queued_up_to(gate)
         return min(self.config.batch_size, queued)
 
+    @property
+    def held(self) -> int:
+        """URLs done or leased: the page budget this worker uses."""
+        return self.queue.done_total + self.queue.leased_total
+
+    def grow_allowance(self, amount: int, grant: str) -> int:
+        return self.allowance.grow(amount, grant)
+
+    def shrink_allowance(self, to: int) -> int:
+        return self.allowance.shrink(to, self.held)
+
     def cut(self, max_urls: int, gate: int | None) -> tuple[int, list[Entry]]:
-        """Lease up to ``max_urls`` URLs of hosts that are free; (batch id, entries)."""
+        """Lease up to ``max_urls`` URLs of hosts that are free, within the allowance;
+        (batch id, entries)."""
+        if self.config.max_pages is not None:
+            max_urls = min(max_urls, self.allowance.value - self.held)
         batch_id, entries = self.queue.cut(max_urls, self.config.host_batch_cap, self.slots,
                                            gate)
         if entries:
@@ -207,18 +223,27 @@ class DBShard:
         every request failed to connect or timed out counts a failure (see
         ``HostSlots.record_outcome``); one that answered, even 5xx, is up.
 
+        URLs of the batch without a row were not requested (their host sent a Retry-After):
+        they go back as they were, behind the host's pause.  A host that answered only
+        429/5xx is backed off too (never parked: it answers).
+
         Returns (the rows that stand, the entries to queue again)."""
         cfg = self.config
         by_fp = {e.fingerprint: e for e in entries}
         now = time.monotonic()
         keep, retry = [], []
         healthy: dict[str, bool] = {}
+        answered: set[str] = set()  # hosts that sent an HTTP response (they are up)
         rows = pages.select(["fingerprint", "host", "status", "error", "retry_after_s"])
+        seen: set[int] = set()
         for i, (fp, host, status, error, after) in enumerate(zip(*rows.to_pydict().values())):
+            seen.add(fp)
             kind = _kind(error)
             failed = kind.retryable if kind is not None else status in RETRYABLE_STATUS
-            if kind is None or kind.fetched:  # a host that answered at all is reachable
-                healthy[host] = healthy.get(host, False) or kind is None or not kind.retryable
+            if kind is None or kind.fetched:
+                healthy[host] = healthy.get(host, False) or not failed
+                if status is not None:
+                    answered.add(host)
             if after is not None:
                 self.slots.push_back(host, now + min(after, cfg.max_retry_after_s))
             entry = by_fp.get(fp)
@@ -229,8 +254,9 @@ class DBShard:
                 self.counters.retry_causes[str(kind or status)] += 1
             else:
                 keep.append(i)
+        retry += [e for e in entries if e.fingerprint not in seen]  # after a Retry-After
         for host, ok in healthy.items():
-            self.slots.record_outcome(host, ok, now)
+            self.slots.record_outcome(host, ok, now, park=host not in answered)
         self.counters.retries += len(retry)
         if len(keep) < pages.num_rows:
             pages = pages.take(pa.array(keep, type=pa.int64()))
@@ -269,6 +295,11 @@ class DBShard:
         self.counters.batches_done += 1
         self.leased_urls -= len(entries)
 
+    def give_back(self, batch_id: int, entries: list[Entry]) -> None:
+        """A batch stopped by an infrastructure fault (a peer that died or did not answer):
+        its URLs go back to the queue as they were, nothing counted against them."""
+        self.complete(batch_id, schemas.empty(schemas.SPIDER_LOG_PAGES), entries)
+
     def fail(self, batch_id: int, entries: list[Entry]) -> None:
         """A batch failed in raycrawl itself (a bug, a peer that kept failing): its URLs go
         back to the queue, and those in ``fetch_retries`` + 1 failed batches end as
@@ -286,7 +317,7 @@ class DBShard:
     # -- reporting and closing --------------------------------------------------------------
 
     def report(self, running: bool, in_flight: int, gate: int | None, loop_errors: int,
-               timers: dict[str, float]) -> DBWorkerReport:
+               timers: dict[str, float], storage_error: str = "") -> DBWorkerReport:
         c, q = self.counters, self.queue
         return DBWorkerReport(
             queued=q.queued, queued_at_gate=q.queued if gate is None else q.queued_up_to(gate),
@@ -297,7 +328,8 @@ class DBShard:
             robots_fetched=c.robots_fetched, parked_hosts=len(self.slots.parked),
             rows_written=self.output.rows_written, fetch_s=round(timers["fetch_s"], 2),
             hand_over_s=round(timers["hand_over_s"], 2), error_kinds=dict(c.error_kinds),
-            retry_causes=dict(c.retry_causes))
+            retry_causes=dict(c.retry_causes), storage_error=storage_error,
+            allowance=self.allowance.value, held=self.held)
 
     def flush(self) -> None:
         """Write buffered output rows to a file now."""

@@ -30,7 +30,8 @@ class StrategyRunner:
         self.config = config
         self.states = URLStates(store)
         self.traps = TrapGuard(store, config.max_segment_repeats, config.max_query_variants,
-                               config.max_pages_per_host)
+                               config.max_pages_per_host, config.max_path_variants,
+                               config.max_path_segments)
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
         self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
         self.counters: Counter[str] = Counter()

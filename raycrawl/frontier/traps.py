@@ -1,4 +1,14 @@
-"""Crawler-trap limits on URL shapes: path repetition, query shapes, per-host budgets.
+"""Crawler-trap limits on URL shapes: path repetition and length, path templates, query shapes,
+per-host budgets.
+
+- a path segment repeated more than ``max_segment_repeats`` times (``/a/b/a/b/a/b/a``), or more
+  than ``max_path_segments`` segments (Heritrix's pathological-path and too-many-segments rules);
+- more than ``max_path_variants`` URLs of one host with one *path template*: the path with its
+  numbers, dates and long hex ids folded (``/cal/2020/1`` and ``/cal/1999/12`` are both
+  ``/cal/{n}/{n}``), a calendar or a session id in the path;
+- more than ``max_query_variants`` URLs with the same host, path and query keys (a calendar in
+  the query);
+- ``max_pages_per_host`` URLs scheduled for one host (``host-budget``).
 
 A strategy worker checks each new link once (it owns the link's host), so the counts here are
 exact for the whole crawl.  A link over a limit is not fetched: it ends with error ``trap``
@@ -7,6 +17,7 @@ exact for the whole crawl.  A link over a limit is not fetched: it ends with err
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,7 +27,20 @@ from raycrawl.errors import ErrorKind
 from raycrawl.formats.storage import Store, u64
 
 _SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape
+_TEMPLATE = b"T"  # T <hash of host, path template> -> URLs seen with that template
 _HOST = b"h"  # h <hash of host> -> URLs of the host scheduled
+_HEX_ID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{8,}")
+_NUMBER = re.compile(r"\d+")
+
+
+def path_template(path: str) -> str:
+    """``path`` with long hex ids (8+ hex digits with a digit among them, UUIDs) folded to
+    ``{h}`` and runs of digits to ``{n}``: dates, counters and ids give one template."""
+
+    def hex_id(m: re.Match[str]) -> str:
+        return "{h}" if any(c.isdigit() for c in m[0]) else m[0]
+
+    return _NUMBER.sub("{n}", _HEX_ID.sub(hex_id, path))
 
 
 def repeated_segments(path: str) -> int:
@@ -29,11 +53,14 @@ class TrapGuard:
     """Counts URL shapes and per-host schedules in a strategy worker's store."""
 
     def __init__(self, store: Store, max_segment_repeats: int, max_query_variants: int,
-                 max_pages_per_host: int | None) -> None:
+                 max_pages_per_host: int | None, max_path_variants: int | None = None,
+                 max_path_segments: int | None = None) -> None:
         self.store = store
         self.max_segment_repeats = max_segment_repeats
         self.max_query_variants = max_query_variants
         self.max_pages_per_host = max_pages_per_host
+        self.max_path_variants = max_path_variants
+        self.max_path_segments = max_path_segments
         self.counts: dict[bytes, int] = {}
         self.dirty: set[bytes] = set()
 
@@ -53,6 +80,15 @@ class TrapGuard:
         parts = urlsplit(url)
         if repeated_segments(parts.path) > self.max_segment_repeats:
             return ErrorKind.TRAP
+        if (self.max_path_segments is not None
+                and parts.path.count("/") > self.max_path_segments):
+            return ErrorKind.TRAP
+        if self.max_path_variants is not None:
+            digest = xxhash.xxh64_intdigest(f"{host}\n{path_template(parts.path)}".encode())
+            template = _TEMPLATE + u64(digest)
+            if self._count(template) >= self.max_path_variants:
+                return ErrorKind.TRAP
+            self._bump(template)
         if parts.query:
             keys = ",".join(sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}))
             digest = xxhash.xxh64_intdigest(f"{host}\n{parts.path}\n{keys}".encode())

@@ -1,0 +1,88 @@
+"""A crawl owns its --out and --state: second crawls and drivers are refused, clearly."""
+
+import json
+
+import pytest
+
+from raycrawl.errors import CrawlStateError
+from raycrawl.formats.ownership import (
+    LEASE_S,
+    OWNER,
+    check_new_state,
+    check_shared_state,
+    claim_out,
+    release_lease,
+    take_lease,
+)
+from raycrawl.formats.statefiles import MANIFEST, write_json
+
+
+def started(state, crawl_id):
+    state.mkdir(parents=True, exist_ok=True)
+    write_json(str(state), MANIFEST, {"crawl_id": crawl_id})
+
+
+def test_a_second_crawl_may_not_take_the_first_ones_out(tmp_path):
+    out, state = tmp_path / "out", tmp_path / "state-a"
+    claim_out(str(out), "a", str(state))
+    claim_out(str(out), "b", str(tmp_path / "state-b"))  # a never started: b may take it
+    started(tmp_path / "state-b", "b")
+    claim_out(str(out), "b", str(tmp_path / "state-b"))  # the same crawl again: fine
+    with pytest.raises(CrawlStateError, match="holds the pages of crawl b"):
+        claim_out(str(out), "c", str(tmp_path / "state-c"))
+
+
+def test_a_new_crawl_may_not_start_in_a_used_state_folder(tmp_path):
+    state = tmp_path / "state"
+    check_new_state(str(state), "a")  # empty: fine
+    started(state, "a")
+    with pytest.raises(CrawlStateError, match="already holds crawl a.*raycrawl resume"):
+        check_new_state(str(state), "b")
+    with pytest.raises(CrawlStateError, match="already exists"):
+        check_new_state(str(state), "a")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
+
+def test_a_lease_renewed_by_a_live_driver_refuses_another(tmp_path):
+    state = str(tmp_path)
+    clock = Clock()
+    take_lease(state, "c", 2, "cluster-a", clock, clock.sleep)
+
+    def live_holder_sleep(s):  # the other coordinator renews while we watch
+        clock.sleep(s)
+        take_lease(state, "c", 2, "cluster-a", clock, clock.sleep)
+
+    with pytest.raises(CrawlStateError, match="in use by crawl c generation 2"):
+        take_lease(state, "c", 3, "cluster-b", clock, live_holder_sleep)
+    take_lease(state, "c", 2, "cluster-a", clock, clock.sleep)  # its own: renewed at once
+
+
+def test_a_lease_nobody_renews_is_taken_over(tmp_path):
+    state = str(tmp_path)
+    clock = Clock()
+    take_lease(state, "c", 1, "cluster-a", clock, clock.sleep)  # then its cluster died
+    take_lease(state, "c", 2, "cluster-b", clock, clock.sleep)
+    assert clock.now - 1000.0 >= LEASE_S  # it waited for the lease to go stale, no longer
+    lease = json.loads((tmp_path / OWNER).read_text())
+    assert (lease["generation"], lease["cluster"]) == (2, "cluster-b")
+    release_lease(state, "c", 2, "cluster-b")  # ended: the next one starts at once
+    before = clock.now
+    take_lease(state, "c", 3, "cluster-c", clock, clock.sleep)
+    assert clock.now == before
+
+
+def test_a_worker_that_does_not_see_the_shared_state_fails_at_once(tmp_path):
+    with pytest.raises(CrawlStateError, match="must be a folder every node shares"):
+        check_shared_state(str(tmp_path / "elsewhere"), "c", "c/db-worker-0")
+    started(tmp_path / "state", "c")
+    check_shared_state(str(tmp_path / "state"), "c", "c/db-worker-0")
