@@ -18,6 +18,7 @@ from typing import Any
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.errors import CrawlStateError
 from raycrawl.frontier.budget import Move
 from raycrawl.frontier.control import Phase, Verdict
 from raycrawl.frontier.coordination import CrawlControl, seed_feed
@@ -80,7 +81,10 @@ class Coordinator:
         self.db_workers = [DBWorkerHandle(
             db_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
             for i, name in enumerate(names)]
-        await asyncio.gather(*(w.ready() for w in [*self.strategy_workers, *self.db_workers]))
+        try:
+            await asyncio.gather(*(w.ready() for w in [*self.strategy_workers, *self.db_workers]))
+        except PeerFault as exc:  # e.g. a store that does not open: one line, not a traceback
+            raise CrawlStateError(f"the crawl's workers did not start: {exc}") from None
         reply = await self.add_seeds(seeds)
         self.control.set_phase(Phase.RUNNING)
         await self._start_workers(range(len(self.db_workers)))

@@ -17,6 +17,7 @@ from raycrawl.frontier.reports import CrawlStatus, SeedReply
 
 from . import coordinator
 from .options import NAMESPACE, actor_options, coordinator_name
+from .peers import died_because
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class CoordinatorHandle:
         except ray.exceptions.GetTimeoutError:
             raise CrawlUnavailable(f"the coordinator did not answer within {timeout} s") from None
         except ray.exceptions.RayActorError as exc:
-            raise CrawlUnavailable(f"the coordinator is unavailable: {exc}") from None
+            reason = died_because(exc)
+            raise CrawlUnavailable(f"the coordinator is unavailable: {reason}") from None
 
     def replace(self) -> None:
         """Kill a coordinator that stopped answering; Ray restarts it and it adopts the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -43,6 +44,13 @@ def cluster_address() -> str:
     return address
 
 
+def died_because(exc: BaseException) -> str:
+    """One line on why an actor died: the last error its creation task or call raised (Ray
+    carries it as text only), else the kind of death."""
+    reasons = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", str(exc), re.M)
+    return f"{reasons[-1][0]}: {reasons[-1][1]}" if reasons else type(exc).__name__
+
+
 class PeerFault(Exception):
     """A call to another actor timed out, or the actor died or was unreachable meanwhile."""
 
@@ -60,7 +68,7 @@ async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
     except TimeoutError:
         raise PeerFault(f"{what}: no answer within {timeout_s} s", timed_out=True) from None
     except ray.exceptions.RayActorError as exc:
-        raise PeerFault(f"{what}: {type(exc).__name__}") from exc
+        raise PeerFault(f"{what}: {died_because(exc)}") from exc
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, (PeerFault, StorageError)):  # the peer reports its own store
             raise PeerFault(f"{what}: {exc.cause}") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import psutil
@@ -153,5 +154,48 @@ def test_max_pages_is_exact_under_faults(ray_session, tmp_path, fault):
         urls = crawl.pages().column("url").to_pylist()
         assert len(urls) == len(set(urls)) == max_pages == stats["fetched"]
         assert sum(w["allowance"] for w in stats["db_workers"]) <= max_pages
+    finally:
+        web.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 280 KiB tmpfs (the state of a crawl fills it mid-crawl); grown by ``grow()``."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=280k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+    def grow():
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+
+    try:
+        yield mount, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_fails_the_crawl_naming_the_store_and_resume_finishes_it(
+        ray_session, tmp_path, small_disk):
+    mount, grow = small_disk
+    web = SyntheticWeb(hosts=8, pages_per_host=60, seed=5).start()
+    try:
+        state = mount / "state"
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), state=str(state),
+                      **SETTINGS).start()
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "failed", stats.get("reason")
+        assert stats["reason"].startswith(f"storage error: store {state}/")
+        assert "No space left on device" in stats["reason"]
+        assert stats["fetched"] < len(web.reachable())
+        grow()  # the cause is gone
+        resumed = Crawl.attach(str(state))
+        stats = resumed.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "finished", stats.get("reason")
+        urls = resumed.pages().column("url").to_pylist()
+        assert sorted(urls) == sorted(set(web.reachable())), "a URL missing or twice"
+        assert stats["errors"] == 0, stats["error_kinds"]
     finally:
         web.stop()

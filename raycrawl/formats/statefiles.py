@@ -13,7 +13,7 @@ import os
 import tempfile
 from typing import Any
 
-from raycrawl.errors import CrawlStateError
+from raycrawl.errors import CrawlStateError, StorageError
 from raycrawl.formats.storage import fsync_dir
 
 MANIFEST = "manifest.json"
@@ -23,20 +23,24 @@ STATUS = "status.json"
 
 def write_json(state_dir: str, name: str, data: dict[str, Any]) -> None:
     """Replace ``state_dir/name`` atomically and durably (a temporary name of its own per
-    writer, so two writers never clobber each other's half-written file)."""
+    writer, so two writers never clobber each other's half-written file); the file is left
+    as it was and :class:`StorageError` raised when it cannot be written."""
     path = os.path.join(state_dir, name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=state_dir)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=state_dir)
+    except OSError as exc:
+        raise StorageError(f"state file {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, default=str)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        fsync_dir(state_dir)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise
-    fsync_dir(state_dir)
+        raise StorageError(f"state file {path}: {exc.strerror or exc}") from None
 
 
 def read_json(state_dir: str, name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from raycrawl.config import CrawlConfig
-from raycrawl.errors import CrawlStateError, InvalidURL
+from raycrawl.errors import CrawlStateError, InvalidURL, StorageError
 from raycrawl.formats import schemas
 from raycrawl.formats.ownership import RENEW_S, release_lease, renew_lease, take_lease
 from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
@@ -100,6 +100,7 @@ class CrawlControl:
         self.last_status_write = 0.0
         self.cluster = cluster
         self.lease_renewed = 0.0
+        self.save_error = ""
         os.makedirs(config.state_dir, exist_ok=True)
         take_lease(config.state_dir, config.crawl_id, generation, cluster, clock)
         saved = _read_or_none(config.state_dir, COORDINATOR)
@@ -124,9 +125,17 @@ class CrawlControl:
                        BudgetPlanner(config.max_pages, step=2 * config.batch_size))
 
     def _save(self) -> None:
-        write_json(self.config.state_dir, COORDINATOR, {
+        self._write(COORDINATOR, {
             "generation": self.generation, "phase": str(self.phase), "reason": self.reason,
             "ending": str(self.ending) if self.ending else None, "started": self.started})
+
+    def _write(self, name: str, data: dict[str, Any]) -> None:
+        """Write a state file; one that cannot be written (a full disk) keeps the change in
+        memory and ends a running crawl (:attr:`save_error`, see :meth:`step`)."""
+        try:
+            write_json(self.config.state_dir, name, data)
+        except StorageError as exc:
+            self.save_error = self.save_error or str(exc)
 
     def set_phase(self, phase: Phase, reason: str | None = None) -> None:
         """Enter ``phase``; durable (``coordinator.json``) when this returns."""
@@ -145,15 +154,18 @@ class CrawlControl:
     def renew_lease(self) -> None:
         """Keep the state folder's lease (every ``RENEW_S``; released once the crawl ended)."""
         now = self.clock()
-        if self.phase.terminal:
-            if self.lease_renewed >= 0:
-                release_lease(self.config.state_dir, self.config.crawl_id, self.generation,
-                              self.cluster)
-                self.lease_renewed = -1.0
-        elif now - self.lease_renewed >= RENEW_S:
-            renew_lease(self.config.state_dir, self.config.crawl_id, self.generation,
-                        self.cluster, now)
-            self.lease_renewed = now
+        try:
+            if self.phase.terminal:
+                if self.lease_renewed >= 0:
+                    release_lease(self.config.state_dir, self.config.crawl_id,
+                                  self.generation, self.cluster)
+                    self.lease_renewed = -1.0
+            elif now - self.lease_renewed >= RENEW_S:
+                renew_lease(self.config.state_dir, self.config.crawl_id, self.generation,
+                            self.cluster, now)
+                self.lease_renewed = now
+        except StorageError as exc:
+            self.save_error = self.save_error or str(exc)
 
     def status(self, db: tuple[DBWorkerReport, ...], sw: tuple[StrategyWorkerReport, ...],
                force_write: bool = False) -> CrawlStatus:
@@ -169,7 +181,7 @@ class CrawlControl:
         status = status.replace(pages_per_s=round(self.rate.observe(now, status.fetched), 1))
         if force_write or now - self.last_status_write >= STATUS_WRITE_S:
             self.last_status_write = now
-            write_json(self.config.state_dir, STATUS, status.to_dict())
+            self._write(STATUS, status.to_dict())
         return status
 
     def step(self, status: CrawlStatus, controls_pending: int) -> Step:
@@ -179,7 +191,8 @@ class CrawlControl:
         if self.phase is not Phase.RUNNING:
             return Step()
         broken = [r.storage_error for r in status.db_workers if r.storage_error] + [
-            r.storage_error for r in status.strategy_workers if r.storage_error]
+            r.storage_error for r in status.strategy_workers if r.storage_error] + [
+            e for e in (self.save_error,) if e]
         if broken:  # resumable once the cause is gone: nothing was lost
             return Step(end=(Phase.FAILED, f"storage error: {broken[0]}"))
         restart = tuple(i for i, r in enumerate(status.db_workers) if not r.running)
