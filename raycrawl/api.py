@@ -189,7 +189,8 @@ class Crawl:
             raise CrawlStateError(f"crawl {crawl.crawl_id} has finished; its pages are in "
                                   f"{config.pages_dir}")
         generation = int(manifest.get("generation", 1)) + 1
-        take_lease(config.state_dir, crawl.crawl_id, generation, cluster_address())
+        here = cluster_address()  # the coordinator is not running here: its lease is free
+        take_lease(config.state_dir, crawl.crawl_id, generation, here, holder_gone_on=here)
         crawl._handle, crawl.seed_report = CoordinatorHandle.launch(config, [], generation)
         return crawl
 

@@ -206,6 +206,21 @@ def test_cli_crawl_and_status(ray_session, web, tmp_path):
                              str(out / "state")], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "finished" in status.stdout
     assert "db-worker-1" in status.stdout
+    # The same --out for a second crawl (another state): refused before anything is touched.
+    files = sorted(p.name for p in (out / "pages").iterdir())
+    again = subprocess.run(
+        [sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url, "--out", str(out),
+         "--state", str(tmp_path / "other-state"), "--address", ray_session, "--quiet"],
+        capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+    assert "holds the pages of crawl" in again.stderr
+    assert sorted(p.name for p in (out / "pages").iterdir()) == files
+    # A new crawl in a state folder that holds one: refused too (resume continues it).
+    again = subprocess.run(
+        [sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url, "--out",
+         str(tmp_path / "out2"), "--state", str(out / "state"), "--quiet"],
+        capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "raycrawl resume" in again.stderr, again.stderr
 
 
 def test_an_abandoned_crawl_finishes_and_frees_its_actors(ray_session, tmp_path):

@@ -111,7 +111,7 @@ def test_stop_then_resume_continues_with_nothing_lost(ray_session, tmp_path):
         web.stop()
 
 
-@pytest.mark.parametrize("victim", ["strategy-worker-0", "db-worker-1"])
+@pytest.mark.parametrize("victim", ["strategy-worker-0", "db-worker-1", "db-worker-0/fetcher-"])
 def test_a_stopped_actor_is_replaced_and_the_crawl_finishes_whole(ray_session, tmp_path,
                                                                   victim):
     """SIGSTOP, never continued: the actor stops answering without dying.  Its owner notices
@@ -119,8 +119,9 @@ def test_a_stopped_actor_is_replaced_and_the_crawl_finishes_whole(ray_session, t
     web = slow_web(seed=43)
     pid = None
     try:
+        # A fetch is bounded by its hosts' requests (total_timeout_s each) plus actor_timeout_s.
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
-                      **{**SETTINGS, "actor_timeout_s": 3.0}).start()
+                      **{**SETTINGS, "actor_timeout_s": 3.0, "total_timeout_s": 1.0}).start()
         run_until(crawl, len(web.reachable()))
         actor = actor_named(f"{crawl.crawl_id}/{victim}")
         pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))

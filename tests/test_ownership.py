@@ -86,3 +86,11 @@ def test_a_worker_that_does_not_see_the_shared_state_fails_at_once(tmp_path):
         check_shared_state(str(tmp_path / "elsewhere"), "c", "c/db-worker-0")
     started(tmp_path / "state", "c")
     check_shared_state(str(tmp_path / "state"), "c", "c/db-worker-0")
+
+
+def test_a_lease_of_a_coordinator_seen_gone_is_taken_at_once(tmp_path):
+    state = str(tmp_path)
+    clock = Clock()
+    take_lease(state, "c", 1, "cluster-a", clock, clock.sleep)  # failed, could not release
+    take_lease(state, "c", 2, "cluster-a", clock, clock.sleep, holder_gone_on="cluster-a")
+    assert clock.now == 1000.0  # no wait

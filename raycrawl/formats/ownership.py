@@ -67,19 +67,24 @@ def check_new_state(state_dir: str, crawl_id: str) -> None:
 
 
 def take_lease(state_dir: str, crawl_id: str, generation: int, cluster: str,
-               clock: Any = time.time, sleep: Any = time.sleep) -> None:
+               clock: Any = time.time, sleep: Any = time.sleep,
+               holder_gone_on: str | None = None) -> None:
     """Take (or renew) the state folder's lease for this generation of ``crawl_id`` on Ray
     cluster ``cluster`` (its GCS address).
 
     A lease another generation renewed less than ``LEASE_S`` ago is watched (up to
     ``LEASE_S``): renewed again, its coordinator is alive and :class:`CrawlStateError` is
-    raised; not renewed, it is gone (killed with its cluster) and the lease is taken over."""
+    raised; not renewed, it is gone (killed with its cluster) and the lease is taken over.
+    ``holder_gone_on`` names a cluster on which the caller saw the crawl's coordinator gone:
+    a lease held there is taken over at once."""
     ours = (crawl_id, generation, cluster)
     os.makedirs(state_dir, exist_ok=True)
     lease = _load(os.path.join(state_dir, OWNER))
     first_seen = lease.get("renewed_at") if lease is not None else None
     while lease is not None and (lease.get("crawl_id"), lease.get("generation"),
                                  lease.get("cluster")) != ours:
+        if holder_gone_on is not None and lease.get("cluster") == holder_gone_on:
+            break
         renewed_at = float(lease.get("renewed_at", 0))
         if clock() - renewed_at >= LEASE_S:
             break  # stale: its coordinator is gone
