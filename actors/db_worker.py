@@ -119,9 +119,9 @@ class DBWorker:
 
     def grow_allowance(self, amount: int, grant: str) -> int:
         """More of the page budget (idempotent per ``grant``); durable on return."""
-        room = self.shard.grow_allowance(amount, grant)
+        allowance = self.shard.grow_allowance(amount, grant)
         self.wakeup.set()
-        return room
+        return allowance
 
     def shrink_allowance(self, to: int) -> int:
         """Give back allowance not held (never below what is held); durable on return."""

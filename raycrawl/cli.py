@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from typing import Any, NoReturn
@@ -147,8 +148,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from raycrawl.config import CrawlConfig
     from raycrawl.formats.output import read_pages
+    from raycrawl.formats.ownership import OUT_MARKER
     from raycrawl.testing.synthweb import SyntheticWeb
 
+    if os.path.exists(os.path.join(args.out, OUT_MARKER)):  # an earlier demo's: start afresh
+        print(f"removing the earlier crawl's output in {args.out}", flush=True)
+        shutil.rmtree(args.out)
     web = SyntheticWeb(hosts=args.hosts, pages_per_host=args.pages).start()
     try:
         expected = web.reachable()

@@ -138,7 +138,8 @@ class CrawlControl:
             self.save_error = self.save_error or str(exc)
 
     def set_phase(self, phase: Phase, reason: str | None = None) -> None:
-        """Enter ``phase``; durable (``coordinator.json``) when this returns."""
+        """Enter ``phase``; durable (``coordinator.json``) when this returns, unless the state
+        folder cannot be written (then the change stays in memory, see ``_write``)."""
         self.phase = phase
         if reason is not None:
             self.reason = reason
