@@ -129,7 +129,7 @@ class DBWorker:
 
     def report(self) -> DBWorkerReport:
         return self.shard.report(self.running, len(self.in_flight), self.gate, self.loop_errors,
-                                 self.timers, self.storage_error)
+                                 self.timers, self.storage_error, self.fetchers.rerun.faults)
 
     def _storage_failed(self, exc: StorageError) -> None:
         """Stop cutting: the coordinator ends the crawl with the reason (resumable)."""

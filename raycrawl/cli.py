@@ -136,6 +136,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for i, w in enumerate(s.db_workers):
         trouble = "".join(f", {name.replace('_', ' ')} {value}" for name, value in (
             ("loop_errors", w.loop_errors), ("batches_failed", w.batches_failed),
+            ("fetch_faults", w.fetch_faults),
             ("storage_error", w.storage_error)) if value)
         print(f"  db-worker-{i}: queued {w.queued}, in flight {w.in_flight}, "
               f"fetched {w.fetched}, errors {w.errors}{trouble}")

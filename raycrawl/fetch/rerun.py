@@ -50,7 +50,7 @@ class Rerun:
         self.attempt = attempt
         self.solo_tries = max(1, solo_tries)
         self.max_uncounted = max_uncounted
-        self.faults = 0  # calls that failed, for the worker's report
+        self.faults = 0  # calls that failed (the DB worker reports them)
         self.poisoned = 0  # URLs ended as fetch-task-failed
 
     async def run(self, feed: pa.RecordBatch) -> FetchResult:

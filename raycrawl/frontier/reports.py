@@ -71,6 +71,7 @@ class DBWorkerReport(_Record):
     retries: int = 0
     loop_errors: int = 0
     batches_failed: int = 0
+    fetch_faults: int = 0  # fetch calls that failed (a worker died, restarted, hung or raised)
     robots_fetched: int = 0
     parked_hosts: int = 0
     rows_written: int = 0

@@ -317,14 +317,15 @@ class DBShard:
     # -- reporting and closing --------------------------------------------------------------
 
     def report(self, running: bool, in_flight: int, gate: int | None, loop_errors: int,
-               timers: dict[str, float], storage_error: str = "") -> DBWorkerReport:
+               timers: dict[str, float], storage_error: str = "",
+               fetch_faults: int = 0) -> DBWorkerReport:
         c, q = self.counters, self.queue
         return DBWorkerReport(
             queued=q.queued, queued_at_gate=q.queued if gate is None else q.queued_up_to(gate),
             in_flight=in_flight, leased_urls=self.leased_urls, done_total=q.done_total,
             running=running, activity=q.enqueued_total + c.batches_cut + c.batches_done,
             fetched=c.fetched, errors=c.errors, retries=c.retries, loop_errors=loop_errors,
-            batches_failed=c.batches_failed,
+            batches_failed=c.batches_failed, fetch_faults=fetch_faults,
             robots_fetched=c.robots_fetched, parked_hosts=len(self.slots.parked),
             rows_written=self.output.rows_written, fetch_s=round(timers["fetch_s"], 2),
             hand_over_s=round(timers["hand_over_s"], 2), error_kinds=dict(c.error_kinds),
