@@ -76,9 +76,7 @@ def test_killed_actor_is_restarted_and_nothing_is_lost(ray_session, tmp_path, vi
         ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
         stats = crawl.wait(timeout=180, interval_s=0.2)
         assert_invariants(web, crawl, stats)
-        if "fetcher" in victim:  # its batches failed and ran again: counted, not errors
-            assert sum(w["fetch_faults"] for w in stats["db_workers"]) >= 1
-            assert stats["errors"] == 0, stats["error_kinds"]
+        assert stats["errors"] == 0, stats["error_kinds"]  # a fault is never the URLs'
     finally:
         web.stop()
 

@@ -67,7 +67,7 @@ def test_a_killed_worker_re_fetches_the_whole_batch_and_nothing_becomes_an_error
     rerun, result = run(w, f)
     assert result.pages.num_rows == 5
     assert result.pages.column("error").null_count == 5  # no error rows
-    assert len(w.calls) == 2 and rerun.poisoned == 0
+    assert len(w.calls) == 2 and rerun.poisoned == 0 and rerun.faults == 1
 
 
 def test_faults_while_the_worker_restarts_do_not_count_against_urls():
