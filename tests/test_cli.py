@@ -44,3 +44,13 @@ def test_bad_seed_in_file_is_reported(tmp_path, capsys):
     seeds.write_text("http://ok.com/\nnot a url\n")
     assert main(["crawl", "--out", str(tmp_path / "o"), "--seeds-file", str(seeds)]) == 2
     assert "not a url" in capsys.readouterr().err
+
+
+def test_python_dash_m_raycrawl_is_the_command():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "raycrawl", "crawl", "--out", "x",
+                          "--max-pages", "-1", "http://example.com/"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.startswith("raycrawl: error: max_pages")
