@@ -218,7 +218,7 @@ class DBWorker:
         finally:
             if not released:
                 shard.release_hosts(entries)
-            shard.finish_batch(entries)
+            shard.finish_batch()
             self.in_flight.pop(batch_id, None)
             self.wakeup.set()
 

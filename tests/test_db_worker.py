@@ -126,7 +126,7 @@ def test_a_batch_that_keeps_failing_ends_as_internal_error(worker):
         assert len(leased) == 1
         worker.fail(batch_id, leased)
         worker.release_hosts(leased)
-        worker.finish_batch(leased)
+        worker.finish_batch()
 
     for _ in range(worker.config.fetch_retries):
         failed_batch()

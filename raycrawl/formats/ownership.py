@@ -14,13 +14,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from raycrawl.errors import CrawlStateError
-from raycrawl.formats.statefiles import MANIFEST, read_json, write_json
+from raycrawl.formats.statefiles import MANIFEST, read_json, read_json_if_present, write_json
 
 OUT_MARKER = ".raycrawl.json"
 OWNER = "owner.json"
@@ -28,22 +27,11 @@ LEASE_S = 15.0  # a lease not renewed for this long is stale: its coordinator is
 RENEW_S = 3.0  # how often a running coordinator renews it
 
 
-def _load(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise CrawlStateError(f"cannot read {path}: {exc}") from None
-    return data if isinstance(data, dict) else None
-
-
 def claim_out(out: str, crawl_id: str, state_dir: str) -> None:
     """Mark ``out`` as this crawl's output; :class:`CrawlStateError` if another crawl's pages
     are there."""
     os.makedirs(out, exist_ok=True)
-    marker = _load(os.path.join(out, OUT_MARKER))
+    marker = read_json_if_present(out, OUT_MARKER)
     if marker is not None and marker.get("crawl_id") != crawl_id and os.path.exists(
             os.path.join(str(marker.get("state")), MANIFEST)):  # that crawl did start
         raise CrawlStateError(
@@ -56,7 +44,7 @@ def claim_out(out: str, crawl_id: str, state_dir: str) -> None:
 
 def check_new_state(state_dir: str, crawl_id: str) -> None:
     """A new crawl may not start in a state folder that holds a crawl."""
-    manifest = _load(os.path.join(state_dir, MANIFEST))
+    manifest = read_json_if_present(state_dir, MANIFEST)
     if manifest is not None:
         raise CrawlStateError(
             f"{state_dir} already holds crawl {manifest.get('crawl_id')}: continue it with "
@@ -79,7 +67,7 @@ def take_lease(state_dir: str, crawl_id: str, generation: int, cluster: str,
     a lease held there is taken over at once."""
     ours = (crawl_id, generation, cluster)
     os.makedirs(state_dir, exist_ok=True)
-    lease = _load(os.path.join(state_dir, OWNER))
+    lease = read_json_if_present(state_dir, OWNER)
     first_seen = lease.get("renewed_at") if lease is not None else None
     while lease is not None and (lease.get("crawl_id"), lease.get("generation"),
                                  lease.get("cluster")) != ours:
@@ -93,7 +81,7 @@ def take_lease(state_dir: str, crawl_id: str, generation: int, cluster: str,
                 f"{state_dir} is in use by crawl {lease.get('crawl_id')} generation "
                 f"{lease.get('generation')} on Ray cluster {lease.get('cluster')}")
         sleep(RENEW_S / 2)
-        lease = _load(os.path.join(state_dir, OWNER))
+        lease = read_json_if_present(state_dir, OWNER)
     renew_lease(state_dir, crawl_id, generation, cluster, clock())
 
 

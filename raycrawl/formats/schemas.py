@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import pyarrow as pa
 
+from raycrawl.formats.entry import Entry
 from raycrawl.urls import URLInfo
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -111,39 +112,7 @@ IDENTITY = (*(name for name, _ in _LOCATED), "redirect_chain")
 CARRIED = (*IDENTITY, "attempts")
 
 
-class Queued(Protocol):
-    """A URL as the queue holds it (``raycrawl.frontier.queue.Entry``)."""
-
-    @property
-    def url(self) -> str: ...
-    @property
-    def fingerprint(self) -> int: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def depth(self) -> int: ...
-    @property
-    def score(self) -> float: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def redirect_chain(self) -> Sequence[str]: ...
-
-
-class _Seed(NamedTuple):
-    url: str
-    fingerprint: int
-    host: str
-    partition: int
-    depth: int
-    score: float
-    attempts: int
-    redirect_chain: tuple[str, ...]
-
-
-def carried(entries: Sequence[Queued]) -> dict[str, list[Any]]:
+def carried(entries: Sequence[Entry]) -> dict[str, list[Any]]:
     """The :data:`CARRIED` columns of queued URLs."""
     return {"url": [e.url for e in entries], "fingerprint": [e.fingerprint for e in entries],
             "host": [e.host for e in entries], "partition": [e.partition for e in entries],
@@ -152,7 +121,7 @@ def carried(entries: Sequence[Queued]) -> dict[str, list[Any]]:
             "attempts": [e.attempts for e in entries]}
 
 
-def feed_rows(entries: Sequence[Queued], delay_s: Sequence[float],
+def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
               robots_needed: Sequence[bool]) -> pa.RecordBatch:
     """A spider-feed batch of queued URLs, each with its host's delay and whether the fetch
     worker must read the origin's robots.txt first."""
@@ -162,7 +131,7 @@ def feed_rows(entries: Sequence[Queued], delay_s: Sequence[float],
 
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:
     """A spider-feed batch of canonical URLs, all at ``depth`` with ``score``."""
-    seeds = [_Seed(i.url, i.fingerprint, i.host, i.partition, depth, score, 0, ()) for i in urls]
+    seeds = [Entry(i.url, i.fingerprint, i.host, i.partition, depth, score) for i in urls]
     return feed_rows(seeds, [0.0] * len(seeds), [False] * len(seeds))
 
 

@@ -53,3 +53,11 @@ def read_json(state_dir: str, name: str) -> dict[str, Any]:
         raise CrawlStateError(f"no crawl state in {state_dir} ({name} missing)") from None
     except (OSError, ValueError) as exc:
         raise CrawlStateError(f"cannot read {path}: {exc}") from None
+
+
+def read_json_if_present(folder: str, name: str) -> dict[str, Any] | None:
+    """``folder/name``, or None when it does not exist; :class:`CrawlStateError` when it
+    exists and cannot be read."""
+    if not os.path.exists(os.path.join(folder, name)):
+        return None
+    return read_json(folder, name)

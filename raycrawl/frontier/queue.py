@@ -21,38 +21,11 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from raycrawl.formats.entry import Entry
 from raycrawl.formats.storage import Store, WriteBatch, read_u64, sortable_float, u64
 from raycrawl.frontier.politeness import HostSlots
 
 _Q, _F, _L, _P, _C = b"q", b"f", b"l", b"p", b"c"
-
-
-@dataclass(slots=True, frozen=True)
-class Entry:
-    """A queued URL; ``attempts`` counts its earlier fetches that ended in a retry."""
-
-    url: str
-    fingerprint: int
-    host: str
-    partition: int
-    depth: int
-    score: float
-    attempts: int = 0
-    redirect_chain: tuple[str, ...] = ()
-    crashes: int = 0  # times a worker died while this URL was leased
-    not_before: float = 0.0  # wall clock: a retry waits for its backoff, its host does not
-
-    def pack(self) -> bytes:
-        return msgpack.packb([self.url, self.fingerprint, self.host, self.partition,
-                              self.depth, self.score, self.attempts, list(self.redirect_chain),
-                              self.crashes, self.not_before])
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> Entry:
-        (url, fp, host, part, depth, score, attempts, chain, crashes,
-         not_before) = msgpack.unpackb(raw)
-        return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
-                   not_before)
 
 
 @dataclass(frozen=True, slots=True)

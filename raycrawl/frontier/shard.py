@@ -98,7 +98,6 @@ class DBShard:
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
-        self.leased_urls = 0
         for batch_id in self.queue.stale_leases():
             leased = self.queue.leased(batch_id)
             poison = [e for e in leased if e.crashes >= config.fetch_retries]
@@ -153,13 +152,11 @@ class DBShard:
                                            gate)
         if entries:
             self.counters.batches_cut += 1
-            self.leased_urls += len(entries)
         return batch_id, entries
 
     def requeue(self, batch_id: int, entries: list[Entry]) -> None:
         """Put a batch that never started back in the queue and free its hosts."""
         self.queue.requeue(batch_id)
-        self.leased_urls -= len(entries)
         self.release_hosts(entries)
 
     # -- one batch --------------------------------------------------------------------------
@@ -290,10 +287,9 @@ class DBShard:
         self.counters.error_kinds.update(errors)
         self.output.flush_if_due()
 
-    def finish_batch(self, entries: list[Entry]) -> None:
-        """A batch is over (completed or failed): its URLs are no longer leased."""
+    def finish_batch(self) -> None:
+        """A batch is over (completed, failed or given back): counted in the activity."""
         self.counters.batches_done += 1
-        self.leased_urls -= len(entries)
 
     def give_back(self, batch_id: int, entries: list[Entry]) -> None:
         """A batch stopped by an infrastructure fault (a peer that died or did not answer):
@@ -322,7 +318,7 @@ class DBShard:
         c, q = self.counters, self.queue
         return DBWorkerReport(
             queued=q.queued, queued_at_gate=q.queued if gate is None else q.queued_up_to(gate),
-            in_flight=in_flight, leased_urls=self.leased_urls, done_total=q.done_total,
+            in_flight=in_flight, leased_urls=q.leased_total, done_total=q.done_total,
             running=running, activity=q.enqueued_total + c.batches_cut + c.batches_done,
             fetched=c.fetched, errors=c.errors, retries=c.retries, loop_errors=loop_errors,
             batches_failed=c.batches_failed, fetch_faults=fetch_faults,
