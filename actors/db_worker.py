@@ -201,7 +201,7 @@ class DBWorker:
             self._crash("db-worker.handed-over")
             if self.stream is not None:
                 self.stream.write_spider_log(pages, result.links)
-            shard.complete(batch_id, pages, retry)
+            shard.complete(batch_id, pages, retry, result.items)
             committed = True
             self._crash("db-worker.completed")
         except StorageError as exc:  # its leases stay in the store: a resume requeues them

@@ -26,7 +26,7 @@ import aiohttp
 import pyarrow as pa
 import ray
 
-from raycrawl.fetch.batch import FetchResult, feed_bound_s, fetch_feed
+from raycrawl.fetch.batch import FetchResult, callback_runner, feed_bound_s, fetch_feed
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun
@@ -45,13 +45,15 @@ class FetchWorker:
         self.options = options
         self.session: aiohttp.ClientSession | None = None
         self.limit: asyncio.Semaphore | None = None
+        # The spider instance (one per worker) and the thread its callbacks run on.
+        self.callbacks = callback_runner(options) if options.spider is not None else None
 
     async def fetch(self, feed: pa.RecordBatch) -> FetchResult:
-        """Fetch every request of ``feed``: (pages, links, robots); see ``fetch_feed``."""
+        """Fetch every request of ``feed``: (pages, links, robots, items); see ``fetch_feed``."""
         if self.session is None or self.session.closed:
             self.session = open_session(self.options)
             self.limit = asyncio.Semaphore(self.options.concurrency)
-        return await fetch_feed(feed, self.options, self.session, self.limit)
+        return await fetch_feed(feed, self.options, self.session, self.limit, self.callbacks)
 
 
 _REMOTE_FETCH_WORKER = ray.remote(FetchWorker)

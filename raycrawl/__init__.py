@@ -9,9 +9,11 @@ from raycrawl.errors import (
     InvalidURL,
     RaycrawlError,
     SeedError,
+    SpiderError,
     StrategyError,
 )
 from raycrawl.models import Request, Response, URLState
+from raycrawl.spider import Follow, Spider, SpiderResponse
 from raycrawl.strategy import CrawlingStrategy
 
 __all__ = [
@@ -21,11 +23,15 @@ __all__ = [
     "CrawlStateError",
     "CrawlingStrategy",
     "DecodeError",
+    "Follow",
     "InvalidURL",
     "RaycrawlError",
     "Request",
     "Response",
     "SeedError",
+    "Spider",
+    "SpiderError",
+    "SpiderResponse",
     "StrategyError",
     "URLState",
 ]

@@ -11,11 +11,13 @@ import pyarrow as pa
 
 from raycrawl.config import CrawlConfig, config_from_mapping
 from raycrawl.errors import CrawlStateError, CrawlUnavailable, InvalidURL, SeedError
+from raycrawl.formats.items import read_items
 from raycrawl.formats.output import read_pages
 from raycrawl.formats.ownership import check_new_state, claim_out, take_lease
 from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus, SeedReply
+from raycrawl.spider import load_spider, read_source, spider_file, spider_spec
 from raycrawl.strategy import load_strategy
 from raycrawl.urls import canonicalize
 
@@ -46,6 +48,10 @@ class Crawl:
     def __init__(self, config: CrawlConfig | None = None, **settings: Any) -> None:
         if config is not None and settings:
             raise TypeError("pass either a CrawlConfig or keyword settings, not both")
+        if settings.get("spider") is not None:  # a Spider class, or its spec
+            settings["spider"], code = spider_spec(settings["spider"])
+            if code is not None:
+                settings["spider_code"] = code
         self.config = config if config is not None else config_from_mapping(settings)
         self._handle: CoordinatorHandle | None = None
         self.seed_report = SeedReply()
@@ -81,12 +87,22 @@ class Crawl:
     def check(self) -> list[str]:
         """Check what can be checked before Ray starts; returns the seed URLs.
 
-        The strategy must load, and every seed (from the config and its seeds file) must be a
-        valid URL: an invalid seed is an error, not something to skip silently."""
+        The strategy and the spider must load, and every seed (from the config and its seeds
+        file, else the spider's ``start_urls``) must be a valid URL: an invalid seed is an
+        error, not something to skip silently."""
         load_strategy(self.config.strategy)
         seeds = list(self.config.seeds)
         if self.config.seeds_file:
             seeds += read_seeds_file(self.config.seeds_file, self.config.strategy)
+        spec = self.config.spider
+        if spec is not None:
+            file = spider_file(spec)
+            if file is not None:  # read here and shipped with the config (and the manifest)
+                spec = f"{file}:{spec.rpartition(':')[2]}"
+                self.config = self.config.replace(spider=spec, spider_source=read_source(spec))
+            spider = load_spider(spec, self.config.spider_code, self.config.spider_source)
+            if not seeds:
+                seeds = [str(url) for url in spider.start_urls]
         if not seeds:
             raise SeedError("no seed URLs given")
         for url in seeds:
@@ -160,6 +176,11 @@ class Crawl:
     def pages(self) -> pa.Table:
         """The ``OUT/pages`` rows written so far, as a pyarrow Table."""
         return read_pages(self.config.pages_dir)
+
+    def items(self) -> pa.Table:
+        """The spider's items written so far (``OUT/items``), as one pyarrow Table: ``url``
+        (the page), then a column per field (see ``raycrawl.formats.items``)."""
+        return read_items(self.config.items_dir)
 
     @classmethod
     def attach(cls, state_dir: str, address: str | None = None) -> Crawl:

@@ -45,6 +45,15 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", choices=CODECS, help="codec of the stream files")
     p.add_argument("--link-parser", choices=LINK_PARSERS,
                    help="HTML parser of link extraction (lexbor)")
+    p.add_argument("--spider", metavar="FILE.py:Class",
+                   help="the spider whose callbacks extract items and choose the links "
+                        "(or package.module:Class)")
+    p.add_argument("--allow-domain", action="append", metavar="DOMAIN",
+                   help="follow links of this domain and its subdomains only (repeatable)")
+    p.add_argument("--include", action="append", metavar="REGEX",
+                   help="follow only links whose canonical URL matches (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="REGEX",
+                   help="do not follow links whose canonical URL matches (repeatable)")
     p.add_argument("--config", metavar="FILE.toml")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
@@ -99,9 +108,10 @@ def _progress(s: CrawlStatus) -> None:
 def _summary(s: CrawlStatus) -> str:
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.error_kinds.items()))
     pages = os.path.join(s.out, "pages")
+    items = f", {s.items_total} items in {os.path.join(s.out, 'items')}" if s.items_total else ""
     return (f"crawl {s.crawl_id} {s.phase} ({s.reason}): {s.fetched} URLs fetched in "
             f"{s.elapsed_s} s, {s.errors} errors{f' ({kinds})' if kinds else ''}; "
-            f"{s.rows_written} rows in {pages}")
+            f"{s.rows_written} rows in {pages}{items}")
 
 
 def run_crawl(config: Any, quiet: bool = False) -> CrawlStatus:
@@ -133,6 +143,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"queued {s.queued}, in flight {s.in_flight_batches} batches, retries {s.retries}, "
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
+    if s.out_of_scope:
+        print(f"links out of scope (not followed): {s.out_of_scope}")
+    if s.callback_errors:
+        print(f"callback errors: {s.error_kinds.get('callback-error', 0)}; latest:")
+        for line in s.callback_errors:
+            print(f"  {line}")
     for i, w in enumerate(s.db_workers):
         trouble = "".join(f", {name.replace('_', ' ')} {value}" for name, value in (
             ("loop_errors", w.loop_errors), ("batches_failed", w.batches_failed),

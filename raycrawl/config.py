@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from raycrawl.errors import ConfigError
+from raycrawl.scope import Scope
 from raycrawl.testing.faults import POINTS
 
 CODECS = ("msgpack", "json")
@@ -86,6 +87,19 @@ class CrawlConfig:
     max_path_variants: int = 1000
     max_path_segments: int = 32  # a path with more segments is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
+    # The spider: FILE.py:Class or package.module:Class (see raycrawl.spider).  Set by the
+    # driver for the workers: spider_source, the text of a FILE.py; spider_code, a class of
+    # __main__ pickled by Crawl(spider=cls).
+    spider: str | None = None
+    spider_source: str | None = None
+    spider_code: str | None = None
+    callback_timeout_s: float = 10.0  # a callback running longer ends its page (callback-error)
+    max_items_per_page: int = 1000  # items one callback may yield
+    # Scope of the links followed: these domains and their subdomains (none: any), URLs that
+    # match an include pattern (none: any) and no exclude pattern.
+    allow_domain: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
 
     def __post_init__(self) -> None:
@@ -97,6 +111,7 @@ class CrawlConfig:
                      "per_host", "batch_size", "host_batch_cap",
                      "max_body_bytes", "max_links_per_page", "max_url_length",
                      "output_rows_per_file", "host_park_after", "max_redirects",
+                     "max_items_per_page",
                      "max_segment_repeats", "max_query_variants", "max_path_variants",
                      "max_path_segments"):
             value = getattr(self, name)
@@ -112,7 +127,8 @@ class CrawlConfig:
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
                      "output_flush_s", "poll_interval_s", "linger_s", "actor_timeout_s",
                      "retry_backoff_s",
-                     "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s"):
+                     "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s",
+                     "callback_timeout_s"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                   name, "must be a number >= 0")
@@ -136,6 +152,10 @@ class CrawlConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"allow_network: not a CIDR range: {cidr!r}") from None
+        check(self.callback_timeout_s > 0, "callback_timeout_s", "must be more than 0")
+        Scope.build(self.allow_domain, self.include, self.exclude)  # raises on a bad pattern
+        check(self.spider is None or (isinstance(self.spider, str) and ":" in self.spider),
+              "spider", "must be FILE.py:Class or package.module:Class")
         for point in self.crash_points:
             check(point in POINTS, "crash_points", f"unknown point {point!r}")
         if not self.crawl_id:
@@ -152,6 +172,11 @@ class CrawlConfig:
     def pages_dir(self) -> str:
         """The ``OUT/pages`` Parquet dataset."""
         return os.path.join(self.out, "pages")
+
+    @property
+    def items_dir(self) -> str:
+        """The ``OUT/items`` Parquet dataset (a spider's items)."""
+        return os.path.join(self.out, "items")
 
     def replace(self, **changes: Any) -> CrawlConfig:
         """A copy with ``changes`` applied and validated."""

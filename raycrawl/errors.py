@@ -8,6 +8,7 @@
     ├── InvalidURL                a URL that cannot be canonicalised (urls.py)
     ├── DecodeError               a malformed, unknown or oversized codec message (codecs/)
     ├── StrategyError             a strategy name that does not load (strategy.py)
+    ├── SpiderError               a spider that does not import or is not a Spider (spider.py)
     ├── CrawlStateError           a state directory that holds no crawl, or a call in the wrong
     │                             lifecycle phase (api.py, actors/)
     ├── StorageError              a store or output file could not be read or written (a full
@@ -50,6 +51,10 @@ class StrategyError(RaycrawlError):
     """A crawling strategy cannot be loaded by the name given."""
 
 
+class SpiderError(RaycrawlError):
+    """A spider file or module does not import, or names no ``raycrawl.Spider`` subclass."""
+
+
 class CrawlStateError(RaycrawlError):
     """A state directory holds no crawl, or a control call came in the wrong phase."""
 
@@ -88,6 +93,7 @@ class ErrorKind(enum.StrEnum):
     FETCH_TASK_FAILED = "fetch-task-failed"  # fetched alone, the URL killed its fetch worker
     QUARANTINED = "quarantined"  # in flight at fetch_retries deaths of its DB worker
     INTERNAL_ERROR = "internal-error"  # its batch kept failing in raycrawl itself
+    CALLBACK_ERROR = "callback-error"  # the spider's callback raised, yielded junk or ran too long
 
     @property
     def retryable(self) -> bool:

@@ -23,8 +23,8 @@ class URLState(enum.IntEnum):
 class Request:
     """A URL to fetch, as strategies and codecs see it (Frontera's ``Request``).
 
-    ``meta`` holds user data only; crawl state (depth, fingerprint, URL state) has its own
-    attributes.
+    ``meta`` holds user data only (a spider follow's ``meta``, shown to the callback as
+    ``response.meta``); crawl state (depth, fingerprint, URL state) has its own attributes.
     """
 
     url: str
@@ -38,6 +38,8 @@ class Request:
     partition: int = 0
     state: URLState = URLState.NOT_CRAWLED
     redirect_chain: list[str] = field(default_factory=list)  # URLs that redirected here
+    callback: str | None = None  # the spider callback that parses its page (None: ``parse``)
+    priority: float | None = None  # a spider follow's priority (built-in strategies use it)
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""Breadth-first: shallower URLs first, then in the order they were found."""
+"""Breadth-first: shallower URLs first, then in the order they were found; a spider follow's
+``priority`` goes first."""
 
 from __future__ import annotations
 
@@ -9,4 +10,5 @@ from raycrawl.strategy import CrawlingStrategy
 class Strategy(CrawlingStrategy):
     def links_extracted(self, request: Request, links: list[Request]) -> None:
         for link in links:
-            self.schedule(link, 1.0 / (1 + link.depth))
+            self.schedule(link, link.priority if link.priority is not None
+                          else 1.0 / (1 + link.depth))

@@ -1,4 +1,4 @@
-"""Depth-first: deeper URLs first."""
+"""Depth-first: deeper URLs first; a spider follow's ``priority`` replaces the depth."""
 
 from __future__ import annotations
 
@@ -9,4 +9,5 @@ from raycrawl.strategy import CrawlingStrategy
 class Strategy(CrawlingStrategy):
     def links_extracted(self, request: Request, links: list[Request]) -> None:
         for link in links:
-            self.schedule(link, float(link.depth))
+            self.schedule(link, link.priority if link.priority is not None
+                          else float(link.depth))

@@ -26,7 +26,7 @@ def feed(urls, depth=0):
 
 
 def run(urls, opts, depth=0):
-    pages, links, robots = asyncio.run(fetch_feed(feed(urls, depth), opts))
+    pages, links, robots, _ = asyncio.run(fetch_feed(feed(urls, depth), opts))
     assert pages.schema == schemas.SPIDER_LOG_PAGES and links.schema == schemas.SPIDER_LOG_LINKS
     assert robots.num_rows == 0  # nobody asked for robots.txt
     return pages.to_pylist(), links.to_pylist()
@@ -120,7 +120,7 @@ def test_batches_sharing_a_limit_share_its_requests_in_flight():
 
         results = asyncio.run(shared())
         assert slow.max_active_all == 3
-        for (pages, _, _), urls in zip(results, halves):
+        for (pages, *_), urls in zip(results, halves):
             assert sorted(pages.column("url").to_pylist()) == sorted(urls)
     finally:
         slow.stop()
@@ -190,7 +190,7 @@ def test_a_retry_after_stops_the_hosts_other_urls():
         port = site._server.sockets[0].getsockname()[1]
         try:
             urls = [f"http://127.0.0.1:{port}/{p}" for p in ("a", "busy", "b", "c")]
-            pages, _, _ = await fetch_feed(feed(urls), options())
+            pages, *_ = await fetch_feed(feed(urls), options())
             return pages.to_pylist()
         finally:
             await runner.cleanup()

@@ -12,8 +12,8 @@ README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 def test_all_is_pinned():
     assert raycrawl.__all__ == [
         "ConfigError", "Crawl", "CrawlConfig", "CrawlStateError", "CrawlingStrategy",
-        "DecodeError", "InvalidURL", "RaycrawlError", "Request", "Response", "SeedError",
-        "StrategyError", "URLState"]
+        "DecodeError", "Follow", "InvalidURL", "RaycrawlError", "Request", "Response",
+        "SeedError", "Spider", "SpiderError", "SpiderResponse", "StrategyError", "URLState"]
     assert all(hasattr(raycrawl, name) for name in raycrawl.__all__)
 
 

@@ -24,9 +24,8 @@ def fetched(feed_rows: pa.RecordBatch) -> FetchResult:
     rows = schemas.ended_rows(feed_rows.select(list(schemas.CARRIED)).to_pydict(), ["x"] * n)
     cols = rows.to_pydict()
     cols["error"], cols["status"] = [None] * n, [200] * n
-    empty = FetchResult.empty()
-    return FetchResult(pa.RecordBatch.from_pydict(cols, schema=schemas.SPIDER_LOG_PAGES),
-                       empty.links, empty.robots)
+    return FetchResult.empty()._replace(
+        pages=pa.RecordBatch.from_pydict(cols, schema=schemas.SPIDER_LOG_PAGES))
 
 
 class Worker:

@@ -32,13 +32,15 @@ def spider_log(pages, links):
         "fetched_at": [now] * len(pages), "size_bytes": [0] * len(pages),
         "duration_s": [0.0] * len(pages), "links_count": [0] * len(pages),
         "attempts": [1] * len(pages), "redirect_chain": [[]] * len(pages),
-        "retry_after_s": [None] * len(pages)})
+        "retry_after_s": [None] * len(pages), "error_detail": [None] * len(pages),
+        "items_count": [0] * len(pages), "out_of_scope": [0] * len(pages)})
     link_batch = schemas.batch(schemas.SPIDER_LOG_LINKS, {
         "parent_url": [url_info(p, P).url for p, *_ in links],
         "parent_depth": [d for _, d, _, _ in links], "url": [i.url for i in li],
         "fingerprint": [i.fingerprint for i in li], "host": [i.host for i in li],
         "partition": [i.partition for i in li], "depth": [d for *_, d in links],
-        "redirect_chain": [[]] * len(links)})
+        "redirect_chain": [[]] * len(links), "callback": [None] * len(links),
+        "meta": [None] * len(links), "priority": [None] * len(links)})
     return page_batch, link_batch
 
 

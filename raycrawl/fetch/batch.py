@@ -18,45 +18,54 @@ import aiohttp
 import pyarrow as pa
 
 from raycrawl.errors import ErrorKind, InvalidURL
+from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import open_session
-from raycrawl.fetch.hosts import HostFetcher
+from raycrawl.fetch.hosts import HostFetcher, Link
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats import schemas
+from raycrawl.spider import load_spider
 from raycrawl.testing.faults import crash_point
 from raycrawl.urls import url_info
 
 
 class FetchResult(NamedTuple):
-    """What a spider-feed batch gave: the spider log (pages, links) and robots.txt fetches."""
+    """What a spider-feed batch gave: the spider log (pages, links), the robots.txt fetches and
+    the items the spider's callbacks yielded."""
 
     pages: pa.RecordBatch
     links: pa.RecordBatch
     robots: pa.RecordBatch
+    items: pa.RecordBatch
 
     @classmethod
     def empty(cls) -> FetchResult:
-        return cls(schemas.empty(schemas.SPIDER_LOG_PAGES), schemas.empty(schemas.SPIDER_LOG_LINKS),
-                   schemas.empty(schemas.ROBOTS))
+        return cls(*(schemas.empty(s) for s in _RESULT_SCHEMAS))
 
     @classmethod
     def concat(cls, parts: list[FetchResult]) -> FetchResult:
         if not parts:
             return cls.empty()
-        return cls(*(pa.concat_batches([p[i] for p in parts]) for i in range(3)))
+        return cls(*(pa.concat_batches([p[i] for p in parts]) for i in range(len(cls._fields))))
+
+
+_RESULT_SCHEMAS = (schemas.SPIDER_LOG_PAGES, schemas.SPIDER_LOG_LINKS, schemas.ROBOTS,
+                   schemas.ITEMS)
+
 
 
 class Collector:
     """Accumulates spider-log rows column by column."""
 
     def __init__(self) -> None:
-        self.pages: dict[str, list[Any]] = {f.name: [] for f in schemas.SPIDER_LOG_PAGES}
-        self.links: dict[str, list[Any]] = {f.name: [] for f in schemas.SPIDER_LOG_LINKS}
-        self.robots: dict[str, list[Any]] = {f.name: [] for f in schemas.ROBOTS}
+        self.columns: list[dict[str, list[Any]]] = [{f.name: [] for f in schema}
+                                                    for schema in _RESULT_SCHEMAS]
+        self.pages, self.links, self.robots, self.items = self.columns
 
     def page(self, row: dict[str, Any], status: int | None, ctype: str | None,
              error: ErrorKind | None, fetched_at: datetime, size: int = 0, duration: float = 0.0,
-             links: int = 0, retry_after: float | None = None) -> None:
+             links: int = 0, retry_after: float | None = None, detail: str | None = None,
+             items: list[bytes] | None = None, out_of_scope: int = 0) -> None:
         p = self.pages
         for name in schemas.IDENTITY:
             p[name].append(row[name])
@@ -70,27 +79,52 @@ class Collector:
         p["duration_s"].append(duration)
         p["links_count"].append(links)
         p["retry_after_s"].append(retry_after)
+        p["error_detail"].append(detail)
+        p["items_count"].append(len(items) if items else 0)
+        p["out_of_scope"].append(out_of_scope)
+        if items:
+            n = len(items)
+            self.items["url"] += [row["url"]] * n
+            self.items["fingerprint"] += [row["fingerprint"]] * n
+            self.items["item"] += items
 
-    def link_rows(self, parent: dict[str, Any], targets: list[str], depth: int,
-                  chain: list[str], opts: FetchOptions) -> int:
-        """Add a page's links (canonical, valid, within the length limit, each once, at most
-        ``max_links_per_page``); returns how many."""
+    def link_rows(self, parent: dict[str, Any], targets: list[str] | list[Link], depth: int,
+                  chain: list[str], opts: FetchOptions) -> tuple[int, int]:
+        """Add a page's links (canonical, valid, within the length limit and the scope, each
+        once, at most ``max_links_per_page``); returns how many, and how many were out of
+        scope.  ``targets`` are URLs or :class:`Link` s (a spider's follows come first)."""
         seen: set[int] = set()
         infos = []
+        follows: list[Link | None] = []  # per link kept: the follow it came from
+        scope = None if opts.scope.everything else opts.scope
+        out_of_scope = 0
         for target in targets:
-            if len(target) > opts.max_url_length:
+            link, url = (target, target.url) if isinstance(target, Link) else (None, target)
+            if len(url) > opts.max_url_length:
                 continue
             try:
-                info = url_info(target, opts.partitions)
+                info = url_info(url, opts.partitions)
             except InvalidURL:
                 continue
             if info.fingerprint in seen or len(info.url) > opts.max_url_length:
                 continue
             seen.add(info.fingerprint)
+            if scope is not None and not scope.allows(info.url, info.host):
+                out_of_scope += 1
+                continue
             infos.append(info)
+            follows.append(link)
             if len(infos) >= opts.max_links_per_page:
                 break
         n, lk = len(infos), self.links
+        if any(follows):
+            lk["callback"] += [x.callback if x else None for x in follows]
+            lk["meta"] += [x.meta if x else None for x in follows]
+            lk["priority"] += [x.priority if x else None for x in follows]
+        else:
+            lk["callback"] += [None] * n
+            lk["meta"] += [None] * n
+            lk["priority"] += [None] * n
         lk["parent_url"] += [parent["url"]] * n
         lk["parent_depth"] += [parent["depth"]] * n
         lk["url"] += [i.url for i in infos]
@@ -99,7 +133,7 @@ class Collector:
         lk["partition"] += [i.partition for i in infos]
         lk["depth"] += [depth] * n
         lk["redirect_chain"] += [chain] * n
-        return n
+        return n, out_of_scope
 
     def robots_row(self, origin: str, host: str, status: int | None, body: bytes,
                    error: ErrorKind | None) -> None:
@@ -111,15 +145,16 @@ class Collector:
         r["error"].append(error)
 
     def result(self) -> FetchResult:
-        return FetchResult(schemas.batch(schemas.SPIDER_LOG_PAGES, self.pages),
-                           schemas.batch(schemas.SPIDER_LOG_LINKS, self.links),
-                           schemas.batch(schemas.ROBOTS, self.robots))
+        return FetchResult(*(schemas.batch(schema, cols)
+                             for schema, cols in zip(_RESULT_SCHEMAS, self.columns)))
 
 
 def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
     """How long fetching ``feed`` can take at most: its hosts run side by side, each host's
     URLs one after another, each request within ``total_timeout_s`` plus its host's delay,
-    after up to six robots.txt requests.  None when requests have no total timeout."""
+    after up to six robots.txt requests; with a spider, plus every URL's callback at its
+    bound, in turn (a worker runs one callback at a time).  None when requests have no total
+    timeout."""
     if not opts.total_timeout_s or feed.num_rows == 0:
         return None
     per_host: dict[str, float] = defaultdict(float)
@@ -130,12 +165,14 @@ def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
         if needed and host not in per_host:
             per_host[host] += robots * opts.total_timeout_s + delay
         per_host[host] += opts.total_timeout_s + delay
-    return max(per_host.values())
+    callbacks = 0.0 if opts.spider is None else feed.num_rows * (opts.callback_timeout_s + 1.0)
+    return max(per_host.values()) + callbacks
 
 
 async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
                      session: aiohttp.ClientSession | None = None,
-                     limit: asyncio.Semaphore | None = None) -> FetchResult:
+                     limit: asyncio.Semaphore | None = None,
+                     callbacks: CallbackRunner | None = None) -> FetchResult:
     """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
     the robots.txt fetches made.  Every request yields exactly one page row, except those of a
     host after it answered 429/503 with a Retry-After: they are left out (not requested), for
@@ -150,18 +187,35 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
     for row in feed.to_pylist():
         by_host[row["host"]].append(row)
     out = Collector()
-    if session is None:
-        async with open_session(opts) as own:
-            await _fetch_hosts(own, opts, out, by_host, limit)
-    else:
-        await _fetch_hosts(session, opts, out, by_host, limit)
+    own_callbacks = callbacks is None and opts.spider is not None
+    if own_callbacks:
+        callbacks = callback_runner(opts)
+    try:
+        if session is None:
+            async with open_session(opts) as own:
+                await _fetch_hosts(own, opts, out, by_host, limit, callbacks)
+        else:
+            await _fetch_hosts(session, opts, out, by_host, limit, callbacks)
+    finally:
+        if own_callbacks and callbacks is not None:
+            callbacks.close()
     return out.result()
+
+
+def callback_runner(opts: FetchOptions) -> CallbackRunner:
+    """A runner of the spider's callbacks, with a new instance of the spider."""
+    if opts.spider is None:
+        raise ValueError("the crawl has no spider")
+    spider = load_spider(opts.spider, opts.spider_code, opts.spider_source)()
+    return CallbackRunner(spider, opts.callback_timeout_s, opts.max_items_per_page,
+                          opts.max_links_per_page)
 
 
 async def _fetch_hosts(session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
                        by_host: dict[str, list[dict[str, Any]]],
-                       limit: asyncio.Semaphore | None) -> None:
-    fetcher = HostFetcher(session, opts, out, limit)
+                       limit: asyncio.Semaphore | None,
+                       callbacks: CallbackRunner | None) -> None:
+    fetcher = HostFetcher(session, opts, out, limit, callbacks)
     async with asyncio.TaskGroup() as group:  # one host failing cancels the others
         for rows in by_host.values():
             group.create_task(fetcher.host(rows))

@@ -5,30 +5,45 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin
 
 import aiohttp
 
 from raycrawl.errors import ErrorKind, InvalidURL
+from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import error_kind, read_body, retry_after_s
 from raycrawl.fetch.extract import extract_links, is_html
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import fetch_robots
+from raycrawl.formats.entry import pack_meta, unpack_meta
 from raycrawl.frontier.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
+from raycrawl.spider import SpiderResponse
 from raycrawl.urls import url_info
 
 if TYPE_CHECKING:
     from raycrawl.fetch.batch import Collector
 
 
+class Link(NamedTuple):
+    """A link to follow: a target found on a page (callback etc. None) or a spider's follow."""
+
+    url: str
+    callback: str | None = None
+    meta: bytes | None = None
+    priority: float | None = None
+
+
 class HostFetcher:
     """Fetches one batch's hosts into its collector: per-host politeness, redirects, links."""
 
     def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
-                 limit: asyncio.Semaphore | None) -> None:
+                 limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None = None) -> None:
         self.session, self.opts, self.out = session, opts, out
+        self.callbacks = callbacks
+        self.handle_status = frozenset(callbacks.spider.handle_status) if callbacks else frozenset()
+        self.follow_links = callbacks is None or callbacks.spider.follow_links
         self.guard = AddressGuard(opts.allow_network)
         self.limit = limit or asyncio.Semaphore(opts.concurrency)
         self.agent = agent_token(opts.user_agent)
@@ -51,8 +66,9 @@ class HostFetcher:
         error: ErrorKind | None = None
         retry_after: float | None = None
         size = 0
-        targets: list[str] = []
+        targets: list[str] | list[Link] = []
         link_depth, link_chain = row["depth"] + 1, []
+        parsed: SpiderResponse | None = None
         if self.guard.check_host_literal(row["host"]) is not None:
             error = ErrorKind.BLOCKED_ADDRESS
         else:
@@ -70,17 +86,35 @@ class HostFetcher:
                         size = len(body)
                         if too_large:
                             error = ErrorKind.TOO_LARGE
-                        elif is_html(ctype) and status < 300:
-                            targets = extract_links(str(resp.url), body, ctype, opts.link_parser)
+                        else:
+                            if self.follow_links and is_html(ctype) and status < 300:
+                                targets = extract_links(str(resp.url), body, ctype,
+                                                        opts.link_parser)
+                            if self.callbacks is not None and (
+                                    200 <= status < 300 or status in self.handle_status):
+                                parsed = SpiderResponse(str(resp.url), status, resp.headers,
+                                                        body, unpack_meta(row["meta"]),
+                                                        row["depth"], ctype)
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
-        links = self.out.link_rows(row, targets, link_depth, link_chain, opts) if targets else 0
+        detail, items = None, None
+        if parsed is not None and self.callbacks is not None:
+            outcome = await self.callbacks.run(row["callback"], parsed)
+            if outcome.error is not None:
+                error, detail, targets = ErrorKind.CALLBACK_ERROR, outcome.error, []
+            else:
+                items = outcome.items
+                targets = [*(Link(f.url, f.callback, pack_meta(dict(f.meta or {})), f.priority)
+                             for f in outcome.follows),
+                           *(t if isinstance(t, Link) else Link(t) for t in targets)]
+        links, out_of_scope = (self.out.link_rows(row, targets, link_depth, link_chain, opts)
+                               if targets else (0, 0))
         self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
-                      links, retry_after)
+                      links, retry_after, detail, items, out_of_scope)
         return retry_after
 
     def _redirect(self, row: dict[str, Any], location: str) -> tuple[ErrorKind | None,
-                                                                   list[str]]:
+                                                                   list[Link]]:
         """A redirect is a frontier event: its target is routed, deduplicated and fetched like
         a link found at the same depth, carrying the chain that led to it."""
         try:
@@ -91,7 +125,7 @@ class HostFetcher:
             return ErrorKind.REDIRECT_LOOP, []
         if len(row["redirect_chain"]) + 1 > self.opts.max_redirects:
             return ErrorKind.TOO_MANY_REDIRECTS, []
-        return None, [target]
+        return None, [Link(target, row["callback"], row["meta"])]  # the request's callback
 
     async def host(self, rows: list[dict[str, Any]]) -> None:
         """One host's URLs: robots.txt first if asked, then at most ``per_host`` at once,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raycrawl.config import CrawlConfig
+from raycrawl.scope import Scope
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class FetchOptions:
     crash_points: tuple[str, ...] = ()
     state_dir: str = ""
     link_parser: str = "lexbor"
+    spider: str | None = None
+    spider_source: str | None = None
+    spider_code: str | None = None
+    callback_timeout_s: float = 10.0
+    max_items_per_page: int = 1000
+    scope: Scope = Scope()
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
@@ -37,4 +44,8 @@ class FetchOptions:
             max_links_per_page=c.max_links_per_page, max_url_length=c.max_url_length,
             max_redirects=c.max_redirects, partitions=c.partitions, user_agent=c.user_agent,
             allow_network=c.allow_network, crash_points=c.crash_points,
-            state_dir=c.state_dir, link_parser=c.link_parser)
+            state_dir=c.state_dir, link_parser=c.link_parser, spider=c.spider,
+            spider_source=c.spider_source, spider_code=c.spider_code,
+            callback_timeout_s=c.callback_timeout_s,
+            max_items_per_page=c.max_items_per_page,
+            scope=Scope.build(c.allow_domain, c.include, c.exclude))

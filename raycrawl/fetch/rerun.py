@@ -102,5 +102,4 @@ class Rerun:
         self.poisoned += 1
         columns = row.select(list(schemas.CARRIED)).to_pydict()
         pages = schemas.ended_rows(columns, [ErrorKind.FETCH_TASK_FAILED])
-        empty = FetchResult.empty()
-        return FetchResult(pages, empty.links, empty.robots)
+        return FetchResult.empty()._replace(pages=pages)

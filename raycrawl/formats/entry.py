@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
+
+
+def pack_meta(meta: dict[str, Any]) -> bytes | None:
+    """A follow's user meta as the queue and the streams carry it (None when empty)."""
+    return msgpack.packb(meta) if meta else None
+
+
+def unpack_meta(raw: bytes | None) -> dict[str, Any]:
+    return msgpack.unpackb(raw) if raw else {}
 
 
 @dataclass(slots=True, frozen=True)
@@ -21,15 +31,20 @@ class Entry:
     redirect_chain: tuple[str, ...] = ()
     crashes: int = 0  # times a worker died while this URL was leased
     not_before: float = 0.0  # wall clock: a retry waits for its backoff, its host does not
+    callback: str | None = None  # the spider callback for its page (None: ``parse``)
+    meta: bytes | None = None  # the follow's user meta (msgpack), for ``response.meta``
 
     def pack(self) -> bytes:
-        return msgpack.packb([self.url, self.fingerprint, self.host, self.partition,
-                              self.depth, self.score, self.attempts, list(self.redirect_chain),
-                              self.crashes, self.not_before])
+        fields = [self.url, self.fingerprint, self.host, self.partition, self.depth, self.score,
+                  self.attempts, list(self.redirect_chain), self.crashes, self.not_before]
+        if self.callback is not None or self.meta is not None:
+            fields += [self.callback, self.meta]
+        return msgpack.packb(fields)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Entry:
-        (url, fp, host, part, depth, score, attempts, chain, crashes,
-         not_before) = msgpack.unpackb(raw)
+        fields = msgpack.unpackb(raw)
+        (url, fp, host, part, depth, score, attempts, chain, crashes, not_before) = fields[:10]
+        callback, meta = fields[10:12] if len(fields) > 10 else (None, None)
         return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
-                   not_before)
+                   not_before, callback, meta)

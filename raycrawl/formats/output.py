@@ -31,12 +31,19 @@ from raycrawl.formats.storage import Store, WriteBatch, fsync_dir, read_u64, u64
 _PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
 
 
-class PagesWriter:
-    """Buffers page rows and writes them as Parquet files of up to ``rows_per_file`` rows."""
+def pages_table(batches: list[pa.RecordBatch]) -> pa.Table:
+    return pa.Table.from_batches(batches, schema=schemas.PAGES)
 
-    def __init__(self, pages_dir: str, worker: int, rows_per_file: int, flush_s: float) -> None:
-        os.makedirs(pages_dir, exist_ok=True)
-        self.dir = pages_dir
+
+class PartWriter:
+    """Buffers rows and writes them as Parquet files of up to ``rows_per_file`` rows, each
+    file's table made by ``to_table`` from the buffered batches."""
+
+    def __init__(self, out_dir: str, worker: int, rows_per_file: int, flush_s: float,
+                 to_table: Callable[[list[pa.RecordBatch]], pa.Table] = pages_table) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        self.dir = out_dir
+        self.to_table = to_table
         self.worker = worker
         self.rows_per_file = rows_per_file
         self.flush_s = flush_s
@@ -52,7 +59,7 @@ class PagesWriter:
                       if (m := _PART.match(name)) and int(m.group(1)) == self.worker)
 
     def add(self, rows: pa.RecordBatch) -> None:
-        """Buffer rows of the pages schema."""
+        """Buffer rows (of the schema ``to_table`` reads)."""
         if rows.num_rows:
             self.buffer.append(rows)
             self.buffered += rows.num_rows
@@ -68,7 +75,7 @@ class PagesWriter:
         self.last_flush = time.monotonic()
         if not self.buffered:
             return None
-        table = pa.Table.from_batches(self.buffer, schema=schemas.PAGES)
+        table = self.to_table(self.buffer)
         name = f"part-{self.worker:03d}-{self.next_seq:06d}.parquet"
         tmp = os.path.join(self.dir, f".{name}.tmp")
         try:
@@ -106,35 +113,57 @@ def _from_ipc(raw: bytes) -> list[pa.RecordBatch]:
     return pa.ipc.open_stream(raw).read_all().to_batches()
 
 
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The store keys of one output: ``staged <seq>`` -> rows staged (Arrow IPC),
+    ``recorded <file name>`` -> rows in that file (one byte each)."""
+
+    staged: bytes
+    recorded: bytes
+
+
+def _after(prefix: bytes) -> bytes:
+    """The first key after every key that starts with the one-byte ``prefix``."""
+    return bytes([prefix[0] + 1])
+
+
+PAGE_KEYS = Keys(b"w", b"o")
+ITEM_KEYS = Keys(b"i", b"j")
+
+
 class DurableOutput:
     """Rows staged in a store with their batch, then moved to recorded Parquet files.
 
-    Keys: ``w <seq>`` -> rows staged (Arrow IPC); ``o <file name>`` -> rows in that file.
+    Keys (:class:`Keys`; ``w``/``o`` for the pages): staged rows, recorded files.
     ``on_file_written`` runs between a file's rename and its recording (a crash point).
     """
 
-    def __init__(self, store: Store, pages_dir: str, worker: int, rows_per_file: int,
-                 flush_s: float, on_file_written: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: Store, out_dir: str, worker: int, rows_per_file: int,
+                 flush_s: float, on_file_written: Callable[[], None] = lambda: None,
+                 keys: Keys = PAGE_KEYS,
+                 to_table: Callable[[list[pa.RecordBatch]], pa.Table] = pages_table) -> None:
         self.store = store
+        self.keys = keys
         self.on_file_written = on_file_written
-        self.writer = PagesWriter(pages_dir, worker, rows_per_file, flush_s)
-        recorded = {key[1:].decode(): int(raw) for key, raw in store.scan(b"o", b"p")}
+        self.writer = PartWriter(out_dir, worker, rows_per_file, flush_s, to_table)
+        recorded = {key[1:].decode(): int(raw)
+                    for key, raw in store.scan(keys.recorded, _after(keys.recorded))}
         for name in self.writer.files():
             if name not in recorded:  # renamed into place, never recorded: written again
                 os.remove(os.path.join(self.writer.dir, name))
         self.rows_written = sum(recorded.values())
         self.staged: list[bytes] = []
         self.next_key = 0
-        for key, raw in store.scan(b"w", b"x"):
+        for key, raw in store.scan(keys.staged, _after(keys.staged)):
             for rows in _from_ipc(raw):
                 self.writer.add(rows)
             self.staged.append(key)
             self.next_key = read_u64(key, 1) + 1
 
     def stage(self, wb: WriteBatch, rows: pa.RecordBatch) -> Staged:
-        """Add ``rows`` (pages schema) to ``wb``; once ``wb`` is written, :meth:`apply` the
-        result to buffer them for the next file."""
-        key = b"w" + u64(self.next_key)
+        """Add ``rows`` to ``wb``; once ``wb`` is written, :meth:`apply` the result to buffer
+        them for the next file."""
+        key = self.keys.staged + u64(self.next_key)
         self.next_key += 1
         wb.put(key, _ipc(rows))
         return Staged(key, rows)
@@ -161,7 +190,7 @@ class DurableOutput:
         wb = self.store.batch()
         for key in self.staged:
             wb.delete(key)
-        wb.put(b"o" + name.encode(), str(rows).encode())
+        wb.put(self.keys.recorded + name.encode(), str(rows).encode())
         try:
             self.store.write(wb)
         except StorageError:

@@ -32,7 +32,8 @@ _LOCATED = [
 
 # One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
 # one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
-# ``robots_needed`` asks the task to fetch the origin's robots.txt first.
+# ``robots_needed`` asks the task to fetch the origin's robots.txt first.  ``callback`` and
+# ``meta`` (msgpack) are the spider's: which callback parses the page, what the follow carried.
 SPIDER_FEED = pa.schema([
     *_LOCATED,
     ("score", pa.float64()),
@@ -40,6 +41,8 @@ SPIDER_FEED = pa.schema([
     ("redirect_chain", URL_LIST),
     ("delay_s", pa.float64()),
     ("robots_needed", pa.bool_()),
+    ("callback", pa.string()),
+    ("meta", pa.binary()),
 ])
 
 # One fetched URL: a page crawled (status set) or a request error (status null, error set).
@@ -55,14 +58,21 @@ SPIDER_LOG_PAGES = pa.schema([
     ("attempts", pa.int32()),
     ("redirect_chain", URL_LIST),
     ("retry_after_s", pa.float64()),
+    ("error_detail", pa.string()),  # a callback-error's exception, one line
+    ("items_count", pa.int32()),  # items the spider's callback yielded
+    ("out_of_scope", pa.int32()),  # links left out by the crawl's scope
 ])
 
-# One extracted link (canonical), already routed: ``partition`` is the link's own.
+# One extracted link (canonical), already routed: ``partition`` is the link's own.  A spider's
+# follow sets ``callback``, ``meta`` (msgpack) and ``priority``.
 SPIDER_LOG_LINKS = pa.schema([
     ("parent_url", pa.string()),
     ("parent_depth", pa.int32()),
     *_LOCATED,
     ("redirect_chain", URL_LIST),
+    ("callback", pa.string()),
+    ("meta", pa.binary()),
+    ("priority", pa.float64()),
 ])
 
 # One update_score: the strategy's verdict on a URL.
@@ -72,6 +82,16 @@ SCORING_LOG = pa.schema([
     ("schedule", pa.bool_()),
     ("redirect_chain", URL_LIST),
     ("skip", pa.string()),  # not null: do not fetch, end the URL with this error kind
+    ("callback", pa.string()),
+    ("meta", pa.binary()),
+])
+
+# One item a spider's callback yielded, as a fetch worker hands it to its DB worker: the page's
+# URL and fingerprint, the item's fields (msgpack).  ``OUT/items`` gets one column per field.
+ITEMS = pa.schema([
+    ("url", pa.string()),
+    ("fingerprint", pa.uint64()),
+    ("item", pa.binary()),
 ])
 
 # One robots.txt fetch a fetch worker made for an origin it was asked about.
@@ -97,6 +117,8 @@ PAGES = pa.schema([
     ("links_count", pa.int32()),
     ("attempts", pa.int32()),
     ("redirect_chain", URL_LIST),
+    ("items_count", pa.int32()),
+    ("error_detail", pa.string()),
 ])
 
 
@@ -126,7 +148,9 @@ def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
     """A spider-feed batch of queued URLs, each with its host's delay and whether the fetch
     worker must read the origin's robots.txt first."""
     return batch(SPIDER_FEED, {**carried(entries), "score": [e.score for e in entries],
-                               "delay_s": list(delay_s), "robots_needed": list(robots_needed)})
+                               "delay_s": list(delay_s), "robots_needed": list(robots_needed),
+                               "callback": [e.callback for e in entries],
+                               "meta": [e.meta for e in entries]})
 
 
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:
@@ -143,7 +167,8 @@ def ended_rows(columns: dict[str, list[Any]], kinds: Sequence[str]) -> pa.Record
         **{name: columns[name] for name in CARRIED}, "status": [None] * n,
         "content_type": [None] * n, "error": [str(k) for k in kinds],
         "fetched_at": [datetime.now(UTC)] * n, "size_bytes": [0] * n, "duration_s": [0.0] * n,
-        "links_count": [0] * n, "retry_after_s": [None] * n})
+        "links_count": [0] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
+        "items_count": [0] * n, "out_of_scope": [0] * n})
 
 
 def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:

@@ -52,7 +52,8 @@ class _Record(Mapping[str, Any]):
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """The record of a :meth:`to_dict` (unknown keys are ignored, missing ones default)."""
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v  # JSON has no tuples
+                      for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,10 @@ class DBWorkerReport(_Record):
     storage_error: str = ""  # the first write or read of its store that failed
     allowance: int = 0  # its share of max_pages (see raycrawl.frontier.budget)
     held: int = 0  # its URLs done or leased: what of the allowance is used
+    items_total: int = 0  # spider items committed, durable (in files or staged for the next)
+    items_written: int = 0  # of those, in recorded OUT/items files
+    out_of_scope: int = 0  # links left out by the scope (this incarnation)
+    callback_errors: tuple[str, ...] = ()  # the latest "url: detail" of callback errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +144,10 @@ class CrawlStatus(_Record):
     retries: int = 0
     parked_hosts: int = 0
     rows_written: int = 0
+    items_total: int = 0  # spider items committed, durable
+    items_written: int = 0
+    out_of_scope: int = 0  # links not followed: out of the crawl's scope
+    callback_errors: tuple[str, ...] = ()  # a sample: "url: callback: error"
     pages_per_s: float = 0.0
     elapsed_s: float = 0.0
     depth_gate: int | None = None
@@ -166,8 +175,10 @@ class CrawlStatus(_Record):
                    in_flight_batches=_sum(db, "in_flight"), errors=_sum(db, "errors"),
                    error_kinds=_merge([r.error_kinds for r in db]),
                    retries=_sum(db, "retries"), parked_hosts=_sum(db, "parked_hosts"),
-                   rows_written=_sum(db, "rows_written"), db_workers=db, strategy_workers=sw,
-                   **fields_)
+                   rows_written=_sum(db, "rows_written"), items_total=_sum(db, "items_total"),
+                   items_written=_sum(db, "items_written"), out_of_scope=_sum(db, "out_of_scope"),
+                   callback_errors=tuple(e for r in db for e in r.callback_errors)[-5:],
+                   db_workers=db, strategy_workers=sw, **fields_)
 
     def replace(self, **changes: Any) -> CrawlStatus:
         return dataclasses.replace(self, **changes)

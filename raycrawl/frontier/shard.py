@@ -31,7 +31,8 @@ import pyarrow.compute as pc
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
-from raycrawl.formats.output import DurableOutput
+from raycrawl.formats.items import items_table
+from raycrawl.formats.output import ITEM_KEYS, DurableOutput
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.budget import Allowance
 from raycrawl.frontier.politeness import HostSlots
@@ -40,6 +41,7 @@ from raycrawl.frontier.reports import DBWorkerReport
 from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
 
 
 def ended_rows(ended: Sequence[tuple[Entry, ErrorKind]]) -> pa.RecordBatch:
@@ -70,8 +72,11 @@ class ShardCounters:
     batches_done: int = 0
     batches_failed: int = 0
     robots_fetched: int = 0
+    items: int = 0
+    out_of_scope: int = 0  # links left out by the scope
     error_kinds: Counter[str] = dataclasses.field(default_factory=Counter)
     retry_causes: Counter[str] = dataclasses.field(default_factory=Counter)
+    callback_errors: list[str] = dataclasses.field(default_factory=list)  # the latest few
 
 
 class DBShard:
@@ -95,6 +100,10 @@ class DBShard:
         self.output = DurableOutput(self.store, config.pages_dir, index,
                                     config.output_rows_per_file, config.output_flush_s,
                                     on_file_written=on_file_written)
+        self.items = DurableOutput(self.store, config.items_dir, index,
+                                   config.output_rows_per_file, config.output_flush_s,
+                                   on_file_written=on_file_written, keys=ITEM_KEYS,
+                                   to_table=items_table) if config.spider else None
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
@@ -115,10 +124,11 @@ class DBShard:
         Idempotent: a URL enqueued here before is ignored.  Returns how many were queued."""
         cols = scoring.filter(scoring.column("schedule")).to_pydict()
         entries, ended = [], []
-        for u, fp, h, p, d, s, chain, skip in zip(
+        for u, fp, h, p, d, s, chain, skip, callback, meta in zip(
                 cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
-                cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"]):
-            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()))
+                cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"],
+                cols["callback"], cols["meta"]):
+            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), callback=callback, meta=meta)
             if skip is None:
                 entries.append(entry)
             else:
@@ -265,27 +275,44 @@ class DBShard:
         self.slots.release({e.host for e in entries}, time.monotonic())
 
     def complete(self, batch_id: int, pages: pa.RecordBatch,
-                 retry: Sequence[Entry] = ()) -> None:
+                 retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None) -> None:
         """Commit a batch in one atomic write: release its leases, queue its retries, and
-        stage each URL's output row once (a URL completed before gets no second row).
-        Durable when this returns; counters change only after the write."""
+        stage each URL's output row and its spider items once (a URL completed before gets
+        no second row, and its items are not written again).  Durable when this returns;
+        counters change only after the write."""
         wb = self.store.batch()
         completion = self.queue.complete(wb, batch_id, pages.column("fingerprint").to_pylist(),
                                          list(retry))
         rows = pages
+        fresh = pa.array(completion.fresh, type=pa.uint64())
         if len(completion.fresh) < pages.num_rows:
-            rows = pages.filter(pc.is_in(pages.column("fingerprint"),
-                                         value_set=pa.array(completion.fresh, type=pa.uint64())))
+            rows = pages.filter(pc.is_in(pages.column("fingerprint"), value_set=fresh))
         staged = self.output.stage(wb, schemas.page_rows(rows)) if rows.num_rows else None
+        staged_items = None
+        if items is not None and items.num_rows and self.items is not None:
+            items = items.filter(pc.is_in(items.column("fingerprint"), value_set=fresh))
+            staged_items = self.items.stage(wb, items) if items.num_rows else None
         self.store.write(wb)
         self.queue.apply(completion)
         if staged is not None:
             self.output.apply(staged)
+        if staged_items is not None and self.items is not None:
+            self.items.apply(staged_items)
+            self.counters.items += staged_items.rows.num_rows
         errors = rows.column("error").drop_null().to_pylist()
         self.counters.fetched += rows.num_rows
         self.counters.errors += len(errors)
         self.counters.error_kinds.update(errors)
+        self.counters.out_of_scope += pc.sum(rows.column("out_of_scope")).as_py() or 0
+        if ErrorKind.CALLBACK_ERROR in errors:
+            failed = rows.filter(pc.equal(rows.column("error"), ErrorKind.CALLBACK_ERROR.value))
+            for url, detail in zip(failed.column("url").to_pylist(),
+                                   failed.column("error_detail").to_pylist()):
+                self.counters.callback_errors.append(f"{url}: {detail}")
+            del self.counters.callback_errors[:-CALLBACK_ERROR_SAMPLES]
         self.output.flush_if_due()
+        if self.items is not None:
+            self.items.flush_if_due()
 
     def finish_batch(self) -> None:
         """A batch is over (completed, failed or given back): counted in the activity."""
@@ -326,11 +353,17 @@ class DBShard:
             rows_written=self.output.rows_written, fetch_s=round(timers["fetch_s"], 2),
             hand_over_s=round(timers["hand_over_s"], 2), error_kinds=dict(c.error_kinds),
             retry_causes=dict(c.retry_causes), storage_error=storage_error,
-            allowance=self.allowance.value, held=self.held)
+            allowance=self.allowance.value, held=self.held,
+            items_total=(self.items.rows_written + self.items.writer.buffered
+                         if self.items else 0),
+            items_written=self.items.rows_written if self.items else 0,
+            out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors))
 
     def flush(self) -> None:
-        """Write buffered output rows to a file now."""
+        """Write buffered output rows (and items) to files now."""
         self.output.flush()
+        if self.items is not None:
+            self.items.flush()
 
     def close(self) -> None:
         self.store.close()

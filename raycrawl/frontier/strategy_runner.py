@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from raycrawl.config import CrawlConfig
 from raycrawl.formats import schemas
+from raycrawl.formats.entry import pack_meta, unpack_meta
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.reports import StrategyWorkerReport
 from raycrawl.frontier.states import URLStates
@@ -55,6 +56,8 @@ class StrategyRunner:
             out["schedule"].append(True)
             out["redirect_chain"].append(request.redirect_chain)
             out["skip"].append(skip)
+            out["callback"].append(request.callback)
+            out["meta"].append(pack_meta(request.meta))
             if skip:
                 self.skipped[skip] += 1
             else:
@@ -170,6 +173,8 @@ class StrategyRunner:
     def _link_requests(links: pa.RecordBatch, rows: list[int]) -> list[Request]:
         c = links.take(pa.array(rows, type=pa.int64())).to_pydict()
         return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
-                        redirect_chain=chain or [])
-                for u, fp, h, p, d, chain in zip(c["url"], c["fingerprint"], c["host"],
-                                                 c["partition"], c["depth"], c["redirect_chain"])]
+                        redirect_chain=chain or [], callback=callback, meta=unpack_meta(meta),
+                        priority=priority)
+                for u, fp, h, p, d, chain, callback, meta, priority in zip(
+                    c["url"], c["fingerprint"], c["host"], c["partition"], c["depth"],
+                    c["redirect_chain"], c["callback"], c["meta"], c["priority"])]

@@ -1,0 +1,102 @@
+"""The ``OUT/items`` Parquet dataset: a spider's items, one row each, one column per field.
+
+A file's columns are ``url`` (the page that yielded the item), then the item's fields in the
+order they were first seen; each field's type is inferred from its values in the file, and a
+field whose values disagree (a number here, a string there) is a JSON string.  Files written
+at different times may infer different types for a field: :func:`read_items` reads them all
+into one table by the same rule.  Files are written by :class:`~raycrawl.formats.output.
+DurableOutput`, so every item is in exactly one recorded file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import msgpack
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
+
+
+_JSON = {b"raycrawl": b"json"}  # field metadata of a column of JSON texts
+
+
+def items_table(batches: list[pa.RecordBatch]) -> pa.Table:
+    """The file table of staged item batches (``schemas.ITEMS``)."""
+    urls: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for b in batches:
+        urls += b.column("url").to_pylist()
+        rows += [msgpack.unpackb(raw) for raw in b.column("item").to_pylist()]
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    fields, columns = [pa.field("url", pa.string())], [pa.array(urls, pa.string())]
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            column = pa.array(values)
+            fields.append(pa.field(name, column.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # the values disagree
+            column = _json(values)
+            fields.append(pa.field(name, pa.string(), metadata=_JSON))
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _json(values: list[Any]) -> pa.Array:
+    """Each value as JSON text (None stays null; bytes as text, undecodable bytes escaped)."""
+    return pa.array([None if v is None else json.dumps(v, default=_bytes_text)
+                     for v in values], pa.string())
+
+
+def _bytes_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    raise TypeError(f"{type(value).__name__} is not an item value")
+
+
+def item_files(items_dir: str) -> list[str]:
+    if not os.path.isdir(items_dir):
+        return []
+    return sorted(os.path.join(items_dir, n) for n in os.listdir(items_dir) if _PART.match(n))
+
+
+def read_items(items_dir: str) -> pa.Table:
+    """Every item written so far, as one table (a ``url`` column alone when there is none).
+
+    Fields missing from a file are null there; a field typed differently in two files is read
+    as the wider number type when both are numbers, else as JSON strings."""
+    tables = [pq.read_table(path) for path in item_files(items_dir)]
+    if not tables:
+        return pa.table({"url": pa.array([], pa.string())})
+    kinds: dict[str, set[tuple[pa.DataType, bool]]] = {}
+    for table in tables:
+        for f in table.schema:
+            if not pa.types.is_null(f.type):
+                kinds.setdefault(f.name, set()).add((f.type, _is_json(f)))
+    disagree = {name for name, seen in kinds.items()
+                if len(seen) > 1 and not all(_is_number(t) for t, _ in seen)}
+    if disagree:
+        tables = [_as_json(t, disagree) for t in tables]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _is_json(f: pa.Field) -> bool:
+    return bool(f.metadata) and f.metadata.get(b"raycrawl") == b"json"
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _as_json(table: pa.Table, names: set[str]) -> pa.Table:
+    for name in names & set(table.column_names):
+        i = table.column_names.index(name)
+        f = table.schema.field(name)
+        if not _is_json(f):
+            table = table.set_column(i, pa.field(name, pa.string(), metadata=_JSON),
+                                     _json(table.column(name).to_pylist()))
+    return table

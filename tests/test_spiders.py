@@ -1,0 +1,155 @@
+"""Spider crawls on the session's Ray: the example spider shipped from a file, items exactly
+once, callback errors, scope, faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+import ray
+
+from raycrawl import Crawl
+from raycrawl.testing.synthweb import Link, SyntheticWeb
+from tests.test_faults import actor_named, run_until
+
+pytestmark = pytest.mark.ray
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "synthweb_spider.py")
+FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
+        "partitions": 16, "retry_backoff_s": 0.05, "db_workers": 2, "strategy_workers": 2}
+RAISES = 9  # the raising variant fails on pages whose index % RAISES == 5
+
+
+def shipped_spider(tmp_path, raising: bool = False) -> str:
+    """The example spider copied to a folder no worker has on its path, under a fresh module
+    name: only Ray's runtime_env can bring it to the workers."""
+    folder = tmp_path / "spiders"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"spider_{uuid.uuid4().hex[:8]}.py"
+    shutil.copy(EXAMPLE, path)
+    if raising:
+        with open(path, "a") as fh:
+            fh.write(f'''
+
+class RaisingSpider(SynthSpider):
+    def parse_page(self, response):
+        if int(response.url.split("/p/")[-1].split("?")[0]) % {RAISES} == 5:
+            raise KeyError("price")
+        yield from super().parse_page(response)
+''')
+    return f"{path}:{'RaisingSpider' if raising else 'SynthSpider'}"
+
+
+def spider_model(web: SyntheticWeb, raising: bool = False) -> tuple[set[str], set[str], set[str]]:
+    """(URLs the example spider fetches, pages that give an item, pages whose callback
+    raises): every link of the seed, then each page's first link; redirects followed."""
+    seed = Link("p", 0, 0)
+    fetched, items, failed = set(), set(), set()
+    todo = [(seed, True)]
+    while todo:
+        link, is_seed = todo.pop()
+        url = web.url(link)
+        if url in fetched:
+            continue
+        fetched.add(url)
+        if link.kind == "r":
+            todo.append((Link("p", link.host, link.index), False))
+        elif link.kind == "bin":
+            items.add(url)  # a callback runs on any 2xx; it finds no link in the bytes
+        elif link.kind == "p":
+            if raising and not is_seed and link.index % RAISES == 5:
+                failed.add(url)
+                continue
+            items.add(url)
+            nxt = web.links(link.host, link.index)
+            todo += [(t, False) for t in (nxt if is_seed else nxt[:1])]
+    return fetched, items, failed
+
+
+@pytest.fixture
+def web12():
+    w = SyntheticWeb(hosts=12, pages_per_host=40, seed=3).start()
+    yield w
+    w.stop()
+
+
+def test_a_spider_file_gives_one_item_per_page_it_reaches_and_nothing_else(
+        ray_session, web12, tmp_path):
+    spec = shipped_spider(tmp_path, raising=True)
+    crawl = Crawl(seeds=[web12.seed_url], out=str(tmp_path / "out"), spider=spec, **FAST)
+    stats = crawl.start().wait(timeout=240, interval_s=0.2)
+    fetched, with_items, failed = spider_model(web12, raising=True)
+    assert stats["phase"] == "finished", stats["reason"]
+    pages = {r["url"]: r for r in crawl.pages().to_pylist()}
+    assert set(pages) == fetched, "the crawl fetched a page the callbacks did not ask for"
+    with web12.lock:
+        requested = {f"http://{k}" for k in web12.hits if not k.endswith("/robots.txt")}
+    assert requested == fetched
+    items = crawl.items()
+    urls = items.column("url").to_pylist()
+    assert len(urls) == len(set(urls)) and set(urls) == with_items
+    assert {pages[u]["error"] for u in failed} == {"callback-error"}
+    assert all(pages[u]["status"] == 200 for u in failed)
+    assert "KeyError" in pages[sorted(failed)[0]]["error_detail"]
+    rows = {r["url"]: r for r in items.to_pylist()}
+    assert rows[web12.seed_url]["kind"] == "seed"
+    page = next(r for u, r in rows.items() if u != web12.seed_url and "/p/" in u)
+    assert page["from"] == web12.seed_url and page["title"].startswith("host ")
+    assert stats["items_total"] == len(with_items) == stats["items_written"]
+    assert stats["error_kinds"]["callback-error"] == len(failed)
+    assert stats["callback_errors"] and "KeyError" in stats["callback_errors"][-1]
+
+
+@pytest.mark.parametrize("victim", ["db-worker-0/fetcher-", "db-worker-1"])
+def test_items_are_exactly_once_when_workers_are_killed(ray_session, tmp_path, victim):
+    web = SyntheticWeb(hosts=6, pages_per_host=30, seed=5, latency_s=0.02).start()
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
+                      spider=shipped_spider(tmp_path),
+                      **{**FAST, "partitions": 8, "batch_size": 16, "host_batch_cap": 4,
+                         "batches_in_flight": 2, "retries": 0, "output_rows_per_file": 20,
+                         "output_flush_s": 0.2})
+        crawl.start()
+        fetched, with_items, _ = spider_model(web)
+        run_until(crawl, len(fetched))
+        ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "finished", stats["reason"]
+        assert stats["errors"] == 0, stats["error_kinds"]
+        urls = crawl.items().column("url").to_pylist()
+        assert len(urls) == len(set(urls)), "an item was written twice"
+        assert set(urls) == with_items, "an item is missing"
+    finally:
+        web.stop()
+
+
+def test_scope_keeps_links_to_allowed_hosts_and_patterns(ray_session, web, tmp_path):
+    allowed = {web.address(h) for h in (0, 1)}
+    crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
+                  allow_domain=tuple(allowed), exclude=(r"/p/\d*[05](\?|$)",),
+                  **{**FAST, "db_workers": 1, "strategy_workers": 1})
+    stats = crawl.start().wait(timeout=180, interval_s=0.2)
+    urls = crawl.pages().column("url").to_pylist()
+    assert urls and all(u.split("/")[2].split(":")[0] in allowed for u in urls)
+    assert not [u for u in urls if u != web.seed_url and "/p/" in u
+                and u.split("/p/")[1].split("?")[0][-1] in "05"]
+    assert stats["out_of_scope"] > 0
+
+
+def test_the_cli_refuses_a_bad_spider_before_ray_starts(tmp_path):
+    broken = tmp_path / "broken_spider.py"
+    broken.write_text("def oops(:\n")
+    for spec, message in [(f"{broken}:S", "does not import: SyntaxError"),
+                          (f"{tmp_path}/nope.py:S", "does not exist"),
+                          ("raycrawl.config:CrawlConfig", "not a raycrawl.Spider subclass")]:
+        done = subprocess.run([sys.executable, "-m", "raycrawl", "crawl", "http://127.0.0.1:9/",
+                               "--out", str(tmp_path / "out"), "--spider", spec],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], done.stderr
