@@ -26,7 +26,13 @@ import aiohttp
 import pyarrow as pa
 import ray
 
-from raycrawl.fetch.batch import FetchResult, callback_runner, feed_bound_s, fetch_feed
+from raycrawl.fetch.batch import (
+    FetchResult,
+    callback_runner,
+    feed_bound_s,
+    fetch_feed,
+    warc_files,
+)
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun
@@ -41,8 +47,11 @@ BATCHES_PER_WORKER = 3  # overlapping batches per fetch worker (benchmarks/READM
 class FetchWorker:
     """Runs spider-feed batches for one crawl's DB worker; safe to call concurrently."""
 
-    def __init__(self, options: FetchOptions) -> None:
+    def __init__(self, options: FetchOptions, name: str = "fetcher") -> None:
         self.options = options
+        # Its WARC files are named by its actor name, without the crawl id.
+        self.warc = (warc_files(options, name.split("/", 1)[-1].replace("/", "-"))
+                     if options.warc_dir is not None else None)
         self.session: aiohttp.ClientSession | None = None
         self.limit: asyncio.Semaphore | None = None
         # The spider instance (one per worker) and the thread its callbacks run on.
@@ -53,7 +62,8 @@ class FetchWorker:
         if self.session is None or self.session.closed:
             self.session = open_session(self.options)
             self.limit = asyncio.Semaphore(self.options.concurrency)
-        return await fetch_feed(feed, self.options, self.session, self.limit, self.callbacks)
+        return await fetch_feed(feed, self.options, self.session, self.limit, self.callbacks,
+                                self.warc)
 
 
 _REMOTE_FETCH_WORKER = ray.remote(FetchWorker)
@@ -111,8 +121,9 @@ class FetchPool:
                 self.load.pop()
                 ray.kill(self.workers.pop(), no_restart=True)
         while len(self.workers) < size:
-            actor = _REMOTE_FETCH_WORKER.options(
-                **fetcher_options(f"{self.prefix}-{self.created}")).remote(self.options)
+            name = f"{self.prefix}-{self.created}"
+            actor = _REMOTE_FETCH_WORKER.options(**fetcher_options(name)).remote(self.options,
+                                                                                 name)
             self.created += 1
             self.workers.append(actor)
             self.load.append(0)

@@ -54,6 +54,8 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                    help="follow only links whose canonical URL matches (repeatable)")
     p.add_argument("--exclude", action="append", metavar="REGEX",
                    help="do not follow links whose canonical URL matches (repeatable)")
+    p.add_argument("--warc", action="store_const", const=True,
+                   help="write every response to OUT/warc as WARC/1.1")
     p.add_argument("--config", metavar="FILE.toml")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
@@ -143,6 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"queued {s.queued}, in flight {s.in_flight_batches} batches, retries {s.retries}, "
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
+    if s.warc_records:
+        print(f"WARC records: {s.warc_records} responses in {os.path.join(s.out, 'warc')}")
     if s.out_of_scope:
         print(f"links out of scope (not followed): {s.out_of_scope}")
     if s.callback_errors:

@@ -100,6 +100,8 @@ class CrawlConfig:
     allow_domain: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    warc: bool = False  # write every response to OUT/warc as WARC/1.1 (see raycrawl.formats.warc)
+    warc_max_bytes: int = 256 * 1024 * 1024  # a fetch worker starts a new WARC file past this
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
 
     def __post_init__(self) -> None:
@@ -111,7 +113,7 @@ class CrawlConfig:
                      "per_host", "batch_size", "host_batch_cap",
                      "max_body_bytes", "max_links_per_page", "max_url_length",
                      "output_rows_per_file", "host_park_after", "max_redirects",
-                     "max_items_per_page",
+                     "max_items_per_page", "warc_max_bytes",
                      "max_segment_repeats", "max_query_variants", "max_path_variants",
                      "max_path_segments"):
             value = getattr(self, name)
@@ -172,6 +174,11 @@ class CrawlConfig:
     def pages_dir(self) -> str:
         """The ``OUT/pages`` Parquet dataset."""
         return os.path.join(self.out, "pages")
+
+    @property
+    def warc_dir(self) -> str:
+        """The ``OUT/warc`` folder (``--warc``)."""
+        return os.path.join(self.out, "warc")
 
     @property
     def items_dir(self) -> str:

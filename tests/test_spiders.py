@@ -15,6 +15,7 @@ import ray
 from raycrawl import Crawl
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 from tests.test_faults import actor_named, run_until
+from tests.test_warc import check_every_row_has_its_records
 
 pytestmark = pytest.mark.ray
 
@@ -105,11 +106,12 @@ def test_a_spider_file_gives_one_item_per_page_it_reaches_and_nothing_else(
 
 
 @pytest.mark.parametrize("victim", ["db-worker-0/fetcher-", "db-worker-1"])
-def test_items_are_exactly_once_when_workers_are_killed(ray_session, tmp_path, victim):
+def test_items_are_exactly_once_and_warc_complete_when_workers_are_killed(ray_session, tmp_path,
+                                                                          victim):
     web = SyntheticWeb(hosts=6, pages_per_host=30, seed=5, latency_s=0.02).start()
     try:
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
-                      spider=shipped_spider(tmp_path),
+                      spider=shipped_spider(tmp_path), warc=True, warc_max_bytes=20_000,
                       **{**FAST, "partitions": 8, "batch_size": 16, "host_batch_cap": 4,
                          "batches_in_flight": 2, "retries": 0, "output_rows_per_file": 20,
                          "output_flush_s": 0.2})
@@ -123,6 +125,7 @@ def test_items_are_exactly_once_when_workers_are_killed(ray_session, tmp_path, v
         urls = crawl.items().column("url").to_pylist()
         assert len(urls) == len(set(urls)), "an item was written twice"
         assert set(urls) == with_items, "an item is missing"
+        assert check_every_row_has_its_records(crawl, web) == len(fetched)
     finally:
         web.stop()
 

@@ -10,6 +10,8 @@ and ``netguard`` (the address guard).
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from collections import defaultdict
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -24,6 +26,7 @@ from raycrawl.fetch.hosts import HostFetcher, Link
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats import schemas
+from raycrawl.formats.warc import WarcFiles, repair
 from raycrawl.spider import load_spider
 from raycrawl.testing.faults import crash_point
 from raycrawl.urls import url_info
@@ -65,7 +68,8 @@ class Collector:
     def page(self, row: dict[str, Any], status: int | None, ctype: str | None,
              error: ErrorKind | None, fetched_at: datetime, size: int = 0, duration: float = 0.0,
              links: int = 0, retry_after: float | None = None, detail: str | None = None,
-             items: list[bytes] | None = None, out_of_scope: int = 0) -> None:
+             items: list[bytes] | None = None, out_of_scope: int = 0,
+             warc: tuple[str, int] | None = None) -> None:
         p = self.pages
         for name in schemas.IDENTITY:
             p[name].append(row[name])
@@ -82,6 +86,8 @@ class Collector:
         p["error_detail"].append(detail)
         p["items_count"].append(len(items) if items else 0)
         p["out_of_scope"].append(out_of_scope)
+        p["warc_file"].append(warc[0] if warc else None)
+        p["warc_offset"].append(warc[1] if warc else None)
         if items:
             n = len(items)
             self.items["url"] += [row["url"]] * n
@@ -172,7 +178,8 @@ def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
 async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
                      session: aiohttp.ClientSession | None = None,
                      limit: asyncio.Semaphore | None = None,
-                     callbacks: CallbackRunner | None = None) -> FetchResult:
+                     callbacks: CallbackRunner | None = None,
+                     warc: WarcFiles | None = None) -> FetchResult:
     """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
     the robots.txt fetches made.  Every request yields exactly one page row, except those of a
     host after it answered 429/503 with a Retry-After: they are left out (not requested), for
@@ -181,7 +188,9 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
     ``session`` (from :func:`open_session` with the same options) lets batches share
     keep-alive connections; without it, the batch opens and closes its own.  ``limit`` bounds
     the requests in flight over every batch that shares it (default: ``opts.concurrency``
-    for this batch alone)."""
+    for this batch alone).  With a spider, ``callbacks`` runs its callbacks (a runner of this
+    batch's own when not given).  With ``opts.warc_dir``, every response goes to ``warc``
+    (files of this batch's own when not given), synced before this returns."""
     crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
     by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in feed.to_pylist():
@@ -190,16 +199,32 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
     own_callbacks = callbacks is None and opts.spider is not None
     if own_callbacks:
         callbacks = callback_runner(opts)
+    own_warc = warc is None and opts.warc_dir is not None
+    if own_warc:
+        warc = warc_files(opts, f"fetch-{os.getpid()}-{secrets.token_hex(3)}")
     try:
         if session is None:
             async with open_session(opts) as own:
-                await _fetch_hosts(own, opts, out, by_host, limit, callbacks)
+                await _fetch_hosts(own, opts, out, by_host, limit, callbacks, warc)
         else:
-            await _fetch_hosts(session, opts, out, by_host, limit, callbacks)
+            await _fetch_hosts(session, opts, out, by_host, limit, callbacks, warc)
+        if warc is not None:
+            warc.sync()  # before the rows exist anywhere else: a committed row has its record
     finally:
         if own_callbacks and callbacks is not None:
             callbacks.close()
+        if own_warc and warc is not None:
+            warc.close()
     return out.result()
+
+
+def warc_files(opts: FetchOptions, prefix: str) -> WarcFiles:
+    """The WARC files a fetch worker named ``prefix`` appends to (its partial last record
+    from an earlier life cut off first)."""
+    if opts.warc_dir is None:
+        raise ValueError("the crawl writes no WARC")
+    repair(opts.warc_dir, prefix + "-")
+    return WarcFiles(opts.warc_dir, prefix, opts.warc_max_bytes, opts.user_agent)
 
 
 def callback_runner(opts: FetchOptions) -> CallbackRunner:
@@ -214,8 +239,8 @@ def callback_runner(opts: FetchOptions) -> CallbackRunner:
 async def _fetch_hosts(session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
                        by_host: dict[str, list[dict[str, Any]]],
                        limit: asyncio.Semaphore | None,
-                       callbacks: CallbackRunner | None) -> None:
-    fetcher = HostFetcher(session, opts, out, limit, callbacks)
+                       callbacks: CallbackRunner | None, warc: WarcFiles | None) -> None:
+    fetcher = HostFetcher(session, opts, out, limit, callbacks, warc)
     async with asyncio.TaskGroup() as group:  # one host failing cancels the others
         for rows in by_host.values():
             group.create_task(fetcher.host(rows))

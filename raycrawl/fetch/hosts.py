@@ -18,6 +18,7 @@ from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import fetch_robots
 from raycrawl.formats.entry import pack_meta, unpack_meta
+from raycrawl.formats.warc import WarcFiles
 from raycrawl.frontier.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.spider import SpiderResponse
 from raycrawl.urls import url_info
@@ -39,8 +40,10 @@ class HostFetcher:
     """Fetches one batch's hosts into its collector: per-host politeness, redirects, links."""
 
     def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
-                 limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None = None) -> None:
+                 limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None = None,
+                 warc: WarcFiles | None = None) -> None:
         self.session, self.opts, self.out = session, opts, out
+        self.warc = warc
         self.callbacks = callbacks
         self.handle_status = frozenset(callbacks.spider.handle_status) if callbacks else frozenset()
         self.follow_links = callbacks is None or callbacks.spider.follow_links
@@ -69,6 +72,9 @@ class HostFetcher:
         targets: list[str] | list[Link] = []
         link_depth, link_chain = row["depth"] + 1, []
         parsed: SpiderResponse | None = None
+        archived: tuple[str, int] | None = None
+        resp: aiohttp.ClientResponse | None = None
+        body, truncated = b"", "unspecified"  # what the WARC record holds of the body
         if self.guard.check_host_literal(row["host"]) is not None:
             error = ErrorKind.BLOCKED_ADDRESS
         else:
@@ -83,6 +89,7 @@ class HostFetcher:
                         link_depth, link_chain = row["depth"], [*row["redirect_chain"], row["url"]]
                     else:
                         body, too_large = await read_body(resp, opts.max_body_bytes)
+                        truncated = "length" if too_large else ""
                         size = len(body)
                         if too_large:
                             error = ErrorKind.TOO_LARGE
@@ -97,6 +104,10 @@ class HostFetcher:
                                                         row["depth"], ctype)
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
+        if self.warc is not None and resp is not None and status is not None:
+            archived = self.warc.write(
+                row["url"], resp.method, list(resp.request_info.headers.items()), status,
+                resp.reason or "", list(resp.headers.items()), body, truncated)
         detail, items = None, None
         if parsed is not None and self.callbacks is not None:
             outcome = await self.callbacks.run(row["callback"], parsed)
@@ -110,7 +121,7 @@ class HostFetcher:
         links, out_of_scope = (self.out.link_rows(row, targets, link_depth, link_chain, opts)
                                if targets else (0, 0))
         self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
-                      links, retry_after, detail, items, out_of_scope)
+                      links, retry_after, detail, items, out_of_scope, archived)
         return retry_after
 
     def _redirect(self, row: dict[str, Any], location: str) -> tuple[ErrorKind | None,

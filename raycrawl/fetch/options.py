@@ -34,6 +34,8 @@ class FetchOptions:
     callback_timeout_s: float = 10.0
     max_items_per_page: int = 1000
     scope: Scope = Scope()
+    warc_dir: str | None = None  # None: no WARC
+    warc_max_bytes: int = 256 * 1024 * 1024
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
@@ -48,4 +50,5 @@ class FetchOptions:
             spider_source=c.spider_source, spider_code=c.spider_code,
             callback_timeout_s=c.callback_timeout_s,
             max_items_per_page=c.max_items_per_page,
-            scope=Scope.build(c.allow_domain, c.include, c.exclude))
+            scope=Scope.build(c.allow_domain, c.include, c.exclude),
+            warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes)

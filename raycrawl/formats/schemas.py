@@ -61,6 +61,8 @@ SPIDER_LOG_PAGES = pa.schema([
     ("error_detail", pa.string()),  # a callback-error's exception, one line
     ("items_count", pa.int32()),  # items the spider's callback yielded
     ("out_of_scope", pa.int32()),  # links left out by the crawl's scope
+    ("warc_file", pa.string()),  # with --warc: the file holding the response's records
+    ("warc_offset", pa.int64()),  # and the offset of its request record there
 ])
 
 # One extracted link (canonical), already routed: ``partition`` is the link's own.  A spider's
@@ -119,6 +121,8 @@ PAGES = pa.schema([
     ("redirect_chain", URL_LIST),
     ("items_count", pa.int32()),
     ("error_detail", pa.string()),
+    ("warc_file", pa.string()),
+    ("warc_offset", pa.int64()),
 ])
 
 
@@ -168,7 +172,8 @@ def ended_rows(columns: dict[str, list[Any]], kinds: Sequence[str]) -> pa.Record
         "content_type": [None] * n, "error": [str(k) for k in kinds],
         "fetched_at": [datetime.now(UTC)] * n, "size_bytes": [0] * n, "duration_s": [0.0] * n,
         "links_count": [0] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
-        "items_count": [0] * n, "out_of_scope": [0] * n})
+        "items_count": [0] * n, "out_of_scope": [0] * n, "warc_file": [None] * n,
+        "warc_offset": [None] * n})
 
 
 def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:

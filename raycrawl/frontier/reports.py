@@ -87,6 +87,7 @@ class DBWorkerReport(_Record):
     items_written: int = 0  # of those, in recorded OUT/items files
     out_of_scope: int = 0  # links left out by the scope (this incarnation)
     callback_errors: tuple[str, ...] = ()  # the latest "url: detail" of callback errors
+    warc_records: int = 0  # rows committed with their WARC records (this incarnation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class CrawlStatus(_Record):
     items_written: int = 0
     out_of_scope: int = 0  # links not followed: out of the crawl's scope
     callback_errors: tuple[str, ...] = ()  # a sample: "url: callback: error"
+    warc_records: int = 0  # rows whose WARC records are in OUT/warc (since the last start)
     pages_per_s: float = 0.0
     elapsed_s: float = 0.0
     depth_gate: int | None = None
@@ -178,6 +180,7 @@ class CrawlStatus(_Record):
                    rows_written=_sum(db, "rows_written"), items_total=_sum(db, "items_total"),
                    items_written=_sum(db, "items_written"), out_of_scope=_sum(db, "out_of_scope"),
                    callback_errors=tuple(e for r in db for e in r.callback_errors)[-5:],
+                   warc_records=_sum(db, "warc_records"),
                    db_workers=db, strategy_workers=sw, **fields_)
 
     def replace(self, **changes: Any) -> CrawlStatus:

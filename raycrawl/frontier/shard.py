@@ -74,6 +74,7 @@ class ShardCounters:
     robots_fetched: int = 0
     items: int = 0
     out_of_scope: int = 0  # links left out by the scope
+    warc_records: int = 0  # rows committed with their WARC records
     error_kinds: Counter[str] = dataclasses.field(default_factory=Counter)
     retry_causes: Counter[str] = dataclasses.field(default_factory=Counter)
     callback_errors: list[str] = dataclasses.field(default_factory=list)  # the latest few
@@ -304,6 +305,7 @@ class DBShard:
         self.counters.errors += len(errors)
         self.counters.error_kinds.update(errors)
         self.counters.out_of_scope += pc.sum(rows.column("out_of_scope")).as_py() or 0
+        self.counters.warc_records += rows.num_rows - rows.column("warc_file").null_count
         if ErrorKind.CALLBACK_ERROR in errors:
             failed = rows.filter(pc.equal(rows.column("error"), ErrorKind.CALLBACK_ERROR.value))
             for url, detail in zip(failed.column("url").to_pylist(),
@@ -357,7 +359,8 @@ class DBShard:
             items_total=(self.items.rows_written + self.items.writer.buffered
                          if self.items else 0),
             items_written=self.items.rows_written if self.items else 0,
-            out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors))
+            out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
+            warc_records=c.warc_records)
 
     def flush(self) -> None:
         """Write buffered output rows (and items) to files now."""

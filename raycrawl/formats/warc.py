@@ -1,0 +1,165 @@
+"""``OUT/warc/``: every HTTP response of a crawl as WARC/1.1 (``--warc``), written by warcio.
+
+Each fetch worker appends to its own files, ``<db-worker>-<fetcher>-<seq>.warc.gz``, starting a
+new one past ``warc_max_bytes``; each file opens with a ``warcinfo`` record.  Per response, a
+``request`` and a ``response`` record (``WARC-Target-URI`` is the row's canonical URL,
+``WARC-Payload-Digest`` and ``WARC-Block-Digest`` in SHA-1, as warcio computes them), each its
+own gzip member.  A fetch worker syncs its file before it hands a batch's results back, so a
+page row committed in ``OUT/pages`` always has its response record (the row's ``warc_file``
+and ``warc_offset`` say where); a batch fetched again after a fault writes its records again
+(twice, never missing).  A worker killed mid-write can leave a partial last member:
+:func:`repair` cuts it off, so a file always ends with a whole record.
+
+Bodies are stored as aiohttp hands them over, decoded from any ``Content-Encoding``: that
+header moves to ``X-Crawler-Content-Encoding`` and ``Content-Length`` is the stored length, as
+readers of the payload expect.  A body cut at ``max_body_bytes`` has ``WARC-Truncated: length``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterable
+
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import BufferWARCWriter
+
+from raycrawl.errors import StorageError
+
+GZIP_LEVEL = 6  # zlib's default; warcio's own gzip uses 9 (see benchmarks/README.md, step 16)
+_DROPPED = {"content-encoding", "transfer-encoding", "content-length"}
+
+
+def _gzip(data: bytes) -> bytes:
+    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+class WarcFiles:
+    """The WARC files of one fetch worker: append records, sync, rotate."""
+
+    def __init__(self, warc_dir: str, prefix: str, max_bytes: int, software: str) -> None:
+        os.makedirs(warc_dir, exist_ok=True)
+        self.dir, self.prefix, self.max_bytes, self.software = warc_dir, prefix, max_bytes, software
+        pattern = re.compile(re.escape(prefix) + r"-(\d+)\.warc\.gz$")
+        self.seq = max((int(m.group(1)) for n in os.listdir(warc_dir)
+                        if (m := pattern.match(n))), default=-1) + 1
+        self.fh: io.BufferedWriter | None = None
+        self.name = ""
+        self.size = 0
+        self.dirty = False
+
+    def _open(self) -> None:
+        self.name = f"{self.prefix}-{self.seq:05d}.warc.gz"
+        self.seq += 1
+        self.fh = open(os.path.join(self.dir, self.name), "ab")  # noqa: SIM115 (kept open)
+        self.size = self.fh.tell()
+        writer = BufferWARCWriter(gzip=False, warc_version="1.1")
+        info = writer.create_warcinfo_record(self.name, {"software": self.software,
+                                                         "format": "WARC File Format 1.1"})
+        self._append([info])
+
+    def _append(self, records: Iterable[object]) -> int:
+        """Write records (each its own gzip member, in one write); returns the first's offset."""
+        if self.fh is None:
+            raise ValueError("no WARC file open")
+        members = []
+        for record in records:
+            writer = BufferWARCWriter(gzip=False, warc_version="1.1")
+            writer.write_record(record)
+            members.append(_gzip(writer.get_contents()))
+        offset = self.size
+        data = b"".join(members)
+        try:
+            self.fh.write(data)
+        except OSError as exc:
+            raise StorageError(f"WARC file {self.name}: {exc}") from None
+        self.size += len(data)
+        self.dirty = True
+        return offset
+
+    def write(self, url: str, method: str, request_headers: list[tuple[str, str]],
+              status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
+              truncated: str = "") -> tuple[str, int]:
+        """Append a request and its response; returns (file name, offset of the request
+        record).  ``truncated`` is the ``WARC-Truncated`` reason when ``body`` is not all of
+        it (``length``, ``unspecified``).  Durable after the next :meth:`sync`."""
+        if self.fh is None or self.size >= self.max_bytes:
+            self.close()
+            self._open()
+        writer = BufferWARCWriter(gzip=False, warc_version="1.1")
+        kept = [(k, v) for k, v in headers if k.lower() not in _DROPPED]
+        kept += [(f"X-Crawler-{k}", v) for k, v in headers if k.lower() == "content-encoding"]
+        kept.append(("Content-Length", str(len(body))))
+        response = writer.create_warc_record(
+            url, "response", payload=io.BytesIO(body), length=None,
+            http_headers=StatusAndHeaders(f"{status} {reason}".strip(), kept,
+                                          protocol="HTTP/1.1"),
+            warc_headers_dict={"WARC-Truncated": truncated} if truncated else None)
+        target = url.split("://", 1)[1]
+        path = target[target.find("/"):] if "/" in target else "/"
+        request = writer.create_warc_record(
+            url, "request", payload=io.BytesIO(b""), length=0,
+            http_headers=StatusAndHeaders(f"{method} {path} HTTP/1.1", request_headers,
+                                          is_http_request=True),
+            warc_headers_dict={"WARC-Concurrent-To":
+                               response.rec_headers.get_header("WARC-Record-ID")})
+        return self.name, self._append([request, response])
+
+    def sync(self) -> None:
+        """Make every record written so far durable (raises :class:`StorageError`)."""
+        if self.fh is None or not self.dirty:
+            return
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError as exc:
+            raise StorageError(f"WARC file {self.name}: {exc}") from None
+        self.dirty = False
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.sync()
+            self.fh.close()
+            self.fh = None
+
+
+def whole_length(path: str) -> int:
+    """The length of the file's leading whole gzip members (a partial last one left out)."""
+    end = fed = 0  # the end of the last whole member; bytes read
+    member = zlib.decompressobj(31)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            while chunk:
+                try:
+                    member.decompress(chunk)
+                except zlib.error:
+                    return end
+                if not member.eof:
+                    fed += len(chunk)
+                    break
+                fed += len(chunk) - len(member.unused_data)
+                end, chunk = fed, member.unused_data
+                member = zlib.decompressobj(31)
+    return end
+
+
+def repair(warc_dir: str, prefix: str) -> int:
+    """Cut the partial last record of the files starting with ``prefix`` (left by a worker
+    killed mid-write); returns how many files were cut."""
+    if not os.path.isdir(warc_dir):
+        return 0
+    cut = 0
+    for name in sorted(os.listdir(warc_dir)):
+        if not (name.startswith(prefix) and name.endswith(".warc.gz")):
+            continue
+        path = os.path.join(warc_dir, name)
+        keep = whole_length(path)
+        if keep < os.path.getsize(path):
+            with open(path, "r+b") as fh:
+                fh.truncate(keep)
+                os.fsync(fh.fileno())
+            cut += 1
+    return cut

@@ -1,0 +1,90 @@
+"""``--warc``: every response as WARC/1.1 records that warcio reads, none missing after faults."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from raycrawl import Crawl
+from raycrawl.formats.warc import WarcFiles, repair, whole_length
+from raycrawl.testing.synthweb import SyntheticWeb
+
+FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
+        "partitions": 16, "retry_backoff_s": 0.05}
+
+
+def records(warc_dir: str) -> dict[tuple[str, int], list]:
+    """(file, offset of the record) -> [(type, headers, http headers, payload)] of the
+    request/response pair there, read with warcio."""
+    out: dict[tuple[str, int], list] = {}
+    for name in sorted(os.listdir(warc_dir)):
+        with open(os.path.join(warc_dir, name), "rb") as fh:
+            it = ArchiveIterator(fh)
+            for rec in it:
+                payload = rec.content_stream().read()
+                out[(name, it.offset)] = [rec.rec_type, rec.rec_headers, rec.http_headers,
+                                          payload]
+    return out
+
+
+def check_every_row_has_its_records(crawl: Crawl, web: SyntheticWeb) -> int:
+    """Every row with a status points at its request record, followed by its response; the
+    response's payload is the page the server sent.  Returns how many rows were checked."""
+    warc_dir = os.path.join(crawl.config.out, "warc")
+    found = records(warc_dir)
+    by_file: dict[str, list[int]] = {}
+    for name, offset in found:
+        by_file.setdefault(name, []).append(offset)
+    rows = [r for r in crawl.pages().to_pylist() if r["status"] is not None]
+    for row in rows:
+        key = (row["warc_file"], row["warc_offset"])
+        assert key in found, f"no record for {row['url']}"
+        kind, headers, http, _ = found[key]
+        assert kind == "request" and headers.get_header("WARC-Target-URI") == row["url"]
+        offsets = sorted(by_file[row["warc_file"]])
+        kind, headers, http, payload = found[(row["warc_file"],
+                                              offsets[offsets.index(row["warc_offset"]) + 1])]
+        assert kind == "response" and headers.protocol == "WARC/1.1"
+        assert headers.get_header("WARC-Target-URI") == row["url"]
+        assert http.get_statuscode() == str(row["status"])
+        digest = base64.b32encode(hashlib.sha1(payload).digest()).decode()
+        assert headers.get_header("WARC-Payload-Digest") == f"sha1:{digest}"
+        if "/p/" in row["url"] and row["status"] == 200:
+            host = next(h for h in range(web.hosts) if row["url"].startswith(web.origin(h)))
+            index = int(row["url"].split("/p/")[1].split("?")[0])
+            assert payload == web._page(host, index)
+    return len(rows)
+
+
+def test_the_records_of_a_file_cut_mid_write_are_trimmed_to_the_last_whole_one(tmp_path):
+    files = WarcFiles(str(tmp_path), "db-worker-0-fetcher-ab-0", 1 << 20, "test")
+    for i in range(3):
+        files.write(f"http://a/{i}", "GET", [], 200, "OK", [("Content-Type", "text/html")],
+                    b"<p>%d</p>" % i)
+    files.close()
+    path = tmp_path / "db-worker-0-fetcher-ab-0-00000.warc.gz"
+    whole = path.stat().st_size
+    member = gzip.compress(b"WARC/1.1\r\n" + b"x" * 4000)
+    with open(path, "ab") as fh:
+        fh.write(member[: len(member) // 2])  # a partial record: half a gzip member
+    assert whole_length(str(path)) == whole
+    assert repair(str(tmp_path), "db-worker-1-") == 0  # another worker's files: untouched
+    assert repair(str(tmp_path), "db-worker-0-") == 1 and path.stat().st_size == whole
+    assert [k for k, *_ in records(str(tmp_path)).values()] == [
+        "warcinfo", *["request", "response"] * 3]
+
+
+@pytest.mark.ray
+def test_every_fetched_page_has_its_response_record(ray_session, web, tmp_path):
+    crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), warc=True,
+                  **{**FAST, "db_workers": 2})
+    stats = crawl.start().wait(timeout=180, interval_s=0.2)
+    assert stats["phase"] == "finished"
+    checked = check_every_row_has_its_records(crawl, web)
+    assert checked == len(web.reachable())  # every reachable URL answered
+    assert stats["warc_records"] == checked
