@@ -33,6 +33,7 @@ from .peers import (
     Peers,
     StrategyWorkerHandle,
     cluster_address,
+    conform_items,
     fresh_or_last,
 )
 
@@ -144,6 +145,8 @@ class Coordinator:
                 return
             self.control.begin_end(phase, reason)
             await asyncio.gather(*(w.drain() for w in self.db_workers))
+            if self.config.spider is not None:
+                await conform_items(self.db_workers)
             self.control.set_phase(phase, reason)
         await self._refresh_status(force_write=True)
 

@@ -21,7 +21,6 @@ from raycrawl.fetch.batch import FetchResult
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats.ownership import check_shared_state
 from raycrawl.formats.streams import StreamWriter, stream_path
-from raycrawl.formats.warc import repair
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.reports import DBWorkerReport
 from raycrawl.frontier.shard import DBShard, ended_rows
@@ -48,7 +47,6 @@ class DBWorker:
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
         self.config = config
-        self.index = index
         check_shared_state(config.state_dir, config.crawl_id, db_worker_name(config.crawl_id,
                                                                              index))
         self.shard = DBShard(config, index,
@@ -70,7 +68,6 @@ class DBWorker:
         self.loop_task: asyncio.Task[None] | None = None
         self.peer_trouble_until = 0.0  # after a peer fault, cut nothing for a moment
         self.storage_error = ""
-        self._repair_warc()  # the fetch workers of an earlier life are gone
 
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns, and
@@ -113,7 +110,6 @@ class DBWorker:
         if self.in_flight:
             await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         self.fetchers.release()
-        self._repair_warc()
         try:
             self.shard.flush()
         except StorageError as exc:  # the rows stay staged: a resume writes them
@@ -121,10 +117,11 @@ class DBWorker:
         if self.stream is not None:
             self.stream.flush()
 
-    def _repair_warc(self) -> None:
-        """Cut the partial last record a killed fetch worker of this DB worker left."""
-        if self.config.warc:
-            repair(self.config.warc_dir, f"db-worker-{self.index}-")
+    def item_schema(self) -> pa.Schema | None:  # see actors.peers.conform_items
+        return self.shard.output.item_schema()
+
+    def conform_items(self, schema: pa.Schema) -> int:
+        return self.shard.output.conform_items(schema)
 
     def grow_allowance(self, amount: int, grant: str) -> int:
         """More of the page budget (idempotent per ``grant``); durable on return."""
@@ -195,6 +192,7 @@ class DBWorker:
             result = await self._fetch(batch_id, triage.fetch) if triage.fetch else (
                 FetchResult.empty())
             shard.learn_robots(result.robots)
+            shard.learn_cookies(result.cookies)
             self._crash("db-worker.fetched")
             pages = result.pages
             if triage.ended:

@@ -27,6 +27,7 @@ import ray
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
+from raycrawl.formats.items import unified_schema
 from raycrawl.frontier.control import assign_partitions, owner_table
 from raycrawl.frontier.reports import DBWorkerReport, StrategyWorkerReport
 from raycrawl.frontier.routing import split_by_owner
@@ -139,6 +140,14 @@ class DBWorkerHandle(_Handle):
     async def grow_allowance(self, amount: int, grant: str) -> int:
         return int(await self._call("grow_allowance", amount, grant))
 
+    async def item_schema(self) -> pa.Schema | None:
+        schema: pa.Schema | None = await self._call("item_schema")
+        return schema
+
+    async def conform_items(self, schema: pa.Schema) -> int:
+        """Not bounded by ``actor_timeout_s``: it rewrites the worker's item files."""
+        return int(await self._call("conform_items", schema, timeout_s=None))
+
     async def shrink_allowance(self, to: int) -> int:
         return int(await self._call("shrink_allowance", to))
 
@@ -149,6 +158,20 @@ class CoordinatorClient(_Handle):
     def heartbeat(self) -> None:
         """Fire and forget: a restarted coordinator resumes its loop on the first call."""
         self.actor.heartbeat.remote()
+
+
+async def conform_items(db_workers: list[DBWorkerHandle]) -> None:
+    """Give every ``OUT/items`` file the crawl's one schema (at its end), so any Parquet
+    reader sees every field: one reading the first file's schema would miss fields seen later.
+    Best effort: the files read together either way (``formats.items.read_items``)."""
+    try:
+        found = await asyncio.gather(*(w.item_schema() for w in db_workers))
+        schemas = [s for s in found if s is not None]
+        if schemas:
+            schema = unified_schema(schemas)
+            await asyncio.gather(*(w.conform_items(schema) for w in db_workers))
+    except Exception:  # a worker that failed or did not answer: the files stay as they are
+        log.exception("conforming the item files failed")
 
 
 def fresh_or_last(handles: list[Any], results: list[Any], last: tuple[Any, ...],

@@ -54,6 +54,9 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                    help="follow only links whose canonical URL matches (repeatable)")
     p.add_argument("--exclude", action="append", metavar="REGEX",
                    help="do not follow links whose canonical URL matches (repeatable)")
+    p.add_argument("--cookies", action="store_const", const=True,
+                   help="keep the cookies each host sets and send them back to it")
+    p.add_argument("--proxy", metavar="URL", help="send every request through this proxy")
     p.add_argument("--warc", action="store_const", const=True,
                    help="write every response to OUT/warc as WARC/1.1")
     p.add_argument("--config", metavar="FILE.toml")

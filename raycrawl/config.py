@@ -100,6 +100,10 @@ class CrawlConfig:
     allow_domain: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # Keep the cookies each host sets and send them back to it (per host, in the DB worker's
+    # store, so they survive restarts); off: no cookies, as robots-friendly crawlers do.
+    cookies: bool = False
+    proxy: str | None = None  # an http:// proxy URL every request goes through
     warc: bool = False  # write every response to OUT/warc as WARC/1.1 (see raycrawl.formats.warc)
     warc_max_bytes: int = 256 * 1024 * 1024  # a fetch worker starts a new WARC file past this
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
@@ -154,6 +158,10 @@ class CrawlConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"allow_network: not a CIDR range: {cidr!r}") from None
+        check(self.proxy is None or (isinstance(self.proxy, str)
+                                     and self.proxy.startswith(("http://", "https://"))
+                                     and len(self.proxy) > 8),
+              "proxy", "must be an http:// or https:// URL")
         check(self.callback_timeout_s > 0, "callback_timeout_s", "must be more than 0")
         Scope.build(self.allow_domain, self.include, self.exclude)  # raises on a bad pattern
         check(self.spider is None or (isinstance(self.spider, str) and ":" in self.spider),

@@ -40,6 +40,7 @@ class Request:
     redirect_chain: list[str] = field(default_factory=list)  # URLs that redirected here
     callback: str | None = None  # the spider callback that parses its page (None: ``parse``)
     priority: float | None = None  # a spider follow's priority (built-in strategies use it)
+    body: bytes | None = None  # a spider follow's request body (POST)
 
 
 @dataclass(slots=True)

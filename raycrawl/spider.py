@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import msgpack
 from multidict import CIMultiDictProxy
@@ -67,12 +67,16 @@ class Spider:
 
 @dataclass(frozen=True, slots=True)
 class Follow:
-    """A link a callback asks to crawl: absolute URL, callback name, user meta, priority."""
+    """A request a callback asks for: absolute URL, callback name, user meta, priority, and
+    how to send it (method, extra headers, body)."""
 
     url: str
     callback: str | None = None
     meta: Mapping[str, Any] | None = None
     priority: float | None = None
+    method: str = "GET"
+    headers: Mapping[str, str] | None = None
+    body: bytes | None = None
 
 
 def callback_name(callback: str | Callable[..., Any] | None) -> str | None:
@@ -131,11 +135,18 @@ class SpiderResponse:
         return urljoin(self.base_url, url.strip())
 
     def follow(self, url: str | Selector, callback: str | Callable[..., Any] | None = None,
-               meta: Mapping[str, Any] | None = None,
-               priority: float | None = None) -> Follow:
+               meta: Mapping[str, Any] | None = None, priority: float | None = None, *,
+               method: str = "GET", headers: Mapping[str, str] | None = None,
+               body: bytes | str | None = None,
+               formdata: Mapping[str, str] | None = None) -> Follow:
         """A request for ``url`` (relative to this page, or an ``<a>`` selector) whose page
         ``callback`` parses (default ``parse``); ``meta`` becomes that page's
-        ``response.meta``; a ``priority`` replaces the strategy's score (higher first)."""
+        ``response.meta``; a ``priority`` replaces the strategy's score (higher first).
+
+        ``method``, ``headers`` and ``body`` say how to send it; ``formdata`` is a form's
+        fields, sent url-encoded as the body (of a POST, unless ``method`` says otherwise).
+        The request's fingerprint covers method and body: a POST to a URL and a GET of it are
+        two requests, each crawled once."""
         if isinstance(url, Selector):
             root = url.root
             url = root if isinstance(root, str) else url.attrib.get("href", "")
@@ -148,9 +159,19 @@ class SpiderResponse:
                 msgpack.packb(dict(meta))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise TypeError(f"follow: meta must hold plain values: {exc}") from None
+        extra = dict(headers or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+            raise TypeError("follow: headers must map strings to strings")
+        if formdata is not None:
+            body = urlencode(list(formdata.items()))
+            extra.setdefault("Content-Type", "application/x-www-form-urlencoded")
+            method = "POST" if method == "GET" else method
+        if isinstance(body, str):
+            body = body.encode("utf-8")
         return Follow(self.urljoin(url), callback_name(callback),
                       dict(meta) if meta else None,
-                      None if priority is None else float(priority))
+                      None if priority is None else float(priority), method.upper(),
+                      extra or None, body or None)
 
 
 def spider_file(spec: str) -> str | None:

@@ -99,6 +99,16 @@ def fingerprint(canonical_url: str) -> int:
     return xxhash.xxh64_intdigest(canonical_url.encode("utf-8"))
 
 
+def request_fingerprint(canonical_url: str, method: str = "GET", body: bytes | None = None) -> int:
+    """The fingerprint of a request: its URL's for a GET without a body, else one that also
+    covers the method and the body (a POST of a form and a GET of its URL are two requests)."""
+    if method == "GET" and not body:
+        return fingerprint(canonical_url)
+    h = xxhash.xxh64(f"{method} {canonical_url}\n".encode())
+    h.update(body or b"")
+    return h.intdigest()
+
+
 def partition_of(host: str, partitions: int) -> int:
     """``stable_hash(host) mod partitions``, identical in every process and run."""
     return xxhash.xxh32_intdigest(host.lower().encode("utf-8")) % partitions

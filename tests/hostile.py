@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import threading
 import time
 from collections import defaultdict
 
 from aiohttp import web
+
+from tests.loopback import LoopbackSites
 
 MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT = (f"127.0.0.{n}"
                                                   for n in (50, 51, 52, 53, 54, 56))
@@ -29,18 +30,14 @@ def html(*hrefs: str) -> web.Response:
     return web.Response(text=f"<html><body>{links}</body></html>", content_type="text/html")
 
 
-class HostileWeb:
+class HostileWeb(LoopbackSites):
+    addresses = (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT)
+
     def __init__(self) -> None:
-        self.ports: dict[str, int] = {}
+        super().__init__()
         self.requests: defaultdict[str, list[tuple[float, str]]] = defaultdict(list)
-        self.lock = threading.Lock()
         self.in_flight: defaultdict[str, int] = defaultdict(int)
         self.most_in_flight: defaultdict[str, int] = defaultdict(int)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runners: list[web.AppRunner] = []
-
-    def origin(self, address: str) -> str:
-        return f"http://{address}:{self.ports[address]}"
 
     def hits(self, address: str, path: str | None = None) -> list[float]:
         with self.lock:
@@ -195,39 +192,3 @@ class HostileWeb:
 
         return [web.get("/robots.txt", robots), web.get("/", index), web.get("/x", page),
                 web.get("/y", page)]
-
-    # -- serving -------------------------------------------------------------------------------
-    def start(self) -> HostileWeb:
-        ready = threading.Event()
-
-        async def serve() -> None:
-            for address in (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT):
-                # a handler stops when its client hangs up (a cut-off drip is not in flight)
-                runner = web.AppRunner(self._app(address), access_log=None,
-                                       handler_cancellation=True)
-                await runner.setup()
-                site = web.TCPSite(runner, address, 0)
-                await site.start()
-                self._runners.append(runner)
-                self.ports[address] = site._server.sockets[0].getsockname()[1]  # type: ignore
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(serve())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=run, name="hostile-web", daemon=True).start()
-        ready.wait(30)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-
-        async def close() -> None:
-            for runner in self._runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -109,7 +109,7 @@ def test_a_batch_commits_in_one_write_and_nothing_counts_before_it(worker, monke
         worker.complete(batch_id, pages, [dataclasses.replace(leased[2], attempts=1)])
     assert len(writes) == 1  # leases, done marks, retries and output rows: one WriteBatch
     assert (worker.queue.done_total, worker.queue.queued, worker.counters.fetched) == (0, 0, 0)
-    assert worker.output.writer.buffered == 0
+    assert worker.output.pages.writer.buffered == 0
     monkeypatch.undo()
     worker.complete(batch_id, pages, [dataclasses.replace(leased[2], attempts=1)])
     assert (worker.queue.done_total, worker.queue.queued, worker.counters.fetched) == (2, 1, 2)

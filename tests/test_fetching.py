@@ -26,7 +26,7 @@ def feed(urls, depth=0):
 
 
 def run(urls, opts, depth=0):
-    pages, links, robots, _ = asyncio.run(fetch_feed(feed(urls, depth), opts))
+    pages, links, robots, *_ = asyncio.run(fetch_feed(feed(urls, depth), opts))
     assert pages.schema == schemas.SPIDER_LOG_PAGES and links.schema == schemas.SPIDER_LOG_LINKS
     assert robots.num_rows == 0  # nobody asked for robots.txt
     return pages.to_pylist(), links.to_pylist()

@@ -18,7 +18,8 @@ def rows(urls):
         "error": [None] * n, "fetched_at": [None] * n, "size_bytes": [1] * n,
         "duration_s": [0.1] * n, "links_count": [0] * n, "attempts": [1] * n,
         "redirect_chain": [[]] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
-        "items_count": [0] * n, "out_of_scope": [0] * n}))
+        "items_count": [0] * n, "out_of_scope": [0] * n, "warc_file": [None] * n,
+        "warc_offset": [None] * n}))
 
 
 def stage(out, store, urls):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import msgpack
@@ -17,7 +18,7 @@ from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats import schemas
 from raycrawl.formats.entry import unpack_meta
-from raycrawl.formats.items import items_table, read_items
+from raycrawl.formats.items import conform, items_table, read_items, unified_schema
 from raycrawl.spider import load_spider, spider_spec
 from raycrawl.testing.synthweb import Link
 from raycrawl.urls import url_info
@@ -170,3 +171,57 @@ def test_item_columns_take_their_types_and_disagreeing_fields_become_json(tmp_pa
     assert both.column("a").to_pylist() == ["1", '"x"']
     assert both.column("b").to_pylist() == [1.0, 2.5]
     assert both.column("c").to_pylist() == [None, True]
+
+
+def test_item_files_are_rewritten_to_one_schema_and_a_crash_loses_nothing(tmp_path):
+    from raycrawl.formats.output import ITEM_KEYS, DurableOutput
+    from raycrawl.formats.storage import Store
+
+    store = Store(str(tmp_path / "db"))
+    out = DurableOutput(store, str(tmp_path / "items"), 0, 100, 60, keys=ITEM_KEYS,
+                        to_table=items_table)
+    for items in ([{"a": 1}], [{"a": "x", "b": [1]}]):
+        wb = store.batch()
+        staged = out.stage(wb, item_batch(items))
+        store.write(wb)
+        out.apply(staged)
+        out.flush()
+    first = sorted(out.recorded())
+    schema = unified_schema([pq.read_schema(tmp_path / "items" / n) for n in first])
+    assert out.rewrite(lambda t: None if t.schema.equals(schema, check_metadata=True)
+                       else conform(t, schema)) == 2
+    assert out.rewrite(lambda t: None if t.schema.equals(schema, check_metadata=True)
+                       else conform(t, schema)) == 0  # done: nothing left to change
+    names = sorted(out.recorded())
+    assert not set(names) & set(first)
+    assert sorted(os.listdir(tmp_path / "items")) == names  # the old files are gone
+    table = pq.read_table(tmp_path / "items")
+    assert table.column("a").to_pylist() == ["1", '"x"'] and table.num_rows == 2
+    store.close()
+    # Reopened (as after a crash): the recorded files are all there is, nothing is lost.
+    again = DurableOutput(Store(str(tmp_path / "db")), str(tmp_path / "items"), 0, 100, 60,
+                          keys=ITEM_KEYS, to_table=items_table)
+    assert again.rows_written == 2 and sorted(again.recorded()) == names
+
+
+class Seeded(raycrawl.Spider):
+    start_urls = ["http://127.0.0.1:9/start"]
+
+    def parse(self, response):
+        yield {}
+
+
+def test_a_crawl_checks_its_spider_before_ray_and_takes_its_start_urls(tmp_path, monkeypatch):
+    crawl = raycrawl.Crawl(out=str(tmp_path / "out"), spider=Seeded)
+    assert crawl.config.spider == "tests.test_spider_unit:Seeded"
+    assert crawl.check() == ["http://127.0.0.1:9/start"]
+    assert raycrawl.Crawl(out=str(tmp_path), seeds=["http://127.0.0.1:9/a"],
+                          spider=Seeded).check() == ["http://127.0.0.1:9/a"]
+    path = tmp_path / "relative_spider.py"
+    path.write_text("import raycrawl\nclass S(raycrawl.Spider):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    crawl = raycrawl.Crawl(out="out", seeds=["http://127.0.0.1:9/"], spider="relative_spider.py:S")
+    crawl.check()  # the file is read here and its path made absolute, for the workers
+    assert crawl.config.spider == f"{path}:S" and "class S" in crawl.config.spider_source
+    with pytest.raises(SpiderError, match="does not exist"):
+        raycrawl.Crawl(out="out", seeds=["http://127.0.0.1:9/"], spider="gone.py:S").check()

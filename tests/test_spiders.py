@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -101,6 +102,12 @@ def test_a_spider_file_gives_one_item_per_page_it_reaches_and_nothing_else(
     page = next(r for u, r in rows.items() if u != web12.seed_url and "/p/" in u)
     assert page["from"] == web12.seed_url and page["title"].startswith("host ")
     assert stats["items_total"] == len(with_items) == stats["items_written"]
+    # At the end every file has the crawl's one schema: any Parquet reader sees every field.
+    files = sorted((tmp_path / "out" / "items").glob("part-*.parquet"))
+    assert len({pq.read_schema(f) for f in files}) == 1
+    plain = pq.read_table(tmp_path / "out" / "items")
+    assert {"url", "title", "kind", "links", "from", "depth"} <= set(plain.column_names)
+    assert plain.num_rows == len(with_items)
     assert stats["error_kinds"]["callback-error"] == len(failed)
     assert stats["callback_errors"] and "KeyError" in stats["callback_errors"][-1]
 
@@ -156,3 +163,61 @@ def test_the_cli_refuses_a_bad_spider_before_ray_starts(tmp_path):
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_the_cli_crawls_with_a_spider_file_named_from_the_current_directory(
+        ray_session, tmp_path):
+    web = SyntheticWeb(hosts=3, pages_per_host=10, seed=11).start()
+    try:
+        work = tmp_path / "project"
+        work.mkdir()
+        shutil.copy(EXAMPLE, work / "myspider.py")
+        (work / "crawl.toml").write_text('spider = "myspider.py:SynthSpider"\n'
+                                         'allow-network = ["127.0.0.0/8"]\ndelay = 0\n')
+        done = subprocess.run(
+            [sys.executable, "-m", "raycrawl", "crawl", web.seed_url, "--out", "out",
+             "--config", "crawl.toml", "--quiet", "--address", ray_session],
+            cwd=work, capture_output=True, text=True, timeout=180,
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+        assert done.returncode == 0, done.stderr
+        fetched, with_items, _ = spider_model(web)
+        assert f"{len(with_items)} items in" in done.stdout
+        status = subprocess.run([sys.executable, "-m", "raycrawl", "status", "--state",
+                                 "out/state"], cwd=work, capture_output=True, text=True,
+                                timeout=60)
+        assert status.returncode == 0 and f"{len(fetched)} URLs fetched" in status.stdout
+    finally:
+        web.stop()
+
+
+KILLER = '''
+import os
+import raycrawl
+
+class Killer(raycrawl.Spider):
+    follow_links = True
+
+    def parse(self, response):
+        if response.url.endswith("/p/3"):
+            os._exit(1)  # takes its fetch worker down, every time
+        yield {"url": response.url}
+'''
+
+
+def test_a_callback_that_kills_its_worker_ends_only_its_url(ray_session, tmp_path):
+    web = SyntheticWeb(hosts=2, pages_per_host=8, seed=2, specials=False).start()
+    try:
+        path = tmp_path / f"killer_{uuid.uuid4().hex[:6]}.py"
+        path.write_text(KILLER)
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), spider=f"{path}:Killer",
+                      **{**FAST, "db_workers": 1, "strategy_workers": 1, "fetch_retries": 1})
+        stats = crawl.start().wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "finished", stats["reason"]
+        rows = {r["url"]: r for r in crawl.pages().to_pylist()}
+        poison = [u for u in rows if u.endswith("/p/3")]
+        assert poison and all(rows[u]["error"] == "fetch-task-failed" for u in poison)
+        others = [r for u, r in rows.items() if u not in poison]
+        assert others and all(r["error"] is None and r["status"] == 200 for r in others)
+        assert set(crawl.items().column("url").to_pylist()) == {r["url"] for r in others}
+    finally:
+        web.stop()

@@ -33,14 +33,17 @@ def spider_log(pages, links):
         "duration_s": [0.0] * len(pages), "links_count": [0] * len(pages),
         "attempts": [1] * len(pages), "redirect_chain": [[]] * len(pages),
         "retry_after_s": [None] * len(pages), "error_detail": [None] * len(pages),
-        "items_count": [0] * len(pages), "out_of_scope": [0] * len(pages)})
+        "items_count": [0] * len(pages), "out_of_scope": [0] * len(pages),
+        "warc_file": [None] * len(pages), "warc_offset": [None] * len(pages)})
     link_batch = schemas.batch(schemas.SPIDER_LOG_LINKS, {
         "parent_url": [url_info(p, P).url for p, *_ in links],
         "parent_depth": [d for _, d, _, _ in links], "url": [i.url for i in li],
         "fingerprint": [i.fingerprint for i in li], "host": [i.host for i in li],
         "partition": [i.partition for i in li], "depth": [d for *_, d in links],
         "redirect_chain": [[]] * len(links), "callback": [None] * len(links),
-        "meta": [None] * len(links), "priority": [None] * len(links)})
+        "meta": [None] * len(links), "priority": [None] * len(links),
+        "method": [None] * len(links), "headers": [None] * len(links),
+        "body": [None] * len(links)})
     return page_batch, link_batch
 
 

@@ -10,9 +10,11 @@ and ``netguard`` (the address guard).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -29,7 +31,7 @@ from raycrawl.formats import schemas
 from raycrawl.formats.warc import WarcFiles, repair
 from raycrawl.spider import load_spider
 from raycrawl.testing.faults import crash_point
-from raycrawl.urls import url_info
+from raycrawl.urls import request_fingerprint, url_info
 
 
 class FetchResult(NamedTuple):
@@ -40,6 +42,7 @@ class FetchResult(NamedTuple):
     links: pa.RecordBatch
     robots: pa.RecordBatch
     items: pa.RecordBatch
+    cookies: pa.RecordBatch
 
     @classmethod
     def empty(cls) -> FetchResult:
@@ -53,7 +56,8 @@ class FetchResult(NamedTuple):
 
 
 _RESULT_SCHEMAS = (schemas.SPIDER_LOG_PAGES, schemas.SPIDER_LOG_LINKS, schemas.ROBOTS,
-                   schemas.ITEMS)
+                   schemas.ITEMS, schemas.COOKIES)
+_FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body")
 
 
 
@@ -63,7 +67,7 @@ class Collector:
     def __init__(self) -> None:
         self.columns: list[dict[str, list[Any]]] = [{f.name: [] for f in schema}
                                                     for schema in _RESULT_SCHEMAS]
-        self.pages, self.links, self.robots, self.items = self.columns
+        self.pages, self.links, self.robots, self.items, self.cookies = self.columns
 
     def page(self, row: dict[str, Any], status: int | None, ctype: str | None,
              error: ErrorKind | None, fetched_at: datetime, size: int = 0, duration: float = 0.0,
@@ -94,7 +98,7 @@ class Collector:
             self.items["fingerprint"] += [row["fingerprint"]] * n
             self.items["item"] += items
 
-    def link_rows(self, parent: dict[str, Any], targets: list[str] | list[Link], depth: int,
+    def link_rows(self, parent: dict[str, Any], targets: Sequence[str | Link], depth: int,
                   chain: list[str], opts: FetchOptions) -> tuple[int, int]:
         """Add a page's links (canonical, valid, within the length limit and the scope, each
         once, at most ``max_links_per_page``); returns how many, and how many were out of
@@ -112,6 +116,9 @@ class Collector:
                 info = url_info(url, opts.partitions)
             except InvalidURL:
                 continue
+            if link is not None and (link.method or link.body):  # a POST: its own request
+                info = dataclasses.replace(info, fingerprint=request_fingerprint(
+                    info.url, link.method or "GET", link.body))
             if info.fingerprint in seen or len(info.url) > opts.max_url_length:
                 continue
             seen.add(info.fingerprint)
@@ -123,14 +130,9 @@ class Collector:
             if len(infos) >= opts.max_links_per_page:
                 break
         n, lk = len(infos), self.links
-        if any(follows):
-            lk["callback"] += [x.callback if x else None for x in follows]
-            lk["meta"] += [x.meta if x else None for x in follows]
-            lk["priority"] += [x.priority if x else None for x in follows]
-        else:
-            lk["callback"] += [None] * n
-            lk["meta"] += [None] * n
-            lk["priority"] += [None] * n
+        for name in _FOLLOW_COLUMNS:
+            lk[name] += ([getattr(x, name) if x else None for x in follows] if any(follows)
+                         else [None] * n)
         lk["parent_url"] += [parent["url"]] * n
         lk["parent_depth"] += [parent["depth"]] * n
         lk["url"] += [i.url for i in infos]
@@ -140,6 +142,10 @@ class Collector:
         lk["depth"] += [depth] * n
         lk["redirect_chain"] += [chain] * n
         return n, out_of_scope
+
+    def cookie_row(self, host: str, cookies: bytes) -> None:
+        self.cookies["host"].append(host)
+        self.cookies["cookies"].append(cookies)
 
     def robots_row(self, origin: str, host: str, status: int | None, body: bytes,
                    error: ErrorKind | None) -> None:

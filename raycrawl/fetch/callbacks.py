@@ -18,7 +18,6 @@ import queue
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,21 +148,32 @@ class _Thread:
     the process from exiting)."""
 
     def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[tuple[_Job, Future[Outcome]] | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[tuple[_Job, asyncio.Future[Outcome]] | None] = (
+            queue.SimpleQueue())
         threading.Thread(target=self._loop, name="spider-callback", daemon=True).start()
 
-    def submit(self, job: _Job) -> Future[Outcome]:
-        future: Future[Outcome] = Future()
+    def submit(self, job: _Job) -> asyncio.Future[Outcome]:
+        """The job's outcome, as a future of the running event loop."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.jobs.put((job, future))
         return future
 
     def _loop(self) -> None:
         while (work := self.jobs.get()) is not None:
             job, future = work
-            future.set_result(job.run())
+            outcome = job.run()
+            try:
+                future.get_loop().call_soon_threadsafe(_resolve, future, outcome)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+                pass
 
     def stop(self) -> None:
         self.jobs.put(None)
+
+
+def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
 
 
 class CallbackRunner:
@@ -205,14 +215,13 @@ class CallbackRunner:
         job = _Job(lambda: self._call(name, response))
         async with self.turn:
             future = self.thread.submit(job)
-            wrapped = asyncio.wrap_future(future)
-            try:
-                outcome = await asyncio.wait_for(asyncio.shield(wrapped), self.timeout_s)
-            except TimeoutError:
+            await asyncio.wait((future,), timeout=self.timeout_s)
+            if future.done():
+                outcome = future.result()
+            else:
                 job.interrupt()
-                try:
-                    await asyncio.wait_for(asyncio.shield(wrapped), GRACE_S)
-                except TimeoutError:  # stuck beyond reach: leave its thread, take a new one
+                await asyncio.wait((future,), timeout=GRACE_S)
+                if not future.done():  # stuck beyond reach: leave its thread, take a new one
                     self.abandoned += 1
                     log.error("callback %s on %s ignored its timeout; %d callback threads "
                               "abandoned", name, response.url, self.abandoned)

@@ -20,7 +20,9 @@ KEEPALIVE_S = 5.0  # idle connections kept between batches (below common server 
 
 def open_session(opts: FetchOptions) -> aiohttp.ClientSession:
     """The HTTP client of fetch workers: timeouts, the address guard at resolution time, no
-    cookies, no automatic decompression (``BodyDecoder`` caps it).  Call inside a running
+    cookies (a crawl that keeps them sends each host's own, see ``hosts.load_cookies``), no
+    automatic decompression (``BodyDecoder`` caps it), every request through ``opts.proxy``
+    when set.  Call inside a running
     event loop; the session may serve many batches of the same options."""
     timeout = aiohttp.ClientTimeout(total=opts.total_timeout_s or None,
                                     sock_connect=opts.connect_timeout_s or None,
@@ -31,7 +33,7 @@ def open_session(opts: FetchOptions) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout, auto_decompress=False,
         headers={"User-Agent": opts.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
-        cookie_jar=aiohttp.DummyCookieJar())
+        cookie_jar=aiohttp.DummyCookieJar(), proxy=opts.proxy)
 
 
 def error_kind(exc: BaseException) -> ErrorKind:

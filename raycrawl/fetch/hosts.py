@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin
 
 import aiohttp
+import msgpack
+from yarl import URL
 
 from raycrawl.errors import ErrorKind, InvalidURL
 from raycrawl.fetch.callbacks import CallbackRunner
@@ -20,11 +24,36 @@ from raycrawl.fetch.robots_fetch import fetch_robots
 from raycrawl.formats.entry import pack_meta, unpack_meta
 from raycrawl.formats.warc import WarcFiles
 from raycrawl.frontier.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.spider import SpiderResponse
+from raycrawl.spider import Follow, SpiderResponse
 from raycrawl.urls import url_info
 
 if TYPE_CHECKING:
     from raycrawl.fetch.batch import Collector
+
+
+MAX_COOKIES = 100  # cookies kept per host (a hostile server may set any number)
+
+
+def load_cookies(host: str, raw: bytes | None) -> aiohttp.CookieJar:
+    """A host's cookie jar from its stored Set-Cookie lines (``dump_cookies``)."""
+    jar = aiohttp.CookieJar(unsafe=True)  # unsafe: hosts that are IP addresses keep cookies
+    for line in msgpack.unpackb(raw) if raw else []:
+        cookie: SimpleCookie = SimpleCookie()
+        try:
+            cookie.load(line)
+        except CookieError:  # stored by an older version of the parser: dropped
+            continue
+        jar.update_cookies(cookie, URL.build(scheme="http", host=host))
+    return jar
+
+
+def dump_cookies(jar: aiohttp.CookieJar) -> bytes:
+    """The jar's cookies as Set-Cookie lines (msgpack), at most ``MAX_COOKIES``."""
+    return msgpack.packb([m.OutputString() for m in list(jar)[-MAX_COOKIES:]])
+
+
+def _cookie_header(jar: aiohttp.CookieJar, url: str) -> str:
+    return "; ".join(f"{k}={m.value}" for k, m in jar.filter_cookies(URL(url)).items())
 
 
 class Link(NamedTuple):
@@ -34,6 +63,15 @@ class Link(NamedTuple):
     callback: str | None = None
     meta: bytes | None = None
     priority: float | None = None
+    method: str | None = None  # None: GET
+    headers: bytes | None = None  # msgpack map
+    body: bytes | None = None
+
+
+def _follow_link(f: Follow) -> Link:
+    return Link(f.url, f.callback, pack_meta(dict(f.meta or {})), f.priority,
+                None if f.method == "GET" else f.method, pack_meta(dict(f.headers or {})),
+                f.body)
 
 
 class HostFetcher:
@@ -59,8 +97,10 @@ class HostFetcher:
         self.out.robots_row(origin, host, status, body, error)
         return RobotsPolicy.from_fetch(status, body, time.time(), ttl_s=0.0, retry_s=0.0)
 
-    async def page(self, row: dict[str, Any]) -> float | None:
-        """Fetch one URL into the collector; returns the seconds of a 429/503 Retry-After."""
+    async def page(self, row: dict[str, Any], jar: aiohttp.CookieJar | None = None
+                   ) -> float | None:
+        """Fetch one URL into the collector (with the host's cookies in ``jar``, which takes
+        the ones the response sets); returns the seconds of a 429/503 Retry-After."""
         opts = self.opts
         fetched_at = datetime.now(UTC)
         started = time.monotonic()
@@ -69,7 +109,7 @@ class HostFetcher:
         error: ErrorKind | None = None
         retry_after: float | None = None
         size = 0
-        targets: list[str] | list[Link] = []
+        targets: Sequence[str | Link] = []
         link_depth, link_chain = row["depth"] + 1, []
         parsed: SpiderResponse | None = None
         archived: tuple[str, int] | None = None
@@ -79,13 +119,20 @@ class HostFetcher:
             error = ErrorKind.BLOCKED_ADDRESS
         else:
             try:
-                async with self.limit, self.session.get(row["url"], allow_redirects=False) as resp:
+                headers = unpack_meta(row["headers"])
+                if jar is not None and (cookie := _cookie_header(jar, row["url"])):
+                    headers["Cookie"] = cookie
+                async with self.limit, self.session.request(
+                        row["method"] or "GET", row["url"], headers=headers or None,
+                        data=row["body"], allow_redirects=False) as resp:
                     status = resp.status
+                    if jar is not None:
+                        jar.update_cookies(resp.cookies, resp.url)
                     ctype = resp.headers.get("Content-Type")
                     if status in (429, 503):
                         retry_after = retry_after_s(resp.headers.get("Retry-After"), fetched_at)
                     if 300 <= status < 400 and "Location" in resp.headers:
-                        error, targets = self._redirect(row, resp.headers["Location"])
+                        error, targets = self._redirect(row, resp.headers["Location"], status)
                         link_depth, link_chain = row["depth"], [*row["redirect_chain"], row["url"]]
                     else:
                         body, too_large = await read_body(resp, opts.max_body_bytes)
@@ -107,7 +154,8 @@ class HostFetcher:
         if self.warc is not None and resp is not None and status is not None:
             archived = self.warc.write(
                 row["url"], resp.method, list(resp.request_info.headers.items()), status,
-                resp.reason or "", list(resp.headers.items()), body, truncated)
+                resp.reason or "", list(resp.headers.items()), body, truncated,
+                request_body=row["body"] or b"")
         detail, items = None, None
         if parsed is not None and self.callbacks is not None:
             outcome = await self.callbacks.run(row["callback"], parsed)
@@ -115,28 +163,31 @@ class HostFetcher:
                 error, detail, targets = ErrorKind.CALLBACK_ERROR, outcome.error, []
             else:
                 items = outcome.items
-                targets = [*(Link(f.url, f.callback, pack_meta(dict(f.meta or {})), f.priority)
-                             for f in outcome.follows),
-                           *(t if isinstance(t, Link) else Link(t) for t in targets)]
+                targets = [*map(_follow_link, outcome.follows), *targets]
         links, out_of_scope = (self.out.link_rows(row, targets, link_depth, link_chain, opts)
                                if targets else (0, 0))
         self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
                       links, retry_after, detail, items, out_of_scope, archived)
         return retry_after
 
-    def _redirect(self, row: dict[str, Any], location: str) -> tuple[ErrorKind | None,
-                                                                   list[Link]]:
+    def _redirect(self, row: dict[str, Any], location: str, status: int
+                  ) -> tuple[ErrorKind | None, list[Link]]:
         """A redirect is a frontier event: its target is routed, deduplicated and fetched like
-        a link found at the same depth, carrying the chain that led to it."""
+        a link found at the same depth, carrying the chain that led to it and the request's
+        callback.  307 and 308 repeat the request's method and body; the others are a GET."""
         try:
             target = url_info(urljoin(row["url"], location), self.opts.partitions).url
         except (ValueError, InvalidURL):
             return ErrorKind.BAD_REDIRECT, []
-        if target == row["url"] or target in row["redirect_chain"]:
+        same = status in (307, 308) or not (row["method"] or row["body"])
+        if (target == row["url"] and same) or target in row["redirect_chain"]:
             return ErrorKind.REDIRECT_LOOP, []
         if len(row["redirect_chain"]) + 1 > self.opts.max_redirects:
             return ErrorKind.TOO_MANY_REDIRECTS, []
-        return None, [Link(target, row["callback"], row["meta"])]  # the request's callback
+        if same:
+            return None, [Link(target, row["callback"], row["meta"], None, row["method"],
+                               row["headers"], row["body"])]
+        return None, [Link(target, row["callback"], row["meta"], None, None, row["headers"])]
 
     async def host(self, rows: list[dict[str, Any]]) -> None:
         """One host's URLs: robots.txt first if asked, then at most ``per_host`` at once,
@@ -162,6 +213,7 @@ class HostFetcher:
             allowed.append(row)
         pending = list(reversed(allowed))
         next_start = time.monotonic() + (delay if policies else 0.0)
+        jar = load_cookies(rows[0]["host"], rows[0]["cookies"]) if self.opts.cookies else None
 
         async def worker() -> None:
             nonlocal next_start
@@ -172,7 +224,7 @@ class HostFetcher:
                 next_start = max(now, next_start) + delay
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if await self.page(row) is not None:
+                if await self.page(row, jar) is not None:
                     # The host asked for a pause: its other URLs are not fetched (no row), the
                     # DB worker queues them again behind the Retry-After.
                     pending.clear()
@@ -182,3 +234,5 @@ class HostFetcher:
                     next_start = max(next_start, time.monotonic() + delay)
 
         await asyncio.gather(*(worker() for _ in range(min(self.opts.per_host, len(allowed)))))
+        if jar is not None and allowed:
+            self.out.cookie_row(rows[0]["host"], dump_cookies(jar))

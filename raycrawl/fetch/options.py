@@ -34,6 +34,8 @@ class FetchOptions:
     callback_timeout_s: float = 10.0
     max_items_per_page: int = 1000
     scope: Scope = Scope()
+    cookies: bool = False
+    proxy: str | None = None
     warc_dir: str | None = None  # None: no WARC
     warc_max_bytes: int = 256 * 1024 * 1024
 
@@ -51,4 +53,5 @@ class FetchOptions:
             callback_timeout_s=c.callback_timeout_s,
             max_items_per_page=c.max_items_per_page,
             scope=Scope.build(c.allow_domain, c.include, c.exclude),
-            warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes)
+            warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes,
+            cookies=c.cookies, proxy=c.proxy)

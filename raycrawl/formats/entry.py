@@ -33,18 +33,22 @@ class Entry:
     not_before: float = 0.0  # wall clock: a retry waits for its backoff, its host does not
     callback: str | None = None  # the spider callback for its page (None: ``parse``)
     meta: bytes | None = None  # the follow's user meta (msgpack), for ``response.meta``
+    method: str | None = None  # None: GET
+    headers: bytes | None = None  # extra request headers (msgpack map)
+    body: bytes | None = None
 
     def pack(self) -> bytes:
         fields = [self.url, self.fingerprint, self.host, self.partition, self.depth, self.score,
                   self.attempts, list(self.redirect_chain), self.crashes, self.not_before]
-        if self.callback is not None or self.meta is not None:
-            fields += [self.callback, self.meta]
-        return msgpack.packb(fields)
+        extra = [self.callback, self.meta, self.method, self.headers, self.body]
+        while extra and extra[-1] is None:
+            extra.pop()
+        return msgpack.packb(fields + extra)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Entry:
         fields = msgpack.unpackb(raw)
         (url, fp, host, part, depth, score, attempts, chain, crashes, not_before) = fields[:10]
-        callback, meta = fields[10:12] if len(fields) > 10 else (None, None)
+        extra = fields[10:] + [None] * (15 - len(fields))
         return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
-                   not_before, callback, meta)
+                   not_before, *extra)

@@ -72,16 +72,52 @@ def read_items(items_dir: str) -> pa.Table:
     tables = [pq.read_table(path) for path in item_files(items_dir)]
     if not tables:
         return pa.table({"url": pa.array([], pa.string())})
-    kinds: dict[str, set[tuple[pa.DataType, bool]]] = {}
-    for table in tables:
-        for f in table.schema:
+    schema = unified_schema([t.schema for t in tables])
+    return pa.concat_tables([conform(t, schema) for t in tables])
+
+
+def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for item tables of ``schemas``: every field, in the order first seen; a
+    field's type where they agree (nulls aside), the widest where all are numbers, else JSON
+    text."""
+    seen: dict[str, set[tuple[pa.DataType, bool]]] = {}
+    for schema in schemas:
+        for f in schema:
+            kinds = seen.setdefault(f.name, set())
             if not pa.types.is_null(f.type):
-                kinds.setdefault(f.name, set()).add((f.type, _is_json(f)))
-    disagree = {name for name, seen in kinds.items()
-                if len(seen) > 1 and not all(_is_number(t) for t, _ in seen)}
-    if disagree:
-        tables = [_as_json(t, disagree) for t in tables]
-    return pa.concat_tables(tables, promote_options="permissive")
+                kinds.add((f.type, _is_json(f)))
+    fields = []
+    for name, kinds in seen.items():
+        types = {t for t, _ in kinds}
+        if not kinds:
+            fields.append(pa.field(name, pa.null()))
+        elif len(kinds) == 1:
+            (t, json_text), = kinds
+            fields.append(pa.field(name, t, metadata=_JSON if json_text else None))
+        elif all(_is_number(t) for t in types):
+            widest = pa.float64() if any(pa.types.is_floating(t) for t in types) else pa.int64()
+            fields.append(pa.field(name, widest))
+        else:
+            fields.append(pa.field(name, pa.string(), metadata=_JSON))
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns: missing ones null, numbers widened, values of a
+    JSON field as JSON text."""
+    columns = []
+    for f in schema:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+            continue
+        column = table.column(f.name)
+        if _is_json(f) and not _is_json(table.schema.field(f.name)):
+            columns.append(_json(column.to_pylist()))
+        elif column.type != f.type:
+            columns.append(column.cast(f.type))
+        else:
+            columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _is_json(f: pa.Field) -> bool:
@@ -90,13 +126,3 @@ def _is_json(f: pa.Field) -> bool:
 
 def _is_number(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def _as_json(table: pa.Table, names: set[str]) -> pa.Table:
-    for name in names & set(table.column_names):
-        i = table.column_names.index(name)
-        f = table.schema.field(name)
-        if not _is_json(f):
-            table = table.set_column(i, pa.field(name, pa.string(), metadata=_JSON),
-                                     _json(table.column(name).to_pylist()))
-    return table

@@ -75,7 +75,13 @@ class PartWriter:
         self.last_flush = time.monotonic()
         if not self.buffered:
             return None
-        table = self.to_table(self.buffer)
+        name = self.write(self.to_table(self.buffer))
+        written = (name, self.buffered)
+        self.buffer, self.buffered = [], 0
+        return written
+
+    def write(self, table: pa.Table) -> str:
+        """Write ``table`` as the next file, atomically and durably; returns its name."""
         name = f"part-{self.worker:03d}-{self.next_seq:06d}.parquet"
         tmp = os.path.join(self.dir, f".{name}.tmp")
         try:
@@ -89,9 +95,7 @@ class PartWriter:
                 os.remove(tmp)
             raise StorageError(f"output {self.dir}: writing {name} failed: {exc}") from None
         self.next_seq += 1
-        written = (name, self.buffered)
-        self.buffer, self.buffered = [], 0
-        return written
+        return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,35 @@ class DurableOutput:
             raise
         self.staged = []
         self.rows_written += rows
+
+    def recorded(self) -> list[str]:
+        """The recorded files, in order."""
+        return sorted(key[1:].decode()
+                      for key, _ in self.store.scan(self.keys.recorded,
+                                                    _after(self.keys.recorded)))
+
+    def rewrite(self, transform: Callable[[pa.Table], pa.Table | None]) -> int:
+        """Replace each recorded file that ``transform`` changes (it returns None to keep a
+        file) with a new file of the table it returns: the new files are written, then
+        recorded in place of the old ones in one atomic write, then the old ones removed.
+        A crash at any point leaves either set recorded (the other is removed on restart).
+        Call with nothing buffered.  Returns how many files were replaced."""
+        replaced: list[tuple[str, str, int]] = []
+        for old in self.recorded():
+            table = transform(pq.read_table(os.path.join(self.writer.dir, old)))
+            if table is not None:
+                replaced.append((old, self.writer.write(table), table.num_rows))
+        if not replaced:
+            return 0
+        wb = self.store.batch()
+        for old, new, rows in replaced:
+            wb.delete(self.keys.recorded + old.encode())
+            wb.put(self.keys.recorded + new.encode(), str(rows).encode())
+        self.store.write(wb)
+        for old, _, _ in replaced:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.writer.dir, old))
+        return len(replaced)
 
 
 def read_pages(pages_dir: str) -> pa.Table:

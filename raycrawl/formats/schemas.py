@@ -30,6 +30,14 @@ _LOCATED = [
     ("depth", pa.int32()),
 ]
 
+# How a spider's follow asks for its URL, when not a plain GET: the method (null: GET), extra
+# headers (msgpack map) and the body.  A request's fingerprint covers method and body.
+_HTTP = [
+    ("method", pa.string()),
+    ("headers", pa.binary()),
+    ("body", pa.binary()),
+]
+
 # One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
 # one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
 # ``robots_needed`` asks the task to fetch the origin's robots.txt first.  ``callback`` and
@@ -43,6 +51,8 @@ SPIDER_FEED = pa.schema([
     ("robots_needed", pa.bool_()),
     ("callback", pa.string()),
     ("meta", pa.binary()),
+    *_HTTP,
+    ("cookies", pa.binary()),  # the host's cookies (msgpack), when the crawl keeps them
 ])
 
 # One fetched URL: a page crawled (status set) or a request error (status null, error set).
@@ -75,6 +85,7 @@ SPIDER_LOG_LINKS = pa.schema([
     ("callback", pa.string()),
     ("meta", pa.binary()),
     ("priority", pa.float64()),
+    *_HTTP,
 ])
 
 # One update_score: the strategy's verdict on a URL.
@@ -86,6 +97,13 @@ SCORING_LOG = pa.schema([
     ("skip", pa.string()),  # not null: do not fetch, end the URL with this error kind
     ("callback", pa.string()),
     ("meta", pa.binary()),
+    *_HTTP,
+])
+
+# The cookies a host holds after a batch (a crawl with ``cookies``): Set-Cookie lines, msgpack.
+COOKIES = pa.schema([
+    ("host", pa.string()),
+    ("cookies", pa.binary()),
 ])
 
 # One item a spider's callback yielded, as a fetch worker hands it to its DB worker: the page's
@@ -148,13 +166,19 @@ def carried(entries: Sequence[Entry]) -> dict[str, list[Any]]:
 
 
 def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
-              robots_needed: Sequence[bool]) -> pa.RecordBatch:
-    """A spider-feed batch of queued URLs, each with its host's delay and whether the fetch
-    worker must read the origin's robots.txt first."""
+              robots_needed: Sequence[bool],
+              cookies: Sequence[bytes | None] | None = None) -> pa.RecordBatch:
+    """A spider-feed batch of queued URLs, each with its host's delay, whether the fetch
+    worker must read the origin's robots.txt first, and its host's cookies."""
     return batch(SPIDER_FEED, {**carried(entries), "score": [e.score for e in entries],
                                "delay_s": list(delay_s), "robots_needed": list(robots_needed),
                                "callback": [e.callback for e in entries],
-                               "meta": [e.meta for e in entries]})
+                               "meta": [e.meta for e in entries],
+                               "method": [e.method for e in entries],
+                               "headers": [e.headers for e in entries],
+                               "body": [e.body for e in entries],
+                               "cookies": list(cookies) if cookies is not None
+                               else [None] * len(entries)})
 
 
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:

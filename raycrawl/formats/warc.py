@@ -28,7 +28,7 @@ from warcio.warcwriter import BufferWARCWriter
 
 from raycrawl.errors import StorageError
 
-GZIP_LEVEL = 6  # zlib's default; warcio's own gzip uses 9 (see benchmarks/README.md, step 16)
+GZIP_LEVEL = 1  # fastest; see benchmarks/README.md, step 16 (level 6 cost 1.4 ms a 50 KB page)
 _DROPPED = {"content-encoding", "transfer-encoding", "content-length"}
 
 
@@ -82,7 +82,7 @@ class WarcFiles:
 
     def write(self, url: str, method: str, request_headers: list[tuple[str, str]],
               status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
-              truncated: str = "") -> tuple[str, int]:
+              truncated: str = "", request_body: bytes = b"") -> tuple[str, int]:
         """Append a request and its response; returns (file name, offset of the request
         record).  ``truncated`` is the ``WARC-Truncated`` reason when ``body`` is not all of
         it (``length``, ``unspecified``).  Durable after the next :meth:`sync`."""
@@ -101,7 +101,7 @@ class WarcFiles:
         target = url.split("://", 1)[1]
         path = target[target.find("/"):] if "/" in target else "/"
         request = writer.create_warc_record(
-            url, "request", payload=io.BytesIO(b""), length=0,
+            url, "request", payload=io.BytesIO(request_body), length=len(request_body),
             http_headers=StatusAndHeaders(f"{method} {path} HTTP/1.1", request_headers,
                                           is_http_request=True),
             warc_headers_dict={"WARC-Concurrent-To":

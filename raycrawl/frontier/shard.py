@@ -31,8 +31,7 @@ import pyarrow.compute as pc
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
-from raycrawl.formats.items import items_table
-from raycrawl.formats.output import ITEM_KEYS, DurableOutput
+from raycrawl.formats.shard_output import ShardOutput
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.budget import Allowance
 from raycrawl.frontier.politeness import HostSlots
@@ -41,6 +40,7 @@ from raycrawl.frontier.reports import DBWorkerReport
 from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_COOKIES = b"k"  # k <host> -> the host's cookies (Set-Cookie lines, msgpack)
 CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
 
 
@@ -72,7 +72,6 @@ class ShardCounters:
     batches_done: int = 0
     batches_failed: int = 0
     robots_fetched: int = 0
-    items: int = 0
     out_of_scope: int = 0  # links left out by the scope
     warc_records: int = 0  # rows committed with their WARC records
     error_kinds: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -98,13 +97,8 @@ class DBShard:
                                config.host_park_after)
         self.robots = RobotsCache(self.store) if config.robots else None
         self.agent = agent_token(config.user_agent)
-        self.output = DurableOutput(self.store, config.pages_dir, index,
-                                    config.output_rows_per_file, config.output_flush_s,
-                                    on_file_written=on_file_written)
-        self.items = DurableOutput(self.store, config.items_dir, index,
-                                   config.output_rows_per_file, config.output_flush_s,
-                                   on_file_written=on_file_written, keys=ITEM_KEYS,
-                                   to_table=items_table) if config.spider else None
+        self.output = ShardOutput(self.store, config, index, on_file_written)
+        self.output.repair_warc()  # the fetch workers of an earlier life are gone
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
@@ -125,11 +119,12 @@ class DBShard:
         Idempotent: a URL enqueued here before is ignored.  Returns how many were queued."""
         cols = scoring.filter(scoring.column("schedule")).to_pydict()
         entries, ended = [], []
-        for u, fp, h, p, d, s, chain, skip, callback, meta in zip(
+        for u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body in zip(
                 cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
                 cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"],
-                cols["callback"], cols["meta"]):
-            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), callback=callback, meta=meta)
+                cols["callback"], cols["meta"], cols["method"], cols["headers"], cols["body"]):
+            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), callback=callback, meta=meta,
+                          method=method, headers=headers, body=body)
             if skip is None:
                 entries.append(entry)
             else:
@@ -197,10 +192,27 @@ class DBShard:
         return Triage(fetch, ended)
 
     def feed(self, fetch: list[tuple[Entry, bool]]) -> pa.RecordBatch:
-        """The spider feed of the URLs to fetch, with each host's current delay."""
+        """The spider feed of the URLs to fetch, with each host's current delay (and its
+        cookies, when the crawl keeps them)."""
         entries = [e for e, _ in fetch]
+        cookies = None
+        if self.config.cookies:
+            hosts = list(dict.fromkeys(e.host for e in entries))
+            jars = dict(zip(hosts, self.store.multi_get([_COOKIES + h.encode() for h in hosts])))
+            cookies = [jars[e.host] for e in entries]
         return schemas.feed_rows(entries, [self.slots.delay(e.host) for e in entries],
-                                 [needed for _, needed in fetch])
+                                 [needed for _, needed in fetch], cookies)
+
+    def learn_cookies(self, cookies: pa.RecordBatch) -> None:
+        """Keep the cookies the hosts of a fetched batch hold now (before the hosts are
+        released: the next batch of a host sends them)."""
+        if not self.config.cookies or cookies.num_rows == 0:
+            return
+        wb = self.store.batch()
+        for host, raw in zip(cookies.column("host").to_pylist(),
+                             cookies.column("cookies").to_pylist()):
+            wb.put(_COOKIES + host.encode(), raw)
+        self.store.write(wb, sync=False)  # lost with the machine: the host sets them again
 
     def learn_robots(self, robots: pa.RecordBatch) -> None:
         """Cache the robots.txt fetches; an unreachable one pushes its host back, and parks
@@ -288,18 +300,10 @@ class DBShard:
         fresh = pa.array(completion.fresh, type=pa.uint64())
         if len(completion.fresh) < pages.num_rows:
             rows = pages.filter(pc.is_in(pages.column("fingerprint"), value_set=fresh))
-        staged = self.output.stage(wb, schemas.page_rows(rows)) if rows.num_rows else None
-        staged_items = None
-        if items is not None and items.num_rows and self.items is not None:
-            items = items.filter(pc.is_in(items.column("fingerprint"), value_set=fresh))
-            staged_items = self.items.stage(wb, items) if items.num_rows else None
+        staged = self.output.stage(wb, rows, fresh, items)
         self.store.write(wb)
         self.queue.apply(completion)
-        if staged is not None:
-            self.output.apply(staged)
-        if staged_items is not None and self.items is not None:
-            self.items.apply(staged_items)
-            self.counters.items += staged_items.rows.num_rows
+        self.output.apply(staged)
         errors = rows.column("error").drop_null().to_pylist()
         self.counters.fetched += rows.num_rows
         self.counters.errors += len(errors)
@@ -313,8 +317,6 @@ class DBShard:
                 self.counters.callback_errors.append(f"{url}: {detail}")
             del self.counters.callback_errors[:-CALLBACK_ERROR_SAMPLES]
         self.output.flush_if_due()
-        if self.items is not None:
-            self.items.flush_if_due()
 
     def finish_batch(self) -> None:
         """A batch is over (completed, failed or given back): counted in the activity."""
@@ -356,17 +358,15 @@ class DBShard:
             hand_over_s=round(timers["hand_over_s"], 2), error_kinds=dict(c.error_kinds),
             retry_causes=dict(c.retry_causes), storage_error=storage_error,
             allowance=self.allowance.value, held=self.held,
-            items_total=(self.items.rows_written + self.items.writer.buffered
-                         if self.items else 0),
-            items_written=self.items.rows_written if self.items else 0,
+            items_total=self.output.items_total, items_written=self.output.items_written,
             out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
             warc_records=c.warc_records)
 
     def flush(self) -> None:
-        """Write buffered output rows (and items) to files now."""
+        """Write buffered output rows (and items) to files now, and trim what fetch workers
+        killed mid-write left in their WARC files (call when none is fetching)."""
+        self.output.repair_warc()
         self.output.flush()
-        if self.items is not None:
-            self.items.flush()
 
     def close(self) -> None:
         self.store.close()

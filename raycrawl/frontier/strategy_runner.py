@@ -58,6 +58,9 @@ class StrategyRunner:
             out["skip"].append(skip)
             out["callback"].append(request.callback)
             out["meta"].append(pack_meta(request.meta))
+            out["method"].append(None if request.method == "GET" else request.method)
+            out["headers"].append(pack_meta(request.headers))
+            out["body"].append(request.body)
             if skip:
                 self.skipped[skip] += 1
             else:
@@ -174,7 +177,9 @@ class StrategyRunner:
         c = links.take(pa.array(rows, type=pa.int64())).to_pydict()
         return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
                         redirect_chain=chain or [], callback=callback, meta=unpack_meta(meta),
-                        priority=priority)
-                for u, fp, h, p, d, chain, callback, meta, priority in zip(
+                        priority=priority, method=method or "GET", headers=unpack_meta(headers),
+                        body=body)
+                for u, fp, h, p, d, chain, callback, meta, priority, method, headers, body in zip(
                     c["url"], c["fingerprint"], c["host"], c["partition"], c["depth"],
-                    c["redirect_chain"], c["callback"], c["meta"], c["priority"])]
+                    c["redirect_chain"], c["callback"], c["meta"], c["priority"], c["method"],
+                    c["headers"], c["body"])]
