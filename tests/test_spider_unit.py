@@ -53,6 +53,8 @@ class Broken(raycrawl.Spider):
                 pass
         if index == 5:
             time.sleep(4)  # stuck in C: its thread is left behind
+        if index == 7:
+            raise SystemExit(3)
         yield {"ok": index}
 
 
@@ -102,7 +104,7 @@ def test_follow_links_adds_every_link_after_the_follows(web):
 
 def test_callback_errors_end_only_their_page_with_the_status_kept(web):
     started = time.monotonic()
-    result = run(web, [0, 1, 2, 3, 4, 5, 6], options(Broken, callback_timeout_s=0.5))
+    result = run(web, [0, 1, 2, 3, 4, 5, 6, 7], options(Broken, callback_timeout_s=0.5))
     assert time.monotonic() - started < 4  # the stuck callback was not waited for
     rows = {int(r["url"].rsplit("/", 1)[1].split("?")[0]): r for r in result.pages.to_pylist()}
     for i in (1, 2, 3, 4, 5):
@@ -112,6 +114,7 @@ def test_callback_errors_end_only_their_page_with_the_status_kept(web):
     assert "int" in rows[2]["error_detail"] and "module" in rows[3]["error_detail"]
     assert "longer than 0.5 s" in rows[4]["error_detail"]
     assert "longer than 0.5 s" in rows[5]["error_detail"]
+    assert rows[7]["error"] == "callback-error" and "SystemExit" in rows[7]["error_detail"]
     assert rows[0]["error"] is None and rows[6]["error"] is None  # after the stuck one too
     items = [msgpack.unpackb(r) for r in result.items.column("item").to_pylist()]
     assert sorted(i["ok"] for i in items) == [0, 6]

@@ -68,6 +68,7 @@ class Collector:
         self.columns: list[dict[str, list[Any]]] = [{f.name: [] for f in schema}
                                                     for schema in _RESULT_SCHEMAS]
         self.pages, self.links, self.robots, self.items, self.cookies = self.columns
+        self.plain_links = 0  # links before the first follow: their follow columns are null
 
     def page(self, row: dict[str, Any], status: int | None, ctype: str | None,
              error: ErrorKind | None, fetched_at: datetime, size: int = 0, duration: float = 0.0,
@@ -130,9 +131,13 @@ class Collector:
             if len(infos) >= opts.max_links_per_page:
                 break
         n, lk = len(infos), self.links
-        for name in _FOLLOW_COLUMNS:
-            lk[name] += ([getattr(x, name) if x else None for x in follows] if any(follows)
-                         else [None] * n)
+        if any(follows):  # a spider's: the follow columns, null for the links before
+            for name in _FOLLOW_COLUMNS:
+                lk[name] += [None] * self.plain_links
+                lk[name] += [getattr(x, name) if x else None for x in follows]
+            self.plain_links = 0
+        else:
+            self.plain_links += n
         lk["parent_url"] += [parent["url"]] * n
         lk["parent_depth"] += [parent["depth"]] * n
         lk["url"] += [i.url for i in infos]
@@ -157,8 +162,13 @@ class Collector:
         r["error"].append(error)
 
     def result(self) -> FetchResult:
+        links: dict[str, Any] = dict(self.links)
+        for name in _FOLLOW_COLUMNS:  # without follows (no spider): all null, built at once
+            links[name] = (links[name] + [None] * self.plain_links if links[name] else
+                           pa.nulls(len(links["url"]), schemas.SPIDER_LOG_LINKS.field(name).type))
+        columns = [self.pages, links, self.robots, self.items, self.cookies]
         return FetchResult(*(schemas.batch(schema, cols)
-                             for schema, cols in zip(_RESULT_SCHEMAS, self.columns)))
+                             for schema, cols in zip(_RESULT_SCHEMAS, columns)))
 
 
 def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
@@ -214,8 +224,8 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
                 await _fetch_hosts(own, opts, out, by_host, limit, callbacks, warc)
         else:
             await _fetch_hosts(session, opts, out, by_host, limit, callbacks, warc)
-        if warc is not None:
-            warc.sync()  # before the rows exist anywhere else: a committed row has its record
+        if warc is not None:  # before the rows exist anywhere else: a row has its records
+            await asyncio.to_thread(warc.sync)
     finally:
         if own_callbacks and callbacks is not None:
             callbacks.close()

@@ -196,11 +196,13 @@ class CallbackRunner:
             return collect(callback(response), self.max_items, self.max_follows)
         except CallbackFailed as exc:
             return Outcome(error=f"{name}: {exc}")
-        except Exception as exc:  # the user's code: any error ends the page, not the worker
+        except CallbackTimeout:
+            raise
+        except BaseException as exc:  # the user's code (even sys.exit): ends the page only
             self._log(name, response, exc)
             return Outcome(error=f"{name}: {type(exc).__name__}: {exc}"[:500])
 
-    def _log(self, name: str, response: SpiderResponse, exc: Exception) -> None:
+    def _log(self, name: str, response: SpiderResponse, exc: BaseException) -> None:
         self.errors += 1
         if self.errors <= TRACEBACKS_LOGGED:
             log.warning("callback %s raised on %s:\n%s", name, response.url,

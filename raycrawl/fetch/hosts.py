@@ -152,10 +152,10 @@ class HostFetcher:
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
         if self.warc is not None and resp is not None and status is not None:
-            archived = self.warc.write(
-                row["url"], resp.method, list(resp.request_info.headers.items()), status,
-                resp.reason or "", list(resp.headers.items()), body, truncated,
-                request_body=row["body"] or b"")
+            archived = await asyncio.to_thread(  # compressing off the event loop
+                self.warc.write, row["url"], resp.method,
+                list(resp.request_info.headers.items()), status, resp.reason or "",
+                list(resp.headers.items()), body, truncated, row["body"] or b"")
         detail, items = None, None
         if parsed is not None and self.callbacks is not None:
             outcome = await self.callbacks.run(row["callback"], parsed)

@@ -144,10 +144,11 @@ PAGES = pa.schema([
 ])
 
 
-def batch(schema: pa.Schema, columns: dict[str, list[Any]]) -> pa.RecordBatch:
-    """A record batch of ``schema`` from column lists (every column must be given)."""
-    return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema],
-                                      schema=schema)
+def batch(schema: pa.Schema, columns: dict[str, Any]) -> pa.RecordBatch:
+    """A record batch of ``schema`` from column lists or arrays (every column must be given)."""
+    return pa.RecordBatch.from_arrays(
+        [c if isinstance(c := columns[f.name], pa.Array) else pa.array(c, type=f.type)
+         for f in schema], schema=schema)
 
 
 # The columns that say which URL a row is about, in the feed, the spider log's pages and the

@@ -20,8 +20,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 import zlib
 from collections.abc import Iterable
+from typing import Any
 
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import BufferWARCWriter
@@ -38,7 +40,11 @@ def _gzip(data: bytes) -> bytes:
 
 
 class WarcFiles:
-    """The WARC files of one fetch worker: append records, sync, rotate."""
+    """The WARC files of one fetch worker: append records, sync, rotate.
+
+    Thread-safe: records are built and compressed in the calling thread (zlib and hashlib let
+    other threads run meanwhile, so a fetch worker hands this to threads, off its event loop),
+    and appended one call at a time."""
 
     def __init__(self, warc_dir: str, prefix: str, max_bytes: int, software: str) -> None:
         os.makedirs(warc_dir, exist_ok=True)
@@ -50,6 +56,7 @@ class WarcFiles:
         self.name = ""
         self.size = 0
         self.dirty = False
+        self.lock = threading.Lock()
 
     def _open(self) -> None:
         self.name = f"{self.prefix}-{self.seq:05d}.warc.gz"
@@ -59,19 +66,13 @@ class WarcFiles:
         writer = BufferWARCWriter(gzip=False, warc_version="1.1")
         info = writer.create_warcinfo_record(self.name, {"software": self.software,
                                                          "format": "WARC File Format 1.1"})
-        self._append([info])
+        self._append(_members([info]))
 
-    def _append(self, records: Iterable[object]) -> int:
-        """Write records (each its own gzip member, in one write); returns the first's offset."""
+    def _append(self, data: bytes) -> int:
+        """Write gzip members (under the lock); returns the offset of the first."""
         if self.fh is None:
             raise ValueError("no WARC file open")
-        members = []
-        for record in records:
-            writer = BufferWARCWriter(gzip=False, warc_version="1.1")
-            writer.write_record(record)
-            members.append(_gzip(writer.get_contents()))
         offset = self.size
-        data = b"".join(members)
         try:
             self.fh.write(data)
         except OSError as exc:
@@ -86,9 +87,6 @@ class WarcFiles:
         """Append a request and its response; returns (file name, offset of the request
         record).  ``truncated`` is the ``WARC-Truncated`` reason when ``body`` is not all of
         it (``length``, ``unspecified``).  Durable after the next :meth:`sync`."""
-        if self.fh is None or self.size >= self.max_bytes:
-            self.close()
-            self._open()
         writer = BufferWARCWriter(gzip=False, warc_version="1.1")
         kept = [(k, v) for k, v in headers if k.lower() not in _DROPPED]
         kept += [(f"X-Crawler-{k}", v) for k, v in headers if k.lower() == "content-encoding"]
@@ -106,24 +104,47 @@ class WarcFiles:
                                           is_http_request=True),
             warc_headers_dict={"WARC-Concurrent-To":
                                response.rec_headers.get_header("WARC-Record-ID")})
-        return self.name, self._append([request, response])
+        data = _members([request, response])
+        with self.lock:
+            if self.fh is None or self.size >= self.max_bytes:
+                self._close()
+                self._open()
+            return self.name, self._append(data)
 
     def sync(self) -> None:
         """Make every record written so far durable (raises :class:`StorageError`)."""
+        with self.lock:
+            self._sync()
+
+    def _sync(self) -> None:
         if self.fh is None or not self.dirty:
             return
         try:
             self.fh.flush()
-            os.fsync(self.fh.fileno())
+            os.fdatasync(self.fh.fileno())
         except OSError as exc:
             raise StorageError(f"WARC file {self.name}: {exc}") from None
         self.dirty = False
 
     def close(self) -> None:
+        with self.lock:
+            self._close()
+
+    def _close(self) -> None:
         if self.fh is not None:
-            self.sync()
+            self._sync()
             self.fh.close()
             self.fh = None
+
+
+def _members(records: Iterable[Any]) -> bytes:
+    """Records serialised by warcio, each compressed as its own gzip member."""
+    members = []
+    for record in records:
+        writer = BufferWARCWriter(gzip=False, warc_version="1.1")
+        writer.write_record(record)
+        members.append(_gzip(writer.get_contents()))
+    return b"".join(members)
 
 
 def whole_length(path: str) -> int:
