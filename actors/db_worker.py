@@ -68,6 +68,7 @@ class DBWorker:
         self.loop_task: asyncio.Task[None] | None = None
         self.peer_trouble_until = 0.0  # after a peer fault, cut nothing for a moment
         self.storage_error = ""
+        self.faults_seen = 0  # fetch faults when the WARC files were last repaired
 
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns, and
@@ -110,6 +111,9 @@ class DBWorker:
         if self.in_flight:
             await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         self.fetchers.release()
+        if self.fetchers.rerun.faults > self.faults_seen:  # one may have died mid-write
+            self.shard.output.repair_warc()  # (reads the files whole: not after every drain)
+            self.faults_seen = self.fetchers.rerun.faults
         try:
             self.shard.flush()
         except StorageError as exc:  # the rows stay staged: a resume writes them

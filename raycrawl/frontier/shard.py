@@ -363,9 +363,7 @@ class DBShard:
             warc_records=c.warc_records)
 
     def flush(self) -> None:
-        """Write buffered output rows (and items) to files now, and trim what fetch workers
-        killed mid-write left in their WARC files (call when none is fetching)."""
-        self.output.repair_warc()
+        """Write buffered output rows (and items) to files now."""
         self.output.flush()
 
     def close(self) -> None:
