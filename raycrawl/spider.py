@@ -32,6 +32,7 @@ import importlib
 import importlib.util
 import os
 import pickle
+import re
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ from w3lib.encoding import html_to_unicode
 from raycrawl.errors import SpiderError
 
 DEFAULT_CALLBACK = "parse"
+_BASE_TAG = re.compile(rb"<base[\s>/]", re.IGNORECASE)
 
 
 class Spider:
@@ -122,8 +124,9 @@ class SpiderResponse:
 
     @cached_property
     def base_url(self) -> str:
-        """What relative links resolve against: ``<base href>`` if the page has one."""
-        base = self.selector.xpath("//base/@href").get() if self.body else None
+        """What relative links resolve against: ``<base href>`` if the page has one (the page
+        is parsed for it only when it has a ``<base`` tag)."""
+        base = self.selector.xpath("//base/@href").get() if _BASE_TAG.search(self.body) else None
         if base:
             try:
                 return urljoin(self.url, base.strip())
