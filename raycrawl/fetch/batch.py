@@ -35,8 +35,9 @@ from raycrawl.urls import request_fingerprint, url_info
 
 
 class FetchResult(NamedTuple):
-    """What a spider-feed batch gave: the spider log (pages, links), the robots.txt fetches and
-    the items the spider's callbacks yielded."""
+    """What a spider-feed batch gave: the spider log (pages, links), the robots.txt fetches,
+    the items the spider's callbacks yielded and the cookies its hosts hold now (a crawl that
+    keeps them)."""
 
     pages: pa.RecordBatch
     links: pa.RecordBatch
@@ -58,7 +59,6 @@ class FetchResult(NamedTuple):
 _RESULT_SCHEMAS = (schemas.SPIDER_LOG_PAGES, schemas.SPIDER_LOG_LINKS, schemas.ROBOTS,
                    schemas.ITEMS, schemas.COOKIES)
 _FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body")
-
 
 
 class Collector:
