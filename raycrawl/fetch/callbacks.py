@@ -217,7 +217,11 @@ class CallbackRunner:
         job = _Job(lambda: self._call(name, response))
         async with self.turn:
             future = self.thread.submit(job)
-            await asyncio.wait((future,), timeout=self.timeout_s)
+            try:
+                await asyncio.wait((future,), timeout=self.timeout_s)
+            except asyncio.CancelledError:  # its batch was cancelled: free the thread for
+                job.interrupt()  # the next callback, which would otherwise wait behind it
+                raise
             if future.done():
                 outcome = future.result()
             else:
