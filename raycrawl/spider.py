@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import importlib
-import importlib.util
 import os
 import pickle
 import re
@@ -193,9 +192,9 @@ def load_spider(spec: str, code: str | None = None, source: str | None = None) -
     """The spider class of ``FILE.py:Class`` or ``package.module:Class`` (or of ``code``, a
     class pickled by :func:`spider_spec`).
 
-    A file's ``source`` (read on the driver, shipped with the config) is run as the module
-    named by the file's stem; without it, the file is imported by its path.  Raises
-    :class:`SpiderError` with one line when it does not import or names no Spider subclass."""
+    A file's ``source`` (read on the driver, shipped with the config; read from the file when
+    not given) is run as the module named by the file's stem.  Raises :class:`SpiderError`
+    with one line when it does not import or names no Spider subclass."""
     if code is not None:
         try:
             cls = pickle.loads(base64.b64decode(code))
@@ -208,21 +207,14 @@ def load_spider(spec: str, code: str | None = None, source: str | None = None) -
     if not sep or not path or not attr:
         raise SpiderError(f"spider {spec!r}: expected FILE.py:Class or package.module:Class")
     name = module_name(spec)
+    file = spider_file(spec)
+    if file is not None and source is None:
+        source = read_source(spec)
     try:
-        file = spider_file(spec)
         if file is not None and source is not None:
             module = _run_source(name, file, source)
-        elif file is not None and os.path.exists(file):
-            module = _import_file(name, file)
         else:
             module = importlib.import_module(name)
-    except SpiderError:
-        raise
-    except ModuleNotFoundError as exc:
-        if file is not None and exc.name == name:
-            raise SpiderError(f"spider {spec!r}: {file} does not exist") from None
-        raise SpiderError(f"spider {spec!r}: {file or name} does not import: "
-                          f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # anything the user's module raises while importing
         where = file if file is not None else name
         raise SpiderError(f"spider {spec!r}: {where} does not import: "
@@ -234,9 +226,13 @@ def load_spider(spec: str, code: str | None = None, source: str | None = None) -
 
 
 def _run_source(name: str, path: str, source: str) -> Any:
-    """The module of a spider file's source (once per process and source)."""
+    """The module of a spider file's source (once per process and source; a module the
+    process imported from that file itself, as a driver may have, is used as it is)."""
     existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, "__raycrawl_source__", None) == source:
+    if existing is not None and (
+            getattr(existing, "__raycrawl_source__", None) == source
+            or (not hasattr(existing, "__raycrawl_source__")
+                and os.path.abspath(getattr(existing, "__file__", None) or "") == path)):
         return existing
     module = types.ModuleType(name)
     module.__file__ = path
@@ -264,25 +260,6 @@ def read_source(spec: str) -> str | None:
         if isinstance(exc, FileNotFoundError):
             reason = "does not exist"
         raise SpiderError(f"spider {spec!r}: {file} {reason}") from None
-
-
-def _import_file(name: str, path: str) -> Any:
-    if not os.path.isfile(path):
-        raise SpiderError(f"spider file {path} does not exist")
-    existing = sys.modules.get(name)
-    if existing is not None and os.path.abspath(getattr(existing, "__file__", "") or "") == path:
-        return existing
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SpiderError(f"spider file {path} cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # so the class pickles by reference, as on the workers
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def spider_spec(spider: str | type[Spider]) -> tuple[str, str | None]:

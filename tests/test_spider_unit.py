@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
+import sys
 import time
 
 import msgpack
@@ -138,10 +140,17 @@ def test_a_spider_that_does_not_load_is_a_one_line_error(tmp_path):
         load_spider("just_a_name")
 
 
-def test_spiders_load_from_a_file_a_module_and_a_class(tmp_path):
+def test_spiders_load_from_a_file_a_module_and_a_class(tmp_path, monkeypatch):
     path = tmp_path / "my_spider_file.py"
     path.write_text("import raycrawl\nclass S(raycrawl.Spider):\n    follow_links = True\n")
     assert load_spider(f"{path}:S").follow_links is True
+    # A module the driver imported from the file itself is used, not replaced by a copy.
+    mine = tmp_path / "imported_spider_mod.py"
+    mine.write_text("import raycrawl\nclass S(raycrawl.Spider):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("imported_spider_mod")
+    assert load_spider(f"{mine}:S", source=mine.read_text()) is module.S
+    assert sys.modules["imported_spider_mod"] is module
     assert load_spider("tests.test_spider_unit:Pages") is Pages
     assert spider_spec(Pages) == ("tests.test_spider_unit:Pages", None)
     local = type("Local", (raycrawl.Spider,), {"__module__": "__main__"})
