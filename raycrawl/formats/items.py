@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-_PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
-
+from raycrawl.formats.output import PART_FILE
 
 _JSON = {b"raycrawl": b"json"}  # field metadata of a column of JSON texts
 
@@ -61,7 +59,7 @@ def _bytes_text(value: Any) -> str:
 def item_files(items_dir: str) -> list[str]:
     if not os.path.isdir(items_dir):
         return []
-    return sorted(os.path.join(items_dir, n) for n in os.listdir(items_dir) if _PART.match(n))
+    return sorted(os.path.join(items_dir, n) for n in os.listdir(items_dir) if PART_FILE.match(n))
 
 
 def read_items(items_dir: str) -> pa.Table:

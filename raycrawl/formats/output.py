@@ -28,7 +28,7 @@ from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
 from raycrawl.formats.storage import Store, WriteBatch, fsync_dir, read_u64, u64
 
-_PART = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
+PART_FILE = re.compile(r"^part-(\d+)-(\d+)\.parquet$")  # part-<worker>-<seq>.parquet
 
 
 def pages_table(batches: list[pa.RecordBatch]) -> pa.Table:
@@ -50,13 +50,13 @@ class PartWriter:
         self.buffer: list[pa.RecordBatch] = []
         self.buffered = 0
         self.last_flush = time.monotonic()
-        self.next_seq = max((int(_PART.match(n).group(2)) for n in self.files()),  # type: ignore
+        self.next_seq = max((int(PART_FILE.match(n).group(2)) for n in self.files()),  # type: ignore
                             default=-1) + 1
 
     def files(self) -> list[str]:
         """This worker's part files in the folder."""
         return sorted(name for name in os.listdir(self.dir)
-                      if (m := _PART.match(name)) and int(m.group(1)) == self.worker)
+                      if (m := PART_FILE.match(name)) and int(m.group(1)) == self.worker)
 
     def add(self, rows: pa.RecordBatch) -> None:
         """Buffer rows (of the schema ``to_table`` reads)."""
@@ -212,17 +212,20 @@ class DurableOutput:
                       for key, _ in self.store.scan(self.keys.recorded,
                                                     _after(self.keys.recorded)))
 
-    def rewrite(self, transform: Callable[[pa.Table], pa.Table | None]) -> int:
-        """Replace each recorded file that ``transform`` changes (it returns None to keep a
-        file) with a new file of the table it returns: the new files are written, then
+    def rewrite(self, schema: pa.Schema,
+                transform: Callable[[pa.Table, pa.Schema], pa.Table]) -> int:
+        """Replace each recorded file whose schema is not ``schema`` (read from its footer)
+        with a new file of ``transform(its table, schema)``: the new files are written, then
         recorded in place of the old ones in one atomic write, then the old ones removed.
         A crash at any point leaves either set recorded (the other is removed on restart).
         Call with nothing buffered.  Returns how many files were replaced."""
         replaced: list[tuple[str, str, int]] = []
         for old in self.recorded():
-            table = transform(pq.read_table(os.path.join(self.writer.dir, old)))
-            if table is not None:
-                replaced.append((old, self.writer.write(table), table.num_rows))
+            path = os.path.join(self.writer.dir, old)
+            if pq.read_schema(path).equals(schema, check_metadata=True):
+                continue
+            table = transform(pq.read_table(path), schema)
+            replaced.append((old, self.writer.write(table), table.num_rows))
         if not replaced:
             return 0
         wb = self.store.batch()
@@ -238,7 +241,7 @@ class DurableOutput:
 
 def read_pages(pages_dir: str) -> pa.Table:
     """Every row written so far (an empty table of the pages schema if there is none)."""
-    if not os.path.isdir(pages_dir) or not any(_PART.match(n) for n in os.listdir(pages_dir)):
+    if not os.path.isdir(pages_dir) or not any(PART_FILE.match(n) for n in os.listdir(pages_dir)):
         return schemas.PAGES.empty_table()
     return ds.dataset(pages_dir, format="parquet", schema=schemas.PAGES,
                       exclude_invalid_files=False,

@@ -101,8 +101,7 @@ class ShardOutput:
         with nothing buffered); returns how many."""
         if self.items is None:
             return 0
-        return self.items.rewrite(lambda t: None if t.schema.equals(schema, check_metadata=True)
-                                  else conform(t, schema))
+        return self.items.rewrite(schema, conform)
 
     def repair_warc(self) -> None:
         """Cut the partial last record that a killed fetch worker of this DB worker left (call
