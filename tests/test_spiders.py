@@ -112,7 +112,8 @@ def test_a_spider_file_gives_one_item_per_page_it_reaches_and_nothing_else(
     assert stats["callback_errors"] and "KeyError" in stats["callback_errors"][-1]
 
 
-@pytest.mark.parametrize("victim", ["db-worker-0/fetcher-", "db-worker-1"])
+@pytest.mark.parametrize("victim", ["db-worker-0/fetcher-", "db-worker-1", "strategy-worker-0",
+                                    "coordinator"])
 def test_items_are_exactly_once_and_warc_complete_when_workers_are_killed(ray_session, tmp_path,
                                                                           victim):
     web = SyntheticWeb(hosts=6, pages_per_host=30, seed=5, latency_s=0.02).start()
