@@ -24,8 +24,10 @@ from raycrawl.frontier.control import Phase, Verdict
 from raycrawl.frontier.coordination import CrawlControl, seed_feed
 from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, SeedReply, StrategyWorkerReport
 from raycrawl.frontier.routing import split_by_owner
+from raycrawl.frontier.sharing import CrawlEntry, split_share, wants, within_share
 
 from . import db_worker, strategy_worker
+from .logs import tag_logs
 from .options import actor_options, db_worker_name, strategy_worker_name
 from .peers import (
     DBWorkerHandle,
@@ -36,16 +38,20 @@ from .peers import (
     conform_items,
     fresh_or_last,
 )
+from .registry import RegistryHandle
 
 log = logging.getLogger(__name__)
 
 _MAX_FAILED_PASSES = 100
+SHARE_EVERY_S = 1.0  # how often the crawl renews its registration and CPU share
+ROTATE_S = 10.0  # a DB worker left without a fetch worker gets one after this long
 
 
 class Coordinator:
     """Lifecycle and control of one crawl generation; see the module docstring."""
 
     def __init__(self, config: CrawlConfig, generation: int = 1) -> None:
+        tag_logs(config.crawl_id, "coordinator")
         self.config = config
         self.control = CrawlControl(config, generation, cluster=cluster_address())
         self.controls_pending = 0
@@ -60,6 +66,11 @@ class Coordinator:
             self.peers.strategy_workers() if adopt else [])
         self.lock = asyncio.Lock()
         self.loop_task: asyncio.Task[None] | None = None
+        self.registry = RegistryHandle(config.actor_timeout_s)
+        self.share: int | None = None  # fetch workers granted (None: not yet)
+        self.waiting = ""
+        self.shared_at = -1e9
+        self.turn, self.turn_at = 0, 0.0  # whose turn it is when DB workers outnumber the share
 
     @property
     def phase(self) -> Phase:
@@ -88,6 +99,7 @@ class Coordinator:
             raise CrawlStateError(f"the crawl's workers did not start: {exc}") from None
         reply = await self.add_seeds(seeds)
         self.control.set_phase(Phase.RUNNING)
+        await self._share_cpus(self.last_status, force=True)
         await self._start_workers(range(len(self.db_workers)))
         self._ensure_loop()
         return reply
@@ -128,6 +140,7 @@ class Coordinator:
         async with self.lock:
             if self.phase is Phase.PAUSED:
                 self.control.set_phase(Phase.RUNNING)
+                await self._share_cpus(self.last_status, force=True)
                 await self._start_workers(range(len(self.db_workers)))
             return self.phase
 
@@ -161,6 +174,7 @@ class Coordinator:
                     self.control.set_phase(Phase.FAILED, "reconcile kept failing")
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, self.config.poll_interval_s - elapsed))
+        await self._share_cpus(self.last_status, force=True)  # an ended crawl wants none
         # Ended, and no driver may ever come back (it was killed): give one ``linger_s`` to
         # collect the result, then free the workers and this actor.  The state stays on disk.
         await asyncio.sleep(self.config.linger_s)
@@ -180,6 +194,11 @@ class Coordinator:
             return False
         step = self.control.step(status, self.controls_pending)
         ok = True
+        try:
+            await self._share_cpus(status)
+        except Exception:
+            log.exception("sharing the cluster's CPUs failed")
+            ok = False
         if step.restart:
             try:
                 await self._start_workers(step.restart)
@@ -197,6 +216,46 @@ class Coordinator:
             log.exception("acting on %s failed", step)
             ok = False
         return ok
+
+    async def _share_cpus(self, status: CrawlStatus, force: bool = False) -> None:
+        """Renew the crawl's registration (about once a second) and give each DB worker its
+        part of the crawl's CPU share (see ``raycrawl.frontier.sharing``).  An ended crawl
+        leaves the registry.  If the registry does not answer, the last share stands (one
+        fetch worker in all before any was granted)."""
+        now = time.monotonic()
+        if not force and now - self.shared_at < SHARE_EVERY_S:
+            return
+        self.shared_at = now
+        cfg = self.config
+        try:
+            if self.phase.terminal:
+                await self.registry.unregister(cfg.crawl_id)
+                return
+            entry, cpus, crawls = await self.registry.register(CrawlEntry(
+                cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase), str(self.phase),
+                status.fetched, status.pages_per_s))
+            self.share = entry.share
+            self.waiting = (f"waiting for CPUs: {crawls} crawls share {cpus}"
+                            if entry.wants and not entry.share else "")
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            log.warning("the crawl registry did not answer: %s", exc)
+            self.registry.forget()
+            if self.share is None:
+                self.share = 1
+            if self.phase.terminal:
+                return
+        reports = status.db_workers or tuple(DBWorkerReport() for _ in self.db_workers)
+        queued = [r.queued for r in reports]
+        wanted = split_share(self.share or 0, queued, self.turn)
+        if any(q == 0 and n > 0 for q, n in zip(wanted, queued)):
+            if now - self.turn_at >= ROTATE_S:
+                self.turn, self.turn_at = self.turn + 1, now
+        else:
+            self.turn_at = now
+        quotas = within_share(wanted, [r.fetch_workers for r in reports], self.share or 0)
+        await asyncio.gather(*(w.set_fetch_quota(q)
+                               for w, q, r in zip(self.db_workers, quotas, reports)
+                               if force or r.fetch_quota != q))
 
     async def _move(self, move: Move) -> None:
         """Apply one allowance move (a grow carries an id: applied twice, it counts once)."""
@@ -219,7 +278,8 @@ class Coordinator:
         db = fresh_or_last(self.db_workers, db_results, last.db_workers, DBWorkerReport)
         sw = fresh_or_last(self.strategy_workers, sw_results, last.strategy_workers,
                            StrategyWorkerReport)
-        self.last_status = self.control.status(db, sw, force_write)
+        self.last_status = self.control.status(db, sw, force_write, self.share or 0,
+                                               self.waiting)
         faults = [r for r in [*db_results, *sw_results] if isinstance(r, PeerFault)]
         if faults:
             raise faults[0]
@@ -243,6 +303,10 @@ class Coordinator:
         self.closed = True
         workers = [*self.db_workers, *self.strategy_workers]
         await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        try:
+            await self._share_cpus(self.last_status, force=True)
+        except Exception:
+            log.exception("leaving the crawl registry failed")
         for w in workers:
             w.kill()
 

@@ -27,6 +27,8 @@ from raycrawl.frontier.shard import DBShard, ended_rows
 from raycrawl.testing.faults import crash_point
 
 from .fetch import FetchPool
+from .logs import tag_logs
+from .metrics import CrawlMetrics
 from .options import db_worker_name
 from .peers import PeerFault, Peers
 
@@ -46,6 +48,7 @@ class DBWorker:
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
+        tag_logs(config.crawl_id, f"db-worker-{index}")
         self.config = config
         check_shared_state(config.state_dir, config.crawl_id, db_worker_name(config.crawl_id,
                                                                              index))
@@ -58,6 +61,10 @@ class DBWorker:
                                   solo_tries=config.fetch_retries + 1,
                                   ready_timeout_s=config.actor_timeout_s)
         self.gate: int | None = 0 if config.max_depth is not None else None
+        # Fetch workers this worker may hold: its part of the crawl's share of the cluster's
+        # CPUs, set by the coordinator (None until it did: nothing is fetched before).
+        self.fetch_quota: int | None = None
+        self.metrics = CrawlMetrics(config.crawl_id, f"db-worker-{index}")
         self.peers = Peers(config)
         self.running = False
         self.in_flight: dict[int, asyncio.Task[None]] = {}
@@ -84,6 +91,11 @@ class DBWorker:
 
     def set_gate(self, gate: int | None) -> None:
         self.gate = gate
+        self.wakeup.set()
+
+    def set_fetch_quota(self, quota: int) -> None:
+        """Hold at most ``quota`` fetch workers (surplus ones retire once their batches end)."""
+        self.fetch_quota = quota
         self.wakeup.set()
 
     def start(self, gate: int | None = None) -> None:
@@ -138,8 +150,13 @@ class DBWorker:
         return self.shard.shrink_allowance(to)
 
     def report(self) -> DBWorkerReport:
-        return self.shard.report(self.running, len(self.in_flight), self.gate, self.loop_errors,
-                                 self.timers, self.storage_error, self.fetchers.rerun.faults)
+        report = self.shard.report(self.running, len(self.in_flight), self.gate,
+                                   self.loop_errors, self.timers, self.storage_error,
+                                   self.fetchers.rerun.faults).replace(
+            fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
+            fetch_workers=self.fetchers.held)
+        self.metrics.report(report, self.shard.slots.counts(), self.fetchers.held)
+        return report
 
     def _storage_failed(self, exc: StorageError) -> None:
         """Stop cutting: the coordinator ends the crawl with the reason (resumable)."""
@@ -165,12 +182,12 @@ class DBWorker:
         cfg = self.config
         self.wakeup.clear()
         self.peers.heartbeat()
-        allowed = await self.fetchers.fit(cfg.batches_in_flight, cfg.db_workers)
+        allowed = self.fetchers.fit(cfg.batches_in_flight, self.fetch_quota or 0)
         if time.monotonic() < self.peer_trouble_until:
             await asyncio.sleep(self.peer_trouble_until - time.monotonic())
             return
         if len(self.fetching) >= allowed or len(self.in_flight) >= 2 * allowed:
-            await self._wait(1.0)  # a fetch ends or a batch completes (both set wakeup)
+            await self._wait(1.0)  # a fetch ends, a batch completes or the quota changes
             return
         batch_id, entries = self.shard.cut(self.shard.wanted(self.gate), self.gate)
         if not entries:
@@ -195,7 +212,7 @@ class DBWorker:
             triage = shard.triage(entries)
             result = await self._fetch(batch_id, triage.fetch) if triage.fetch else (
                 FetchResult.empty())
-            shard.learn_robots(result.robots)
+            self.metrics.robots(shard.learn_robots(result.robots))
             shard.learn_cookies(result.cookies)
             self._crash("db-worker.fetched")
             pages = result.pages
@@ -212,8 +229,10 @@ class DBWorker:
             self._crash("db-worker.handed-over")
             if self.stream is not None:
                 self.stream.write_spider_log(pages, result.links)
-            shard.complete(batch_id, pages, retry, result.items)
+            items_before = shard.output.items_total
+            rows = shard.complete(batch_id, pages, retry, result.items)
             committed = True
+            self.metrics.committed(rows, len(retry), shard.output.items_total - items_before)
             self._crash("db-worker.completed")
         except StorageError as exc:  # its leases stay in the store: a resume requeues them
             self._storage_failed(exc)
@@ -248,8 +267,8 @@ class DBWorker:
     def _crash(self, point: str) -> None:
         crash_point(point, self.config.crash_points, self.config.state_dir)
 
-    def close(self) -> None:
-        self.fetchers.release()
+    async def close(self) -> None:
+        await self.fetchers.close()
         if self.stream is not None:
             self.stream.close()
         self.shard.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Any
 
 import aiohttp
@@ -37,7 +36,8 @@ from raycrawl.fetch.client import open_session
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun
 
-from .options import FETCHER_CPUS, fetcher_options
+from .logs import tag_logs
+from .options import fetcher_options
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class FetchWorker:
     """Runs spider-feed batches for one crawl's DB worker; safe to call concurrently."""
 
     def __init__(self, options: FetchOptions, name: str = "fetcher") -> None:
+        crawl_id, _, role = name.partition("/")
+        tag_logs(crawl_id, role)
         self.options = options
         # Its WARC files are named by its actor name, without the crawl id.
         self.warc = (warc_files(options, name.split("/", 1)[-1].replace("/", "-"))
@@ -65,30 +67,34 @@ class FetchWorker:
         return await fetch_feed(feed, self.options, self.session, self.limit, self.callbacks,
                                 self.warc)
 
+    async def close(self) -> None:
+        """Close the HTTP session (its keep-alive connections) before the worker is ended."""
+        if self.session is not None and not self.session.closed:
+            await self.session.close()
+
 
 _REMOTE_FETCH_WORKER = ray.remote(FetchWorker)
 
 
 class FetchPool:
-    """The fetch workers of one DB worker, sized to its share of the CPUs.
+    """The fetch workers of one DB worker, as many as its quota of the crawl's CPU share.
 
     All Ray calls on fetch workers are made here.  A worker that dies is restarted by Ray; the
     feeds it was running are run again under the fault model of ``raycrawl.fetch.rerun``
-    (:meth:`run`).  When the pool shrinks (the cluster lost CPUs) every worker is replaced: one
-    whose node is gone waits for a CPU to restart on, and may be any of them; its batches fail
-    and run again on the new ones.
+    (:meth:`run`).  When the quota shrinks (another crawl started on the cluster, or the
+    cluster lost CPUs) the surplus workers retire: they take no new batch, and end (HTTP
+    session closed) once their batches are done, so a smaller share is not a fault that
+    fetches anything twice.
     """
 
     def __init__(self, options: FetchOptions, name_prefix: str, solo_tries: int,
                  ready_timeout_s: float = 60.0) -> None:
         self.options = options
         self.prefix = f"{name_prefix}/fetcher-{secrets.token_hex(3)}"
-        self.workers: list[Any] = []
-        self.load: list[int] = []
+        self.workers: list[_Worker] = []
+        self.retiring: list[_Worker] = []
         self.created = 0
         self.ready_timeout_s = ready_timeout_s
-        self.cpus_read_at = -1e9
-        self.cpu_share = 1
         self.rerun = Rerun(self._attempt, solo_tries)
 
     @property
@@ -96,37 +102,37 @@ class FetchPool:
         """Batches that may be fetching at once."""
         return BATCHES_PER_WORKER * len(self.workers)
 
-    async def fit(self, batches_in_flight: int | None, db_workers: int) -> int:
-        """Size the pool and return the batches that may fetch at once: ``batches_in_flight``
-        (three per worker), or, when None, one worker per CPU of this DB worker's share of the
-        cluster (re-read every 10 s, so a cluster that grows gets used and one that shrinks is
-        not waited for)."""
-        if batches_in_flight is not None:
-            self.resize(-(-batches_in_flight // BATCHES_PER_WORKER))
-            return batches_in_flight
-        now = time.monotonic()
-        if now - self.cpus_read_at >= 10.0 or not self.workers:
-            self.cpus_read_at = now
-            # Read off the event loop: the call blocks on the GCS.
-            resources = await asyncio.to_thread(ray.cluster_resources)
-            cpus = resources.get("CPU", 1.0)
-            self.cpu_share = max(1, int(cpus / FETCHER_CPUS) // db_workers)
-        self.resize(self.cpu_share)
-        return self.slots
+    @property
+    def held(self) -> int:
+        """Fetch workers (one CPU each) this pool holds, retiring ones included."""
+        return len(self.workers) + len(self.retiring)
+
+    def fit(self, batches_in_flight: int | None, quota: int) -> int:
+        """Size the pool to ``quota`` workers (fewer if ``batches_in_flight`` needs fewer: three
+        batches a worker) and return the batches that may fetch at once."""
+        size = quota if batches_in_flight is None else min(
+            quota, -(-batches_in_flight // BATCHES_PER_WORKER))
+        self.resize(size)
+        return self.slots if batches_in_flight is None else min(batches_in_flight, self.slots)
 
     def resize(self, size: int) -> None:
-        """Have ``size`` workers (new ones start in the background)."""
-        if len(self.workers) > size:
-            while self.workers:
-                self.load.pop()
-                ray.kill(self.workers.pop(), no_restart=True)
+        """Have ``size`` workers (new ones start in the background; surplus ones retire)."""
+        while len(self.workers) > size:
+            self.retiring.append(self.workers.pop())
+        self._reap()
         while len(self.workers) < size:
             name = f"{self.prefix}-{self.created}"
             actor = _REMOTE_FETCH_WORKER.options(**fetcher_options(name)).remote(self.options,
                                                                                  name)
             self.created += 1
-            self.workers.append(actor)
-            self.load.append(0)
+            self.workers.append(_Worker(actor))
+
+    def _reap(self) -> None:
+        """End the retiring workers whose batches are done."""
+        idle = [w for w in self.retiring if w.load == 0]
+        self.retiring = [w for w in self.retiring if w.load > 0]
+        for worker in idle:
+            _end(worker.actor)
 
     async def run(self, feed: pa.RecordBatch) -> FetchResult:
         """Every request of ``feed`` fetched, whatever happens to the workers; a URL that
@@ -136,27 +142,28 @@ class FetchPool:
     async def _attempt(self, feed: pa.RecordBatch, rerun: bool) -> FetchResult | Fault:
         """One call on the least busy worker; before a re-run, wait (bounded) for it to
         answer, so a call is not wasted on a worker that is still restarting."""
-        if not self.workers:
+        if not self.workers:  # a re-run after the quota went to 0: one worker to finish it
             self.resize(1)
-        i = min(range(len(self.workers)), key=self.load.__getitem__)
-        worker = self.workers[i]
-        answering = not rerun or await self._answers(worker)
+        worker = min(self.workers, key=lambda w: w.load)
+        answering = not rerun or await self._answers(worker.actor)
         bound = feed_bound_s(feed, self.options)
-        self.load[i] += 1
+        worker.load += 1
         try:
             return FetchResult(*await asyncio.wait_for(
-                worker.fetch.remote(feed), None if bound is None else bound + self.ready_timeout_s))
+                worker.actor.fetch.remote(feed),
+                None if bound is None else bound + self.ready_timeout_s))
         except TimeoutError:  # hung (or stopped): replaced, and the feed runs again
             log.warning("fetch of %d URLs did not end in %.0f s; replacing its worker",
                         feed.num_rows, bound)
-            ray.kill(worker, no_restart=False)
+            ray.kill(worker.actor, no_restart=False)
             return Fault("timeout", counted=answering)
         except ray.exceptions.RayError as exc:  # died, restarted, unreachable, or raised
             log.warning("fetch of %d URLs failed (%s)", feed.num_rows, exc)
             return Fault(str(exc), counted=answering)
         finally:
-            if i < len(self.load) and self.workers[i] is worker:
-                self.load[i] -= 1
+            worker.load -= 1
+            if worker in self.retiring:
+                self._reap()
 
     async def _answers(self, worker: Any) -> bool:
         try:
@@ -167,4 +174,47 @@ class FetchPool:
 
     def release(self) -> None:
         """End every worker (batches still running on them fail)."""
-        self.resize(0)
+        for worker in [*self.workers, *self.retiring]:
+            _end(worker.actor)
+        self.workers, self.retiring = [], []
+
+    async def close(self) -> None:
+        """End every worker and return once each closed its session (or was killed)."""
+        self.release()
+        if _ENDING:
+            await asyncio.wait(list(_ENDING), timeout=CLOSE_TIMEOUT_S + 1)
+
+
+class _Worker:
+    """A fetch worker of the pool and the batches it is running."""
+
+    __slots__ = ("actor", "load")
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.load = 0
+
+
+def _end(actor: Any) -> None:
+    """End a fetch worker: it closes its HTTP session first (bounded by ``CLOSE_TIMEOUT_S``),
+    then it is killed; without an event loop to wait on, it is killed at once."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        ray.kill(actor, no_restart=True)
+        return
+    task = loop.create_task(_close_then_kill(actor))
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+
+
+_ENDING: set[asyncio.Task[None]] = set()  # closing workers (a task needs a reference)
+CLOSE_TIMEOUT_S = 5.0
+
+
+async def _close_then_kill(actor: Any) -> None:
+    try:
+        await asyncio.wait_for(actor.close.remote(), CLOSE_TIMEOUT_S)
+    except (ray.exceptions.RayError, TimeoutError):
+        pass  # dead, or hung: killed all the same
+    ray.kill(actor, no_restart=True)

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from raycrawl.config import CrawlConfig
-from raycrawl.errors import CrawlUnavailable, RaycrawlError
+from raycrawl.errors import CrawlStateError, CrawlUnavailable, RaycrawlError
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus, SeedReply
 
@@ -44,9 +44,18 @@ class CoordinatorHandle:
     @classmethod
     def launch(cls, config: CrawlConfig, seeds: list[str], generation: int = 1) -> tuple[
             CoordinatorHandle, SeedReply]:
-        """Create the coordinator (detached: the crawl outlives its driver) and start it."""
-        actor = coordinator.remote_class().options(
-            **actor_options(coordinator_name(config.crawl_id))).remote(config, generation)
+        """Create the coordinator (detached: the crawl outlives its driver) and start it.
+        :class:`CrawlStateError` if a crawl with the same id is on the cluster."""
+        taken = CrawlStateError(
+            f"a crawl with id {config.crawl_id} is already running on this Ray cluster "
+            "(see `raycrawl list`): choose another --crawl-id")
+        if cls.lookup(config.crawl_id) is not None:
+            raise taken
+        try:
+            actor = coordinator.remote_class().options(
+                **actor_options(coordinator_name(config.crawl_id))).remote(config, generation)
+        except ray.exceptions.ActorAlreadyExistsError:  # started meanwhile
+            raise taken from None
         handle = cls(actor)
         try:
             reply: SeedReply = handle._get(actor.start.remote(seeds))

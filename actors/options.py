@@ -45,3 +45,14 @@ def fetcher_options(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": NAMESPACE, "num_cpus": FETCHER_CPUS,
             "max_restarts": -1, "max_task_retries": 0,
             "max_concurrency": 8}
+
+
+REGISTRY_NAME = "crawl-registry"  # one per cluster; crawl actors' names all hold a "/"
+
+
+def registry_options() -> dict[str, Any]:
+    """The cluster's crawl registry: detached, restarted when it dies (the coordinators
+    refill it), shared by every crawl (``get_if_exists``)."""
+    return {"name": REGISTRY_NAME, "namespace": NAMESPACE, "num_cpus": 0,
+            "lifetime": "detached", "max_restarts": -1, "max_task_retries": MAX_TASK_RETRIES,
+            "max_concurrency": 100, "get_if_exists": True}

@@ -128,6 +128,9 @@ class DBWorkerHandle(_Handle):
     async def set_gate(self, gate: int | None) -> None:
         await self._call("set_gate", gate)
 
+    async def set_fetch_quota(self, quota: int) -> None:
+        await self._call("set_fetch_quota", quota)
+
     async def drain(self) -> None:
         """Returns once the batches in flight are done: not bounded by ``actor_timeout_s``
         (each batch is bounded by its own fetch and hand-over bounds)."""

@@ -18,6 +18,7 @@ from raycrawl.frontier.routing import split_by_owner
 from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.testing.faults import crash_point
 
+from .logs import tag_logs
 from .options import strategy_worker_name
 from .peers import Peers
 
@@ -34,6 +35,7 @@ class StrategyWorker:
     """
 
     def __init__(self, config: CrawlConfig, index: int) -> None:
+        tag_logs(config.crawl_id, f"strategy-worker-{index}")
         self.config = config
         self.index = index
         check_shared_state(config.state_dir, config.crawl_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from raycrawl.config import CrawlConfig, config_from_mapping
+from raycrawl.display import LiveView, ProgressBar, status_html, status_line
 from raycrawl.errors import CrawlStateError, CrawlUnavailable, InvalidURL, SeedError
 from raycrawl.formats.items import read_items
 from raycrawl.formats.output import read_pages
@@ -133,15 +135,26 @@ class Crawl:
         return self.shutdown()
 
     def wait(self, timeout: float | None = None,
-             progress: Callable[[CrawlStatus], None] | None = None,
+             progress: bool | Callable[[CrawlStatus], None] = False,
              interval_s: float = 1.0) -> CrawlStatus:
         """Block until the crawl ends, then end its actors; returns the final stats.
 
-        ``progress`` is called with the stats every ``interval_s``.  On ``timeout`` the crawl
-        keeps running and :class:`TimeoutError` is raised.  A coordinator that does not
-        answer is replaced (Ray restarts it and it adopts the crawl); if it still does not,
-        :class:`CrawlUnavailable` is raised.
+        ``progress=True`` shows a live progress bar (a widget in Jupyter, a text bar on
+        stderr in a terminal); a callable is called with the stats every ``interval_s``.  On
+        ``timeout`` the crawl keeps running and :class:`TimeoutError` is raised.  A
+        coordinator that does not answer is replaced (Ray restarts it and it adopts the
+        crawl); if it still does not, :class:`CrawlUnavailable` is raised.
         """
+        if progress is True:
+            bar = ProgressBar(self.crawl_id)
+            try:
+                final = self.wait(timeout, bar, interval_s)
+            except BaseException:
+                bar.close()
+                raise
+            bar.close(final)
+            return final
+        report = progress if callable(progress) else None
         deadline = None if timeout is None else time.monotonic() + timeout
         misses = 0
         while True:
@@ -157,8 +170,8 @@ class Crawl:
                 continue
             if stats.phase.terminal:
                 break
-            if progress is not None:
-                progress(stats)
+            if report is not None:
+                report(stats)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"crawl {self.crawl_id} still {stats.phase}")
             time.sleep(interval_s)
@@ -172,6 +185,51 @@ class Crawl:
         coordinator.kill()
         self._handle = None
         return stats
+
+    def progress(self, interval_s: float = 1.0) -> LiveView:
+        """A live view for notebooks: an HTML status that a background thread refreshes every
+        ``interval_s`` until the crawl ends, while the kernel stays free.  Display it (the
+        last expression of a cell); ``.stop()`` ends the updates."""
+        return LiveView(self._snapshot, interval_s)
+
+    def _snapshot(self) -> CrawlStatus | None:
+        """The crawl's status: from its coordinator while it runs, else the last one written
+        to ``status.json``; None before it started."""
+        if self._handle is not None:
+            try:
+                return self._handle.status()
+            except (CrawlUnavailable, CrawlStateError):
+                pass
+        try:
+            return read_status(self.config.state_dir)
+        except CrawlStateError:
+            return None
+
+    def __repr__(self) -> str:
+        s = self._snapshot()
+        what = "not started" if s is None else status_line(s)
+        return f"<raycrawl.Crawl {self.crawl_id} {what}; out {self.config.out}>"
+
+    def _repr_html_(self) -> str:
+        s = self._snapshot()
+        if s is None:
+            return (f"<div><b>crawl {html.escape(self.crawl_id)}</b>: not started "
+                    f"(out {html.escape(self.config.out)})</div>")
+        return status_html(s)
+
+    def dataset(self, kind: str = "pages") -> Any:
+        """``OUT/pages`` or ``OUT/items`` as a ``ray.data.Dataset`` (read lazily, in parallel,
+        on the cluster).  Item files agree on one schema once the crawl has ended."""
+        folders = {"pages": self.config.pages_dir, "items": self.config.items_dir}
+        if kind not in folders:
+            raise ValueError(f"dataset: kind must be 'pages' or 'items', not {kind!r}")
+        folder = folders[kind]
+        if not os.path.isdir(folder) or not any(n.endswith(".parquet")
+                                                for n in os.listdir(folder)):
+            raise CrawlStateError(f"no {kind} written yet in {folder}")
+        import ray.data
+
+        return ray.data.read_parquet(folder, file_extensions=["parquet"])
 
     def pages(self) -> pa.Table:
         """The ``OUT/pages`` rows written so far, as a pyarrow Table."""

@@ -1,8 +1,9 @@
-"""The ``raycrawl`` command: crawl, resume, status, demo, synthweb."""
+"""The ``raycrawl`` command: crawl, resume, status, list, demo, synthweb."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -10,6 +11,7 @@ import time
 from typing import Any, NoReturn
 
 from raycrawl.config import CODECS, LINK_PARSERS
+from raycrawl.display import ProgressBar, status_line
 from raycrawl.errors import CrawlUnavailable, RaycrawlError
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus
@@ -34,6 +36,9 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy-workers", type=int, metavar="N")
     p.add_argument("--db-workers", type=int, metavar="N")
     p.add_argument("--fetch-concurrency", type=int, metavar="N")
+    p.add_argument("--fetch-workers", type=int, metavar="N",
+                   help="at most N fetch workers (CPUs) for this crawl (default: its fair "
+                        "share of the cluster)")
     p.add_argument("--delay", type=float, metavar="SECONDS", dest="delay_s")
     p.add_argument("--per-host", type=int, metavar="N")
     p.add_argument("--no-robots", action="store_const", const=False, dest="robots")
@@ -75,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--quiet", action="store_true", help="no progress lines")
     status = sub.add_parser("status", help="what a crawl is doing / did")
     status.add_argument("--state", metavar="DIR", default=os.path.join("out", "state"))
+    listing = sub.add_parser("list", help="the crawls on a Ray cluster, one line each")
+    listing.add_argument("--address", metavar="RAY_ADDRESS",
+                         help="the cluster (default: RAY_ADDRESS, else a `ray start` one)")
     demo = sub.add_parser("demo", help="crawl the bundled synthetic web on loopback")
     demo.add_argument("--out", metavar="DIR", default="demo-out")
     demo.add_argument("--hosts", type=int, default=20)
@@ -104,10 +112,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return config_from_mapping(values)
 
 
-def _progress(s: CrawlStatus) -> None:
-    print(f"[{s.elapsed_s:6.1f}s] {s.phase}: fetched {s.fetched}, queued {s.queued}, "
-          f"in flight {s.in_flight_batches} batches, errors {s.errors}, "
-          f"{s.pages_per_s} pages/s", flush=True)
+def _progress_line(s: CrawlStatus) -> None:
+    print(f"[{s.elapsed_s:6.1f}s] {status_line(s)}", flush=True)
 
 
 def _summary(s: CrawlStatus) -> str:
@@ -131,12 +137,19 @@ def run_crawl(config: Any, quiet: bool = False) -> CrawlStatus:
 
 
 def _follow(crawl: Any, quiet: bool) -> CrawlStatus:
-    """Wait for the crawl with progress lines; Ctrl-C stops it cleanly."""
+    """Wait for the crawl with a progress bar on a terminal (else progress lines every 2 s);
+    Ctrl-C stops it cleanly."""
+    bar = None if quiet or not sys.stderr.isatty() else ProgressBar(crawl.crawl_id,
+                                                                    notebook=False)
+    progress = None if quiet else bar or _progress_line
     try:
-        return crawl.wait(progress=None if quiet else _progress, interval_s=2.0)
+        return crawl.wait(progress=progress, interval_s=1.0 if bar else 2.0)
     except KeyboardInterrupt:
         print("interrupted: draining batches in flight and writing output...", flush=True)
         return crawl.stop()
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -148,6 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"queued {s.queued}, in flight {s.in_flight_batches} batches, retries {s.retries}, "
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
+    print(f"fetch workers: {s.fetch_workers}" + (f" ({s.waiting})" if s.waiting else ""))
     if s.warc_records:
         print(f"WARC records: {s.warc_records} responses in {os.path.join(s.out, 'warc')}")
     if s.out_of_scope:
@@ -162,10 +176,31 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("fetch_faults", w.fetch_faults),
             ("storage_error", w.storage_error)) if value)
         print(f"  db-worker-{i}: queued {w.queued}, in flight {w.in_flight}, "
-              f"fetched {w.fetched}, errors {w.errors}{trouble}")
+              f"fetched {w.fetched}, errors {w.errors}, fetch workers {w.fetch_workers}"
+              f"{trouble}")
     for i, sw in enumerate(s.strategy_workers):
         print(f"  strategy-worker-{i}: crawled {sw.pages_crawled}, "
               f"request errors {sw.request_errors}, scheduled {sw.scheduled}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """One line per crawl on the cluster, its id first."""
+    import ray
+
+    from actors.options import NAMESPACE
+    from actors.registry import list_crawls
+
+    try:
+        ray.init(address=args.address or "auto", namespace=NAMESPACE,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as exc:
+        raise RaycrawlError(f"no Ray cluster to list: {exc}") from None
+    crawls, cpus = list_crawls()
+    for entry in crawls:
+        print(entry.line(cpus, len(crawls)))
+    if not crawls:
+        print(f"no crawls on this cluster ({cpus} CPUs)", file=sys.stderr)
     return 0
 
 
@@ -241,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if stats.phase is Phase.FINISHED else 1
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "list":
+            return cmd_list(args)
         if args.command == "demo":
             return cmd_demo(args)
         return cmd_synthweb(args)

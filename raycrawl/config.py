@@ -57,6 +57,9 @@ class CrawlConfig:
     # be handing over their spider log); None: three per CPU of the DB worker's share of the
     # cluster.
     batches_in_flight: int | None = None
+    # Fetch workers (one CPU each) this crawl may hold at most; None: its fair share of the
+    # cluster's CPUs (see raycrawl.frontier.sharing), which it gets anyway as a ceiling.
+    fetch_workers: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
     total_timeout_s: float = 60.0
@@ -127,6 +130,9 @@ class CrawlConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
+        check(self.fetch_workers is None or (
+            isinstance(self.fetch_workers, int) and not isinstance(self.fetch_workers, bool)
+            and self.fetch_workers >= 1), "fetch_workers", "must be an integer >= 1")
         check(self.batches_in_flight is None or (
             isinstance(self.batches_in_flight, int) and self.batches_in_flight >= 1),
             "batches_in_flight", "must be an integer >= 1 (or unset: automatic)")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -40,3 +44,87 @@ def web() -> Iterator[SyntheticWeb]:
     w = SyntheticWeb(hosts=8, pages_per_host=25, seed=7).start()
     yield w
     w.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RayCluster:
+    """A ``ray start --head`` cluster of its own (2 CPUs, dashboard, Prometheus endpoint), as
+    users run one; the tests reach it through subprocesses (CLI, ``ray job submit``, a
+    notebook kernel) since the test process is joined to the session's Ray."""
+
+    def __init__(self, tmp: str) -> None:
+        self.gcs_port, self.dashboard_port, self.metrics_port = (
+            free_port(), free_port(), free_port())
+        venv_bin = os.path.dirname(sys.executable)
+        # As `ray start` from an activated venv: raycrawl on PATH for jobs.  Metrics every 2 s.
+        self.env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+                    "RAY_AUTH_MODE": "disabled", "RAY_metrics_report_interval_ms": "2000",
+                    "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env.pop("RAY_ADDRESS", None)
+        # The temp dir is short: Ray's socket paths must fit 107 bytes.
+        self.temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
+        self.process = subprocess.Popen(
+            [os.path.join(venv_bin, "ray"), "start", "--head", "--block", "--num-cpus", "2",
+             "--port", str(self.gcs_port), "--include-dashboard", "true",
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
+             "--metrics-export-port", str(self.metrics_port),
+             "--dashboard-agent-listen-port", str(free_port()),
+             "--dashboard-agent-grpc-port", str(free_port()),
+             "--runtime-env-agent-port", str(free_port()),
+             "--ray-client-server-port", str(free_port()),
+             "--temp-dir", self.temp_dir, "--disable-usage-stats"],
+            env=self.env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        self.address = f"127.0.0.1:{self.gcs_port}"
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        self.client_env = {**self.env, "RAY_ADDRESS": self.address}
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 120.0) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2):
+                    pass
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                            timeout=2):
+                    return
+            except OSError:
+                time.sleep(1.0)
+        raise RuntimeError("the ray start cluster did not come up")
+
+    def stop(self) -> None:
+        """End this cluster's processes only (``ray stop`` would end the session's Ray too)."""
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
+    """One ``ray start --head`` cluster for every test that needs its own (jobs, metrics,
+    notebooks, several crawls, the launcher's script)."""
+    cluster = RayCluster(str(tmp_path_factory.mktemp("ray-cluster")))
+    yield cluster
+    cluster.stop()

@@ -169,16 +169,18 @@ class CrawlControl:
             self.save_error = self.save_error or str(exc)
 
     def status(self, db: tuple[DBWorkerReport, ...], sw: tuple[StrategyWorkerReport, ...],
-               force_write: bool = False) -> CrawlStatus:
-        """The status from the workers' reports; written to ``status.json`` at most once a
-        second (always with ``force_write``)."""
+               force_write: bool = False, fetch_workers: int = 0,
+               waiting: str = "") -> CrawlStatus:
+        """The status from the workers' reports (and the crawl's CPU share); written to
+        ``status.json`` at most once a second (always with ``force_write``)."""
         self.renew_lease()
         now = self.clock()
         status = CrawlStatus.aggregate(
             db, sw, crawl_id=self.config.crawl_id, generation=self.generation,
             phase=self.phase, reason=self.reason, depth_gate=self.detector.gate,
             elapsed_s=round(now - self.started, 1), out=self.config.out,
-            state=self.config.state_dir, updated_at=now)
+            state=self.config.state_dir, updated_at=now, fetch_workers=fetch_workers,
+            waiting=waiting)
         status = status.replace(pages_per_s=round(self.rate.observe(now, status.fetched), 1))
         if force_write or now - self.last_status_write >= STATUS_WRITE_S:
             self.last_status_write = now

@@ -68,3 +68,9 @@ class HostSlots:
 
     def park(self, host: str, reason: ErrorKind) -> None:
         self.parked.setdefault(host, reason)
+
+    def counts(self) -> dict[str, int]:
+        """Hosts by state: ``active`` (leased to a batch), ``backed-off`` (failing, not
+        parked), ``parked``."""
+        failing = sum(1 for host in self.failures if host not in self.parked)
+        return {"active": len(self.leased), "backed-off": failing, "parked": len(self.parked)}

@@ -88,6 +88,11 @@ class DBWorkerReport(_Record):
     out_of_scope: int = 0  # links left out by the scope (this incarnation)
     callback_errors: tuple[str, ...] = ()  # the latest "url: detail" of callback errors
     warc_records: int = 0  # rows committed with their WARC records (this incarnation)
+    fetch_quota: int = -1  # fetch workers it may hold (-1: not set by the coordinator yet)
+    fetch_workers: int = 0  # fetch workers it holds (retiring ones included)
+
+    def replace(self, **changes: Any) -> DBWorkerReport:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ class CrawlStatus(_Record):
     warc_records: int = 0  # rows whose WARC records are in OUT/warc (since the last start)
     pages_per_s: float = 0.0
     elapsed_s: float = 0.0
+    fetch_workers: int = 0  # the crawl's share of the cluster's CPUs (one fetch worker each)
+    waiting: str = ""  # why it fetches nothing though work is queued (e.g. no CPU share)
     depth_gate: int | None = None
     out: str = ""
     state: str = ""

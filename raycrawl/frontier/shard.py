@@ -214,11 +214,13 @@ class DBShard:
             wb.put(_COOKIES + host.encode(), raw)
         self.store.write(wb, sync=False)  # lost with the machine: the host sets them again
 
-    def learn_robots(self, robots: pa.RecordBatch) -> None:
+    def learn_robots(self, robots: pa.RecordBatch) -> Counter[str]:
         """Cache the robots.txt fetches; an unreachable one pushes its host back, and parks
-        it after ``host_park_after`` failures in a row."""
+        it after ``host_park_after`` failures in a row.  Returns the fetches by outcome
+        (``RobotsKind``'s words)."""
+        outcomes: Counter[str] = Counter()
         if self.robots is None:
-            return
+            return outcomes
         now_wall, now = time.time(), time.monotonic()
         cfg = self.config
         for row in robots.to_pylist():
@@ -229,12 +231,14 @@ class DBShard:
                                              previous.failures if previous else 0)
             self.robots.put(origin, policy)
             self.counters.robots_fetched += 1
+            outcomes[policy.kind.value] += 1
             host = row["host"]
             self.slots.crawl_delay[host] = policy.crawl_delay_s(self.agent)
             if policy.kind is RobotsKind.UNAVAILABLE:
                 self.slots.push_back(host, now + cfg.robots_retry_s)
                 if policy.failures >= cfg.host_park_after:
                     self.slots.park(host, ErrorKind.ROBOTS_UNAVAILABLE)
+        return outcomes
 
     def settle(self, pages: pa.RecordBatch, entries: list[Entry]) -> tuple[pa.RecordBatch,
                                                                            list[Entry]]:
@@ -288,11 +292,12 @@ class DBShard:
         self.slots.release({e.host for e in entries}, time.monotonic())
 
     def complete(self, batch_id: int, pages: pa.RecordBatch,
-                 retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None) -> None:
+                 retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None
+                 ) -> pa.RecordBatch:
         """Commit a batch in one atomic write: release its leases, queue its retries, and
         stage each URL's output row and its spider items once (a URL completed before gets
         no second row, and its items are not written again).  Durable when this returns;
-        counters change only after the write."""
+        counters change only after the write.  Returns the rows committed now."""
         wb = self.store.batch()
         completion = self.queue.complete(wb, batch_id, pages.column("fingerprint").to_pylist(),
                                          list(retry))
@@ -317,6 +322,7 @@ class DBShard:
                 self.counters.callback_errors.append(f"{url}: {detail}")
             del self.counters.callback_errors[:-CALLBACK_ERROR_SAMPLES]
         self.output.flush_if_due()
+        return rows
 
     def finish_batch(self) -> None:
         """A batch is over (completed, failed or given back): counted in the activity."""

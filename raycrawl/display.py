@@ -1,0 +1,126 @@
+"""How a crawl shows itself: one line, an HTML table, a progress bar, a live notebook view.
+
+Everything here renders a :class:`CrawlStatus`; nothing calls Ray.  The progress bar is tqdm's
+(``tqdm.auto``: a widget in Jupyter, a text bar in a terminal); the live view is an ipywidgets
+``HTML`` widget refreshed by a thread, so the notebook's kernel stays free while it updates.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from raycrawl.frontier.reports import CrawlStatus
+
+
+def status_line(s: CrawlStatus) -> str:
+    """One line: phase, counters, pages/s (and why it waits, if it does)."""
+    waiting = f", {s.waiting}" if s.waiting else ""
+    return (f"{s.phase}: fetched {s.fetched}, queued {s.queued}, in flight "
+            f"{s.in_flight_batches} batches, errors {s.errors}, {s.pages_per_s} pages/s"
+            f"{waiting}")
+
+
+def status_html(s: CrawlStatus) -> str:
+    """An HTML table of a status: phase, counters, errors by kind, one row per worker."""
+    e = html.escape
+    counters = [
+        ("phase", f"{s.phase}" + (f" ({s.reason})" if s.reason else "")),
+        ("fetched", s.fetched), ("queued", s.queued),
+        ("in flight", f"{s.in_flight_batches} batches"), ("errors", s.errors),
+        ("retries", s.retries), ("pages/s", s.pages_per_s), ("elapsed", f"{s.elapsed_s} s"),
+        ("fetch workers", s.fetch_workers),
+    ]
+    if s.waiting:
+        counters.append(("waiting", s.waiting))
+    if s.items_total:
+        counters.append(("items", s.items_total))
+    if s.warc_records:
+        counters.append(("WARC records", s.warc_records))
+    if s.out_of_scope:
+        counters.append(("links out of scope", s.out_of_scope))
+    counters.append(("output", s.out))
+    rows = "".join(f"<tr><th style='text-align:left'>{e(str(k))}</th>"
+                   f"<td style='text-align:left'>{e(str(v))}</td></tr>" for k, v in counters)
+    kinds = ", ".join(f"{e(k)} {n}" for k, n in sorted(s.error_kinds.items())) or "none"
+    workers = "".join(
+        f"<tr><td>db-worker-{i}</td><td>{w.queued}</td><td>{w.leased_urls}</td>"
+        f"<td>{w.fetched}</td><td>{w.errors}</td><td>{w.fetch_workers}</td></tr>"
+        for i, w in enumerate(s.db_workers))
+    strategy = "".join(
+        f"<tr><td>strategy-worker-{i}</td><td colspan='5'>crawled {w.pages_crawled}, "
+        f"scheduled {w.scheduled}, request errors {w.request_errors}</td></tr>"
+        for i, w in enumerate(s.strategy_workers))
+    return (f"<div class='raycrawl-status'><b>crawl {e(s.crawl_id)}</b>"
+            f"<table>{rows}<tr><th style='text-align:left'>errors by kind</th>"
+            f"<td style='text-align:left'>{kinds}</td></tr></table>"
+            "<table><tr><th>worker</th><th>queued</th><th>in flight (URLs)</th>"
+            "<th>fetched</th><th>errors</th><th>fetch workers</th></tr>"
+            f"{workers}{strategy}</table></div>")
+
+
+class ProgressBar:
+    """A tqdm bar of a crawl: fetched of (fetched + queued + in flight), with the phase,
+    pages/s and errors beside it.  ``notebook``: tqdm.auto's choice (a widget in Jupyter);
+    else a text bar on ``file``."""
+
+    def __init__(self, crawl_id: str, file: TextIO | None = None, notebook: bool = True) -> None:
+        if notebook:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+        self.bar = tqdm(total=0, desc=crawl_id, unit="page", file=file or sys.stderr,
+                        dynamic_ncols=True)
+
+    def __call__(self, s: CrawlStatus) -> None:
+        leased = sum(w.leased_urls for w in s.db_workers)
+        self.bar.total = max(s.fetched + s.queued + leased, s.fetched, 1)
+        self.bar.n = s.fetched
+        postfix = f"{s.phase}, {s.pages_per_s} pages/s, errors {s.errors}"
+        self.bar.set_postfix_str(postfix + (f", {s.waiting}" if s.waiting else ""),
+                                 refresh=False)
+        self.bar.refresh()
+
+    def close(self, s: CrawlStatus | None = None) -> None:
+        if s is not None:
+            self(s)
+        self.bar.close()
+
+
+class LiveView:
+    """A notebook widget showing a crawl's status, refreshed every ``interval_s`` by a daemon
+    thread until the crawl ends (or :meth:`stop`); the kernel stays free meanwhile."""
+
+    def __init__(self, read: Callable[[], CrawlStatus | None], interval_s: float = 1.0) -> None:
+        import ipywidgets
+
+        self.read = read
+        self.interval_s = interval_s
+        self.widget = ipywidgets.HTML(value="<i>starting...</i>")
+        self.updates = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="raycrawl-live-view", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status = self.read()
+            if status is not None:
+                self.widget.value = status_html(status)
+                self.updates += 1
+                if status.phase.terminal:
+                    return
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)

@@ -1,0 +1,157 @@
+"""Crawls sharing one cluster: who gets how many fetch workers (no Ray here).
+
+Every crawl's coordinator registers with the cluster's one registry (``actors.registry``) about
+once a second, saying how many fetch workers it could use (``wants``: its ``fetch_workers``
+cap, none while paused).  The registry divides the cluster's CPUs among the crawls that want
+them (:func:`fair_shares`: max-min fair, the remainder to the crawls registered first), so
+together they never hold more fetch workers than the cluster has CPUs, and a crawl started
+second gets half the CPUs instead of waiting for the first to end.  A crawl whose share is 0
+(more crawls than CPUs) says so in its status.  The coordinator then splits its crawl's share
+among its DB workers (:func:`split_share`).
+
+Entries that are not renewed for ``ttl_s`` (a coordinator killed for good, a cluster's crawl
+whose actors are gone) drop out, so a lost crawl does not hold a share forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from raycrawl.config import CrawlConfig
+from raycrawl.frontier.control import Phase
+
+REGISTRY_TTL_S = 15.0  # an entry not renewed for this long is dropped
+ANY = 1 << 20  # a crawl with no cap wants as many fetch workers as it can get
+
+
+def wants(config: CrawlConfig, phase: Phase) -> int:
+    """The fetch workers a crawl could use in ``phase``: none unless it is starting or running
+    (a paused crawl holds no CPU); else its ``fetch_workers`` cap, else three batches a worker
+    of an explicit ``batches_in_flight`` per DB worker, else any number."""
+    if phase not in (Phase.STARTING, Phase.RUNNING):
+        return 0
+    if config.fetch_workers is not None:
+        return config.fetch_workers
+    if config.batches_in_flight is not None:
+        return config.db_workers * -(-config.batches_in_flight // 3)
+    return ANY
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlEntry:
+    """One crawl on the cluster, as its coordinator last registered it."""
+
+    crawl_id: str
+    state: str = ""  # the state folder
+    wants: int = 0  # fetch workers it could use now (0: paused or ended)
+    phase: str = ""
+    fetched: int = 0
+    pages_per_s: float = 0.0
+    share: int = 0  # fetch workers granted at the last registration
+    registered_at: float = 0.0  # first registration (orders the remainder)
+    seen_at: float = 0.0  # last registration
+
+    def line(self, cpus: int, crawls: int) -> str:
+        """The crawl's line of ``raycrawl list``: its id first."""
+        waiting = (f", waiting for CPUs ({crawls} crawls share {cpus})"
+                   if self.wants and not self.share else "")
+        return (f"{self.crawl_id}  {self.phase}  fetched {self.fetched}  "
+                f"{self.pages_per_s} pages/s  fetch workers {self.share}{waiting}  "
+                f"state {self.state}")
+
+
+def fair_shares(cpus: int, wants: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Max-min fair shares of ``cpus`` fetch workers among crawls, in registration order.
+
+    A crawl never gets more than it wants; what one does not want goes to the others; a
+    remainder that does not divide evenly goes to the crawls first in ``wants``.  The shares
+    sum to at most ``cpus``.
+    """
+    shares = {crawl: 0 for crawl, _ in wants}
+    left = max(0, int(cpus))
+    hungry = [(crawl, want) for crawl, want in wants if want > 0]
+    while left > 0 and hungry:
+        each = max(1, left // len(hungry))
+        still = []
+        for crawl, want in hungry:
+            if left == 0:
+                break
+            give = min(each, want - shares[crawl], left)
+            shares[crawl] += give
+            left -= give
+            if shares[crawl] < want:
+                still.append((crawl, want))
+        hungry = still
+    return shares
+
+
+def split_share(share: int, queued: Sequence[int], turn: int = 0) -> list[int]:
+    """A crawl's fetch workers split among its DB workers: evenly, the remainder to workers
+    with queued URLs, taking turns (``turn`` advances while some go without), so no DB
+    worker's hosts wait for ever when the crawl has fewer fetch workers than DB workers."""
+    n = len(queued)
+    if n == 0:
+        return []
+    base, extra = divmod(max(0, share), n)
+    quotas = [base] * n
+    order = sorted(range(n), key=lambda i: (queued[i] == 0, (i - turn) % n))
+    for i in order[:extra]:
+        quotas[i] += 1
+    return quotas
+
+
+def within_share(quotas: Sequence[int], held: Sequence[int], share: int) -> list[int]:
+    """``quotas`` with their growth held back so that the DB workers never hold more than
+    ``share`` fetch workers together: a worker whose quota shrank holds its surplus until its
+    batches end, so another may grow only into what is free now (the next pass, with fresh
+    ``held`` counts, grants the rest)."""
+    free = max(0, share - sum(held))
+    out = list(quotas)
+    for i, (quota, has) in enumerate(zip(quotas, held)):
+        if quota > has:
+            grow = min(quota - has, free)
+            out[i] = has + grow
+            free -= grow
+    return out
+
+
+class CrawlTable:
+    """The registry's table of crawls and their shares (the registry actor wraps it)."""
+
+    def __init__(self, ttl_s: float = REGISTRY_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self.entries: dict[str, CrawlEntry] = {}
+        self.cpus = 0
+
+    def register(self, entry: CrawlEntry, now: float) -> CrawlEntry:
+        """Add or renew ``entry``; returns it with the share it is granted now."""
+        old = self.entries.get(entry.crawl_id)
+        first = old.registered_at if old is not None else now
+        self.entries[entry.crawl_id] = replace(entry, registered_at=first, seen_at=now)
+        self._reshare(now)
+        return self.entries[entry.crawl_id]
+
+    def unregister(self, crawl_id: str, now: float) -> None:
+        self.entries.pop(crawl_id, None)
+        self._reshare(now)
+
+    def set_cpus(self, cpus: int, now: float) -> None:
+        self.cpus = int(cpus)
+        self._reshare(now)
+
+    def crawls(self, now: float) -> list[CrawlEntry]:
+        self._reshare(now)
+        return sorted(self.entries.values(), key=lambda e: e.registered_at)
+
+    def _expire(self, now: float) -> None:
+        stale = [c for c, e in self.entries.items() if now - e.seen_at > self.ttl_s]
+        for crawl_id in stale:
+            del self.entries[crawl_id]
+
+    def _reshare(self, now: float) -> None:
+        self._expire(now)
+        ordered = sorted(self.entries.values(), key=lambda e: e.registered_at)
+        shares: Mapping[str, int] = fair_shares(self.cpus, [(e.crawl_id, e.wants)
+                                                            for e in ordered])
+        self.entries = {e.crawl_id: replace(e, share=shares[e.crawl_id]) for e in ordered}

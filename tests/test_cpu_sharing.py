@@ -1,0 +1,69 @@
+"""Crawls sharing the session's Ray (2 CPUs): a second crawl gets half the fetch workers at
+once, the first gives one back without a fault, and --fetch-workers caps a crawl."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from raycrawl import Crawl
+from raycrawl.testing.synthweb import SyntheticWeb
+
+pytestmark = pytest.mark.ray
+
+SLOW = {"delay_s": 0.2, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
+        "partitions": 16, "retry_backoff_s": 0.05}
+
+
+def held(crawl: Crawl) -> tuple[int, int]:
+    """(fetch workers granted, fetch workers its DB workers hold)."""
+    s = crawl.stats()
+    return s.fetch_workers, sum(w.fetch_workers for w in s.db_workers)
+
+
+def wait_for(what, deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_second_crawl_gets_half_the_cpus_and_the_first_gives_one_back(ray_session, tmp_path):
+    webs = [SyntheticWeb(hosts=6, pages_per_host=30, seed=s).start() for s in (21, 22)]
+    try:
+        first = Crawl(seeds=[webs[0].seed_url], out=str(tmp_path / "a"), **SLOW).start()
+        wait_for(lambda: held(first) == (2, 2))  # alone: every CPU
+        second = Crawl(seeds=[webs[1].seed_url], out=str(tmp_path / "b"), **SLOW).start()
+        wait_for(lambda: held(first) == (1, 1) and held(second) == (1, 1))
+        finals = [first.wait(timeout=180), second.wait(timeout=180)]
+        for crawl, final, web in zip((first, second), finals, webs):
+            assert final.phase == "finished"
+            assert sorted(crawl.pages().column("url").to_pylist()) == sorted(web.reachable())
+            # A smaller share retires workers once their batches end: nothing is a fault.
+            assert sum(w.fetch_faults for w in final.db_workers) == 0
+    finally:
+        for web in webs:
+            web.stop()
+
+
+def test_fetch_workers_caps_a_crawl(ray_session, tmp_path):
+    web = SyntheticWeb(hosts=6, pages_per_host=20, seed=23).start()
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), fetch_workers=1,
+                      db_workers=2, **SLOW).start()
+        seen = set()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            s = crawl.stats()
+            seen.add(sum(w.fetch_workers for w in s.db_workers))
+            assert s.fetch_workers <= 1
+            if s.phase.terminal or (s.fetched and not s.queued and not s.in_flight_batches):
+                break
+            time.sleep(0.1)
+        final = crawl.wait(timeout=180)
+        assert max(seen) == 1, seen
+        assert final.phase == "finished"
+        assert sorted(crawl.pages().column("url").to_pylist()) == sorted(web.reachable())
+    finally:
+        web.stop()

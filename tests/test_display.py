@@ -1,0 +1,71 @@
+"""How a crawl shows itself: the one line, the HTML table, the progress bar, the live view,
+and a Crawl's repr before it starts (no Ray)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from raycrawl import Crawl
+from raycrawl.display import LiveView, ProgressBar, status_html, status_line
+from raycrawl.errors import CrawlStateError
+from raycrawl.frontier.control import Phase
+from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
+
+STATUS = CrawlStatus(
+    crawl_id="c<1>", phase=Phase.RUNNING, fetched=40, queued=60, errors=3,
+    error_kinds={"timeout": 2, "robots": 1}, pages_per_s=12.5, fetch_workers=1,
+    waiting="waiting for CPUs: 3 crawls share 2",
+    db_workers=(DBWorkerReport(queued=30, leased_urls=8, fetched=20, fetch_workers=1),
+                DBWorkerReport(queued=30, fetched=20)),
+    strategy_workers=(StrategyWorkerReport(pages_crawled=40, scheduled=100),))
+
+
+def test_the_line_and_the_table_say_what_the_crawl_does():
+    line = status_line(STATUS)
+    assert line.startswith("running: fetched 40, queued 60")
+    assert "12.5 pages/s" in line and "waiting for CPUs" in line
+    html = status_html(STATUS)
+    assert "c&lt;1&gt;" in html  # escaped
+    assert "timeout 2" in html and "robots 1" in html
+    assert html.count("<td>db-worker-") == 2 and "strategy-worker-0" in html
+    assert "waiting for CPUs" in html
+
+
+def test_the_progress_bar_counts_fetched_of_all_known():
+    out = io.StringIO()
+    bar = ProgressBar("c1", file=out, notebook=False)
+    bar(STATUS)
+    assert bar.bar.n == 40 and bar.bar.total == 40 + 60 + 8
+    bar.close(STATUS.replace(phase=Phase.FINISHED, fetched=108, queued=0, db_workers=()))
+    text = out.getvalue()
+    assert "108/108" in text and "finished" in text
+
+
+def test_the_live_view_refreshes_until_the_crawl_ends():
+    statuses = iter([None, STATUS, STATUS.replace(phase=Phase.FINISHED)])
+    view = LiveView(lambda: next(statuses), interval_s=0.01)
+    view.thread.join(timeout=5)
+    assert not view.running and view.updates == 2
+    assert "finished" in view.widget.value
+    assert "application/vnd.jupyter.widget-view+json" in view._repr_mimebundle_()
+
+
+def test_the_live_view_stops_when_told():
+    view = LiveView(lambda: STATUS, interval_s=0.01)
+    time.sleep(0.05)
+    view.stop()
+    view.thread.join(timeout=5)
+    assert not view.running and view.updates >= 1
+
+
+def test_a_crawl_not_started_says_so(tmp_path):
+    crawl = Crawl(seeds=["http://example.com/"], out=str(tmp_path / "out"), crawl_id="c9")
+    assert repr(crawl) == f"<raycrawl.Crawl c9 not started; out {tmp_path / 'out'}>"
+    assert "not started" in crawl._repr_html_()
+    with pytest.raises(ValueError, match="pages' or 'items'"):
+        crawl.dataset("links")
+    with pytest.raises(CrawlStateError, match="no pages written yet"):
+        crawl.dataset("pages")

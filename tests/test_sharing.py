@@ -1,0 +1,96 @@
+"""Crawls sharing a cluster's CPUs: fair shares, the split among DB workers, the registry's
+table (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raycrawl.config import CrawlConfig
+from raycrawl.frontier.control import Phase
+from raycrawl.frontier.sharing import (
+    ANY,
+    CrawlEntry,
+    CrawlTable,
+    fair_shares,
+    split_share,
+    wants,
+    within_share,
+)
+
+
+@pytest.mark.parametrize("cpus,wants_,expected", [
+    (2, [("a", ANY)], {"a": 2}),
+    (2, [("a", ANY), ("b", ANY)], {"a": 1, "b": 1}),  # the second is not starved
+    (2, [("a", ANY), ("b", ANY), ("c", ANY)], {"a": 1, "b": 1, "c": 0}),  # first come first
+    (8, [("a", 1), ("b", ANY), ("c", ANY)], {"a": 1, "b": 4, "c": 3}),  # a cap frees CPUs
+    (5, [("a", 0), ("b", ANY)], {"a": 0, "b": 5}),  # paused: holds none
+    (0, [("a", ANY)], {"a": 0}),
+    (7, [("a", 2), ("b", 2)], {"a": 2, "b": 2}),  # never more than wanted
+])
+def test_fair_shares(cpus, wants_, expected):
+    shares = fair_shares(cpus, wants_)
+    assert shares == expected
+    assert sum(shares.values()) <= cpus
+
+
+def test_fair_shares_never_exceed_the_cpus_whatever_the_mix():
+    for cpus in range(0, 13):
+        for n in range(1, 6):
+            for cap in (0, 1, 3, ANY):
+                wants_ = [(f"c{i}", cap if i % 2 else ANY) for i in range(n)]
+                shares = fair_shares(cpus, wants_)
+                assert sum(shares.values()) <= cpus
+                assert all(shares[c] <= w for c, w in wants_)
+                hungry = [c for c, w in wants_ if shares[c] < w]
+                if hungry:  # someone wanted more: every CPU is used
+                    assert sum(shares.values()) == cpus
+
+
+def test_split_share_among_db_workers_takes_turns_when_short():
+    assert split_share(4, [5, 5]) == [2, 2]
+    assert split_share(3, [5, 5]) == [2, 1]
+    assert split_share(1, [0, 9]) == [0, 1]  # the worker with work first
+    turns = {tuple(split_share(1, [5, 5, 5], turn)) for turn in range(3)}
+    assert turns == {(1, 0, 0), (0, 1, 0), (0, 0, 1)}  # each gets its turn
+    assert split_share(0, [5, 5]) == [0, 0]
+    assert split_share(2, []) == []
+
+
+def test_wants_follows_the_phase_and_the_caps():
+    assert wants(CrawlConfig(), Phase.RUNNING) == ANY
+    assert wants(CrawlConfig(fetch_workers=3), Phase.RUNNING) == 3
+    assert wants(CrawlConfig(batches_in_flight=4, db_workers=2), Phase.STARTING) == 4
+    for phase in (Phase.PAUSED, Phase.STOPPING, Phase.FINISHED, Phase.STOPPED):
+        assert wants(CrawlConfig(), phase) == 0
+
+
+def test_the_table_reshares_on_every_change_and_forgets_silent_crawls():
+    table = CrawlTable(ttl_s=10)
+    table.set_cpus(2, now=0)
+    assert table.register(CrawlEntry("a", wants=ANY), now=0).share == 2
+    assert table.register(CrawlEntry("b", wants=ANY), now=1).share == 1
+    assert table.register(CrawlEntry("a", wants=ANY), now=2).share == 1
+    assert [e.crawl_id for e in table.crawls(now=3)] == ["a", "b"]  # first registered first
+    table.register(CrawlEntry("b", wants=ANY), now=11)  # a went silent for > ttl
+    assert [e.crawl_id for e in table.crawls(now=12.5)] == ["b"]
+    assert table.entries["b"].share == 2
+    table.unregister("b", now=13)
+    assert table.crawls(now=13) == []
+
+
+def test_a_listed_line_starts_with_the_crawl_id_and_says_why_it_waits():
+    line = CrawlEntry("c1", state="/s/state", wants=ANY, phase="running", fetched=12,
+                      pages_per_s=3.5, share=0).line(cpus=2, crawls=3)
+    assert line.split()[0] == "c1"
+    assert "waiting for CPUs (3 crawls share 2)" in line and "/s/state" in line
+
+
+def test_a_quota_grows_only_into_what_retiring_workers_freed():
+    # Worker 0 keeps its fetch worker until its batches end: worker 1 waits for it.
+    assert within_share([0, 1], held=[1, 0], share=1) == [0, 0]
+    assert within_share([0, 1], held=[0, 0], share=1) == [0, 1]
+    assert within_share([2, 2], held=[0, 0], share=4) == [2, 2]
+    assert within_share([1, 3], held=[3, 0], share=4) == [1, 1]
+    for quotas, held in [([0, 2], [2, 0]), ([3, 0, 1], [0, 2, 2])]:
+        out = within_share(quotas, held, share=4)
+        assert sum(max(q, h) for q, h in zip(out, held)) <= 4
