@@ -20,6 +20,7 @@ from raycrawl.cli import main
     (["status", "--state", "/nonexistent/state"], "no crawl state"),
     (["resume", "--state", "/nonexistent/state"], "no crawl state"),
     (["frobnicate"], "invalid choice"),
+    (["crawl", "http://a.com/", "--out", "o", "--fetch-workers", "0"], "fetch_workers"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -54,3 +55,33 @@ def test_python_dash_m_raycrawl_is_the_command():
                           "--max-pages", "-1", "http://example.com/"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.startswith("raycrawl: error: max_pages")
+
+
+class _FakeCrawl:
+    crawl_id = "c1"
+
+    def __init__(self):
+        from raycrawl.frontier.reports import CrawlStatus
+
+        self.final = CrawlStatus(crawl_id="c1", phase="finished", fetched=3)
+        self.progress = None
+
+    def wait(self, progress=None, interval_s=1.0):
+        self.progress = progress
+        if progress is not None:
+            progress(self.final)
+        return self.final
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(tty, monkeypatch, capsys):
+    from raycrawl import cli
+    from raycrawl.display import ProgressBar
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: tty)
+    crawl = _FakeCrawl()
+    assert cli._follow(crawl, quiet=False) is crawl.final
+    assert isinstance(crawl.progress, ProgressBar) is tty
+    out, err = capsys.readouterr()
+    assert ("finished: fetched 3" in out) is not tty
+    assert ("3/3" in err) is tty

@@ -30,14 +30,20 @@ def wait_for(what, deadline_s: float = 60.0) -> None:
 
 
 def test_a_second_crawl_gets_half_the_cpus_and_the_first_gives_one_back(ray_session, tmp_path):
-    webs = [SyntheticWeb(hosts=6, pages_per_host=30, seed=s).start() for s in (21, 22)]
+    """Two crawls on 2 CPUs hold one fetch worker each; a third waits, says so, and gets a
+    CPU when one ends; every crawl finishes whole, and a share given back is no fault."""
+    webs = [SyntheticWeb(hosts=6, pages_per_host=30, seed=s).start() for s in (21, 22, 24)]
     try:
         first = Crawl(seeds=[webs[0].seed_url], out=str(tmp_path / "a"), **SLOW).start()
         wait_for(lambda: held(first) == (2, 2))  # alone: every CPU
         second = Crawl(seeds=[webs[1].seed_url], out=str(tmp_path / "b"), **SLOW).start()
         wait_for(lambda: held(first) == (1, 1) and held(second) == (1, 1))
-        finals = [first.wait(timeout=180), second.wait(timeout=180)]
-        for crawl, final, web in zip((first, second), finals, webs):
+        third = Crawl(seeds=[webs[2].seed_url], out=str(tmp_path / "c"), **SLOW).start()
+        wait_for(lambda: third.stats().waiting == "waiting for CPUs: 3 crawls share 2")
+        assert held(third) == (0, 0) and third.stats().fetched == 0
+        crawls = (first, second, third)
+        finals = [c.wait(timeout=240) for c in crawls]
+        for crawl, final, web in zip(crawls, finals, webs):
             assert final.phase == "finished"
             assert sorted(crawl.pages().column("url").to_pylist()) == sorted(web.reachable())
             # A smaller share retires workers once their batches end: nothing is a fault.

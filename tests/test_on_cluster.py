@@ -83,6 +83,10 @@ def test_metrics_reach_the_prometheus_endpoint_while_a_crawl_runs(ray_cluster, t
         assert exported_names() <= seen, f"missing: {sorted(exported_names() - seen)}"
         out_text, _ = proc.communicate(timeout=180)
         assert proc.returncode == 0, out_text
+        # The actors' log lines name the crawl and the actor; fetch workers close their
+        # HTTP sessions before they end.
+        assert re.search(r"INFO metrics-crawl db-worker-0/fetcher-\S+ actors: started", out_text)
+        assert "Unclosed client session" not in out_text
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -158,6 +162,7 @@ def test_two_crawls_share_the_cluster_and_both_show_in_list(ray_cluster, tmp_pat
         for proc, web, i in zip(procs, webs, range(2)):
             text, _ = proc.communicate(timeout=240)
             assert proc.returncode == 0, text
+            assert "Unclosed client session" not in text
             assert_whole(str(tmp_path / f"out-{i}"), web)
     finally:
         for proc in procs:
