@@ -161,3 +161,29 @@ def test_crawl_rejects_what_raycrawl_rejects(crawl_script: ModuleType, capsys) -
         crawl_script.argv(["https://a.com/", "--out", "o", "--bogus"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_job_upload_of_the_repository_leaves_out_venvs_results_and_outputs(tmp_path):
+    """What ``ray job submit --working-dir .`` would upload, as Ray's own packaging walks the
+    folder (.gitignore and .rayignore): the code, not the venv, benchmark logs or outputs."""
+    import shutil
+    from pathlib import Path
+
+    from ray._private.runtime_env.packaging import _dir_travel
+
+    root = Path(__file__).resolve().parent.parent
+    work = tmp_path / "repo"
+    shutil.copytree(root, work, ignore=shutil.ignore_patterns(".venv", ".git"))
+    for extra in (".venv/bin/python", "venv/lib/x.py", "demo-out/pages/part-0.parquet",
+                  "out/warc/a.warc.gz", "benchmarks/results/log/x.json", "notes.parquet"):
+        (work / extra).parent.mkdir(parents=True, exist_ok=True)
+        (work / extra).write_text("x")
+    uploaded: list[str] = []
+    _dir_travel(work, [], lambda p: p.is_file() and uploaded.append(str(p.relative_to(work))),
+                include_gitignore=True)
+    files = set(uploaded)
+    assert {"raycrawl/cli.py", "actors/coordinator.py", "pyproject.toml"} <= files
+    left_out = [f for f in files if f.startswith((".venv", "venv", "demo-out", "out/",
+                                                  "benchmarks/results"))
+                or f.endswith((".parquet", ".warc.gz"))]
+    assert left_out == []

@@ -128,13 +128,11 @@ def test_node_removed_and_added_back(tmp_path):
 KILLS_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import ray
-    from ray.cluster_utils import Cluster
     from raycrawl import Crawl
     from raycrawl.testing.synthweb import SyntheticWeb
     from tests.test_faults import SETTINGS, actor_named
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    ray.init(address=cluster.address, namespace="raycrawl")
+    ray.init(address=sys.argv[2], namespace="raycrawl")
     web = SyntheticWeb(hosts=30, pages_per_host=60, seed=53, latency_s=0.01).start()
     expected = len(web.reachable())
     crawl = Crawl(seeds=[web.seed_url], out=sys.argv[1], **SETTINGS).start()
@@ -155,15 +153,16 @@ KILLS_SCRIPT = textwrap.dedent("""
           flush=True)
     web.stop()
     ray.shutdown()
-    cluster.shutdown()
 """)
 
 
-def test_a_crawl_survives_each_actor_kind_killed_one_after_another(tmp_path):
-    """2 DB and 2 strategy workers, 1800 pages: a fetch worker, a DB worker, a strategy
-    worker and the coordinator killed in turn; every page once, no error row."""
+def test_a_crawl_survives_each_actor_kind_killed_one_after_another(ray_cluster, tmp_path):
+    """2 DB and 2 strategy workers, 1800 pages, on a ``ray start`` cluster: a fetch worker, a
+    DB worker, a strategy worker and the coordinator killed in turn; every page once, no
+    error row."""
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-c", KILLS_SCRIPT, str(out)], env=child_env(),
+    run = subprocess.run([sys.executable, "-c", KILLS_SCRIPT, str(out), ray_cluster.address],
+                         env=child_env(),
                          capture_output=True, text=True, timeout=480,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert run.returncode == 0, run.stderr[-3000:]
