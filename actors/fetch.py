@@ -10,8 +10,8 @@ batches the worker keeps one HTTP session (keep-alive connections, a third of th
 were TCP connects without it).
 
 Each DB worker owns the fetch workers it uses (they die with it) and holds one CPU per worker,
-as many as its share of the cluster's CPUs; it lets them go when it pauses or drains, so a
-paused or ended crawl holds no CPU.
+as many as its part of the crawl's share of the cluster's CPUs (``set_fetch_quota``); it lets
+them go when it pauses or drains, so a paused or ended crawl holds no CPU.
 """
 
 from __future__ import annotations

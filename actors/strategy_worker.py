@@ -40,7 +40,8 @@ class StrategyWorker:
         self.index = index
         check_shared_state(config.state_dir, config.crawl_id,
                            strategy_worker_name(config.crawl_id, index))
-        self.store = Store(os.path.join(config.state_dir, f"strategy-worker-{index}"))
+        self.store = Store(os.path.join(config.state_dir, f"strategy-worker-{index}"),
+                           sync=config.sync_writes)
         self.runner = StrategyRunner(config, self.store)
         self.peers = Peers(config)
         self.lock = asyncio.Lock()

@@ -61,10 +61,12 @@ def _bin(name: str) -> str:
 
 
 SPIDERS = os.path.join(HERE, "spider.py")
+NOSYNC = os.path.join(HERE, "nosync.toml")
 # raycrawl, and raycrawl with a feature on (measured against plain raycrawl in the same run)
 VARIANTS: dict[str, tuple[str, ...]] = {
     "raycrawl": (), "raycrawl-spider": ("--spider", f"{SPIDERS}:BenchSpider"),
-    "raycrawl-spider-css": ("--spider", f"{SPIDERS}:CssSpider"), "raycrawl-warc": ("--warc",)}
+    "raycrawl-spider-css": ("--spider", f"{SPIDERS}:CssSpider"), "raycrawl-warc": ("--warc",),
+    "raycrawl-nosync": ("--config", NOSYNC)}
 
 
 def command(runner: str, seed: str, out: str, setup: Setup) -> list[str]:
@@ -162,7 +164,23 @@ def measure_repeated(runner: str, spec: WebSpec, setup: Setup, label: str, work:
                      repeat: int) -> dict[str, Any]:
     """The run with the median steady pages/s of ``repeat`` runs (runs on a shared 2-core
     machine vary by about 10%), with every run's pages/s and CPU ms/page beside it."""
-    runs = [measure(runner, spec, setup, label, work) for _ in range(repeat)]
+    return median_row([measure(runner, spec, setup, label, work) for _ in range(repeat)])
+
+
+def measure_interleaved(runners: list[str], spec: WebSpec, setup: Setup, label: str,
+                        work: str, repeat: int) -> list[dict[str, Any]]:
+    """``repeat`` rounds of one run of each runner in turn, so a machine that speeds up or
+    slows down during the suite (this VM does, by up to 30% within minutes) weighs on every
+    runner alike; each runner's row as in :func:`measure_repeated`."""
+    runs: dict[str, list[dict[str, Any]]] = {r: [] for r in runners}
+    for _ in range(repeat):
+        for runner in runners:
+            runs[runner].append(measure(runner, spec, setup, label, work))
+    return [median_row(runs[r]) for r in runners]
+
+
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    repeat = len(runs)
     runs.sort(key=lambda r: r["pages_per_s"])
     row = dict(runs[len(runs) // 2])
     row["repeats"] = repeat
@@ -228,6 +246,11 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ratio = css["pages_per_s"] / ray_["pages_per_s"] if ray_["pages_per_s"] else 0
         out.append({"target": "(no target) a spider that parses each page with parsel",
                     "value": round(ratio, 2), "met": True})
+    nosync = find("compare", "raycrawl-nosync")
+    if ray_ and nosync:  # the same crawl without fsync of acknowledged writes
+        ratio = ray_["pages_per_s"] / nosync["pages_per_s"] if nosync["pages_per_s"] else 0
+        out.append({"target": "synced writes cost <= 5% pages/s", "value": round(ratio, 2),
+                    "met": ratio >= 0.95})
     warc = find("compare", "raycrawl-warc")
     if ray_ and warc:
         ratio = warc["pages_per_s"] / ray_["pages_per_s"] if ray_["pages_per_s"] else 0
@@ -316,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true",
                         help="put the table in README.md (between benchmark:NAME markers)")
     parser.add_argument("--work", default=None, help="folder for crawl output (a temp dir)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="compare runs: one of each runner in turn, --repeat rounds")
     args = parser.parse_args(argv)
     become_subreaper()
     setup = Setup(args.concurrency, args.per_host, raycrawl_args=tuple(args.raycrawl_arg))
@@ -327,9 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     compare_spec = _spec_for(args.urls, base)
     if not args.no_compare:
         webs.append(f"compare and latency, {_describe(compare_spec)}")
-        for runner in runners:
-            rows.append(measure_repeated(runner, compare_spec, setup, "compare", work,
-                                         args.scrapy_repeat if runner == "scrapy" else args.repeat))
+        if args.interleave:
+            rows += measure_interleaved(runners, compare_spec, setup, "compare", work,
+                                        args.repeat)
+        else:
+            for runner in runners:
+                rows.append(measure_repeated(runner, compare_spec, setup, "compare", work,
+                                             args.scrapy_repeat if runner == "scrapy"
+                                             else args.repeat))
         slow = replace(compare_spec, latency_ms=args.latency_ms)
         for runner in [r for r in runners if r != "scrapy" and not args.no_latency]:
             rows.append(measure_repeated(runner, slow, setup, "latency", work, args.repeat))

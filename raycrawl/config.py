@@ -54,11 +54,11 @@ class CrawlConfig:
     batch_size: int = 128  # URLs per spider-feed batch
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
     # Batches fetching at once per DB worker, three per fetch worker (as many more batches may
-    # be handing over their spider log); None: three per CPU of the DB worker's share of the
-    # cluster.
+    # be handing over their spider log); None: three per fetch worker of the DB worker's part of
+    # the crawl's share of the cluster's CPUs (see raycrawl.frontier.sharing).
     batches_in_flight: int | None = None
-    # Fetch workers (one CPU each) this crawl may hold at most; None: its fair share of the
-    # cluster's CPUs (see raycrawl.frontier.sharing), which it gets anyway as a ceiling.
+    # Fetch workers (one CPU each) this crawl may hold at most; None: as many as its fair share
+    # of the cluster's CPUs (see raycrawl.frontier.sharing).
     fetch_workers: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
@@ -109,6 +109,10 @@ class CrawlConfig:
     proxy: str | None = None  # an http:// proxy URL every request goes through
     warc: bool = False  # write every response to OUT/warc as WARC/1.1 (see raycrawl.formats.warc)
     warc_max_bytes: int = 256 * 1024 * 1024  # a fetch worker starts a new WARC file past this
+    # Sync the RocksDB writes a worker acknowledges to another to disk (fsync through the WAL).
+    # Off, they survive a crashed or killed process but not a crashed machine: for ephemeral
+    # disks, and to measure what durability costs (benchmarks/README.md, step 17).
+    sync_writes: bool = True
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
 
     def __post_init__(self) -> None:

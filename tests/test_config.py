@@ -44,3 +44,22 @@ def test_unknown_and_mistyped_settings(tmp_path):
         read_toml(str(bad))
     with pytest.raises(ConfigError, match="cannot read"):
         read_toml(str(tmp_path / "missing.toml"))
+
+
+def test_sync_writes_reaches_the_stores(tmp_path):
+    from raycrawl.formats.storage import Store
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[crawl]\nout = 'o'\nsync_writes = false\n")
+    config = config_from_mapping(read_toml(str(toml)))
+    assert config.sync_writes is False and CrawlConfig().sync_writes is True
+    for sync in (True, False):
+        store = Store(str(tmp_path / f"db-{sync}"), sync=sync)
+        try:
+            assert store._sync.sync is sync  # the options of acknowledged writes
+            wb = store.batch()
+            wb.put(b"k", b"v")
+            store.write(wb)
+            assert store.multi_get([b"k"]) == [b"v"]
+        finally:
+            store.close()

@@ -60,13 +60,13 @@ class Store:
     RocksDB's errors (a full disk, an I/O error) become :class:`StorageError` naming the store,
     here and nowhere else; nothing was written when one is raised."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, sync: bool = True) -> None:
         self.path = path
         with self._errors("open"):
             os.makedirs(path, exist_ok=True)
             self.db = Rdict(path, _options(), access_type=AccessType.read_write())
         self._sync, self._nosync = WriteOptions(), WriteOptions()
-        self._sync.sync = True
+        self._sync.sync = sync  # off (``CrawlConfig.sync_writes``): what survives is the OS's
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

@@ -56,9 +56,8 @@ def _sha1(*parts: bytes) -> str:
 class WarcFiles:
     """The WARC files of one fetch worker: append records, sync, rotate.
 
-    Thread-safe: records are built and compressed in the calling thread (zlib and hashlib let
-    other threads run meanwhile, so a fetch worker hands this to threads, off its event loop),
-    and appended one call at a time."""
+    Thread-safe (records are appended one call at a time); a fetch worker calls it on its event
+    loop, where a 50 KB page's two records take about 0.3 ms."""
 
     def __init__(self, warc_dir: str, prefix: str, max_bytes: int, software: str) -> None:
         os.makedirs(warc_dir, exist_ok=True)

@@ -91,7 +91,8 @@ class DBShard:
     def __init__(self, config: CrawlConfig, index: int,
                  on_file_written: Callable[[], None] = lambda: None) -> None:
         self.config = config
-        self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"))
+        self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"),
+                           sync=config.sync_writes)
         self.queue = FrontierQueue(self.store, layered=config.max_depth is not None)
         self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
                                config.host_park_after)
