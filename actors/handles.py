@@ -6,6 +6,8 @@ Everything the public API (``raycrawl.Crawl``) needs from Ray goes through here.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 import ray
@@ -22,13 +24,23 @@ from .peers import died_because
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 120.0  # a control call the coordinator does not answer in time raises
+PROBE_TIMEOUT_S = 10.0  # a Ray address whose port does not accept a connection by then is down
 
 
 def connect(address: str | None, **init_options: Any) -> None:
     """Join Ray once per process: ``address`` if given, else Ray's own rule (RAY_ADDRESS, a
-    cluster started with ``ray start``, else a new local instance)."""
+    cluster started with ``ray start``, else a new local instance).  :class:`ConnectionError`
+    at once if a ``host:port`` address (given, or in RAY_ADDRESS) does not answer: Ray itself
+    would retry it for minutes."""
     if ray.is_initialized():
         return
+    probe = os.environ.get("RAY_ADDRESS") if address in (None, "auto") else address
+    if probe and probe not in ("auto", "local") and "://" not in probe:
+        host, _, port = probe.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), PROBE_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            raise ConnectionError(f"cannot reach Ray at {probe}: {exc}") from None
     options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
     options.update(init_options)
     ray.init(address=address, **options)
@@ -92,8 +104,8 @@ class CoordinatorHandle:
         crawl from its state."""
         ray.kill(self.actor, no_restart=False)
 
-    def status(self) -> CrawlStatus:
-        status: CrawlStatus = self._get(self.actor.status.remote())
+    def status(self, timeout: float = CALL_TIMEOUT_S) -> CrawlStatus:
+        status: CrawlStatus = self._get(self.actor.status.remote(), timeout=timeout)
         return status
 
     def add_seeds(self, urls: list[str]) -> SeedReply:

@@ -26,6 +26,7 @@ from raycrawl.urls import canonicalize
 if TYPE_CHECKING:
     from actors.handles import CoordinatorHandle
 
+SNAPSHOT_TIMEOUT_S = 10.0  # a repr or live view falls back to status.json after this
 COORDINATOR_MISSES = 3  # status calls in a row the coordinator may miss before wait() gives up
 
 
@@ -196,8 +197,8 @@ class Crawl:
         """The crawl's status: from its coordinator while it runs, else the last one written
         to ``status.json``; None before it started."""
         if self._handle is not None:
-            try:
-                return self._handle.status()
+            try:  # bounded tighter than a control call: a display must not hang
+                return self._handle.status(timeout=SNAPSHOT_TIMEOUT_S)
             except (CrawlUnavailable, CrawlStateError):
                 pass
         try:

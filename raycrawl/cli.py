@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
@@ -186,14 +185,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """One line per crawl on the cluster, its id first."""
-    import ray
-
-    from actors.options import NAMESPACE
+    from actors.handles import connect
     from actors.registry import list_crawls
 
-    try:
-        ray.init(address=args.address or "auto", namespace=NAMESPACE,
-                 logging_level=logging.WARNING, log_to_driver=False)
+    try:  # a running cluster only ("auto": RAY_ADDRESS, else a `ray start` one), none started
+        connect(args.address or "auto", log_to_driver=False)
     except ConnectionError as exc:
         raise RaycrawlError(f"no Ray cluster to list: {exc}") from None
     crawls, cpus = list_crawls()

@@ -111,7 +111,7 @@ class RayCluster:
 
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         try:

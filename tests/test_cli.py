@@ -85,3 +85,19 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(tty, monkeypatch, c
     out, err = capsys.readouterr()
     assert ("finished: fetched 3" in out) is not tty
     assert ("3/3" in err) is tty
+
+
+@pytest.mark.parametrize("argv", [["list", "--address", "127.0.0.1:1"],
+                                  ["crawl", "http://a.com/", "--out", "o",
+                                   "--address", "127.0.0.1:1"]])
+def test_a_ray_address_that_does_not_answer_is_one_line_at_once(argv, tmp_path):
+    """Ray would retry a dead GCS address for minutes; raycrawl says so at once."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "raycrawl"), *argv],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "cannot reach Ray at 127.0.0.1:1" in done.stderr
