@@ -25,4 +25,3 @@ def tag_logs(crawl_id: str, role: str) -> None:
         logger.handlers = [handler]
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    logging.getLogger("actors").info("started")

@@ -99,3 +99,26 @@ def test_exported_names_follow_prometheus_suffixes():
     assert len({m.name for m in METRICS}) == len(METRICS)
     assert status_class(None) == "none" and status_class(503) == "5xx"
     assert crawl_metrics.FETCH_SECONDS_BOUNDARIES == sorted(crawl_metrics.FETCH_SECONDS_BOUNDARIES)
+
+
+def test_actor_log_lines_name_the_crawl_and_the_actor(capsys):
+    import logging
+
+    from actors.logs import LOGGERS, tag_logs
+
+    saved = {n: (logging.getLogger(n).handlers, logging.getLogger(n).level,
+                 logging.getLogger(n).propagate) for n in LOGGERS}
+    try:
+        tag_logs("crawl-1", "db-worker-0/fetcher-ab-1")
+        logging.getLogger("actors.fetch").warning("fetch of %d URLs failed", 3)
+        logging.getLogger("raycrawl.fetch.hosts").info("an info line")
+        logging.getLogger("raycrawl.fetch.hosts").debug("not shown")
+    finally:
+        for n, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(n)
+            logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].endswith("WARNING crawl-1 db-worker-0/fetcher-ab-1 actors.fetch: "
+                           "fetch of 3 URLs failed")
+    assert "INFO crawl-1 db-worker-0/fetcher-ab-1 raycrawl.fetch.hosts: an info line" in err[1]
