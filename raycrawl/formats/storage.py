@@ -66,7 +66,7 @@ class Store:
             os.makedirs(path, exist_ok=True)
             self.db = Rdict(path, _options(), access_type=AccessType.read_write())
         self._sync, self._nosync = WriteOptions(), WriteOptions()
-        self._sync.sync = sync  # off (``CrawlConfig.sync_writes``): what survives is the OS's
+        self._sync.sync = sync  # False (CrawlConfig.sync_writes): acknowledged in the OS cache
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
