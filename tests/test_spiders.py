@@ -108,6 +108,11 @@ def test_a_spider_file_gives_one_item_per_page_it_reaches_and_nothing_else(
     plain = pq.read_table(tmp_path / "out" / "items")
     assert {"url", "title", "kind", "links", "from", "depth"} <= set(plain.column_names)
     assert plain.num_rows == len(with_items)
+    # ... and Ray Data reads the items (and the pages) as they are.
+    dataset = crawl.dataset("items")
+    assert dataset.count() == len(with_items)
+    assert {"url", "title", "kind"} <= set(dataset.schema().names)
+    assert crawl.dataset("pages").count() == len(fetched)
     assert stats["error_kinds"]["callback-error"] == len(failed)
     assert stats["callback_errors"] and "KeyError" in stats["callback_errors"][-1]
 
