@@ -234,9 +234,7 @@ class Coordinator:
             entry, cpus, crawls = await self.registry.register(CrawlEntry(
                 cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase), str(self.phase),
                 status.fetched, status.pages_per_s))
-            self.share = entry.share
-            self.waiting = (f"waiting for CPUs: {crawls} crawls share {cpus}"
-                            if entry.wants and not entry.share else "")
+            self.share, self.waiting = entry.share, entry.waiting(cpus, crawls)
         except (TimeoutError, ray.exceptions.RayError) as exc:
             log.warning("the crawl registry did not answer: %s", exc)
             self.registry.forget()

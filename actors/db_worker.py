@@ -155,7 +155,7 @@ class DBWorker:
                                    self.fetchers.rerun.faults).replace(
             fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
             fetch_workers=self.fetchers.held)
-        self.metrics.report(report, self.shard.slots.counts(), self.fetchers.held)
+        self.metrics.report(report, self.shard.slots.counts())
         return report
 
     def _storage_failed(self, exc: StorageError) -> None:

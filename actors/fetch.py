@@ -35,13 +35,13 @@ from raycrawl.fetch.batch import (
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun
+from raycrawl.frontier.sharing import BATCHES_PER_WORKER, workers_for
 
 from .logs import tag_logs
 from .options import fetcher_options
 
 log = logging.getLogger(__name__)
 
-BATCHES_PER_WORKER = 3  # overlapping batches per fetch worker (benchmarks/README.md, step 13)
 
 
 class FetchWorker:
@@ -110,8 +110,8 @@ class FetchPool:
     def fit(self, batches_in_flight: int | None, quota: int) -> int:
         """Size the pool to ``quota`` workers (fewer if ``batches_in_flight`` needs fewer: three
         batches a worker) and return the batches that may fetch at once."""
-        size = quota if batches_in_flight is None else min(
-            quota, -(-batches_in_flight // BATCHES_PER_WORKER))
+        size = quota if batches_in_flight is None else min(quota,
+                                                           workers_for(batches_in_flight))
         self.resize(size)
         return self.slots if batches_in_flight is None else min(batches_in_flight, self.slots)
 

@@ -58,16 +58,13 @@ class CoordinatorHandle:
             CoordinatorHandle, SeedReply]:
         """Create the coordinator (detached: the crawl outlives its driver) and start it.
         :class:`CrawlStateError` if a crawl with the same id is on the cluster."""
-        taken = CrawlStateError(
-            f"a crawl with id {config.crawl_id} is already running on this Ray cluster "
-            "(see `raycrawl list`): choose another --crawl-id")
-        if cls.lookup(config.crawl_id) is not None:
-            raise taken
-        try:
+        try:  # Ray refuses a name that is taken when the actor is created
             actor = coordinator.remote_class().options(
                 **actor_options(coordinator_name(config.crawl_id))).remote(config, generation)
-        except ray.exceptions.ActorAlreadyExistsError:  # started meanwhile
-            raise taken from None
+        except ray.exceptions.ActorAlreadyExistsError:
+            raise CrawlStateError(
+                f"a crawl with id {config.crawl_id} is already running on this Ray cluster "
+                "(see `raycrawl list`): choose another --crawl-id") from None
         handle = cls(actor)
         try:
             reply: SeedReply = handle._get(actor.start.remote(seeds))

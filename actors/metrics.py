@@ -102,8 +102,7 @@ class CrawlMetrics:
         request times, the URLs queued again, the items."""
         if pages.num_rows:
             for status, n in _value_counts(pages.column("status")).items():
-                self._inc("raycrawl_pages_fetched", n,
-                          status=status_class(None if status is None else int(status)))
+                self._inc("raycrawl_pages_fetched", n, status=status_class(status))
             for kind, n in _value_counts(pages.column("error")).items():
                 if kind is not None:
                     self._inc("raycrawl_errors", n, kind=str(kind))
@@ -120,11 +119,11 @@ class CrawlMetrics:
         for outcome, n in outcomes.items():
             self._inc("raycrawl_robots_fetches", n, outcome=outcome)
 
-    def report(self, report: DBWorkerReport, hosts: Mapping[str, int], fetch_workers: int) -> None:
-        """Set the gauges from a worker's report."""
+    def report(self, report: DBWorkerReport, hosts: Mapping[str, int]) -> None:
+        """Set the gauges from a worker's report and its hosts by state."""
         self._m["raycrawl_queued"].set(report.queued, tags=self.tags)
         self._m["raycrawl_in_flight"].set(report.leased_urls, tags=self.tags)
-        self._m["raycrawl_fetch_workers"].set(fetch_workers, tags=self.tags)
+        self._m["raycrawl_fetch_workers"].set(report.fetch_workers, tags=self.tags)
         for state, n in hosts.items():
             self._m["raycrawl_hosts"].set(n, tags={**self.tags, "state": state})
 

@@ -147,14 +147,12 @@ class Crawl:
         crawl); if it still does not, :class:`CrawlUnavailable` is raised.
         """
         if progress is True:
-            bar = ProgressBar(self.crawl_id)
+            bar, final = ProgressBar(self.crawl_id), None
             try:
                 final = self.wait(timeout, bar, interval_s)
-            except BaseException:
-                bar.close()
-                raise
-            bar.close(final)
-            return final
+                return final
+            finally:
+                bar.close(final)
         report = progress if callable(progress) else None
         deadline = None if timeout is None else time.monotonic() + timeout
         misses = 0

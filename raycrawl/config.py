@@ -134,12 +134,11 @@ class CrawlConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
-        check(self.fetch_workers is None or (
-            isinstance(self.fetch_workers, int) and not isinstance(self.fetch_workers, bool)
-            and self.fetch_workers >= 1), "fetch_workers", "must be an integer >= 1")
-        check(self.batches_in_flight is None or (
-            isinstance(self.batches_in_flight, int) and self.batches_in_flight >= 1),
-            "batches_in_flight", "must be an integer >= 1 (or unset: automatic)")
+        for name in ("batches_in_flight", "fetch_workers"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                    and value >= 1), name,
+                  "must be an integer >= 1 (or unset: automatic)")
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
                      "output_flush_s", "poll_interval_s", "linger_s", "actor_timeout_s",
                      "retry_backoff_s",

@@ -82,8 +82,8 @@ def test_a_committed_batch_is_counted_by_status_class_kind_bytes_and_time(fake_m
 def test_gauges_and_robots_outcomes(fake_metrics):
     m = CrawlMetrics("c1", "db-worker-1")
     m.robots({"rules": 2, "allow-all": 1})
-    m.report(DBWorkerReport(queued=40, leased_urls=12), {"active": 3, "backed-off": 1,
-                                                        "parked": 0}, fetch_workers=2)
+    m.report(DBWorkerReport(queued=40, leased_urls=12, fetch_workers=2),
+             {"active": 3, "backed-off": 1, "parked": 0})
     assert _total(fake_metrics["raycrawl_robots_fetches"], outcome="rules") == 2
     assert _total(fake_metrics["raycrawl_queued"]) == 40
     assert _total(fake_metrics["raycrawl_in_flight"]) == 12

@@ -82,7 +82,7 @@ def test_a_listed_line_starts_with_the_crawl_id_and_says_why_it_waits():
     line = CrawlEntry("c1", state="/s/state", wants=ANY, phase="running", fetched=12,
                       pages_per_s=3.5, share=0).line(cpus=2, crawls=3)
     assert line.split()[0] == "c1"
-    assert "waiting for CPUs (3 crawls share 2)" in line and "/s/state" in line
+    assert "waiting for CPUs: 3 crawls share 2" in line and "/s/state" in line
 
 
 def test_a_quota_grows_only_into_what_retiring_workers_freed():

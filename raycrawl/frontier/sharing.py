@@ -23,6 +23,12 @@ from raycrawl.frontier.control import Phase
 
 REGISTRY_TTL_S = 15.0  # an entry not renewed for this long is dropped
 ANY = 1 << 20  # a crawl with no cap wants as many fetch workers as it can get
+BATCHES_PER_WORKER = 3  # overlapping batches per fetch worker (benchmarks/README.md, step 13)
+
+
+def workers_for(batches: int) -> int:
+    """Fetch workers that run ``batches`` at once."""
+    return -(-batches // BATCHES_PER_WORKER)
 
 
 def wants(config: CrawlConfig, phase: Phase) -> int:
@@ -34,7 +40,7 @@ def wants(config: CrawlConfig, phase: Phase) -> int:
     if config.fetch_workers is not None:
         return config.fetch_workers
     if config.batches_in_flight is not None:
-        return config.db_workers * -(-config.batches_in_flight // 3)
+        return config.db_workers * workers_for(config.batches_in_flight)
     return ANY
 
 
@@ -52,12 +58,17 @@ class CrawlEntry:
     registered_at: float = 0.0  # first registration (orders the remainder)
     seen_at: float = 0.0  # last registration
 
+    def waiting(self, cpus: int, crawls: int) -> str:
+        """Why the crawl fetches nothing though it wants to ("" when it has a share)."""
+        return (f"waiting for CPUs: {crawls} crawls share {cpus}"
+                if self.wants and not self.share else "")
+
     def line(self, cpus: int, crawls: int) -> str:
         """The crawl's line of ``raycrawl list``: its id first."""
-        waiting = (f", waiting for CPUs ({crawls} crawls share {cpus})"
-                   if self.wants and not self.share else "")
+        waiting = self.waiting(cpus, crawls)
         return (f"{self.crawl_id}  {self.phase}  fetched {self.fetched}  "
-                f"{self.pages_per_s} pages/s  fetch workers {self.share}{waiting}  "
+                f"{self.pages_per_s} pages/s  fetch workers {self.share}"
+                f"{f', {waiting}' if waiting else ''}  "
                 f"state {self.state}")
 
 
