@@ -230,7 +230,7 @@ class DBWorker:
             if self.stream is not None:
                 self.stream.write_spider_log(pages, result.links)
             items_before = shard.output.items_total
-            rows = shard.complete(batch_id, pages, retry, result.items)
+            rows = shard.complete(batch_id, pages, retry, result.items, entries)
             committed = True
             self.metrics.committed(rows, len(retry), shard.output.items_total - items_before)
             self._crash("db-worker.completed")

@@ -63,6 +63,20 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy", metavar="URL", help="send every request through this proxy")
     p.add_argument("--warc", action="store_const", const=True,
                    help="write every response to OUT/warc as WARC/1.1")
+    p.add_argument("--recrawl-after", type=float, metavar="SECONDS", dest="recrawl_after_s",
+                   help="revisit every fetched URL this long after its fetch (the crawl then "
+                        "runs until --run-for, a stop, Ctrl-C or --max-pages fetches)")
+    p.add_argument("--run-for", type=float, metavar="SECONDS", dest="run_for_s",
+                   help="end the crawl this long after it started")
+    p.add_argument("--adaptive", action="store_const", const=True,
+                   help="shrink a URL's revisit interval when its page changed, grow it when "
+                        "not (within --recrawl-min .. --recrawl-max)")
+    p.add_argument("--recrawl-min", type=float, metavar="SECONDS", dest="recrawl_min_s")
+    p.add_argument("--recrawl-max", type=float, metavar="SECONDS", dest="recrawl_max_s")
+    p.add_argument("--reseed-every", type=float, metavar="SECONDS", dest="reseed_every_s",
+                   help="fetch the seeds again this often (their new links are followed)")
+    p.add_argument("--sitemaps", action="store_const", const=True,
+                   help="also crawl the URLs of the sitemaps robots.txt files name")
     p.add_argument("--config", metavar="FILE.toml")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
@@ -151,6 +165,12 @@ def _follow(crawl: Any, quiet: bool) -> CrawlStatus:
             bar.close()
 
 
+def _exit_status(stats: CrawlStatus, config: Any) -> int:
+    """0 for a crawl that finished, or a revisiting one (it has no end of its own) stopped."""
+    ended = stats.phase is Phase.FINISHED or (stats.phase is Phase.STOPPED and config.revisits)
+    return 0 if ended else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from raycrawl.api import read_status
 
@@ -161,6 +181,10 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
     print(f"fetch workers: {s.fetch_workers}" + (f" ({s.waiting})" if s.waiting else ""))
+    if s.revisits or s.not_due or s.due:
+        fresh = "-" if s.freshness is None else f"{s.freshness:.0%}"
+        print(f"revisits: {s.revisits} ({s.revisits_per_s}/s), due {s.due}, overdue "
+              f"{s.overdue}, not due yet {s.not_due}, freshness {fresh}")
     if s.warc_records:
         print(f"WARC records: {s.warc_records} responses in {os.path.join(s.out, 'warc')}")
     if s.out_of_scope:
@@ -259,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "crawl":
-            stats = run_crawl(config_from_args(args), quiet=args.quiet)
+            config = config_from_args(args)
+            stats = run_crawl(config, quiet=args.quiet)
             print(_summary(stats))
-            return 0 if stats.phase is Phase.FINISHED else 1
+            return _exit_status(stats, config)
         if args.command == "resume":
             from raycrawl.api import Crawl
 
@@ -269,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"crawl {crawl.crawl_id} resumed from {args.state}", flush=True)
             stats = _follow(crawl, args.quiet)
             print(_summary(stats))
-            return 0 if stats.phase is Phase.FINISHED else 1
+            return _exit_status(stats, crawl.config)
         if args.command == "status":
             return cmd_status(args)
         if args.command == "list":

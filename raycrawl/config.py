@@ -113,6 +113,16 @@ class CrawlConfig:
     # Off, they survive a crashed or killed process but not a crashed machine: for ephemeral
     # disks, and to measure what durability costs (benchmarks/README.md, step 17).
     sync_writes: bool = True
+    # Revisits (see raycrawl.frontier.revisits): a fetched URL is due again this long after its
+    # fetch (None: each URL is fetched once).  Such a crawl ends at run_for_s, a stop or
+    # max_pages fetches, not on an empty queue.
+    recrawl_after_s: float | None = None
+    run_for_s: float | None = None  # end the crawl (finished) this long after it (re)started
+    adaptive: bool = False  # shrink a URL's interval when its page changed, grow it when not
+    recrawl_min_s: float | None = None  # adaptive bounds; default a tenth of recrawl_after_s
+    recrawl_max_s: float | None = None  # ... and ten times it
+    reseed_every_s: float | None = None  # revisit the seeds this often (pyspider's @every)
+    sitemaps: bool = False  # add the URLs of the sitemaps that robots.txt files name
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
 
     def __post_init__(self) -> None:
@@ -148,6 +158,16 @@ class CrawlConfig:
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                   name, "must be a number >= 0")
         check(self.actor_timeout_s > 0, "actor_timeout_s", "must be more than 0")
+        for name in ("recrawl_after_s", "run_for_s", "recrawl_min_s", "recrawl_max_s",
+                     "reseed_every_s"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, (int, float))
+                                    and not isinstance(value, bool) and value > 0),
+                  name, "must be a number of seconds > 0")
+        check(not self.adaptive or self.recrawl_after_s is not None, "adaptive",
+              "needs recrawl_after_s (the interval it starts from)")
+        low, high = self.recrawl_bounds_s
+        check(low <= high, "recrawl_min_s", "must not exceed recrawl_max_s")
         for name in ("fetch_retries", "retries"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
@@ -188,6 +208,19 @@ class CrawlConfig:
         return self.state or os.path.join(self.out, "state")
 
     @property
+    def revisits(self) -> bool:
+        """The crawl revisits what it fetched, so an empty queue does not end it."""
+        return self.recrawl_after_s is not None or self.reseed_every_s is not None
+
+    @property
+    def recrawl_bounds_s(self) -> tuple[float, float]:
+        """(recrawl_min_s, recrawl_max_s) with their defaults filled in."""
+        after = self.recrawl_after_s or 0.0
+        low = self.recrawl_min_s if self.recrawl_min_s is not None else after / 10
+        high = self.recrawl_max_s if self.recrawl_max_s is not None else max(after * 10, low)
+        return low, high
+
+    @property
     def pages_dir(self) -> str:
         """The ``OUT/pages`` Parquet dataset."""
         return os.path.join(self.out, "pages")
@@ -215,7 +248,9 @@ class CrawlConfig:
 FIELD_NAMES = frozenset(f.name for f in fields(CrawlConfig))
 _TUPLE_FIELDS = frozenset(f.name for f in fields(CrawlConfig) if "tuple" in str(f.type))
 # Flags whose name differs from the field (``--delay`` sets ``delay_s``).
-ALIASES = {"delay": "delay_s", "no_robots": "robots"}
+ALIASES = {"delay": "delay_s", "no_robots": "robots", "recrawl_after": "recrawl_after_s",
+           "run_for": "run_for_s", "reseed_every": "reseed_every_s",
+           "recrawl_min": "recrawl_min_s", "recrawl_max": "recrawl_max_s"}
 
 
 def normalise_key(key: str) -> str:

@@ -19,9 +19,13 @@ from raycrawl.frontier.reports import CrawlStatus
 def status_line(s: CrawlStatus) -> str:
     """One line: phase, counters, pages/s (and why it waits, if it does)."""
     waiting = f", {s.waiting}" if s.waiting else ""
+    revisits = ""
+    if s.revisits or s.not_due:
+        revisits = (f", revisits {s.revisits} ({s.revisits_per_s}/s), due {s.due}, overdue "
+                    f"{s.overdue}, fresh {'-' if s.freshness is None else f'{s.freshness:.0%}'}")
     return (f"{s.phase}: fetched {s.fetched}, queued {s.queued}, in flight "
             f"{s.in_flight_batches} batches, errors {s.errors}, {s.pages_per_s} pages/s"
-            f"{waiting}")
+            f"{revisits}{waiting}")
 
 
 def status_html(s: CrawlStatus) -> str:
@@ -36,6 +40,10 @@ def status_html(s: CrawlStatus) -> str:
     ]
     if s.waiting:
         counters.append(("waiting", s.waiting))
+    if s.revisits or s.not_due:
+        counters += [("revisits", f"{s.revisits} ({s.revisits_per_s}/s)"), ("due", s.due),
+                     ("overdue", s.overdue), ("not due yet", s.not_due),
+                     ("freshness", "-" if s.freshness is None else f"{s.freshness:.0%}")]
     if s.items_total:
         counters.append(("items", s.items_total))
     if s.warc_records:

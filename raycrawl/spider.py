@@ -78,6 +78,7 @@ class Follow:
     method: str = "GET"
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
+    age_s: float | None = None  # revisit the page this often (None: the crawl's rule)
 
 
 def callback_name(callback: str | Callable[..., Any] | None) -> str | None:
@@ -140,7 +141,8 @@ class SpiderResponse:
                meta: Mapping[str, Any] | None = None, priority: float | None = None, *,
                method: str = "GET", headers: Mapping[str, str] | None = None,
                body: bytes | str | None = None,
-               formdata: Mapping[str, str] | None = None) -> Follow:
+               formdata: Mapping[str, str] | None = None,
+               age: float | None = None) -> Follow:
         """A request for ``url`` (relative to this page, or an ``<a>`` selector) whose page
         ``callback`` parses (default ``parse``); ``meta`` becomes that page's
         ``response.meta``; a ``priority`` replaces the strategy's score (higher first).
@@ -148,7 +150,14 @@ class SpiderResponse:
         ``method``, ``headers`` and ``body`` say how to send it; ``formdata`` is a form's
         fields, sent url-encoded as the body (of a POST, unless ``method`` says otherwise).
         The request's fingerprint covers method and body: a POST to a URL and a GET of it are
-        two requests, each crawled once."""
+        two requests, each crawled once.
+
+        ``age`` (seconds) revisits the page that often, whatever the crawl's
+        ``--recrawl-after`` (pyspider's ``age`` with auto-recrawl); the first follow of a URL
+        sets it."""
+        if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float))
+                                or not age > 0):
+            raise TypeError(f"follow: age must be a number of seconds > 0, not {age!r}")
         if isinstance(url, Selector):
             root = url.root
             url = root if isinstance(root, str) else url.attrib.get("href", "")
@@ -173,7 +182,7 @@ class SpiderResponse:
         return Follow(self.urljoin(url), callback_name(callback),
                       dict(meta) if meta else None,
                       None if priority is None else float(priority), method.upper(),
-                      extra or None, body or None)
+                      extra or None, body or None, None if age is None else float(age))
 
 
 def spider_file(spec: str) -> str | None:

@@ -20,7 +20,7 @@ from raycrawl.config import CrawlConfig
 from raycrawl.errors import StrategyError
 from raycrawl.models import Request, Response, URLState
 
-ScheduleSink = Callable[[Request, float, bool], None]
+ScheduleSink = Callable[[Request, float, bool, float | None], None]
 
 
 class CrawlingStrategy:
@@ -28,7 +28,8 @@ class CrawlingStrategy:
 
     ``schedule(request, score)`` queues a URL for fetching with a priority (higher first);
     requests deeper than ``max_depth`` and URLs already queued or crawled are not queued again,
-    whatever the strategy asks, so the crawl stays exactly-once.
+    whatever the strategy asks, so the crawl stays exactly-once.  ``at`` (epoch seconds) sets
+    when a URL is due: a new URL's first fetch, or a fetched URL's next visit (a revisit).
     """
 
     def __init__(self, config: CrawlConfig, sink: ScheduleSink) -> None:
@@ -55,7 +56,8 @@ class CrawlingStrategy:
             self.schedule(seed, 1.0)
 
     def page_crawled(self, response: Response) -> None:
-        """A page was fetched (any HTTP status); ``response.body`` is not shipped here."""
+        """A page was fetched (any HTTP status); ``response.body`` is not shipped here.
+        Called on every visit of a revisited URL (``response.request.visit``)."""
 
     def filter_extracted_links(self, request: Request, links: list[Request]) -> list[Request]:
         """Drop links before they are looked at; the default keeps all."""
@@ -71,14 +73,18 @@ class CrawlingStrategy:
         """True ends the crawl even with URLs left in the queue."""
         return False
 
-    def schedule(self, request: Request, score: float = 1.0, dont_queue: bool = False) -> None:
-        """Record ``score`` for ``request`` and, unless ``dont_queue``, queue it for fetching."""
+    def schedule(self, request: Request, score: float = 1.0, dont_queue: bool = False,
+                 at: float | None = None) -> None:
+        """Record ``score`` for ``request`` and, unless ``dont_queue``, queue it for fetching
+        (not before ``at``, epoch seconds, when given).  A URL fetched already is queued again
+        only with ``at``: its next visit is then due at that time."""
         max_depth = self.config.max_depth
         if max_depth is not None and request.depth > max_depth:
             return
-        if request.state is not URLState.NOT_CRAWLED and not dont_queue:
+        revisit = at is not None and request.state in (URLState.CRAWLED, URLState.ERROR)
+        if request.state is not URLState.NOT_CRAWLED and not dont_queue and not revisit:
             return
-        self._sink(request, float(score), not dont_queue)
+        self._sink(request, float(score), not dont_queue, None if at is None else float(at))
 
 
 def load_strategy(name: str) -> type[CrawlingStrategy]:

@@ -19,7 +19,8 @@ def rows(urls):
         "duration_s": [0.1] * n, "links_count": [0] * n, "attempts": [1] * n,
         "redirect_chain": [[]] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
         "items_count": [0] * n, "out_of_scope": [0] * n, "warc_file": [None] * n,
-        "warc_offset": [None] * n}))
+        "warc_offset": [None] * n, "visit": [1] * n, "changed": [True] * n, "etag": [None] * n,
+        "last_modified": [None] * n, "digest": [None] * n}))
 
 
 def stage(out, store, urls):

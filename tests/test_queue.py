@@ -175,3 +175,13 @@ def test_entries_of_a_leased_host_are_cut_once_it_is_released(store):
     _, third = q.cut(8, 2, slots, None, 100)
     assert sorted(e.url for e in third) == sorted(
         e.url for e in [entry(2), entry(3), entry(12, "b.com"), entry(13, "b.com")])
+
+
+def test_the_tables_of_a_db_worker_store_have_distinct_prefixes():
+    from raycrawl.formats import output
+    from raycrawl.frontier import budget, queue, robots, shard
+
+    prefixes = [queue._Q, queue._F, queue._L, queue._P, queue._C, queue._D, queue._W, queue._O,
+                shard._COOKIES, robots._PREFIX, budget._KEY, output.PAGE_KEYS.staged,
+                output.PAGE_KEYS.recorded, output.ITEM_KEYS.staged, output.ITEM_KEYS.recorded]
+    assert len(prefixes) == len(set(prefixes)) == 15

@@ -34,7 +34,9 @@ def spider_log(pages, links):
         "attempts": [1] * len(pages), "redirect_chain": [[]] * len(pages),
         "retry_after_s": [None] * len(pages), "error_detail": [None] * len(pages),
         "items_count": [0] * len(pages), "out_of_scope": [0] * len(pages),
-        "warc_file": [None] * len(pages), "warc_offset": [None] * len(pages)})
+        "warc_file": [None] * len(pages), "warc_offset": [None] * len(pages),
+        "visit": [1] * len(pages), "changed": [True] * len(pages), "etag": [None] * len(pages),
+        "last_modified": [None] * len(pages), "digest": [None] * len(pages)})
     link_batch = schemas.batch(schemas.SPIDER_LOG_LINKS, {
         "parent_url": [url_info(p, P).url for p, *_ in links],
         "parent_depth": [d for _, d, _, _ in links], "url": [i.url for i in li],
@@ -43,7 +45,7 @@ def spider_log(pages, links):
         "redirect_chain": [[]] * len(links), "callback": [None] * len(links),
         "meta": [None] * len(links), "priority": [None] * len(links),
         "method": [None] * len(links), "headers": [None] * len(links),
-        "body": [None] * len(links)})
+        "body": [None] * len(links), "age_s": [None] * len(links)})
     return page_batch, link_batch
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from raycrawl.errors import ErrorKind, InvalidURL
 from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import open_session
-from raycrawl.fetch.hosts import HostFetcher, Link
+from raycrawl.fetch.hosts import HostFetcher, Link, Seen
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats import schemas
@@ -58,7 +58,7 @@ class FetchResult(NamedTuple):
 
 _RESULT_SCHEMAS = (schemas.SPIDER_LOG_PAGES, schemas.SPIDER_LOG_LINKS, schemas.ROBOTS,
                    schemas.ITEMS, schemas.COOKIES)
-_FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body")
+_FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body", "age_s")
 
 
 class Collector:
@@ -74,7 +74,7 @@ class Collector:
              error: ErrorKind | None, fetched_at: datetime, size: int = 0, duration: float = 0.0,
              links: int = 0, retry_after: float | None = None, detail: str | None = None,
              items: list[bytes] | None = None, out_of_scope: int = 0,
-             warc: tuple[str, int] | None = None) -> None:
+             warc: tuple[str, int] | None = None, seen: Seen | None = None) -> None:
         p = self.pages
         for name in schemas.IDENTITY:
             p[name].append(row[name])
@@ -93,6 +93,13 @@ class Collector:
         p["out_of_scope"].append(out_of_scope)
         p["warc_file"].append(warc[0] if warc else None)
         p["warc_offset"].append(warc[1] if warc else None)
+        if seen is None:  # no answer: what the last visit saw still stands
+            seen = Seen(row["visit"] == 1 or None, row["etag"], row["last_modified"],
+                        row["digest"])
+        p["changed"].append(seen.changed)
+        p["etag"].append(seen.etag)
+        p["last_modified"].append(seen.last_modified)
+        p["digest"].append(seen.digest)
         if items:
             n = len(items)
             self.items["url"] += [row["url"]] * n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import fetch_robots
 from raycrawl.formats.entry import pack_meta, unpack_meta
-from raycrawl.formats.warc import WarcFiles
+from raycrawl.formats.warc import IDENTICAL, NOT_MODIFIED, WarcFiles
 from raycrawl.frontier.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.spider import Follow, SpiderResponse
 from raycrawl.urls import url_info
@@ -56,6 +57,16 @@ def _cookie_header(jar: aiohttp.CookieJar, url: str) -> str:
     return "; ".join(f"{k}={m.value}" for k, m in jar.filter_cookies(URL(url)).items())
 
 
+class Seen(NamedTuple):
+    """What a fetch saw of its page, for the next visit: changed since the last one (None: no
+    answer to tell), the validators and the body's digest."""
+
+    changed: bool | None
+    etag: str | None
+    last_modified: str | None
+    digest: bytes | None
+
+
 class Link(NamedTuple):
     """A link to follow: a target found on a page (callback etc. None) or a spider's follow."""
 
@@ -66,12 +77,23 @@ class Link(NamedTuple):
     method: str | None = None  # None: GET
     headers: bytes | None = None  # msgpack map
     body: bytes | None = None
+    age_s: float | None = None  # revisit interval
 
 
 def _follow_link(f: Follow) -> Link:
     return Link(f.url, f.callback, pack_meta(dict(f.meta or {})), f.priority,
                 None if f.method == "GET" else f.method, pack_meta(dict(f.headers or {})),
-                f.body)
+                f.body, f.age_s)
+
+
+def conditional_headers(row: dict[str, Any]) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from the last visit's validators."""
+    headers = {}
+    if row["etag"]:
+        headers["If-None-Match"] = row["etag"]
+    if row["last_modified"]:
+        headers["If-Modified-Since"] = row["last_modified"]
+    return headers
 
 
 class HostFetcher:
@@ -115,11 +137,15 @@ class HostFetcher:
         archived: tuple[str, int] | None = None
         resp: aiohttp.ClientResponse | None = None
         body, truncated = b"", "unspecified"  # what the WARC record holds of the body
+        seen: Seen | None = None
+        body_digest: bytes | None = None
         if self.guard.check_host_literal(row["host"]) is not None:
             error = ErrorKind.BLOCKED_ADDRESS
         else:
             try:
                 headers = unpack_meta(row["headers"])
+                if row["visit"] > 1:
+                    headers.update(conditional_headers(row))
                 if jar is not None and (cookie := _cookie_header(jar, row["url"])):
                     headers["Cookie"] = cookie
                 async with self.limit, self.session.request(
@@ -131,16 +157,25 @@ class HostFetcher:
                     ctype = resp.headers.get("Content-Type")
                     if status in (429, 503):
                         retry_after = retry_after_s(resp.headers.get("Retry-After"), fetched_at)
-                    if 300 <= status < 400 and "Location" in resp.headers:
-                        error, targets = self._redirect(row, resp.headers["Location"], status)
+                    if status == 304 and row["visit"] > 1:  # not modified since the last visit
+                        seen = Seen(False, resp.headers.get("ETag") or row["etag"],
+                                    resp.headers.get("Last-Modified") or row["last_modified"],
+                                    row["digest"])
+                    elif 300 <= status < 400 and "Location" in resp.headers:
+                        location = resp.headers["Location"]
+                        seen = self._seen(row, resp, location.encode("utf-8", "replace"))
+                        if seen.changed:  # else its target is known already
+                            error, targets = self._redirect(row, location, status)
                         link_depth, link_chain = row["depth"], [*row["redirect_chain"], row["url"]]
                     else:
                         body, too_large = await read_body(resp, opts.max_body_bytes)
                         truncated = "length" if too_large else ""
                         size = len(body)
+                        seen = self._seen(row, resp, body)
+                        body_digest = seen.digest
                         if too_large:
                             error = ErrorKind.TOO_LARGE
-                        else:
+                        elif seen.changed:  # an unchanged page's links and items are known
                             if self.follow_links and is_html(ctype) and status < 300:
                                 targets = extract_links(str(resp.url), body, ctype,
                                                         opts.link_parser)
@@ -157,7 +192,9 @@ class HostFetcher:
             archived = self.warc.write(
                 row["url"], resp.method, list(resp.request_info.headers.items()), status,
                 resp.reason or "", list(resp.headers.items()), body, truncated,
-                row["body"] or b"")
+                row["body"] or b"", digest=body_digest,
+                revisit=None if seen is None or seen.changed else (
+                    NOT_MODIFIED if status == 304 else IDENTICAL))
         detail, items = None, None
         if parsed is not None and self.callbacks is not None:
             outcome = await self.callbacks.run(row["callback"], parsed)
@@ -169,8 +206,16 @@ class HostFetcher:
         links, out_of_scope = (self.out.link_rows(row, targets, link_depth, link_chain, opts)
                                if targets else (0, 0))
         self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
-                      links, retry_after, detail, items, out_of_scope, archived)
+                      links, retry_after, detail, items, out_of_scope, archived, seen)
         return retry_after
+
+    @staticmethod
+    def _seen(row: dict[str, Any], resp: aiohttp.ClientResponse, content: bytes) -> Seen:
+        """What a response with ``content`` (its body, a redirect's Location) tells the next
+        visit; changed unless the last visit's digest is the same."""
+        digest = hashlib.sha1(content).digest()
+        return Seen(digest != row["digest"], resp.headers.get("ETag"),
+                    resp.headers.get("Last-Modified"), digest)
 
     def _redirect(self, row: dict[str, Any], location: str, status: int
                   ) -> tuple[ErrorKind | None, list[Link]]:

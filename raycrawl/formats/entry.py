@@ -36,11 +36,23 @@ class Entry:
     method: str | None = None  # None: GET
     headers: bytes | None = None  # extra request headers (msgpack map)
     body: bytes | None = None
+    # Revisits (see raycrawl.frontier.revisits): which fetch of the URL this is (1: the first),
+    # the last visit's validators and body digest, the URL's own fixed revisit interval (a
+    # follow's age, a reseeded seed's period) and the interval --adaptive reached for it.  For
+    # a revisit ``not_before`` is its due time.
+    visit: int = 1
+    etag: str | None = None
+    last_modified: str | None = None
+    digest: bytes | None = None
+    interval_s: float | None = None
+    adapted_s: float | None = None
 
     def pack(self) -> bytes:
         fields = [self.url, self.fingerprint, self.host, self.partition, self.depth, self.score,
                   self.attempts, list(self.redirect_chain), self.crashes, self.not_before]
-        extra = [self.callback, self.meta, self.method, self.headers, self.body]
+        extra = [self.callback, self.meta, self.method, self.headers, self.body,
+                 None if self.visit == 1 else self.visit, self.etag, self.last_modified,
+                 self.digest, self.interval_s, self.adapted_s]
         while extra and extra[-1] is None:
             extra.pop()
         return msgpack.packb(fields + extra)
@@ -49,6 +61,9 @@ class Entry:
     def unpack(cls, raw: bytes) -> Entry:
         fields = msgpack.unpackb(raw)
         (url, fp, host, part, depth, score, attempts, chain, crashes, not_before) = fields[:10]
-        extra = fields[10:] + [None] * (15 - len(fields))
+        extra = fields[10:] + [None] * (21 - len(fields))
+        callback, meta, method, headers, body, visit, etag, modified, digest, interval, adapted = (
+            extra)
         return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
-                   not_before, *extra)
+                   not_before, callback, meta, method, headers, body, visit or 1, etag, modified,
+                   digest, interval, adapted)

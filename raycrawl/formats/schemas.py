@@ -38,6 +38,16 @@ _HTTP = [
     ("body", pa.binary()),
 ]
 
+# Which fetch of its URL a row is (1: the first; revisits count on), and what the last one
+# saw: its validators, for a conditional request, and its body's digest (sha1), to tell a
+# changed page.
+_VISIT = [
+    ("visit", pa.int32()),
+    ("etag", pa.string()),
+    ("last_modified", pa.string()),
+    ("digest", pa.binary()),
+]
+
 # One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
 # one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
 # ``robots_needed`` asks the task to fetch the origin's robots.txt first.  ``callback`` and
@@ -53,6 +63,7 @@ SPIDER_FEED = pa.schema([
     ("meta", pa.binary()),
     *_HTTP,
     ("cookies", pa.binary()),  # the host's cookies (msgpack), when the crawl keeps them
+    *_VISIT,
 ])
 
 # One fetched URL: a page crawled (status set) or a request error (status null, error set).
@@ -73,6 +84,8 @@ SPIDER_LOG_PAGES = pa.schema([
     ("out_of_scope", pa.int32()),  # links left out by the crawl's scope
     ("warc_file", pa.string()),  # with --warc: the file holding the response's records
     ("warc_offset", pa.int64()),  # and the offset of its request record there
+    *_VISIT,  # this fetch's visit and what it saw (for the next one)
+    ("changed", pa.bool_()),  # the body differs from the last visit's (always on visit 1)
 ])
 
 # One extracted link (canonical), already routed: ``partition`` is the link's own.  A spider's
@@ -86,6 +99,7 @@ SPIDER_LOG_LINKS = pa.schema([
     ("meta", pa.binary()),
     ("priority", pa.float64()),
     *_HTTP,
+    ("age_s", pa.float64()),  # a follow's revisit interval
 ])
 
 # One update_score: the strategy's verdict on a URL.
@@ -98,6 +112,8 @@ SCORING_LOG = pa.schema([
     ("callback", pa.string()),
     ("meta", pa.binary()),
     *_HTTP,
+    ("age_s", pa.float64()),  # the URL's revisit interval (null: the crawl's)
+    ("due_at", pa.float64()),  # not before this (epoch seconds; a strategy's ``at``)
 ])
 
 # The cookies a host holds after a batch (a crawl with ``cookies``): Set-Cookie lines, msgpack.
@@ -141,6 +157,8 @@ PAGES = pa.schema([
     ("error_detail", pa.string()),
     ("warc_file", pa.string()),
     ("warc_offset", pa.int64()),
+    ("visit", pa.int32()),
+    ("changed", pa.bool_()),
 ])
 
 
@@ -153,7 +171,7 @@ def batch(schema: pa.Schema, columns: dict[str, Any]) -> pa.RecordBatch:
 
 # The columns that say which URL a row is about, in the feed, the spider log's pages and the
 # scoring log; with ``attempts``, what a row built for a queued URL carries over from it.
-IDENTITY = (*(name for name, _ in _LOCATED), "redirect_chain")
+IDENTITY = (*(name for name, _ in _LOCATED), "redirect_chain", "visit")
 CARRIED = (*IDENTITY, "attempts")
 
 
@@ -163,7 +181,7 @@ def carried(entries: Sequence[Entry]) -> dict[str, list[Any]]:
             "host": [e.host for e in entries], "partition": [e.partition for e in entries],
             "depth": [e.depth for e in entries],
             "redirect_chain": [list(e.redirect_chain) for e in entries],
-            "attempts": [e.attempts for e in entries]}
+            "visit": [e.visit for e in entries], "attempts": [e.attempts for e in entries]}
 
 
 def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
@@ -179,7 +197,10 @@ def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
                                "headers": [e.headers for e in entries],
                                "body": [e.body for e in entries],
                                "cookies": list(cookies) if cookies is not None
-                               else [None] * len(entries)})
+                               else [None] * len(entries),
+                               "etag": [e.etag for e in entries],
+                               "last_modified": [e.last_modified for e in entries],
+                               "digest": [e.digest for e in entries]})
 
 
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:
@@ -198,7 +219,8 @@ def ended_rows(columns: dict[str, list[Any]], kinds: Sequence[str]) -> pa.Record
         "fetched_at": [datetime.now(UTC)] * n, "size_bytes": [0] * n, "duration_s": [0.0] * n,
         "links_count": [0] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
         "items_count": [0] * n, "out_of_scope": [0] * n, "warc_file": [None] * n,
-        "warc_offset": [None] * n})
+        "warc_offset": [None] * n, "etag": [None] * n, "last_modified": [None] * n,
+        "digest": [None] * n, "changed": [v == 1 or None for v in columns["visit"]]})
 
 
 def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:

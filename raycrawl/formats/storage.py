@@ -1,7 +1,11 @@
 """The embedded RocksDB store each worker keeps its shard in, and key encodings.
 
 Keys are bytes with a one-letter table prefix and big-endian integers, so that RocksDB's
-byte order is the order the frontier needs.
+byte order is the order the frontier needs.  The tables of a DB worker's store: ``q f l p c d v
+n`` (its queue, ``frontier.queue``), ``k`` (cookies, ``frontier.shard``), ``r`` (robots.txt),
+``a`` (page budget), ``w o`` and ``i j`` (staged and recorded pages and items,
+``formats.output``); of a strategy worker's: ``s`` (URL states), ``t T h`` (traps).  A test
+keeps them apart.
 """
 
 from __future__ import annotations

@@ -45,12 +45,20 @@ def _gzip(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def _sha1(*parts: bytes) -> str:
-    """A WARC digest as warcio writes it: ``sha1:`` and the base32 of the SHA-1."""
-    digest = hashlib.sha1()
-    for part in parts:
-        digest.update(part)
-    return "sha1:" + base64.b32encode(digest.digest()).decode("ascii")
+def _sha1(*parts: bytes, digest: bytes | None = None) -> str:
+    """A WARC digest as warcio writes it: ``sha1:`` and the base32 of the SHA-1 (``digest``,
+    when the caller has it already)."""
+    if digest is None:
+        sha1 = hashlib.sha1()
+        for part in parts:
+            sha1.update(part)
+        digest = sha1.digest()
+    return "sha1:" + base64.b32encode(digest).decode("ascii")
+
+
+# The revisit profiles of WARC 1.1: a 304 answer, or a body whose digest is the last visit's.
+NOT_MODIFIED = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
+IDENTICAL = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
 
 
 class WarcFiles:
@@ -96,10 +104,14 @@ class WarcFiles:
 
     def write(self, url: str, method: str, request_headers: list[tuple[str, str]],
               status: int, reason: str, headers: list[tuple[str, str]], body: bytes,
-              truncated: str = "", request_body: bytes = b"") -> tuple[str, int]:
+              truncated: str = "", request_body: bytes = b"", digest: bytes | None = None,
+              revisit: str | None = None) -> tuple[str, int]:
         """Append a request and its response; returns (file name, offset of the request
         record).  ``truncated`` is the ``WARC-Truncated`` reason when ``body`` is not all of
-        it (``length``, ``unspecified``).  Durable after the next :meth:`sync`."""
+        it (``length``, ``unspecified``); ``digest`` the body's SHA-1 if known.  With a
+        ``revisit`` profile (:data:`NOT_MODIFIED`, :data:`IDENTICAL`) the response is a
+        ``revisit`` record: its HTTP headers, no payload.  Durable after the next
+        :meth:`sync`."""
         writer = BufferWARCWriter(gzip=False, warc_version="1.1")
         kept = [(k, v) for k, v in headers if k.lower() not in _DROPPED]
         kept += [(f"X-Crawler-{k}", v) for k, v in headers if k.lower() == "content-encoding"]
@@ -107,13 +119,20 @@ class WarcFiles:
         http = StatusAndHeaders(f"{status} {reason}".strip(), kept, protocol="HTTP/1.1")
         http.compute_headers_buffer()
         # The digests from the bytes in hand (warcio would read its streams again for them).
-        digests = {"WARC-Payload-Digest": _sha1(body),
+        digests = {"WARC-Payload-Digest": _sha1(body, digest=digest),
                    "WARC-Block-Digest": _sha1(http.headers_buff, body)}
         if truncated:
             digests["WARC-Truncated"] = truncated
-        response = writer.create_warc_record(
-            url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http,
-            warc_headers_dict=digests)
+        if revisit is not None:
+            fields = {"WARC-Profile": revisit, "WARC-Refers-To-Target-URI": url}
+            if revisit == IDENTICAL:
+                fields["WARC-Payload-Digest"] = digests["WARC-Payload-Digest"]
+            response = writer.create_warc_record(url, "revisit", http_headers=http,
+                                                 warc_headers_dict=fields)
+        else:
+            response = writer.create_warc_record(
+                url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http,
+                warc_headers_dict=digests)
         target = url.split("://", 1)[1]
         path = target[target.find("/"):] if "/" in target else "/"
         request = writer.create_warc_record(

@@ -97,6 +97,7 @@ class CrawlControl:
         self.started = clock()
         self.detector = FinishDetector(layered=config.max_depth is not None)
         self.rate = _Rate()
+        self.revisit_rate = _Rate()
         self.last_status_write = 0.0
         self.cluster = cluster
         self.lease_renewed = 0.0
@@ -181,7 +182,9 @@ class CrawlControl:
             elapsed_s=round(now - self.started, 1), out=self.config.out,
             state=self.config.state_dir, updated_at=now, fetch_workers=fetch_workers,
             waiting=waiting)
-        status = status.replace(pages_per_s=round(self.rate.observe(now, status.fetched), 1))
+        status = status.replace(
+            pages_per_s=round(self.rate.observe(now, status.fetched), 1),
+            revisits_per_s=round(self.revisit_rate.observe(now, status.revisits), 1))
         if force_write or now - self.last_status_write >= STATUS_WRITE_S:
             self.last_status_write = now
             self._write(STATUS, status.to_dict())
@@ -205,5 +208,8 @@ class CrawlControl:
         left = None if self.budget is None else self.budget.left(shares)
         verdict = self.detector.observe(status.db_workers, controls_pending, left, finished)
         end = (Phase.FINISHED, self.detector.reason) if verdict is Verdict.FINISH else None
+        run_for = self.config.run_for_s
+        if end is None and run_for is not None and self.clock() - self.started >= run_for:
+            end = (Phase.FINISHED, f"ran for {run_for:g} s")
         moves = () if self.budget is None or end else tuple(self.budget.plan(shares))
         return Step(restart=restart, verdict=verdict, end=end, budget=moves)

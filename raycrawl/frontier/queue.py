@@ -5,16 +5,29 @@ Keys::
     q <layer:u16> <-score:sortable f64> <seq:u64>   -> queued entry (msgpack)
     f <fingerprint:u64>                             -> b"" once a URL was ever enqueued here
     l <batch:u64> <seq:u64>                         -> an entry leased to an in-flight batch
-    p <fingerprint:u64>                             -> b"" once a URL's page row was output
+    p <fingerprint:u64>                             -> the last visit whose page row was output
+                                                       (u32; b"" for visit 1)
+    d <due:u64 ms> <seq:u64>                        -> an entry waiting for its due time
+    v <fingerprint:u64>                             -> its ``d`` key
+    n <fingerprint:u64>                             -> a due time (f64) a strategy set for a URL
+                                                       in flight: its next visit's
     c                                               -> counters (next seq, next batch id)
 
 ``layer`` is the URL's depth when the crawl advances depth by depth (``--max-depth``), else 0,
 so a cut can stop at the current depth gate.  Within a layer, higher scores come first and
 equal scores in arrival order.
+
+Revisits (and URLs a strategy schedules for later) wait in the time index ``d``; once due,
+:meth:`FrontierQueue.promote` moves them into ``q``, where they take their turn by score.  A
+cut therefore never reads an entry that is not due, and a URL has one entry at any time (in
+``q``, ``d`` or ``l``): the store grows with URLs, not with visits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +38,24 @@ from raycrawl.formats.entry import Entry
 from raycrawl.formats.storage import Store, WriteBatch, read_u64, sortable_float, u64
 from raycrawl.frontier.politeness import HostSlots
 
-_Q, _F, _L, _P, _C = b"q", b"f", b"l", b"p", b"c"
+_Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
+_DUE = struct.Struct(">d")
+PROMOTE_LIMIT = 10_000  # entries one promote moves at most (the next cut moves the rest)
+
+
+def due_key_ms(due: float) -> bytes:
+    return u64(max(0, int(due * 1000)))
+
+
+def _visit_bytes(visit: int) -> bytes:
+    return b"" if visit == 1 else visit.to_bytes(4, "big")
+
+
+def _stored_visit(raw: bytes | None) -> int:
+    """The last visit whose row was output (0: none)."""
+    if raw is None:
+        return 0
+    return int.from_bytes(raw, "big") if raw else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,27 +66,37 @@ class Completion:
     fresh: list[int]
     layers: Counter[int] = field(default_factory=Counter)
     released: int = 0  # leases dropped
+    waiting: int = 0  # next visits put in the time index
+    due: Counter[int] = field(default_factory=Counter)  # revisits queued, by due second
 
 
 class FrontierQueue:
     """Durable queue of one DB worker; every mutation is one atomic WriteBatch."""
 
-    def __init__(self, store: Store, layered: bool) -> None:
+    def __init__(self, store: Store, layered: bool, revisits: bool = False) -> None:
         self.store = store
         self.layered = layered
         raw = store.get(_C)
         counters: tuple[int, int, int] = tuple(msgpack.unpackb(raw)) if raw else (0, 1, 0)
         self.next_seq, self.next_batch, self.done_total = counters
+        self.waiting = sum(1 for _ in store.scan(_D, _D + b"\xff"))  # URLs not due yet
+        # Revisits due and queued, by due second (for ``overdue``): read from the entries only
+        # when the crawl revisits.
+        self.due: Counter[int] = Counter()
+        track = revisits or self.waiting > 0
         self.by_layer: Counter[int] = Counter()
-        for key, _ in store.scan(_Q, _Q + b"\xff"):
+        for key, raw_entry in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
+            if track and (entry := Entry.unpack(raw_entry)).visit > 1:
+                self.due[int(entry.not_before)] += 1
         self.leased_total = sum(1 for _ in store.scan(_L, _L + b"\xff"))  # URLs under lease
         self.enqueued_total = 0
         # No queued key sorts below ``head``: a cut seeks there instead of to the first queue
         # key, past the deletions of entries leased earlier (RocksDB keeps them as tombstones
         # until compaction, and an iterator walks every one).  Cuts move it up, any put of a
-        # smaller key moves it down.
+        # smaller key moves it down.  ``due_head`` does the same for the time index.
         self.head = _Q
+        self.due_head = _D
 
     def _counters(self, done_delta: int = 0) -> bytes:
         return msgpack.packb((self.next_seq, self.next_batch, self.done_total + done_delta))
@@ -84,11 +124,105 @@ class FrontierQueue:
         wb = self.store.batch()
         for entry in fresh:
             wb.put(_F + u64(entry.fingerprint), b"")
-        layers = self._put_entries(wb, fresh)
+        now = time.time()
+        later = [e for e in fresh if e.not_before > now]  # a strategy's ``at``
+        for entry in later:
+            self._put_waiting(wb, entry)
+        layers = self._put_entries(wb, [e for e in fresh if e.not_before <= now]
+                                   if later else fresh)
         self.store.write(wb)
         self.by_layer.update(layers)
+        self.waiting += len(later)
         self.enqueued_total += len(fresh)
         return len(fresh)
+
+    # -- the time index ----------------------------------------------------------------------
+
+    def _put_waiting(self, wb: WriteBatch, entry: Entry) -> None:
+        """Add to ``wb`` an entry that waits until its ``not_before`` (count it once written)."""
+        key = _D + due_key_ms(entry.not_before) + u64(self.next_seq)
+        self.next_seq += 1
+        if key < self.due_head:
+            self.due_head = key
+        wb.put(key, entry.pack())
+        wb.put(_W + u64(entry.fingerprint), key)
+
+    def promote(self, now: float, limit: int = PROMOTE_LIMIT) -> int:
+        """Move the entries due by ``now`` (wall clock) from the time index into the queue,
+        at most ``limit``, in one atomic write; returns how many."""
+        stop = _D + due_key_ms(now) + b"\xff"
+        moved = [(key, Entry.unpack(raw)) for key, raw in
+                 itertools.islice(self.store.scan(self.due_head, stop), limit)]
+        if not moved:
+            return 0
+        wb = self.store.batch()
+        for key, entry in moved:
+            wb.delete(key)
+            wb.delete(_W + u64(entry.fingerprint))
+        entries = [e for _, e in moved]
+        layers = self._put_entries(wb, entries)
+        self.store.write(wb, sync=False)  # lost with the machine: still due, moved again
+        self.by_layer.update(layers)
+        self.waiting -= len(moved)
+        self.due.update(self._due_seconds(entries))
+        self.due_head = moved[-1][0]
+        return len(moved)
+
+    def reschedule(self, due_at: dict[int, float]) -> None:
+        """Set the due time of URLs already known here (a strategy's ``at``): one waiting in
+        the time index moves; one queued or in flight gets it for its next visit (see
+        :meth:`overrides`)."""
+        waiting = self._waiting_keys(list(due_at))
+        self._move_waiting([(fp, key, due_at[fp]) for fp, key in waiting.items()])
+        others = [fp for fp in due_at if fp not in waiting]
+        if others:
+            wb = self.store.batch()
+            for fp in others:
+                wb.put(_O + u64(fp), _DUE.pack(due_at[fp]))
+            self.store.write(wb)
+
+    def _waiting_keys(self, fingerprints: list[int]) -> dict[int, bytes]:
+        keys = self.store.multi_get([_W + u64(fp) for fp in fingerprints])
+        return {fp: key for fp, key in zip(fingerprints, keys) if key is not None}
+
+    def _move_waiting(self, moves: list[tuple[int, bytes, float]]) -> None:
+        """Give waiting entries (fingerprint, ``d`` key, new due time) their new due time, in
+        one atomic write: into the queue if it has come, else to its place in the index."""
+        if not moves:
+            return
+        raws = self.store.multi_get([key for _, key, _ in moves])
+        wb = self.store.batch()
+        now = time.time()
+        to_queue: list[Entry] = []
+        for (fp, key, due), raw in zip(moves, raws):
+            if raw is None:
+                continue
+            entry = dataclasses.replace(Entry.unpack(raw), not_before=due)
+            wb.delete(key)
+            wb.delete(_W + u64(fp))
+            if due <= now:
+                to_queue.append(entry)
+            else:
+                self._put_waiting(wb, entry)
+        layers = self._put_entries(wb, to_queue)
+        self.store.write(wb)
+        self.by_layer.update(layers)
+        self.waiting -= len(to_queue)
+        self.due.update(self._due_seconds(to_queue))
+
+    def overrides(self, fingerprints: list[int]) -> dict[int, float]:
+        """Due times strategies set for URLs while they were queued or in flight."""
+        raws = self.store.multi_get([_O + u64(fp) for fp in fingerprints])
+        return {fp: _DUE.unpack(raw)[0] for fp, raw in zip(fingerprints, raws) if raw}
+
+    def overdue(self, now: float, grace_s: float) -> int:
+        """Queued revisits due more than ``grace_s`` before ``now``."""
+        limit = now - grace_s
+        return sum(n for second, n in self.due.items() if second < limit)
+
+    @staticmethod
+    def _due_seconds(entries: list[Entry] | tuple[Entry, ...]) -> Counter[int]:
+        return Counter(int(e.not_before) for e in entries if e.visit > 1)
 
     def cut(self, max_urls: int, host_cap: int, slots: HostSlots, max_layer: int | None,
             scan_limit: int | None = None) -> tuple[int, list[Entry]]:
@@ -137,6 +271,11 @@ class FrontierQueue:
         # Not synced: a lease lost with the machine leaves its URLs queued, to be cut again.
         self.store.write(wb, sync=False)
         self.by_layer.subtract(layers)  # counted once the leases are written
+        for second, n in self._due_seconds([e for _, e in taken]).items():
+            if (left := self.due[second] - n) > 0:
+                self.due[second] = left
+            else:  # (a counter recovered without the revisits may lack it)
+                del self.due[second]
         self.leased_total += len(taken)
         # Everything below the first key left behind was taken; if none was left, everything
         # up to the last one taken (its tombstone is the only one the next seek meets).
@@ -145,29 +284,43 @@ class FrontierQueue:
         return batch_id, [e for _, e in taken]
 
     def complete(self, wb: WriteBatch, batch_id: int, fingerprints: list[int],
-                 retry: tuple[Entry, ...] | list[Entry] = ()) -> Completion:
+                 retry: tuple[Entry, ...] | list[Entry] = (), visits: list[int] | None = None,
+                 revisit: dict[int, Entry] | None = None) -> Completion:
         """Add to ``wb`` the completion of a batch: drop its leases, record ``fingerprints``
-        as done, queue the ``retry`` entries again (their URLs get another attempt).  Once
-        ``wb`` is written, :meth:`apply` the result.
+        as done (each at its visit, default 1), queue the ``retry`` entries again (their URLs
+        get another attempt) and put the ``revisit`` entries (fingerprint -> next visit) of
+        the visits recorded now in the time index, each waiting until its ``not_before``.
+        Once ``wb`` is written, :meth:`apply` the result.
 
-        ``Completion.fresh`` holds the fingerprints not recorded before (the rows to output):
-        completing the same batch twice outputs nothing the second time."""
+        ``Completion.fresh`` holds the fingerprints whose visit was not recorded before (the
+        rows to output): completing the same batch twice outputs nothing the second time."""
         done = self.store.multi_get([_P + u64(fp) for fp in fingerprints])
-        fresh = list(dict.fromkeys(fp for fp, d in zip(fingerprints, done) if d is None))
+        visits = visits or [1] * len(fingerprints)
+        fresh: dict[int, int] = {}
+        for fp, stored, visit in zip(fingerprints, done, visits):
+            if _stored_visit(stored) < visit:
+                fresh[fp] = visit
         released = 0
         for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
             wb.delete(key)
             released += 1
-        for fp in fresh:
-            wb.put(_P + u64(fp), b"")
+        waiting = 0
+        for fp, visit in fresh.items():
+            wb.put(_P + u64(fp), _visit_bytes(visit))
+            if revisit and (entry := revisit.get(fp)) is not None:
+                self._put_waiting(wb, entry)
+                wb.delete(_O + u64(fp))
+                waiting += 1
         layers = self._put_entries(wb, retry, done_delta=len(fresh))
-        return Completion(fresh, layers, released)
+        return Completion(list(fresh), layers, released, waiting, self._due_seconds(retry))
 
     def apply(self, completion: Completion) -> None:
         """Count a completion whose WriteBatch was written."""
         self.done_total += len(completion.fresh)
         self.by_layer.update(completion.layers)
         self.leased_total -= completion.released
+        self.waiting += completion.waiting
+        self.due.update(completion.due)
 
     def _put_entries(self, wb: WriteBatch, entries: tuple[Entry, ...] | list[Entry],
                      done_delta: int = 0) -> Counter[int]:
@@ -200,6 +353,7 @@ class FrontierQueue:
         layers = self._put_entries(wb, entries)
         self.store.write(wb)
         self.by_layer.update(layers)
+        self.due.update(self._due_seconds(entries))
         self.leased_total -= len(leased)
         return entries
 

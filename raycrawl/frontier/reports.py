@@ -90,6 +90,10 @@ class DBWorkerReport(_Record):
     warc_records: int = 0  # rows committed with their WARC records (this incarnation)
     fetch_quota: int = -1  # fetch workers it may hold (-1: not set by the coordinator yet)
     fetch_workers: int = 0  # fetch workers it holds (retiring ones included)
+    waiting: int = 0  # URLs whose next visit is not due yet (durable count)
+    due: int = 0  # revisits due and queued
+    overdue: int = 0  # of those, due for more than raycrawl.frontier.revisits.OVERDUE_S
+    revisits: int = 0  # rows committed for visits after the first (this incarnation)
 
     def replace(self, **changes: Any) -> DBWorkerReport:
         return dataclasses.replace(self, **changes)
@@ -133,6 +137,11 @@ def _merge(maps: list[Mapping[str, int]]) -> dict[str, int]:
     return total
 
 
+def _freshness(db: tuple[DBWorkerReport, ...]) -> float | None:
+    fresh, due = _sum(db, "waiting"), _sum(db, "due")
+    return round(fresh / (fresh + due), 3) if fresh + due else None
+
+
 @dataclass(frozen=True, slots=True)
 class CrawlStatus(_Record):
     """One snapshot of a crawl, as ``Crawl.stats()``, ``raycrawl status`` and ``status.json``
@@ -159,6 +168,15 @@ class CrawlStatus(_Record):
     elapsed_s: float = 0.0
     fetch_workers: int = 0  # the crawl's share of the cluster's CPUs (one fetch worker each)
     waiting: str = ""  # why it fetches nothing though work is queued (e.g. no CPU share)
+    # Revisits: URLs not due yet, revisits due and queued, those overdue, revisit rows (since
+    # the last start) and their rate, and freshness: the share of revisited URLs whose last
+    # fetch is within their interval (not due yet), None before any.
+    not_due: int = 0
+    due: int = 0
+    overdue: int = 0
+    revisits: int = 0
+    revisits_per_s: float = 0.0
+    freshness: float | None = None
     depth_gate: int | None = None
     out: str = ""
     state: str = ""
@@ -187,7 +205,9 @@ class CrawlStatus(_Record):
                    rows_written=_sum(db, "rows_written"), items_total=_sum(db, "items_total"),
                    items_written=_sum(db, "items_written"), out_of_scope=_sum(db, "out_of_scope"),
                    callback_errors=tuple(e for r in db for e in r.callback_errors)[-5:],
-                   warc_records=_sum(db, "warc_records"),
+                   warc_records=_sum(db, "warc_records"), not_due=_sum(db, "waiting"),
+                   due=_sum(db, "due"), overdue=_sum(db, "overdue"),
+                   revisits=_sum(db, "revisits"), freshness=_freshness(db),
                    db_workers=db, strategy_workers=sw, **fields_)
 
     def replace(self, **changes: Any) -> CrawlStatus:

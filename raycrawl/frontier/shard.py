@@ -37,6 +37,7 @@ from raycrawl.frontier.budget import Allowance
 from raycrawl.frontier.politeness import HostSlots
 from raycrawl.frontier.queue import Entry, FrontierQueue
 from raycrawl.frontier.reports import DBWorkerReport
+from raycrawl.frontier.revisits import OVERDUE_S, RevisitPolicy, Visit
 from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -74,6 +75,7 @@ class ShardCounters:
     robots_fetched: int = 0
     out_of_scope: int = 0  # links left out by the scope
     warc_records: int = 0  # rows committed with their WARC records
+    revisits: int = 0  # rows committed for visits after a URL's first
     error_kinds: Counter[str] = dataclasses.field(default_factory=Counter)
     retry_causes: Counter[str] = dataclasses.field(default_factory=Counter)
     callback_errors: list[str] = dataclasses.field(default_factory=list)  # the latest few
@@ -93,7 +95,9 @@ class DBShard:
         self.config = config
         self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"),
                            sync=config.sync_writes)
-        self.queue = FrontierQueue(self.store, layered=config.max_depth is not None)
+        self.queue = FrontierQueue(self.store, layered=config.max_depth is not None,
+                                   revisits=config.recrawl_after_s is not None)
+        self.revisits = RevisitPolicy(config)
         self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
                                config.host_park_after)
         self.robots = RobotsCache(self.store) if config.robots else None
@@ -117,15 +121,18 @@ class DBShard:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns.  Rows
         with a ``skip`` kind (traps, host budget) end at once with that error.
 
-        Idempotent: a URL enqueued here before is ignored.  Returns how many were queued."""
+        Idempotent: a URL enqueued here before is ignored, unless the row sets a due time (a
+        strategy's ``at``): then that is its next visit's.  Returns how many were queued."""
         cols = scoring.filter(scoring.column("schedule")).to_pydict()
         entries, ended = [], []
-        for u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body in zip(
+        for u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body, age, at in zip(
                 cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
                 cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"],
-                cols["callback"], cols["meta"], cols["method"], cols["headers"], cols["body"]):
-            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), callback=callback, meta=meta,
-                          method=method, headers=headers, body=body)
+                cols["callback"], cols["meta"], cols["method"], cols["headers"], cols["body"],
+                cols["age_s"], cols["due_at"]):
+            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), not_before=at or 0.0,
+                          callback=callback, meta=meta, method=method, headers=headers,
+                          body=body, interval_s=age)
             if skip is None:
                 entries.append(entry)
             else:
@@ -155,6 +162,8 @@ class DBShard:
         (batch id, entries)."""
         if self.config.max_pages is not None:
             max_urls = min(max_urls, self.allowance.value - self.held)
+        if self.queue.waiting:
+            self.queue.promote(time.time())
         batch_id, entries = self.queue.cut(max_urls, self.config.host_batch_cap, self.slots,
                                            gate)
         if entries:
@@ -293,15 +302,18 @@ class DBShard:
         self.slots.release({e.host for e in entries}, time.monotonic())
 
     def complete(self, batch_id: int, pages: pa.RecordBatch,
-                 retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None
-                 ) -> pa.RecordBatch:
-        """Commit a batch in one atomic write: release its leases, queue its retries, and
-        stage each URL's output row and its spider items once (a URL completed before gets
-        no second row, and its items are not written again).  Durable when this returns;
+                 retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None,
+                 entries: Sequence[Entry] = ()) -> pa.RecordBatch:
+        """Commit a batch in one atomic write: release its leases, queue its retries, put
+        the next visits of its ``entries`` that are revisited in the time index, and stage
+        each URL's output row and its spider items once per visit (a visit completed before
+        gets no second row, and its items are not written again).  Durable when this returns;
         counters change only after the write.  Returns the rows committed now."""
         wb = self.store.batch()
-        completion = self.queue.complete(wb, batch_id, pages.column("fingerprint").to_pylist(),
-                                         list(retry))
+        fps = pages.column("fingerprint").to_pylist()
+        visits = pages.column("visit").to_pylist()
+        completion = self.queue.complete(wb, batch_id, fps, list(retry), visits,
+                                         self._next_visits(pages, entries))
         rows = pages
         fresh = pa.array(completion.fresh, type=pa.uint64())
         if len(completion.fresh) < pages.num_rows:
@@ -316,6 +328,7 @@ class DBShard:
         self.counters.error_kinds.update(errors)
         self.counters.out_of_scope += pc.sum(rows.column("out_of_scope")).as_py() or 0
         self.counters.warc_records += rows.num_rows - rows.column("warc_file").null_count
+        self.counters.revisits += pc.sum(pc.greater(rows.column("visit"), 1)).as_py() or 0
         if ErrorKind.CALLBACK_ERROR in errors:
             failed = rows.filter(pc.equal(rows.column("error"), ErrorKind.CALLBACK_ERROR.value))
             for url, detail in zip(failed.column("url").to_pylist(),
@@ -324,6 +337,26 @@ class DBShard:
             del self.counters.callback_errors[:-CALLBACK_ERROR_SAMPLES]
         self.output.flush_if_due()
         return rows
+
+    def _next_visits(self, pages: pa.RecordBatch, entries: Sequence[Entry]) -> dict[int, Entry]:
+        """fingerprint -> the entry of its next visit, for the pages whose URL is revisited
+        (a strategy's ``at`` for it wins over its interval)."""
+        if not entries or pages.num_rows == 0:
+            return {}
+        by_fp = {e.fingerprint: e for e in entries}
+        cols = pages.select(["fingerprint", "status", "error", "fetched_at", "changed", "etag",
+                             "last_modified", "digest"]).to_pydict()
+        overrides = self.queue.overrides(cols["fingerprint"])
+        nexts: dict[int, Entry] = {}
+        for fp, status, error, at, changed, etag, modified, digest in zip(*cols.values()):
+            entry = by_fp.get(fp)
+            if entry is None:
+                continue
+            nxt = self.revisits.next_visit(entry, Visit(status, error, at, bool(changed), etag,
+                                                        modified, digest), overrides.get(fp))
+            if nxt is not None:
+                nexts[fp] = nxt
+        return nexts
 
     def finish_batch(self) -> None:
         """A batch is over (completed, failed or given back): counted in the activity."""
@@ -367,7 +400,8 @@ class DBShard:
             allowance=self.allowance.value, held=self.held,
             items_total=self.output.items_total, items_written=self.output.items_written,
             out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
-            warc_records=c.warc_records)
+            warc_records=c.warc_records, waiting=q.waiting, due=sum(q.due.values()),
+            overdue=q.overdue(time.time(), OVERDUE_S), revisits=c.revisits)
 
     def flush(self) -> None:
         """Write buffered output rows (and items) to files now."""

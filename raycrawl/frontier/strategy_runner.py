@@ -38,11 +38,14 @@ class StrategyRunner:
         self.counters: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # by error kind
 
-    def _on_schedule(self, request: Request, score: float, queue: bool) -> None:
-        """The strategy's ``schedule``: a URL over a trap limit ends as an error instead."""
-        skip = self.traps.verdict(request.url, request.host) if queue else None
-        state = (URLState.ERROR if skip else URLState.QUEUED) if queue else self.states.state(
-            request.fingerprint)
+    def _on_schedule(self, request: Request, score: float, queue: bool,
+                     at: float | None = None) -> None:
+        """The strategy's ``schedule``: a URL over a trap limit ends as an error instead; a
+        fetched URL (with ``at``) keeps its state, its DB worker moves its next visit."""
+        known = request.state in (URLState.CRAWLED, URLState.ERROR)
+        skip = self.traps.verdict(request.url, request.host) if queue and not known else None
+        state = (URLState.ERROR if skip else URLState.QUEUED) if queue and not known else (
+            self.states.state(request.fingerprint))
         self.states.set(request.fingerprint, state, request.depth, score)
         request.state = state
         if queue:
@@ -61,6 +64,8 @@ class StrategyRunner:
             out["method"].append(None if request.method == "GET" else request.method)
             out["headers"].append(pack_meta(request.headers))
             out["body"].append(request.body)
+            out["age_s"].append(request.age_s)
+            out["due_at"].append(at)
             if skip:
                 self.skipped[skip] += 1
             else:
@@ -90,17 +95,18 @@ class StrategyRunner:
         self.states.discard()
         self.traps.discard()
 
-    def _requests(self, rows: pa.RecordBatch) -> list[Request]:
+    def _requests(self, rows: pa.RecordBatch, age_s: float | None = None) -> list[Request]:
         cols = rows.to_pydict()
         return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
-                        state=self.states.state(fp))
+                        state=self.states.state(fp), age_s=age_s)
                 for u, fp, h, p, d in zip(cols["url"], cols["fingerprint"], cols["host"],
                                           cols["partition"], cols["depth"])]
 
     def add_seeds(self, seeds: pa.RecordBatch) -> pa.RecordBatch:
         """Seeds (spider-feed schema) in, scoring log out (commit or discard after)."""
         self.states.refresh(seeds.column("fingerprint").to_pylist())
-        self.strategy.add_seeds(self._requests(seeds))
+        # With reseed_every_s, seeds are revisited that often (pyspider's @every).
+        self.strategy.add_seeds(self._requests(seeds, self.config.reseed_every_s))
         return self._drain()
 
     def process_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> pa.RecordBatch:
@@ -113,16 +119,26 @@ class StrategyRunner:
         self.states.refresh(pages.column("fingerprint").to_pylist()
                             + links.column("fingerprint").to_pylist())
         p = pages.to_pydict()
-        for url, fp, host, part, depth, status, ctype, error in zip(
+        for url, fp, host, part, depth, status, ctype, error, visit in zip(
                 p["url"], p["fingerprint"], p["host"], p["partition"], p["depth"], p["status"],
-                p["content_type"], p["error"]):
-            if self.states.state(fp) in (URLState.CRAWLED, URLState.ERROR):
+                p["content_type"], p["error"], p["visit"]):
+            known = self.states.state(fp)
+            if known in (URLState.CRAWLED, URLState.ERROR) and visit == 1:
                 self.counters["duplicate_pages"] += 1
                 continue
             record = self.states.get(fp)
             score = record.score if record is not None else 0.0
             request = Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth,
-                              state=URLState.QUEUED)
+                              state=URLState.QUEUED, visit=visit)
+            if visit > 1:  # a revisit: the strategy hears of it, the URL's state stays
+                request.state = known
+                self.counters["revisits"] += 1
+                if status is None:
+                    self.strategy.request_error(request, error or "unknown")
+                else:
+                    self.strategy.page_crawled(Response(url=url, status_code=status,
+                                                        request=request, content_type=ctype))
+                continue
             if status is None:
                 self.states.set(fp, URLState.ERROR, depth, score)
                 request.state = URLState.ERROR
@@ -178,8 +194,8 @@ class StrategyRunner:
         return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
                         redirect_chain=chain or [], callback=callback, meta=unpack_meta(meta),
                         priority=priority, method=method or "GET", headers=unpack_meta(headers),
-                        body=body)
-                for u, fp, h, p, d, chain, callback, meta, priority, method, headers, body in zip(
-                    c["url"], c["fingerprint"], c["host"], c["partition"], c["depth"],
-                    c["redirect_chain"], c["callback"], c["meta"], c["priority"], c["method"],
-                    c["headers"], c["body"])]
+                        body=body, age_s=age)
+                for u, fp, h, p, d, chain, callback, meta, priority, method, headers, body, age
+                in zip(c["url"], c["fingerprint"], c["host"], c["partition"], c["depth"],
+                       c["redirect_chain"], c["callback"], c["meta"], c["priority"], c["method"],
+                       c["headers"], c["body"], c["age_s"])]

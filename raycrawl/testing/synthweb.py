@@ -25,7 +25,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-_REASONS = {200: "OK", 302: "Found", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 302: "Found", 304: "Not Modified", 404: "Not Found",
+            500: "Internal Server Error"}
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,15 @@ class _HTTPProtocol(asyncio.Protocol):
             return
         while b"\r\n\r\n" in self.buffer:
             head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            line, *lines = head.decode("latin-1").split("\r\n")
             parts = line.split(" ")
             target = parts[1] if len(parts) == 3 else "/"
+            headers = {}
+            for field in lines:
+                name, _, value = field.partition(":")
+                headers[name.strip().lower()] = value.strip()
             self.web.request_started(self.host)
-            status, ctype, extra, body = self.web.respond(self.host, target)
+            status, ctype, extra, body = self.web.respond(self.host, target, headers)
             header = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n"
                       f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{extra}"
                       "Connection: keep-alive\r\n\r\n").encode("latin-1")
@@ -190,8 +195,10 @@ class SyntheticWeb:
             body += "<p>" + "lorem ipsum " * ((self.page_bytes - len(body)) // 12) + "</p>"
         return (body + "</body></html>").encode()
 
-    def respond(self, host: int, target: str) -> tuple[int, str, str, bytes]:
-        """(status, content type, extra header lines, body) for a request target."""
+    def respond(self, host: int, target: str, headers: dict[str, str] | None = None
+                ) -> tuple[int, str, str, bytes]:
+        """(status, content type, extra header lines, body) for a request target (and its
+        headers, lower-case names)."""
         with self.lock:
             self.hits[f"{self.address(host)}:{self.ports[host]}{target}"] += 1
         path, _, query = target.partition("?")

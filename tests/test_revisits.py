@@ -1,0 +1,132 @@
+"""Revisiting crawls on the session's Ray, against a local web whose pages change at known
+rates: due times, conditional requests, changed rows, WARC revisit records, kill and resume."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import pytest
+import ray
+from warcio.archiveiterator import ArchiveIterator
+
+from raycrawl import Crawl
+from raycrawl.testing.changingweb import ChangingWeb, validators_of
+from tests.test_faults import actor_named
+
+pytestmark = pytest.mark.ray
+
+FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
+        "partitions": 8, "retry_backoff_s": 0.05, "robots": False}
+
+
+def changing_web(period_s: float = 4.0, **kwargs) -> ChangingWeb:
+    """3 hosts x 8 pages, no cross-host specials; pages whose index is even change every
+    ``period_s``, the others never."""
+    def period(host: int, index: int) -> float | None:
+        return period_s if index % 2 == 0 else None
+    return ChangingWeb(period, hosts=3, pages_per_host=8, out_degree=3, **kwargs).start()
+
+
+def index_of(url: str) -> int:
+    return int(url.rsplit("/", 1)[1].split("?")[0])
+
+
+def visits_by_url(pages) -> dict[str, list[dict]]:
+    rows = defaultdict(list)
+    for row in sorted(pages.to_pylist(), key=lambda r: (r["url"], r["visit"])):
+        rows[row["url"]].append(row)
+    return rows
+
+
+@pytest.mark.parametrize("db_workers", [1, 2])
+def test_a_revisiting_crawl_revisits_every_page_when_due_and_conditionally(
+        ray_session, tmp_path, db_workers):
+    web = changing_web()
+    try:
+        started = time.monotonic()
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), recrawl_after_s=3.0,
+                      run_for_s=14.0, warc=True, db_workers=db_workers, **FAST).start()
+        stats = crawl.wait(timeout=120, interval_s=0.2)
+        took = time.monotonic() - started
+        assert stats["phase"] == "finished" and stats["reason"] == "ran for 14 s"
+        assert 13 <= took <= 40, took
+        rows = visits_by_url(crawl.pages())
+        reachable = set(web.reachable())
+        assert set(rows) == reachable
+        for url, visits in rows.items():
+            assert [r["visit"] for r in visits] == list(range(1, len(visits) + 1)), url
+            assert len(visits) >= 3, f"{url} was not revisited: {len(visits)} visits"
+            assert visits[0]["changed"] is True
+            for before, after in zip(visits, visits[1:]):  # never before it is due
+                gap = (after["fetched_at"] - before["fetched_at"]).total_seconds()
+                assert gap >= 3.0, (url, gap)
+            send_etag, send_modified = validators_of(index_of(url))
+            changes = index_of(url) % 2 == 0
+            hits = web.hits_of(url)
+            assert len(hits) == len(visits)
+            assert not hits[0].conditional
+            # Revisits send the validators the page gave; a page that gives none is asked
+            # plainly, and its unchanged body is told by its digest.
+            assert all(h.conditional for h in hits[1:]) == (send_etag or send_modified)
+            for hit, row in zip(hits[1:], visits[1:]):
+                assert row["status"] == hit.status
+                if not changes:
+                    assert row["changed"] is False, (url, row)
+                    assert hit.status == (304 if send_etag or send_modified else 200)
+            if changes:  # at 3 s visits and a 4 s period, a change is seen
+                assert any(r["changed"] for r in visits[1:]), url
+                assert all(r["changed"] == (r["status"] == 200) for r in visits[1:]
+                           if send_etag or send_modified)
+        assert stats["revisits"] == sum(len(v) - 1 for v in rows.values())
+        # With --warc, an unchanged visit is a revisit record, a changed one a response.
+        kinds = defaultdict(list)
+        for path in sorted((tmp_path / "out" / "warc").glob("*.warc.gz")):
+            with open(path, "rb") as fh:
+                for record in ArchiveIterator(fh):
+                    if record.rec_type in ("response", "revisit"):
+                        kinds[record.rec_headers.get_header("WARC-Target-URI")].append(
+                            record.rec_type)
+        for url, visits in rows.items():
+            assert sorted(kinds[url]) == sorted(
+                "response" if r["changed"] else "revisit" for r in visits), url
+    finally:
+        web.stop()
+
+
+def test_a_revisiting_crawl_killed_and_resumed_keeps_its_due_times(ray_session, tmp_path):
+    web = changing_web()
+    out = tmp_path / "out"
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(out), recrawl_after_s=6.0,
+                      **FAST).start()
+        deadline = time.monotonic() + 60
+        reachable = web.reachable()
+        while crawl.stats()["fetched"] < len(reachable):
+            assert time.monotonic() < deadline, "the first visits did not end"
+            time.sleep(0.1)
+        first = {h.url: h.at for h in web.log}
+        # Every actor of the crawl dies for good (a lost cluster); the state alone resumes it.
+        for name in sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                           if a["name"].startswith(crawl.crawl_id + "/")):
+            try:
+                ray.kill(actor_named(name), no_restart=True)
+            except (AssertionError, ValueError):  # a fetch worker gone with its DB worker
+                pass
+        time.sleep(1.0)
+        resumed = Crawl.attach(str(out / "state"))
+        assert resumed.config.recrawl_after_s == 6.0
+        while time.time() < max(first.values()) + 8.0:
+            assert resumed.stats()["phase"] == "running"
+            time.sleep(0.2)
+        assert resumed.stop()["phase"] == "stopped"
+        rows = visits_by_url(resumed.pages())
+        assert set(rows) == set(reachable)
+        for url, visits in rows.items():
+            assert [r["visit"] for r in visits] == list(range(1, len(visits) + 1)), url
+            assert len(visits) >= 2, f"{url} was not revisited after the resume"
+            hits = web.hits_of(url)
+            assert len(hits) == len(visits)
+            assert hits[1].at - first[url] >= 6.0 - 0.1, f"{url} revisited before it was due"
+    finally:
+        web.stop()
