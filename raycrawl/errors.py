@@ -94,6 +94,7 @@ class ErrorKind(enum.StrEnum):
     QUARANTINED = "quarantined"  # in flight at fetch_retries deaths of its DB worker
     INTERNAL_ERROR = "internal-error"  # its batch kept failing in raycrawl itself
     CALLBACK_ERROR = "callback-error"  # the spider's callback raised, yielded junk or ran too long
+    BAD_SITEMAP = "bad-sitemap"  # a sitemap that is not one (not its XML, bad gzip; status kept)
 
     @property
     def retryable(self) -> bool:

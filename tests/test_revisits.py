@@ -130,3 +130,32 @@ def test_a_revisiting_crawl_killed_and_resumed_keeps_its_due_times(ray_session, 
             assert hits[1].at - first[url] >= 6.0 - 0.1, f"{url} revisited before it was due"
     finally:
         web.stop()
+
+
+def test_sitemaps_find_the_pages_no_page_links_to(ray_session, tmp_path):
+    """Three hosts, one of each sitemap shape (plain, gzip, an index with a malformed child),
+    two orphan pages each; robots.txt names the sitemap."""
+    web = changing_web(orphans=2, sitemap=True)
+    try:
+        settings = {**FAST, "robots": True}
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), sitemaps=True,
+                      **settings).start()
+        stats = crawl.wait(timeout=120, interval_s=0.2)
+        rows = crawl.pages().to_pylist()
+        urls = [r["url"] for r in rows]
+        assert len(urls) == len(set(urls))
+        assert set(web.orphan_urls()) <= set(urls), "an orphan page was not found"
+        assert set(web.reachable()) <= set(urls)
+        bad = [r for r in rows if r["error"] == "bad-sitemap"]
+        assert [r["url"] for r in bad] == [web.origin(2) + "/sitemap-bad.xml"]
+        assert bad[0]["status"] == 200 and stats["error_kinds"] == {"bad-sitemap": 1}
+        sitemaps = {r["url"] for r in rows if "/sitemap" in r["url"]}
+        assert sitemaps == {web.origin(0) + "/sitemap.xml", web.origin(1) + "/sitemap.xml.gz",
+                            web.origin(2) + "/sitemap-index.xml", web.origin(2) + "/sitemap.xml",
+                            web.origin(2) + "/sitemap-bad.xml"}
+        # Without --sitemaps, nobody finds the orphans.
+        plain = Crawl(seeds=[web.seed_url], out=str(tmp_path / "plain"), **settings).start()
+        plain.wait(timeout=120, interval_s=0.2)
+        assert not set(web.orphan_urls()) & set(plain.pages().column("url").to_pylist())
+    finally:
+        web.stop()

@@ -58,7 +58,8 @@ class FetchResult(NamedTuple):
 
 _RESULT_SCHEMAS = (schemas.SPIDER_LOG_PAGES, schemas.SPIDER_LOG_LINKS, schemas.ROBOTS,
                    schemas.ITEMS, schemas.COOKIES)
-_FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body", "age_s")
+_FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body", "age_s",
+                   "modified_at")
 
 
 class Collector:
@@ -107,10 +108,13 @@ class Collector:
             self.items["item"] += items
 
     def link_rows(self, parent: dict[str, Any], targets: Sequence[str | Link], depth: int,
-                  chain: list[str], opts: FetchOptions) -> tuple[int, int]:
+                  chain: list[str], opts: FetchOptions, limit: int | None = None
+                  ) -> tuple[int, int]:
         """Add a page's links (canonical, valid, within the length limit and the scope, each
-        once, at most ``max_links_per_page``); returns how many, and how many were out of
-        scope.  ``targets`` are URLs or :class:`Link` s (a spider's follows come first)."""
+        once, at most ``limit``, default ``max_links_per_page``); returns how many, and how
+        many were out of scope.  ``targets`` are URLs or :class:`Link` s (a spider's follows
+        come first)."""
+        limit = limit or opts.max_links_per_page
         seen: set[int] = set()
         infos = []
         follows: list[Link | None] = []  # per link kept: the follow it came from
@@ -135,7 +139,7 @@ class Collector:
                 continue
             infos.append(info)
             follows.append(link)
-            if len(infos) >= opts.max_links_per_page:
+            if len(infos) >= limit:
                 break
         n, lk = len(infos), self.links
         if any(follows):  # a spider's: the follow columns, null for the links before

@@ -16,12 +16,14 @@ import msgpack
 from yarl import URL
 
 from raycrawl.errors import ErrorKind, InvalidURL
+from raycrawl.fetch import sitemaps
 from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import error_kind, read_body, retry_after_s
 from raycrawl.fetch.extract import extract_links, is_html
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import fetch_robots
+from raycrawl.fetch.sitemaps import SITEMAP
 from raycrawl.formats.entry import pack_meta, unpack_meta
 from raycrawl.formats.warc import IDENTICAL, NOT_MODIFIED, WarcFiles
 from raycrawl.frontier.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
@@ -78,6 +80,7 @@ class Link(NamedTuple):
     headers: bytes | None = None  # msgpack map
     body: bytes | None = None
     age_s: float | None = None  # revisit interval
+    modified_at: float | None = None  # when the page last changed (a sitemap's <lastmod>)
 
 
 def _follow_link(f: Follow) -> Link:
@@ -94,6 +97,13 @@ def conditional_headers(row: dict[str, Any]) -> dict[str, str]:
     if row["last_modified"]:
         headers["If-Modified-Since"] = row["last_modified"]
     return headers
+
+
+def _read_sitemap(body: bytes) -> tuple[ErrorKind | None, list[sitemaps.Listed]]:
+    try:
+        return None, sitemaps.parse(body)
+    except sitemaps.BadSitemap:
+        return ErrorKind.BAD_SITEMAP, []
 
 
 class HostFetcher:
@@ -139,6 +149,7 @@ class HostFetcher:
         body, truncated = b"", "unspecified"  # what the WARC record holds of the body
         seen: Seen | None = None
         body_digest: bytes | None = None
+        listed: list[sitemaps.Listed] = []
         if self.guard.check_host_literal(row["host"]) is not None:
             error = ErrorKind.BLOCKED_ADDRESS
         else:
@@ -168,13 +179,18 @@ class HostFetcher:
                             error, targets = self._redirect(row, location, status)
                         link_depth, link_chain = row["depth"], [*row["redirect_chain"], row["url"]]
                     else:
-                        body, too_large = await read_body(resp, opts.max_body_bytes)
+                        sitemap = row["callback"] == SITEMAP
+                        body, too_large = await read_body(resp, max(
+                            opts.max_body_bytes, sitemaps.MAX_BYTES if sitemap else 0))
                         truncated = "length" if too_large else ""
                         size = len(body)
                         seen = self._seen(row, resp, body)
                         body_digest = seen.digest
                         if too_large:
                             error = ErrorKind.TOO_LARGE
+                        elif sitemap:
+                            if seen.changed and status < 300:
+                                error, listed = _read_sitemap(body)
                         elif seen.changed:  # an unchanged page's links and items are known
                             if self.follow_links and is_html(ctype) and status < 300:
                                 targets = extract_links(str(resp.url), body, ctype,
@@ -205,9 +221,31 @@ class HostFetcher:
                 targets = [*map(_follow_link, outcome.follows), *targets]
         links, out_of_scope = (self.out.link_rows(row, targets, link_depth, link_chain, opts)
                                if targets else (0, 0))
+        if listed:
+            links, out_of_scope = self._sitemap_links(row, listed)
         self.out.page(row, status, ctype, error, fetched_at, size, time.monotonic() - started,
                       links, retry_after, detail, items, out_of_scope, archived, seen)
         return retry_after
+
+    def _sitemap_links(self, row: dict[str, Any], listed: list[sitemaps.Listed]
+                       ) -> tuple[int, int]:
+        """A sitemap's links: its pages at its depth, with their lastmod; an index's
+        sitemaps one deeper, up to ``sitemaps.MAX_DEPTH``.  Returns (links, out of scope)."""
+        pages = [Link(x.url, modified_at=x.modified_at) for x in listed if not x.sitemap]
+        more = [Link(x.url, SITEMAP) for x in listed if x.sitemap]
+        depth = row["depth"]
+        n, out = self.out.link_rows(row, pages, depth, [], self.opts, sitemaps.MAX_URLS)
+        if more and depth < sitemaps.MAX_DEPTH:
+            m, o = self.out.link_rows(row, more, depth + 1, [], self.opts, sitemaps.MAX_URLS)
+            n, out = n + m, out + o
+        return n, out
+
+    def sitemap_links(self, origin: str, policy: RobotsPolicy) -> None:
+        """The sitemaps a robots.txt names, as links of it (depth 0, like seeds)."""
+        urls = [Link(url, SITEMAP) for url in policy.parser.sitemaps]
+        if urls:
+            self.out.link_rows({"url": f"{origin}/robots.txt", "depth": 0}, urls, 0, [],
+                               self.opts, sitemaps.MAX_URLS)
 
     @staticmethod
     def _seen(row: dict[str, Any], resp: aiohttp.ClientResponse, content: bytes) -> Seen:
@@ -248,6 +286,8 @@ class HostFetcher:
                 origin = origin_of(row["url"])
                 if origin not in policies:
                     policies[origin] = await self.robots(origin, row["host"])
+                    if self.opts.sitemaps:
+                        self.sitemap_links(origin, policies[origin])
                 policy = policies[origin]
                 delay = max(delay, policy.crawl_delay_s(self.agent))
                 if policy.kind is RobotsKind.UNAVAILABLE:

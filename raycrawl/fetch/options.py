@@ -35,6 +35,7 @@ class FetchOptions:
     max_items_per_page: int = 1000
     scope: Scope = Scope()
     cookies: bool = False
+    sitemaps: bool = False  # read the sitemaps robots.txt files name
     proxy: str | None = None
     warc_dir: str | None = None  # None: no WARC
     warc_max_bytes: int = 256 * 1024 * 1024
@@ -54,4 +55,4 @@ class FetchOptions:
             max_items_per_page=c.max_items_per_page,
             scope=Scope.build(c.allow_domain, c.include, c.exclude),
             warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes,
-            cookies=c.cookies, proxy=c.proxy)
+            cookies=c.cookies, proxy=c.proxy, sitemaps=c.sitemaps)

@@ -100,6 +100,7 @@ SPIDER_LOG_LINKS = pa.schema([
     ("priority", pa.float64()),
     *_HTTP,
     ("age_s", pa.float64()),  # a follow's revisit interval
+    ("modified_at", pa.float64()),  # when the page last changed (a sitemap's <lastmod>)
 ])
 
 # One update_score: the strategy's verdict on a URL.
@@ -114,6 +115,7 @@ SCORING_LOG = pa.schema([
     *_HTTP,
     ("age_s", pa.float64()),  # the URL's revisit interval (null: the crawl's)
     ("due_at", pa.float64()),  # not before this (epoch seconds; a strategy's ``at``)
+    ("modified_at", pa.float64()),  # a fetched URL's page changed then: due now if fetched before
 ])
 
 # The cookies a host holds after a batch (a crawl with ``cookies``): Set-Cookie lines, msgpack.

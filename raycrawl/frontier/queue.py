@@ -119,6 +119,10 @@ class FrontierQueue:
         unique = list({e.fingerprint: e for e in entries}.values())
         known = self.store.multi_get([_F + u64(e.fingerprint) for e in unique])
         fresh = [e for e, k in zip(unique, known) if k is None]
+        again = {e.fingerprint: e.not_before for e, k in zip(unique, known)
+                 if k is not None and e.not_before}
+        if again:  # a strategy's ``at`` for a URL fetched before: its next visit
+            self.reschedule(again)
         if not fresh:
             return 0
         wb = self.store.batch()
@@ -180,6 +184,18 @@ class FrontierQueue:
             for fp in others:
                 wb.put(_O + u64(fp), _DUE.pack(due_at[fp]))
             self.store.write(wb)
+
+    def changed(self, modified_at: dict[int, float]) -> None:
+        """Pages that changed at the given times (a sitemap's lastmod): those waiting for a
+        visit and last fetched before their change are due now."""
+        waiting = self._waiting_keys(list(modified_at))
+        if not waiting:
+            return
+        entries = self.store.multi_get(list(waiting.values()))
+        now = time.time()
+        self._move_waiting([
+            (fp, key, now) for (fp, key), raw in zip(waiting.items(), entries)
+            if raw is not None and (Entry.unpack(raw).fetched_s or 0.0) < modified_at[fp]])
 
     def _waiting_keys(self, fingerprints: list[int]) -> dict[int, bytes]:
         keys = self.store.multi_get([_W + u64(fp) for fp in fingerprints])

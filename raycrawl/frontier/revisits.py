@@ -103,4 +103,4 @@ class RevisitPolicy:
         return dataclasses.replace(
             entry, visit=entry.visit + 1, attempts=0, crashes=0, not_before=due or started,
             etag=visit.etag, last_modified=visit.last_modified, digest=visit.digest,
-            adapted_s=adapted)
+            adapted_s=adapted, fetched_s=started)

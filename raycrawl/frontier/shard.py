@@ -125,6 +125,8 @@ class DBShard:
         strategy's ``at``): then that is its next visit's.  Returns how many were queued."""
         cols = scoring.filter(scoring.column("schedule")).to_pydict()
         entries, ended = [], []
+        changed = {fp: at for fp, at in zip(cols["fingerprint"], cols["modified_at"])
+                   if at is not None}
         for u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body, age, at in zip(
                 cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
                 cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"],
@@ -139,7 +141,10 @@ class DBShard:
                 ended.append((entry, ErrorKind(skip)))
         if ended:
             self.complete(0, ended_rows(ended))
-        return self.queue.push(entries)
+        queued = self.queue.push(entries)
+        if changed:
+            self.queue.changed(changed)
+        return queued
 
     def wanted(self, gate: int | None) -> int:
         """URLs the next cut may take (before the allowance): a batch, or what is queued."""

@@ -49,27 +49,33 @@ class StrategyRunner:
         self.states.set(request.fingerprint, state, request.depth, score)
         request.state = state
         if queue:
-            out = self._out
-            out["url"].append(request.url)
-            out["fingerprint"].append(request.fingerprint)
-            out["host"].append(request.host)
-            out["partition"].append(request.partition)
-            out["depth"].append(request.depth)
-            out["score"].append(score)
-            out["schedule"].append(True)
-            out["redirect_chain"].append(request.redirect_chain)
-            out["skip"].append(skip)
-            out["callback"].append(request.callback)
-            out["meta"].append(pack_meta(request.meta))
-            out["method"].append(None if request.method == "GET" else request.method)
-            out["headers"].append(pack_meta(request.headers))
-            out["body"].append(request.body)
-            out["age_s"].append(request.age_s)
-            out["due_at"].append(at)
+            self._row(request, score, skip, at)
             if skip:
                 self.skipped[skip] += 1
             else:
                 self.counters["scheduled"] += 1
+
+    def _row(self, request: Request, score: float, skip: str | None = None,
+             at: float | None = None, modified_at: float | None = None) -> None:
+        """A scoring-log row that schedules ``request``."""
+        out = self._out
+        out["url"].append(request.url)
+        out["fingerprint"].append(request.fingerprint)
+        out["host"].append(request.host)
+        out["partition"].append(request.partition)
+        out["depth"].append(request.depth)
+        out["score"].append(score)
+        out["schedule"].append(True)
+        out["redirect_chain"].append(request.redirect_chain)
+        out["skip"].append(skip)
+        out["callback"].append(request.callback)
+        out["meta"].append(pack_meta(request.meta))
+        out["method"].append(None if request.method == "GET" else request.method)
+        out["headers"].append(pack_meta(request.headers))
+        out["body"].append(request.body)
+        out["age_s"].append(request.age_s)
+        out["due_at"].append(at)
+        out["modified_at"].append(modified_at)
 
     def report(self) -> StrategyWorkerReport:
         c = self.counters
@@ -151,7 +157,22 @@ class StrategyRunner:
                                                     request=request, content_type=ctype))
                 self.counters["pages_crawled"] += 1
         self._links_extracted(links)
+        self._changed_links(links)
         return self._drain()
+
+    def _changed_links(self, links: pa.RecordBatch) -> None:
+        """Known URLs a sitemap says changed (``modified_at``): their DB worker makes them due
+        if their last visit was before the change."""
+        modified = links.column("modified_at")
+        if modified.null_count == len(modified):
+            return
+        state = self.states.state
+        for request, at in zip(self._link_requests(links, [
+                i for i, m in enumerate(modified.to_pylist()) if m is not None]),
+                modified.drop_null().to_pylist()):
+            if state(request.fingerprint) is URLState.CRAWLED:
+                record = self.states.get(request.fingerprint)
+                self._row(request, record.score if record else 0.0, modified_at=at)
 
     def _links_extracted(self, links: pa.RecordBatch) -> None:
         """Show the strategy each parent's new links.  Most links of a batch are known URLs:

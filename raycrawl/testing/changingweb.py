@@ -4,19 +4,27 @@ Page ``/p/<i>`` of a host changes every ``period(host, i)`` seconds (never when 
 names its version, and it sends validators by a rule of the page (``ETag`` and
 ``Last-Modified``, one of them, or none), answering conditional requests with 304 when the
 version is the one the request names.  Every page request is logged with whether it was
-conditional, so a test can check what each visit sent and got.  With ``sitemap`` pages, every
-host serves ``/sitemap.xml`` (named by its robots.txt) listing its pages, including
-``orphans`` that no page links to.
+conditional, so a test can check what each visit sent and got.  With ``sitemap``, every
+host's robots.txt names a sitemap listing its pages (with their ``<lastmod>``), including
+``orphans`` that no page links to: host 0 (and every third) a plain ``/sitemap.xml``, host 1
+a gzipped ``/sitemap.xml.gz``, host 2 an index of ``/sitemap.xml`` and a malformed
+``/sitemap-bad.xml``.
 """
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import formatdate
 
 from raycrawl.testing.synthweb import Link, SyntheticWeb
+
+_SITEMAPS = ("/robots.txt", "/sitemap.xml", "/sitemap.xml.gz", "/sitemap-index.xml",
+             "/sitemap-bad.xml")
+_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +73,8 @@ class ChangingWeb(SyntheticWeb):
                 ) -> tuple[int, str, str, bytes]:
         headers = headers or {}
         path = target.partition("?")[0]
-        if self.sitemap and path == "/robots.txt":
-            return 200, "text/plain", "", f"Sitemap: {self.origin(host)}/sitemap.xml\n".encode()
-        if self.sitemap and path == "/sitemap.xml":
-            return 200, "application/xml", "", self._sitemap(host)
+        if self.sitemap and path in _SITEMAPS:
+            return self._sitemap_response(host, path)
         parts = path.strip("/").split("/")
         orphan = (len(parts) == 2 and parts[0] == "p" and parts[1].isdigit()
                   and self.pages <= int(parts[1]) < self.pages + self.orphans)
@@ -105,11 +111,29 @@ class ChangingWeb(SyntheticWeb):
             b"</body>", f"<p>version {version}</p></body>".encode())
         return 200, "text/html; charset=utf-8", extra, page
 
-    def _sitemap(self, host: int) -> bytes:
-        urls = [self.url(Link("p", host, i)) for i in range(self.pages + self.orphans)]
-        entries = "".join(f"<url><loc>{u.replace('&', '&amp;')}</loc></url>" for u in urls)
-        return ('<?xml version="1.0" encoding="UTF-8"?><urlset xmlns='
-                f'"http://www.sitemaps.org/schemas/sitemap/0.9">{entries}</urlset>').encode()
+    def _sitemap_response(self, host: int, path: str) -> tuple[int, str, str, bytes]:
+        with self.lock:
+            self.hits[f"{self.address(host)}:{self.ports[host]}{path}"] += 1
+        origin = self.origin(host)
+        if path == "/robots.txt":
+            name = ("/sitemap.xml", "/sitemap.xml.gz", "/sitemap-index.xml")[host % 3]
+            return 200, "text/plain", "", f"User-agent: *\nSitemap: {origin}{name}\n".encode()
+        if path == "/sitemap-bad.xml":
+            return 200, "application/xml", "", b"<urlset><url><loc>http://broken"
+        if path == "/sitemap-index.xml":
+            return 200, "application/xml", "", (
+                f'<?xml version="1.0"?><sitemapindex xmlns="{_NS}">'
+                f"<sitemap><loc>{origin}/sitemap.xml</loc></sitemap>"
+                f"<sitemap><loc>{origin}/sitemap-bad.xml</loc></sitemap></sitemapindex>").encode()
+        entries = []
+        for i in range(self.pages + self.orphans):
+            url = self.url(Link("p", host, i)).replace("&", "&amp;")
+            when = datetime.fromtimestamp(self.changed_at(host, i, self.version(host, i)), UTC)
+            entries.append(f"<url><loc>{url}</loc><lastmod>{when.isoformat()}</lastmod></url>")
+        body = f'<?xml version="1.0"?><urlset xmlns="{_NS}">{"".join(entries)}</urlset>'.encode()
+        if path.endswith(".gz"):
+            return 200, "application/x-gzip", "", gzip.compress(body)
+        return 200, "application/xml", "", body
 
     def hits_of(self, url: str) -> list[Hit]:
         with self.lock:
