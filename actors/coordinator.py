@@ -157,7 +157,14 @@ class Coordinator:
             if self.phase.terminal:
                 return
             self.control.begin_end(phase, reason)
-            await asyncio.gather(*(w.drain() for w in self.db_workers))
+            # A worker that is dead or hangs does not hold the end up: its batches' leases
+            # stay in its store, and the next start puts them back in the queue.
+            for w, result in zip(self.db_workers, await asyncio.gather(
+                    *(w.drain() for w in self.db_workers), return_exceptions=True)):
+                if isinstance(result, PeerFault):
+                    log.warning("%s did not drain: %s", w.name, result)
+                elif isinstance(result, BaseException):
+                    raise result
             if self.config.spider is not None:
                 await conform_items(self.db_workers)
             self.control.set_phase(phase, reason)
@@ -171,7 +178,7 @@ class Coordinator:
             else:  # a pass that keeps failing ends the crawl
                 self.failed_passes += 1
                 if self.failed_passes >= _MAX_FAILED_PASSES:
-                    self.control.set_phase(Phase.FAILED, "reconcile kept failing")
+                    await self._fail("reconcile kept failing")
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, self.config.poll_interval_s - elapsed))
         await self._share_cpus(self.last_status, force=True)  # an ended crawl wants none
@@ -216,6 +223,15 @@ class Coordinator:
             log.exception("acting on %s failed", step)
             ok = False
         return ok
+
+    async def _fail(self, reason: str) -> None:
+        """End the crawl as FAILED, draining the DB workers first (their batches in flight
+        complete, their output is written); if even that fails, FAILED without the drain."""
+        try:
+            await self._end(Phase.FAILED, reason)
+        except Exception:
+            log.exception("draining the workers of a failed crawl failed")
+            self.control.set_phase(Phase.FAILED, reason)
 
     async def _share_cpus(self, status: CrawlStatus, force: bool = False) -> None:
         """Renew the crawl's registration (about once a second) and give each DB worker its

@@ -50,6 +50,9 @@ METRICS = (
     Metric("raycrawl_hosts", "gauge",
            "hosts by state: active (being fetched), backed-off (failing), parked", ("state",)),
     Metric("raycrawl_fetch_workers", "gauge", "fetch workers (one CPU each) the DB worker holds"),
+    Metric("raycrawl_revisits", "gauge",
+           "URLs of a revisiting crawl by state: not-due (waiting for their next visit), due "
+           "(queued), overdue (due more than 10 s ago)", ("state",)),
 )
 
 _BASE_TAGS = ("crawl_id", "worker")
@@ -124,6 +127,9 @@ class CrawlMetrics:
         self._m["raycrawl_queued"].set(report.queued, tags=self.tags)
         self._m["raycrawl_in_flight"].set(report.leased_urls, tags=self.tags)
         self._m["raycrawl_fetch_workers"].set(report.fetch_workers, tags=self.tags)
+        for state, n in (("not-due", report.waiting), ("due", report.due),
+                         ("overdue", report.overdue)):
+            self._m["raycrawl_revisits"].set(n, tags={**self.tags, "state": state})
         for state, n in hosts.items():
             self._m["raycrawl_hosts"].set(n, tags={**self.tags, "state": state})
 

@@ -60,6 +60,9 @@ class PeerFault(Exception):
         self.timed_out = timed_out  # no answer in time (hung), rather than dead or restarting
 
 
+DRAIN_TIMEOUTS = 10  # a drain may take this many actor timeouts
+
+
 async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
     """The result of ``ref``, or :class:`PeerFault` after ``timeout_s`` (None: no bound) or if
     the actor died; an error the peer raised is raised as it is (a PeerFault of the peer's own
@@ -132,9 +135,11 @@ class DBWorkerHandle(_Handle):
         await self._call("set_fetch_quota", quota)
 
     async def drain(self) -> None:
-        """Returns once the batches in flight are done: not bounded by ``actor_timeout_s``
-        (each batch is bounded by its own fetch and hand-over bounds)."""
-        await self._call("drain", timeout_s=None)
+        """Returns once the batches in flight are done.  Each batch is bounded by its own
+        fetch and hand-over bounds, so the call is bounded only loosely, by ten times
+        ``actor_timeout_s``: past that the worker hangs (:class:`PeerFault`)."""
+        await self._call("drain", timeout_s=DRAIN_TIMEOUTS * self.timeout_s
+                         if self.timeout_s else None)
 
     async def report(self) -> DBWorkerReport:
         report: DBWorkerReport = await self._call("report")

@@ -66,7 +66,10 @@ NOSYNC = os.path.join(HERE, "nosync.toml")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "raycrawl": (), "raycrawl-spider": ("--spider", f"{SPIDERS}:BenchSpider"),
     "raycrawl-spider-css": ("--spider", f"{SPIDERS}:CssSpider"), "raycrawl-warc": ("--warc",),
-    "raycrawl-nosync": ("--config", NOSYNC)}
+    "raycrawl-nosync": ("--config", NOSYNC), "raycrawl-before": ()}
+# raycrawl-before: the code of another checkout (``--before PATH``, e.g. a ``git worktree`` of
+# the commit before a change) with this venv, to quote a change's cost in one interleaved run.
+BEFORE: list[str] = []
 
 
 def command(runner: str, seed: str, out: str, setup: Setup) -> list[str]:
@@ -125,7 +128,8 @@ def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> 
     shutil.rmtree(out, ignore_errors=True)
     try:
         before = web.stats()
-        env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=ROOT)
+        env = dict(os.environ, RAY_AUTH_MODE="disabled",
+                   PYTHONPATH=BEFORE[0] if runner == "raycrawl-before" else ROOT)
         print(f"  {label:>10} {runner:<9} {spec.urls} URLs ...", end="", flush=True)
         run: RunResult = run_measured(
             command(runner, web.info["seed"], out, setup), control_url=web.info["control"],
@@ -256,6 +260,11 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ratio = warc["pages_per_s"] / ray_["pages_per_s"] if ray_["pages_per_s"] else 0
         out.append({"target": "--warc costs <= 15% pages/s", "value": round(ratio, 2),
                     "met": ratio >= 0.85})
+    before = find("compare", "raycrawl-before")
+    if ray_ and before:  # the same crawl with the code of --before
+        ratio = ray_["pages_per_s"] / before["pages_per_s"] if before["pages_per_s"] else 0
+        out.append({"target": "(no target) this code's pages/s over --before's",
+                    "value": round(ratio, 2), "met": True})
     slow = find("latency", "raycrawl")
     if ray_ and slow:
         ratio = slow["pages_per_s"] / ray_["pages_per_s"] if ray_["pages_per_s"] else 0
@@ -341,7 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="folder for crawl output (a temp dir)")
     parser.add_argument("--interleave", action="store_true",
                         help="compare runs: one of each runner in turn, --repeat rounds")
+    parser.add_argument("--before", metavar="PATH",
+                        help="a checkout of earlier code, run as the runner raycrawl-before")
     args = parser.parse_args(argv)
+    if args.before:
+        BEFORE.append(os.path.abspath(args.before))
+    elif "raycrawl-before" in args.runners:
+        parser.error("the runner raycrawl-before needs --before PATH")
     become_subreaper()
     setup = Setup(args.concurrency, args.per_host, raycrawl_args=tuple(args.raycrawl_arg))
     runners = [r for r in args.runners.split(",") if r]

@@ -92,13 +92,15 @@ def callback_name(callback: str | Callable[..., Any] | None) -> str | None:
 
 
 class SpiderResponse:
-    """A fetched page as a callback sees it (Scrapy's response, parsel's selectors)."""
+    """A fetched page as a callback sees it (Scrapy's response, parsel's selectors).
+    ``visit`` counts the URL's fetches (1: the first; a revisiting crawl calls the callback
+    again only when the page changed)."""
 
     def __init__(self, url: str, status: int, headers: CIMultiDictProxy[str] | Mapping[str, str],
                  body: bytes, meta: dict[str, Any], depth: int,
-                 content_type: str | None = None) -> None:
+                 content_type: str | None = None, visit: int = 1) -> None:
         self.url, self.status, self.headers, self.body = url, status, headers, body
-        self.meta, self.depth = meta, depth
+        self.meta, self.depth, self.visit = meta, depth, visit
         self.content_type = content_type if content_type is not None else headers.get(
             "Content-Type")
 

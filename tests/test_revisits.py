@@ -10,6 +10,7 @@ import pytest
 import ray
 from warcio.archiveiterator import ArchiveIterator
 
+import raycrawl
 from raycrawl import Crawl
 from raycrawl.testing.changingweb import ChangingWeb, validators_of
 from tests.test_faults import actor_named
@@ -157,5 +158,40 @@ def test_sitemaps_find_the_pages_no_page_links_to(ray_session, tmp_path):
         plain = Crawl(seeds=[web.seed_url], out=str(tmp_path / "plain"), **settings).start()
         plain.wait(timeout=120, interval_s=0.2)
         assert not set(web.orphan_urls()) & set(plain.pages().column("url").to_pylist())
+    finally:
+        web.stop()
+
+
+class AgedSpider(raycrawl.Spider):
+    """Follows every link with ``age=2``, yields an item per page visit."""
+
+    def parse(self, response):
+        yield {"title": response.css("title::text").get(), "visit": response.visit}
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href, callback=self.parse, age=2)
+
+
+def test_a_follows_age_revisits_its_page_and_the_callback_runs_on_changes_only(
+        ray_session, tmp_path):
+    web = changing_web(period_s=3.0)
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), spider=AgedSpider,
+                      run_for_s=9.0, **FAST).start()
+        stats = crawl.wait(timeout=120, interval_s=0.2)
+        assert stats["phase"] == "finished" and stats["reason"] == "ran for 9 s"
+        rows = visits_by_url(crawl.pages())
+        seed = rows.pop(web.seed_url)
+        assert [r["visit"] for r in seed] == [1], "the seed has no age: fetched once"
+        for url, visits in rows.items():
+            assert len(visits) >= 2, url
+            for before, after in zip(visits, visits[1:]):
+                assert (after["fetched_at"] - before["fetched_at"]).total_seconds() >= 2.0
+        items = crawl.items().to_pylist()
+        by_visit = {(i["url"], i["visit"]) for i in items}
+        assert len(by_visit) == len(items), "an item twice for one visit"
+        # One item per changed visit (the callback ran), none for an unchanged one.
+        expected = {(url, r["visit"]) for url, visits in rows.items() for r in visits
+                    if r["changed"]} | {(web.seed_url, 1)}
+        assert by_visit == expected
     finally:
         web.stop()

@@ -235,3 +235,13 @@ def test_a_crawl_checks_its_spider_before_ray_and_takes_its_start_urls(tmp_path,
     assert crawl.config.spider == f"{path}:S" and "class S" in crawl.config.spider_source
     with pytest.raises(SpiderError, match="does not exist"):
         raycrawl.Crawl(out="out", seeds=["http://127.0.0.1:9/"], spider="gone.py:S").check()
+
+
+def test_follow_takes_an_age_in_seconds():
+    from raycrawl.spider import SpiderResponse
+
+    page = SpiderResponse("http://a.com/x/", 200, {}, b"<html></html>", {}, 0)
+    assert page.follow("y", age=30).age_s == 30.0 and page.follow("y").age_s is None
+    for bad in (0, -1, "soon", True):
+        with pytest.raises(TypeError):
+            page.follow("y", age=bad)

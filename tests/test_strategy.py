@@ -11,6 +11,7 @@ from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.models import URLState
 from raycrawl.strategy import CrawlingStrategy, load_strategy
 from raycrawl.urls import url_info
+from strategies.bfs import Strategy as BFS
 
 P = 4
 
@@ -45,7 +46,8 @@ def spider_log(pages, links):
         "redirect_chain": [[]] * len(links), "callback": [None] * len(links),
         "meta": [None] * len(links), "priority": [None] * len(links),
         "method": [None] * len(links), "headers": [None] * len(links),
-        "body": [None] * len(links), "age_s": [None] * len(links)})
+        "body": [None] * len(links), "age_s": [None] * len(links),
+        "modified_at": [None] * len(links)})
     return page_batch, link_batch
 
 
@@ -167,3 +169,39 @@ def test_bad_strategy_names(name):
 def test_read_seeds_skips_comments_and_blanks():
     assert CrawlingStrategy.read_seeds(["# seeds\n", "\n", " http://a.com/ \n"]) == [
         "http://a.com/"]
+
+
+class Watching(BFS):
+    """BFS that notes every page crawled and sets a revisit's next visit far ahead."""
+
+    seen: list = []
+
+    def page_crawled(self, response):
+        self.seen.append((response.url, response.request.visit, response.request.state))
+        if response.request.visit > 1:
+            self.schedule(response.request, 0.5, at=1e10)
+
+
+def test_revisits_reach_the_strategy_and_a_sitemaps_lastmod_reaches_the_db_worker(runner_for):
+    seen = Watching.seen = []
+    r = runner_for(strategy="tests.test_strategy:Watching")
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, _ = spider_log([("http://a.com/", 0, 200, None)], [])
+    r.process_spider_log(pages, schemas.empty(schemas.SPIDER_LOG_LINKS))
+    again = pages.set_column(pages.schema.get_field_index("visit"), "visit",
+                             pa.array([2], pa.int32()))
+    out = r.process_spider_log(again, schemas.empty(schemas.SPIDER_LOG_LINKS))
+    assert [(u, v) for u, v, _ in seen] == [("http://a.com/", 1), ("http://a.com/", 2)]
+    assert seen[1][2] is URLState.CRAWLED  # the state stays
+    assert out.column("due_at").to_pylist() == [1e10] and out.column("schedule").to_pylist() == [
+        True]
+    # A link a sitemap lists with a lastmod: new, it is scheduled as any link; known (crawled),
+    # it goes to its DB worker with the lastmod (due now if fetched before).
+    _, links = spider_log([], [("http://s.com/sitemap.xml", 0, "http://a.com/", 0),
+                               ("http://s.com/sitemap.xml", 0, "http://a.com/new", 0)])
+    links = links.set_column(links.schema.get_field_index("modified_at"), "modified_at",
+                             pa.array([5.0, 6.0], pa.float64()))
+    out = r.process_spider_log(schemas.empty(schemas.SPIDER_LOG_PAGES), links)
+    rows = {row["url"]: row for row in out.to_pylist()}
+    assert rows["http://a.com/"]["modified_at"] == 5.0
+    assert rows["http://a.com/new"]["modified_at"] is None and rows["http://a.com/new"]["schedule"]

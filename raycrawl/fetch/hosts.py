@@ -199,7 +199,7 @@ class HostFetcher:
                                     200 <= status < 300 or status in self.handle_status):
                                 parsed = SpiderResponse(str(resp.url), status, resp.headers,
                                                         body, unpack_meta(row["meta"]),
-                                                        row["depth"], ctype)
+                                                        row["depth"], ctype, row["visit"])
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
         if self.warc is not None and resp is not None and status is not None:

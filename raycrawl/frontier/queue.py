@@ -80,6 +80,7 @@ class FrontierQueue:
         counters: tuple[int, int, int] = tuple(msgpack.unpackb(raw)) if raw else (0, 1, 0)
         self.next_seq, self.next_batch, self.done_total = counters
         self.waiting = sum(1 for _ in store.scan(_D, _D + b"\xff"))  # URLs not due yet
+        self.has_overrides = next(store.scan(_O, _O + b"\xff"), None) is not None
         # Revisits due and queued, by due second (for ``overdue``): read from the entries only
         # when the crawl revisits.
         self.due: Counter[int] = Counter()
@@ -184,6 +185,7 @@ class FrontierQueue:
             for fp in others:
                 wb.put(_O + u64(fp), _DUE.pack(due_at[fp]))
             self.store.write(wb)
+            self.has_overrides = True
 
     def changed(self, modified_at: dict[int, float]) -> None:
         """Pages that changed at the given times (a sitemap's lastmod): those waiting for a
@@ -228,6 +230,8 @@ class FrontierQueue:
 
     def overrides(self, fingerprints: list[int]) -> dict[int, float]:
         """Due times strategies set for URLs while they were queued or in flight."""
+        if not self.has_overrides:
+            return {}
         raws = self.store.multi_get([_O + u64(fp) for fp in fingerprints])
         return {fp: _DUE.unpack(raw)[0] for fp, raw in zip(fingerprints, raws) if raw}
 

@@ -346,7 +346,9 @@ class DBShard:
     def _next_visits(self, pages: pa.RecordBatch, entries: Sequence[Entry]) -> dict[int, Entry]:
         """fingerprint -> the entry of its next visit, for the pages whose URL is revisited
         (a strategy's ``at`` for it wins over its interval)."""
-        if not entries or pages.num_rows == 0:
+        if not entries or pages.num_rows == 0 or (
+                self.revisits.after_s is None and not self.queue.has_overrides
+                and all(e.interval_s is None for e in entries)):  # fetched once, all of them
             return {}
         by_fp = {e.fingerprint: e for e in entries}
         cols = pages.select(["fingerprint", "status", "error", "fetched_at", "changed", "etag",
