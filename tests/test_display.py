@@ -34,6 +34,19 @@ def test_the_line_and_the_table_say_what_the_crawl_does():
     assert "waiting for CPUs" in html
 
 
+def test_a_revisiting_crawl_shows_its_revisits_due_overdue_and_freshness():
+    assert "revisits" not in status_line(STATUS)  # not a revisiting crawl
+    db = (DBWorkerReport(waiting=30, due=8, overdue=2, revisits=50),
+          DBWorkerReport(waiting=50, due=12, overdue=0, revisits=25))
+    s = CrawlStatus.aggregate(db, (), revisits_per_s=3.5)
+    assert (s.not_due, s.due, s.overdue, s.revisits, s.freshness) == (80, 20, 2, 75, 0.8)
+    line = status_line(s)
+    assert "revisits 75 (3.5/s), due 20, overdue 2, fresh 80%" in line
+    html = status_html(s)
+    assert "overdue" in html and "80%" in html
+    assert CrawlStatus.from_dict(s.to_dict()).freshness == 0.8
+
+
 def test_the_progress_bar_counts_fetched_of_all_known():
     out = io.StringIO()
     bar = ProgressBar("c1", file=out, notebook=False)

@@ -79,13 +79,15 @@ def test_a_follows_age_is_the_urls_own_fixed_interval_and_a_strategys_at_wins():
 
 def test_adaptive_shrinks_on_change_grows_without_and_stays_in_bounds():
     p = policy(recrawl_after_s=100, adaptive=True, recrawl_min_s=50, recrawl_max_s=150)
-    changed = p.next_visit(entry(), Visit(200, None, at(T0), True))
-    same = p.next_visit(entry(), Visit(304, None, at(T0), False))
+    first = p.next_visit(entry(), Visit(200, None, at(T0), True))
+    assert first.adapted_s is None and first.not_before == T0 + 100  # nothing observed yet
+    changed = p.next_visit(entry(visit=2), Visit(200, None, at(T0), True))
+    same = p.next_visit(entry(visit=2), Visit(304, None, at(T0), False))
     assert changed.adapted_s == 100 * SHRINK and changed.not_before == T0 + 100 * SHRINK
     assert same.adapted_s == 100 * GROW
-    low = entry(adapted_s=55.0)
+    low = entry(visit=3, adapted_s=55.0)
     assert p.next_visit(low, Visit(200, None, at(T0), True)).adapted_s == 50
-    high = entry(adapted_s=140.0)
+    high = entry(visit=3, adapted_s=140.0)
     assert p.next_visit(high, Visit(200, None, at(T0), False)).adapted_s == 150
     # A fetch that got no answer says nothing of change: the interval stays.
     assert p.next_visit(low, Visit(None, "timeout", at(T0), False)).adapted_s == 55.0
@@ -95,12 +97,18 @@ def test_adaptive_shrinks_on_change_grows_without_and_stays_in_bounds():
 def test_a_changed_page_with_last_modified_is_next_due_an_interval_after_its_change():
     p = policy(recrawl_after_s=100, adaptive=True, recrawl_min_s=1, recrawl_max_s=1000)
     modified = formatdate(T0 - 30, usegmt=True)
-    nxt = p.next_visit(entry(), Visit(200, None, at(T0), True, None, modified))
+    nxt = p.next_visit(entry(visit=2), Visit(200, None, at(T0), True, None, modified))
     assert nxt.not_before == T0 - 30 + 100 * SHRINK
-    # A Last-Modified from the future (clock skew) is not trusted.
+    # A Last-Modified from the future (clock skew) is not trusted; one from long ago gives
+    # the shortest interval; a first visit saw no change, whatever its Last-Modified.
     ahead = formatdate(T0 + 30, usegmt=True)
-    assert p.next_visit(entry(), Visit(200, None, at(T0), True, None, ahead)).not_before == (
-        T0 + 100 * SHRINK)
+    assert p.next_visit(entry(visit=2), Visit(200, None, at(T0), True, None, ahead)
+                        ).not_before == T0 + 100 * SHRINK
+    old = formatdate(T0 - 10_000, usegmt=True)
+    assert p.next_visit(entry(visit=2), Visit(200, None, at(T0), True, None, old)
+                        ).not_before == T0 + 1
+    assert p.next_visit(entry(), Visit(200, None, at(T0), True, None, old)).not_before == (
+        T0 + 100)
 
 
 @pytest.mark.parametrize("period", [7.0, 30.0, 120.0])

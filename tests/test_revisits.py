@@ -3,6 +3,9 @@ rates: due times, conditional requests, changed rows, WARC revisit records, kill
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -12,6 +15,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 import raycrawl
 from raycrawl import Crawl
+from raycrawl.formats.output import read_pages
 from raycrawl.testing.changingweb import ChangingWeb, validators_of
 from tests.test_faults import actor_named
 
@@ -193,5 +197,42 @@ def test_a_follows_age_revisits_its_page_and_the_callback_runs_on_changes_only(
         expected = {(url, r["visit"]) for url, visits in rows.items() for r in visits
                     if r["changed"]} | {(web.seed_url, 1)}
         assert by_visit == expected
+    finally:
+        web.stop()
+
+
+def test_the_cli_runs_a_revisiting_crawl_for_its_time_and_ctrl_c_ends_one_with_status_0(
+        ray_session, tmp_path):
+    web = changing_web()
+    flags = ["--recrawl-after", "2", "--delay", "0", "--no-robots", "--allow-network",
+             "127.0.0.0/8", "--address", ray_session, "--partitions", "8", "--quiet"]
+    try:
+        started = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url,
+                              "--out", str(tmp_path / "a"), "--run-for", "8", *flags],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "finished (ran for 8 s)" in run.stdout
+        assert 8 <= time.monotonic() - started <= 60
+        status = subprocess.run([sys.executable, "-m", "raycrawl.cli", "status", "--state",
+                                 str(tmp_path / "a" / "state")], capture_output=True, text=True,
+                                timeout=60)
+        assert "revisits: " in status.stdout and "freshness" in status.stdout, status.stdout
+        # No --run-for: it runs until Ctrl-C, which stops it cleanly with exit status 0.
+        proc = subprocess.Popen([sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url,
+                                 "--out", str(tmp_path / "b"), *flags],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "b" / "state" / "status.json").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        time.sleep(5.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+        rows = visits_by_url(read_pages(str(tmp_path / "b" / "pages")))
+        assert set(rows) == set(web.reachable())
+        assert max(len(v) for v in rows.values()) >= 2
     finally:
         web.stop()

@@ -3,7 +3,7 @@
 A URL is revisited when the crawl has ``recrawl_after_s`` or the URL its own interval (a
 spider's ``follow(url, age=...)``, a seed's ``reseed_every_s``: fixed, pyspider's age and
 @every).  Its next visit is due ``interval`` after the request started.  With ``adaptive``,
-the crawl's interval follows each page, as Nutch's AdaptiveFetchSchedule does: a visit that
+the crawl's interval follows each page, as Nutch's AdaptiveFetchSchedule does: a revisit that
 found the page changed shrinks it (x :data:`SHRINK`), one that found it unchanged grows it
 (x :data:`GROW`), within ``recrawl_min_s`` .. ``recrawl_max_s``; and a changed page whose
 ``Last-Modified`` is known is next due that interval after its modification (Nutch's sync
@@ -85,11 +85,14 @@ class RevisitPolicy:
         if interval is None and override is None:
             return None
         started = visit.fetched_at.timestamp()
-        adaptive = self.adaptive and entry.interval_s is None
+        # Only a revisit that got an answer saw whether the page changed (visit 1 is "changed"
+        # by definition): only it adapts the interval.
+        adaptive = (self.adaptive and entry.interval_s is None and entry.visit > 1
+                    and visit.status is not None)
         adapted = entry.adapted_s
         due = override
         if interval is not None:
-            if adaptive and visit.status is not None:
+            if adaptive:
                 interval = adapted = min(self.max_s, max(self.min_s, interval * (
                     SHRINK if visit.changed else GROW)))
             if due is None:
