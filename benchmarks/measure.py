@@ -88,6 +88,7 @@ def _tree(exclude: set[int]) -> list[psutil.Process]:
 
 def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout_s: float,
                  interval: float = 0.25, env: dict[str, str] | None = None,
+                 cwd: str | None = None,
                  log_path: str | None = None) -> RunResult:
     """Run ``cmd`` to its end (or ``timeout_s``), sampling its process tree and the web's
     counters; then reap every process it left behind (killing stragglers after 60 s)."""
@@ -99,7 +100,7 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
             pass
     log = open(log_path or os.devnull, "wb")
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     result = RunResult(None, 0.0, 0.0)
     seen_cpu: dict[tuple[int, float], float] = {}
     names: dict[tuple[int, float], str] = {}

@@ -47,6 +47,29 @@ def _entries(urls: int, hosts: int, run: int, seed: int = 1) -> list[Entry]:
     return out
 
 
+def cut_once(queue: FrontierQueue, slots: HostSlots, in_flight: deque[tuple[int, list[Entry]]],
+             promote: bool = False) -> tuple[float, list[Entry]]:
+    """One pass of the feed loop: (promote what is due and) cut a batch of the default size
+    and per-host cap, timing its CPU; then complete the oldest batch in flight once
+    ``IN_FLIGHT`` are (or nothing was cut), releasing its hosts.  Returns (CPU s, cut)."""
+    defaults = CrawlConfig()
+    start = time.process_time()
+    if promote and queue.waiting:
+        queue.promote(time.time())
+    batch_id, got = queue.cut(defaults.batch_size, defaults.host_batch_cap, slots, None)
+    cpu = time.process_time() - start
+    if got:
+        in_flight.append((batch_id, got))
+    if len(in_flight) >= IN_FLIGHT or (in_flight and not got):
+        done_id, done = in_flight.popleft()
+        wb = queue.store.batch()
+        completion = queue.complete(wb, done_id, [e.fingerprint for e in done])
+        queue.store.write(wb)
+        queue.apply(completion)
+        slots.release({e.host for e in done}, time.monotonic())
+    return cpu, got
+
+
 def drain(entries: list[Entry], path: str, from_first_key: bool,
           tenths: int = 10) -> list[dict[str, float]]:
     """Cut the whole queue; per tenth of it: CPU ms per cut and per URL, and URLs per cut."""
@@ -54,28 +77,19 @@ def drain(entries: list[Entry], path: str, from_first_key: bool,
     for i in range(0, len(entries), 5000):
         queue.push(entries[i:i + 5000])
     first_key = queue.head
-    defaults = CrawlConfig()
-    slots, in_flight = HostSlots(0.0), deque()
+    slots: HostSlots = HostSlots(0.0)
+    in_flight: deque[tuple[int, list[Entry]]] = deque()
     step = len(entries) / tenths
     rows: list[dict[str, float]] = []
-    cpu = cuts = taken = mark = 0
+    cpu = 0.0
+    cuts = taken = mark = 0
     while queue.queued or in_flight:
         if from_first_key:
             queue.head = first_key
-        start = time.process_time()
-        batch_id, got = queue.cut(defaults.batch_size, defaults.host_batch_cap, slots, None)
-        cpu += time.process_time() - start
+        spent, got = cut_once(queue, slots, in_flight)
+        cpu += spent
         cuts += 1
         taken += len(got)
-        if got:
-            in_flight.append((batch_id, got))
-        if len(in_flight) >= IN_FLIGHT or (in_flight and not got):
-            done_id, done = in_flight.popleft()
-            wb = queue.store.batch()
-            completion = queue.complete(wb, done_id, [e.fingerprint for e in done])
-            queue.store.write(wb)
-            queue.apply(completion)
-            slots.release({e.host for e in done}, time.monotonic())
         if taken - mark >= step or not (queue.queued or in_flight):
             rows.append({"taken": taken, "urls": taken - mark, "ms_per_cut": 1e3 * cpu / cuts,
                          "us_per_url": 1e6 * cpu / max(1, taken - mark),
@@ -106,10 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>9}: µs of CPU per URL cut, by tenth of the drain: "
               + " ".join(f"{r['us_per_url']:.0f}" for r in rows)
               + f"  (last tenth / first: {growth:.2f})", flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    save(args.out, result)
     return 0
+
+
+def save(path: str, result: dict[str, Any]) -> None:
+    """Write a micro-benchmark's result as JSON (its folder made if needed)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

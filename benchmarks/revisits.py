@@ -16,7 +16,9 @@ fetched once), half way and at the end: flat memory and state, growing output.
 *adaptive*: 2 hosts x 40 pages, changing every 5, 10, 20 or 40 s or never (8 pages each per
 host, each validator mix among them), ``--adaptive --recrawl-after 20 --recrawl-min 1
 --recrawl-max 320``.  Per page, the gaps between its last visits (its interval, as the crawl
-used it) against its true change period, with and without ``Last-Modified``.
+used it) against its true change period, with and without ``Last-Modified``; with Nutch's rates
+(grow 1.4, shrink 0.8) the interval settles at ln 1.4 / (ln 1.4 - ln 0.8) = 0.6 of the period
+(see ``raycrawl.frontier.revisits``).
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "raycrawl-nosync": ("--config", NOSYNC), "raycrawl-before": ()}
 # raycrawl-before: the code of another checkout (``--before PATH``, e.g. a ``git worktree`` of
 # the commit before a change) with this venv, to quote a change's cost in one interleaved run.
+# It runs in that folder: Ray puts the driver's working directory first on its workers' path.
 BEFORE: list[str] = []
 
 
@@ -134,7 +135,7 @@ def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> 
         run: RunResult = run_measured(
             command(runner, web.info["seed"], out, setup), control_url=web.info["control"],
             exclude={web.proc.pid}, timeout_s=max(setup.timeout_s, spec.urls / 100), env=env,
-            log_path=out + ".log")
+            log_path=out + ".log", cwd=BEFORE[0] if runner == "raycrawl-before" else None)
         after = web.stats()
     finally:
         web.close()

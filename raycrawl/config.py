@@ -121,6 +121,8 @@ class CrawlConfig:
     adaptive: bool = False  # shrink a URL's interval when its page changed, grow it when not
     recrawl_min_s: float | None = None  # adaptive bounds; default a tenth of recrawl_after_s
     recrawl_max_s: float | None = None  # ... and ten times it
+    adaptive_grow: float = 1.4  # an unchanged revisit lengthens the interval this much
+    adaptive_shrink: float = 0.8  # a changed one shortens it this much
     reseed_every_s: float | None = None  # revisit the seeds this often (pyspider's @every)
     sitemaps: bool = False  # add the URLs of the sitemaps that robots.txt files name
     crash_points: tuple[str, ...] = ()  # fault injection for tests, see raycrawl.testing.faults
@@ -166,6 +168,10 @@ class CrawlConfig:
                   name, "must be a number of seconds > 0")
         check(not self.adaptive or self.recrawl_after_s is not None, "adaptive",
               "needs recrawl_after_s (the interval it starts from)")
+        check(isinstance(self.adaptive_grow, (int, float)) and self.adaptive_grow > 1,
+              "adaptive_grow", "must be a number > 1")
+        check(isinstance(self.adaptive_shrink, (int, float)) and 0 < self.adaptive_shrink < 1,
+              "adaptive_shrink", "must be a number between 0 and 1")
         low, high = self.recrawl_bounds_s
         check(low <= high, "recrawl_min_s", "must not exceed recrawl_max_s")
         for name in ("fetch_retries", "retries"):

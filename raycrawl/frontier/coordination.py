@@ -74,7 +74,8 @@ class _Rate:
         self.samples = [s for s in self.samples if now - s[0] <= RATE_WINDOW_S]
         self.samples.append((now, fetched))
         span = self.samples[-1][0] - self.samples[0][0]
-        return (self.samples[-1][1] - self.samples[0][1]) / span if span > 0.5 else 0.0
+        # (never below 0: a restarted worker's counters that are not durable start again)
+        return max(0.0, (self.samples[-1][1] - self.samples[0][1]) / span) if span > 0.5 else 0.0
 
 
 class CrawlControl:
