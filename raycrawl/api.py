@@ -247,7 +247,9 @@ class Crawl:
         or its driver was killed, or its Ray cluster went away, this resumes it from the state
         alone, as a new generation: same config and partitions, queues and URL states as they
         were durably left, leases of the dead generation put back in the queue.  A finished
-        crawl cannot be attached to (:class:`CrawlStateError`).
+        crawl cannot be attached to (:class:`CrawlStateError`), unless it revisits: a
+        revisiting crawl that ended (at ``run_for_s``) goes on watching, with its due times,
+        for another ``run_for_s``.
         """
         from actors.handles import CoordinatorHandle, connect
         from actors.peers import cluster_address
@@ -263,7 +265,7 @@ class Crawl:
             crawl._handle = handle
             return crawl
         last = read_json(state_dir, COORDINATOR)
-        if last.get("phase") == Phase.FINISHED:
+        if last.get("phase") == Phase.FINISHED and not config.revisits:
             raise CrawlStateError(f"crawl {crawl.crawl_id} has finished; its pages are in "
                                   f"{config.pages_dir}")
         generation = int(manifest.get("generation", 1)) + 1

@@ -242,10 +242,10 @@ def test_an_abandoned_crawl_finishes_and_frees_its_actors(ray_session, tmp_path)
 
 
 class SlowHandOver(CrawlingStrategy):
-    """Takes a second over every page: each batch's hand-over lasts that long."""
+    """Takes two seconds over every page: each batch's hand-over lasts that long."""
 
     def page_crawled(self, response) -> None:
-        time.sleep(1.0)
+        time.sleep(2.0)
 
 
 def test_a_host_is_released_when_its_fetch_ends(ray_session, tmp_path):
@@ -261,7 +261,9 @@ def test_a_host_is_released_when_its_fetch_ends(ray_session, tmp_path):
         starts = sorted(web.starts[0])
         assert len(starts) == 4 and web.max_active[0] == 1
         # One batch of the host at a time, but the next one starts when the previous fetch
-        # ends, not after the strategy worker's second over the previous page.
-        assert starts[1] - starts[0] < 0.5, starts
+        # ends, not after the strategy worker's two seconds over the previous page.  (Half
+        # the hand-over apart: a loaded machine delayed the next start by 0.6 s once, when
+        # the hand-over was 1 s and the bound 0.5 s.)
+        assert starts[1] - starts[0] < 1.0, starts
     finally:
         web.stop()

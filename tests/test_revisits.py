@@ -121,7 +121,7 @@ def test_a_revisiting_crawl_killed_and_resumed_keeps_its_due_times(ray_session, 
         time.sleep(1.0)
         resumed = Crawl.attach(str(out / "state"))
         assert resumed.config.recrawl_after_s == 6.0
-        while time.time() < max(first.values()) + 8.0:
+        while time.time() < max(first.values()) + 11.0:
             assert resumed.stats()["phase"] == "running"
             time.sleep(0.2)
         assert resumed.stop()["phase"] == "stopped"
@@ -218,6 +218,17 @@ def test_the_cli_runs_a_revisiting_crawl_for_its_time_and_ctrl_c_ends_one_with_s
                                  str(tmp_path / "a" / "state")], capture_output=True, text=True,
                                 timeout=60)
         assert "revisits: " in status.stdout and "freshness" in status.stdout, status.stdout
+        # Ended at --run-for, a revisiting crawl resumes: it watches for another 8 s, its
+        # visits counting on.
+        before = visits_by_url(read_pages(str(tmp_path / "a" / "pages")))
+        again = subprocess.run([sys.executable, "-m", "raycrawl.cli", "resume", "--state",
+                                str(tmp_path / "a" / "state"), "--address", ray_session,
+                                "--quiet"], capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "finished (ran for 8 s)" in again.stdout, again.stderr
+        after = visits_by_url(read_pages(str(tmp_path / "a" / "pages")))
+        for url, visits in after.items():
+            assert [r["visit"] for r in visits] == list(range(1, len(visits) + 1)), url
+            assert len(visits) > len(before[url]), url
         # No --run-for: it runs until Ctrl-C, which stops it cleanly with exit status 0.
         proc = subprocess.Popen([sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url,
                                  "--out", str(tmp_path / "b"), *flags],
