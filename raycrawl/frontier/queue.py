@@ -30,6 +30,7 @@ import itertools
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -178,7 +179,7 @@ class FrontierQueue:
         the time index moves; one queued or in flight gets it for its next visit (see
         :meth:`overrides`)."""
         waiting = self._waiting_keys(list(due_at))
-        self._move_waiting([(fp, key, due_at[fp]) for fp, key in waiting.items()])
+        self._move_waiting(waiting, lambda e: due_at[e.fingerprint])
         others = [fp for fp in due_at if fp not in waiting]
         if others:
             wb = self.store.batch()
@@ -190,32 +191,33 @@ class FrontierQueue:
     def changed(self, modified_at: dict[int, float]) -> None:
         """Pages that changed at the given times (a sitemap's lastmod): those waiting for a
         visit and last fetched before their change are due now."""
-        waiting = self._waiting_keys(list(modified_at))
-        if not waiting:
-            return
-        entries = self.store.multi_get(list(waiting.values()))
         now = time.time()
-        self._move_waiting([
-            (fp, key, now) for (fp, key), raw in zip(waiting.items(), entries)
-            if raw is not None and (Entry.unpack(raw).fetched_s or 0.0) < modified_at[fp]])
+        self._move_waiting(self._waiting_keys(list(modified_at)), lambda e: (
+            now if (e.fetched_s or 0.0) < modified_at[e.fingerprint] else None))
 
     def _waiting_keys(self, fingerprints: list[int]) -> dict[int, bytes]:
         keys = self.store.multi_get([_W + u64(fp) for fp in fingerprints])
         return {fp: key for fp, key in zip(fingerprints, keys) if key is not None}
 
-    def _move_waiting(self, moves: list[tuple[int, bytes, float]]) -> None:
-        """Give waiting entries (fingerprint, ``d`` key, new due time) their new due time, in
-        one atomic write: into the queue if it has come, else to its place in the index."""
-        if not moves:
+    def _move_waiting(self, waiting: dict[int, bytes],
+                      due_of: Callable[[Entry], float | None]) -> None:
+        """Give waiting entries (fingerprint -> ``d`` key) the due time ``due_of`` says (None:
+        leave the entry as it is), in one atomic write: into the queue if it has come, else to
+        its place in the index."""
+        if not waiting:
             return
-        raws = self.store.multi_get([key for _, key, _ in moves])
+        raws = self.store.multi_get(list(waiting.values()))
         wb = self.store.batch()
         now = time.time()
         to_queue: list[Entry] = []
-        for (fp, key, due), raw in zip(moves, raws):
+        for (fp, key), raw in zip(waiting.items(), raws):
             if raw is None:
                 continue
-            entry = dataclasses.replace(Entry.unpack(raw), not_before=due)
+            entry = Entry.unpack(raw)
+            due = due_of(entry)
+            if due is None:
+                continue
+            entry = dataclasses.replace(entry, not_before=due)
             wb.delete(key)
             wb.delete(_W + u64(fp))
             if due <= now:
