@@ -10,7 +10,7 @@ import time
 from typing import Any, NoReturn
 
 from raycrawl.config import CODECS, LINK_PARSERS
-from raycrawl.display import ProgressBar, status_line
+from raycrawl.display import ProgressBar, revisit_counters, status_line
 from raycrawl.errors import CrawlUnavailable, RaycrawlError
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus
@@ -181,10 +181,8 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
     print(f"fetch workers: {s.fetch_workers}" + (f" ({s.waiting})" if s.waiting else ""))
-    if s.revisits or s.not_due or s.due:
-        fresh = "-" if s.freshness is None else f"{s.freshness:.0%}"
-        print(f"revisits: {s.revisits} ({s.revisits_per_s}/s), due {s.due}, overdue "
-              f"{s.overdue}, not due yet {s.not_due}, freshness {fresh}")
+    if r := revisit_counters(s):
+        print(f"revisits: {r.pop('revisits')}, " + ", ".join(f"{k} {v}" for k, v in r.items()))
     if s.warc_records:
         print(f"WARC records: {s.warc_records} responses in {os.path.join(s.out, 'warc')}")
     if s.out_of_scope:

@@ -16,13 +16,23 @@ from typing import Any, TextIO
 from raycrawl.frontier.reports import CrawlStatus
 
 
+def revisit_counters(s: CrawlStatus) -> dict[str, str]:
+    """The revisit counters of a crawl that revisits, as text by name (none for one that
+    does not): what the line, the HTML table and ``raycrawl status`` show."""
+    if not (s.revisits or s.not_due or s.due):
+        return {}
+    return {"revisits": f"{s.revisits} ({s.revisits_per_s}/s)", "due": str(s.due),
+            "overdue": str(s.overdue), "not due yet": str(s.not_due),
+            "freshness": "-" if s.freshness is None else f"{s.freshness:.0%}"}
+
+
 def status_line(s: CrawlStatus) -> str:
     """One line: phase, counters, pages/s (and why it waits, if it does)."""
     waiting = f", {s.waiting}" if s.waiting else ""
     revisits = ""
-    if s.revisits or s.not_due:
-        revisits = (f", revisits {s.revisits} ({s.revisits_per_s}/s), due {s.due}, overdue "
-                    f"{s.overdue}, fresh {'-' if s.freshness is None else f'{s.freshness:.0%}'}")
+    if r := revisit_counters(s):
+        revisits = (f", revisits {r['revisits']}, due {r['due']}, overdue {r['overdue']}, "
+                    f"fresh {r['freshness']}")
     return (f"{s.phase}: fetched {s.fetched}, queued {s.queued}, in flight "
             f"{s.in_flight_batches} batches, errors {s.errors}, {s.pages_per_s} pages/s"
             f"{revisits}{waiting}")
@@ -40,10 +50,7 @@ def status_html(s: CrawlStatus) -> str:
     ]
     if s.waiting:
         counters.append(("waiting", s.waiting))
-    if s.revisits or s.not_due:
-        counters += [("revisits", f"{s.revisits} ({s.revisits_per_s}/s)"), ("due", s.due),
-                     ("overdue", s.overdue), ("not due yet", s.not_due),
-                     ("freshness", "-" if s.freshness is None else f"{s.freshness:.0%}")]
+    counters += revisit_counters(s).items()
     if s.items_total:
         counters.append(("items", s.items_total))
     if s.warc_records:
