@@ -39,6 +39,8 @@ from typing import Any
 import psutil
 
 from benchmarks.measure import _name, become_subreaper
+from raycrawl.api import read_status
+from raycrawl.errors import CrawlStateError
 from raycrawl.formats.output import read_pages
 from raycrawl.testing.changingweb import ChangingWeb, validators_of
 
@@ -62,9 +64,8 @@ def _du(path: str) -> int:
 
 def _fetched(state: str) -> int:
     try:
-        with open(os.path.join(state, "status.json")) as fh:
-            return int(json.load(fh).get("fetched", 0))
-    except (OSError, ValueError):
+        return read_status(state).fetched
+    except CrawlStateError:  # not written yet
         return 0
 
 
