@@ -9,6 +9,7 @@ import sys
 import time
 from collections import defaultdict
 
+import pyarrow as pa
 import pytest
 import ray
 from warcio.archiveiterator import ArchiveIterator
@@ -56,7 +57,10 @@ def test_a_revisiting_crawl_revisits_every_page_when_due_and_conditionally(
         took = time.monotonic() - started
         assert stats["phase"] == "finished" and stats["reason"] == "ran for 14 s"
         assert 13 <= took <= 40, took
-        rows = visits_by_url(crawl.pages())
+        pages = crawl.pages()
+        assert pages.schema.field("visit").type == pa.int32()  # the contract's types
+        assert pages.schema.field("changed").type == pa.bool_()
+        rows = visits_by_url(pages)
         reachable = set(web.reachable())
         assert set(rows) == reachable
         for url, visits in rows.items():
