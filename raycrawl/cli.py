@@ -44,6 +44,8 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-network", action="append", metavar="CIDR")
     p.add_argument("--user-agent", metavar="UA", help="User-Agent header and robots.txt name")
     p.add_argument("--max-pages-per-host", type=int, metavar="N")
+    p.add_argument("--max-host-hops", type=int, metavar="N",
+                   help="end as trap a URL more than N host changes away from a seed's host")
     p.add_argument("--log-streams", action="store_const", const=True,
                    help="also write the spider log to OUT/streams (Frontera protocol)")
     p.add_argument("--codec", choices=CODECS, help="codec of the stream files")

@@ -90,6 +90,9 @@ class CrawlConfig:
     max_path_variants: int = 1000
     max_path_segments: int = 32  # a path with more segments is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
+    # Host changes on the path from a seed host to a URL before it is a trap (None: no limit):
+    # generated subdomains, link farms; a link to a seed's host counts 0 again.
+    max_host_hops: int | None = None
     # The spider: FILE.py:Class or package.module:Class (see raycrawl.spider).  Set by the
     # driver for the workers: spider_source, the text of a FILE.py; spider_code, a class of
     # __main__ pickled by Crawl(spider=cls).
@@ -142,7 +145,7 @@ class CrawlConfig:
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   name, "must be an integer >= 1")
-        for name in ("max_pages", "max_depth", "max_pages_per_host"):
+        for name in ("max_pages", "max_depth", "max_pages_per_host", "max_host_hops"):
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")

@@ -43,6 +43,7 @@ class Request:
     body: bytes | None = None  # a spider follow's request body (POST)
     age_s: float | None = None  # a spider follow's revisit interval
     visit: int = 1  # which fetch of the URL a page crawled is (revisits count on)
+    hops: int = 0  # host changes on its path from a seed's host
 
 
 @dataclass(slots=True)

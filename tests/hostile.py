@@ -2,8 +2,9 @@
 
 Hosts (each its own server): MAIN with the traps, FORBIDDEN that no crawl may reach, RULES
 with a robots.txt (Disallow + Crawl-delay), BROKEN whose robots.txt answers 500, PLAIN whose
-robots.txt is missing, BADPORT whose robots.txt redirects to a port that cannot exist; DEAD
-refuses every connection.  Every request is recorded with its arrival time, and the most
+robots.txt is missing, BADPORT whose robots.txt redirects to a port that cannot exist; FARM, a chain
+of hosts each linking the next (generated hosts, a link farm), the second also back to MAIN;
+DEAD refuses every connection.  Every request is recorded with its arrival time, and the most
 requests any host had in flight at once.
 """
 
@@ -20,6 +21,7 @@ from tests.loopback import LoopbackSites
 
 MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT = (f"127.0.0.{n}"
                                                   for n in (50, 51, 52, 53, 54, 56))
+FARM = tuple(f"127.0.0.{n}" for n in range(60, 64))  # each host's / links the next one's
 DEAD = "127.0.0.55"  # nothing listens there: every connection is refused
 DEAD_URLS = [f"http://{DEAD}:9/page/{i}" for i in range(12)]
 BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
@@ -31,7 +33,7 @@ def html(*hrefs: str) -> web.Response:
 
 
 class HostileWeb(LoopbackSites):
-    addresses = (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT)
+    addresses = (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT, *FARM)
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,7 +60,8 @@ class HostileWeb(LoopbackSites):
                     self.in_flight[address] -= 1
 
         app = web.Application(middlewares=[record])
-        routes = getattr(self, f"_routes_{address.rsplit('.', 1)[1]}")()
+        routes = (self._farm(FARM.index(address)) if address in FARM else
+                  getattr(self, f"_routes_{address.rsplit('.', 1)[1]}")())
         app.add_routes(routes)
         return app
 
@@ -69,7 +72,8 @@ class HostileWeb(LoopbackSites):
                         "/flaky", "/busy", "/badbytes", "/binary", "/to-forbidden",
                         "/deep/a/b/a/b/a/b/a/b", "/cal/2020/1", "/badbase",
                         self.origin(RULES) + "/", self.origin(BROKEN) + "/",
-                        self.origin(PLAIN) + "/", self.origin(BADPORT) + "/", *DEAD_URLS)
+                        self.origin(PLAIN) + "/", self.origin(BADPORT) + "/",
+                        self.origin(FARM[0]) + "/", *DEAD_URLS)
 
         async def loop(request: web.Request) -> web.Response:
             other = "b" if request.match_info["x"] == "a" else "a"
@@ -134,13 +138,17 @@ class HostileWeb(LoopbackSites):
         async def plain(request: web.Request) -> web.Response:
             return html()
 
+        async def back(request: web.Request) -> web.Response:  # linked from FARM[1] only
+            return html("/after-back")
+
         return [web.get("/", index), web.get("/loop/{x}", loop), web.get("/chain/{n}", chain),
                 web.get("/drip", drip), web.get("/endless", endless), web.get("/bomb", bomb),
                 web.get("/calendar", calendar), web.get("/flaky", flaky),
                 web.get("/busy", busy), web.get("/badbytes", badbytes),
                 web.get("/binary", binary), web.get("/to-forbidden", to_forbidden),
                 web.get("/after-bad", plain), web.get("/after-base", plain),
-                web.get("/cal/{y:\\d+}/{m:\\d+}", path_calendar), web.get("/badbase", badbase)]
+                web.get("/cal/{y:\\d+}/{m:\\d+}", path_calendar), web.get("/badbase", badbase),
+                web.get("/back", back), web.get("/after-back", plain)]
 
     def _routes_51(self) -> list[web.RouteDef]:
         async def secret(request: web.Request) -> web.Response:
@@ -192,3 +200,13 @@ class HostileWeb(LoopbackSites):
 
         return [web.get("/robots.txt", robots), web.get("/", index), web.get("/x", page),
                 web.get("/y", page)]
+
+    # -- FARM: a chain of hosts ----------------------------------------------------------------
+    def _farm(self, n: int) -> list[web.RouteDef]:
+        async def index(request: web.Request) -> web.Response:
+            hrefs = [self.origin(FARM[n + 1]) + "/"] if n + 1 < len(FARM) else []
+            if n == 1:
+                hrefs.append(self.origin(MAIN) + "/back")
+            return html(*hrefs)
+
+        return [web.get("/", index)]

@@ -10,6 +10,7 @@ from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.extract import extract_links
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats import schemas
+from raycrawl.formats.entry import Entry
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 from raycrawl.urls import url_info
 
@@ -45,6 +46,18 @@ def test_page_links_are_canonical_routed_and_deduplicated(web):
         assert (row["fingerprint"], row["host"], row["partition"]) == (
             info.fingerprint, info.host, info.partition)
         assert row["depth"] == 3 and row["parent_url"] == web.seed_url
+        assert row["hops"] == (0 if row["host"] == page["host"] else 1)  # a host change: +1
+    assert {row["hops"] for row in links} == {0, 1}
+
+
+def test_links_carry_their_pages_host_hops(web):
+    info = url_info(web.seed_url, P)
+    entry = Entry(info.url, info.fingerprint, info.host, info.partition, 0, 1.0, hops=4)
+    pages, links, *_ = asyncio.run(fetch_feed(schemas.feed_rows([entry], [0.0], [False]),
+                                              options()))
+    assert pages.num_rows == 1 and links.num_rows > 0
+    for row in links.to_pylist():
+        assert row["hops"] == (4 if row["host"] == info.host else 5)
 
 
 def test_redirect_is_a_link_at_the_same_depth(web):

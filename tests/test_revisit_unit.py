@@ -217,12 +217,12 @@ def test_a_sitemaps_lastmod_makes_a_page_fetched_before_its_change_due(store):
 
 def test_entries_pack_their_visit_state_and_read_the_old_format():
     e = entry(visit=3, etag='"e"', last_modified="lm", digest=b"\x00d", interval_s=5.0,
-              adapted_s=7.5, fetched_s=T0, not_before=T0 + 5)
+              adapted_s=7.5, fetched_s=T0, not_before=T0 + 5, hops=3)
     assert Entry.unpack(e.pack()) == e
     assert Entry.unpack(entry().pack()) == entry()
     import msgpack
     old = msgpack.packb(["http://a.com/1", 1, "a.com", 0, 0, 1.0, 0, [], 0, 0.0])
-    assert Entry.unpack(old).visit == 1
+    assert (Entry.unpack(old).visit, Entry.unpack(old).hops) == (1, 0)
 
 
 # -- the strategy's side ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from tests.hostile import (
     BROKEN,
     DEAD,
     DEAD_URLS,
+    FARM,
     FORBIDDEN,
     MAIN,
     PLAIN,
@@ -33,10 +34,10 @@ def hostile_crawl(ray_session, tmp_path_factory):
             seeds=[web.origin(MAIN) + "/"], out=str(out), delay_s=0.0, poll_interval_s=0.05,
             partitions=8, db_workers=2, strategy_workers=2,
             allow_network=(f"{MAIN}/32", f"{RULES}/32", f"{BROKEN}/32", f"{PLAIN}/32",
-                           f"{BADPORT}/32", f"{DEAD}/32"),
+                           f"{BADPORT}/32", f"{DEAD}/32", *(f"{a}/32" for a in FARM)),
             total_timeout_s=2.0, read_timeout_s=1.0, max_body_bytes=1024 * 1024,
             max_query_variants=5, max_path_variants=20, retries=1, retry_backoff_s=0.05,
-            robots_retry_s=0.3, host_park_after=2).start()
+            robots_retry_s=0.3, host_park_after=2, max_host_hops=2).start()
         stats = crawl.wait(timeout=240, interval_s=0.3)
         rows = {r["url"]: r for r in crawl.pages().to_pylist()}
         yield web, stats, rows
@@ -110,6 +111,20 @@ def test_hostile_shapes_never_hurt_the_normal_pages(hostile_crawl):
     assert len(web.hits(PLAIN, "/x")) == 1
     with web.lock:
         assert max(web.most_in_flight.values()) == 1, dict(web.most_in_flight)
+
+
+def test_a_chain_of_hosts_ends_at_max_host_hops(hostile_crawl):
+    web, _, rows = hostile_crawl
+    for address in FARM[:2]:  # within max_host_hops (2)
+        assert row(rows, address, web, "/")["status"] == 200
+        assert len(web.hits(address, "/")) == 1
+    third = row(rows, FARM[2], web, "/")  # 3 host changes from the seed's host
+    assert third["error"] == "trap" and third["status"] is None
+    assert web.hits(FARM[2]) == [] and web.hits(FARM[3]) == []
+    assert web.origin(FARM[3]) + "/" not in rows
+    # a link back to the seed's host counts 0 hops again: its pages are crawled
+    for path in ("/back", "/after-back"):
+        assert row(rows, MAIN, web, path)["status"] == 200
 
 
 def test_500_then_success_and_429_retry_after(hostile_crawl):

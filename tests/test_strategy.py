@@ -21,10 +21,11 @@ def feed(urls, depth=0):
 
 
 def spider_log(pages, links):
-    """pages: [(url, depth, status, error)], links: [(parent, parent_depth, url, depth)]"""
+    """pages: [(url, depth, status, error)], links: [(parent, parent_depth, url, depth)] or
+    [(parent, parent_depth, url, depth, host hops)]"""
     now = pa.scalar(0, type=pa.int64()).cast(schemas.UTC_TIMESTAMP).as_py()
     pi = [url_info(u, P) for u, *_ in pages]
-    li = [url_info(u, P) for _, _, u, _ in links]
+    li = [url_info(link[2], P) for link in links]
     page_batch = schemas.batch(schemas.SPIDER_LOG_PAGES, {
         "url": [i.url for i in pi], "fingerprint": [i.fingerprint for i in pi],
         "host": [i.host for i in pi], "partition": [i.partition for i in pi],
@@ -40,14 +41,14 @@ def spider_log(pages, links):
         "last_modified": [None] * len(pages), "digest": [None] * len(pages)})
     link_batch = schemas.batch(schemas.SPIDER_LOG_LINKS, {
         "parent_url": [url_info(p, P).url for p, *_ in links],
-        "parent_depth": [d for _, d, _, _ in links], "url": [i.url for i in li],
+        "parent_depth": [link[1] for link in links], "url": [i.url for i in li],
         "fingerprint": [i.fingerprint for i in li], "host": [i.host for i in li],
-        "partition": [i.partition for i in li], "depth": [d for *_, d in links],
+        "partition": [i.partition for i in li], "depth": [link[3] for link in links],
         "redirect_chain": [[]] * len(links), "callback": [None] * len(links),
         "meta": [None] * len(links), "priority": [None] * len(links),
         "method": [None] * len(links), "headers": [None] * len(links),
         "body": [None] * len(links), "age_s": [None] * len(links),
-        "modified_at": [None] * len(links)})
+        "modified_at": [None] * len(links), "hops": [(*link, 0)[4] for link in links]})
     return page_batch, link_batch
 
 
@@ -205,3 +206,26 @@ def test_revisits_reach_the_strategy_and_a_sitemaps_lastmod_reaches_the_db_worke
     rows = {row["url"]: row for row in out.to_pylist()}
     assert rows["http://a.com/"]["modified_at"] == 5.0
     assert rows["http://a.com/new"]["modified_at"] is None and rows["http://a.com/new"]["schedule"]
+
+
+def test_host_hops_count_from_a_seeds_host_and_end_as_trap_past_the_limit(runner_for):
+    r = runner_for(max_host_hops=2)
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, links = spider_log([("http://c.com/", 3, 200, None)], [
+        ("http://c.com/", 3, "http://d.com/2", 4, 2),  # within the limit
+        ("http://c.com/", 3, "http://e.com/3", 4, 3),  # past it
+        ("http://c.com/", 3, "http://a.com/back", 4, 3)])  # a seed's host: 0 again
+    out = {r["url"]: r for r in r.process_spider_log(pages, links).to_pylist()}
+    assert (out["http://d.com/2"]["skip"], out["http://d.com/2"]["hops"]) == (None, 2)
+    assert (out["http://e.com/3"]["skip"], out["http://e.com/3"]["hops"]) == ("trap", 3)
+    assert (out["http://a.com/back"]["skip"], out["http://a.com/back"]["hops"]) == (None, 0)
+    assert r.report().skipped == {"trap": 1}
+
+
+def test_without_max_host_hops_any_number_of_hops_is_followed(runner_for):
+    r = runner_for()
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, links = spider_log([("http://c.com/", 40, 200, None)],
+                              [("http://c.com/", 40, "http://z.com/", 41, 40)])
+    out = r.process_spider_log(pages, links).to_pylist()
+    assert [(x["url"], x["skip"], x["hops"]) for x in out] == [("http://z.com/", None, 40)]

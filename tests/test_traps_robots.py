@@ -37,6 +37,19 @@ def test_per_host_budget(store):
     assert guard.verdict("http://g.com/0", "g.com") is None
 
 
+def test_host_hops_limit_and_seed_hosts_are_durable(store):
+    guard = TrapGuard(store, 3, 100, None, max_host_hops=1)
+    guard.seed_hosts(["a.com", "a.com"])
+    assert [guard.hops("a.com", 5), guard.hops("b.com", 5), guard.hops("b.com", 0)] == [0, 5, 0]
+    assert guard.verdict("http://b.com/", "b.com", 1) is None
+    assert guard.verdict("http://c.com/", "c.com", 2) == "trap"
+    guard.flush()
+    again = TrapGuard(store, 3, 100, None, max_host_hops=1)
+    assert again.hops("a.com", 3) == 0  # the seed hosts survive a restart
+    off = TrapGuard(store, 3, 100, None)
+    assert off.hops("b.com", 7) == 7 and off.verdict("http://c.com/", "c.com", 99) is None
+
+
 @pytest.mark.parametrize("status, kind", [(200, RobotsKind.RULES), (404, RobotsKind.ALLOW_ALL),
                                           (403, RobotsKind.ALLOW_ALL), (301, RobotsKind.ALLOW_ALL),
                                           (500, RobotsKind.UNAVAILABLE),

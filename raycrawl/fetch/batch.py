@@ -156,6 +156,8 @@ class Collector:
         lk["host"] += [i.host for i in infos]
         lk["partition"] += [i.partition for i in infos]
         lk["depth"] += [depth] * n
+        host, hops = parent["host"], parent["hops"] or 0
+        lk["hops"] += [hops if i.host == host else hops + 1 for i in infos]
         lk["redirect_chain"] += [chain] * n
         return n, out_of_scope
 

@@ -240,12 +240,14 @@ class HostFetcher:
             n, out = n + m, out + o
         return n, out
 
-    def sitemap_links(self, origin: str, policy: RobotsPolicy) -> None:
-        """The sitemaps a robots.txt names, as links of it (depth 0, like seeds)."""
+    def sitemap_links(self, origin: str, policy: RobotsPolicy, row: dict[str, Any]) -> None:
+        """The sitemaps a robots.txt names, as links of it (depth 0, like seeds; as many
+        host hops from a seed's host as ``row``, the URL it was read for)."""
         urls = [Link(url, SITEMAP) for url in policy.parser.sitemaps]
         if urls:
-            self.out.link_rows({"url": f"{origin}/robots.txt", "depth": 0}, urls, 0, [],
-                               self.opts, sitemaps.MAX_URLS)
+            robots = {"url": f"{origin}/robots.txt", "depth": 0, "host": row["host"],
+                      "hops": row["hops"]}
+            self.out.link_rows(robots, urls, 0, [], self.opts, sitemaps.MAX_URLS)
 
     @staticmethod
     def _seen(row: dict[str, Any], resp: aiohttp.ClientResponse, content: bytes) -> Seen:
@@ -287,7 +289,7 @@ class HostFetcher:
                 if origin not in policies:
                     policies[origin] = await self.robots(origin, row["host"])
                     if self.opts.sitemaps:
-                        self.sitemap_links(origin, policies[origin])
+                        self.sitemap_links(origin, policies[origin], row)
                 policy = policies[origin]
                 delay = max(delay, policy.crawl_delay_s(self.agent))
                 if policy.kind is RobotsKind.UNAVAILABLE:

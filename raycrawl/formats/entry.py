@@ -47,13 +47,15 @@ class Entry:
     interval_s: float | None = None
     adapted_s: float | None = None
     fetched_s: float | None = None  # when the last visit started (epoch seconds)
+    hops: int = 0  # host changes on its path from a seed's host (see raycrawl.frontier.traps)
 
     def pack(self) -> bytes:
         fields = [self.url, self.fingerprint, self.host, self.partition, self.depth, self.score,
                   self.attempts, list(self.redirect_chain), self.crashes, self.not_before]
         extra = [self.callback, self.meta, self.method, self.headers, self.body,
                  None if self.visit == 1 else self.visit, self.etag, self.last_modified,
-                 self.digest, self.interval_s, self.adapted_s, self.fetched_s]
+                 self.digest, self.interval_s, self.adapted_s, self.fetched_s,
+                 self.hops or None]
         while extra and extra[-1] is None:
             extra.pop()
         return msgpack.packb(fields + extra)
@@ -62,9 +64,9 @@ class Entry:
     def unpack(cls, raw: bytes) -> Entry:
         fields = msgpack.unpackb(raw)
         (url, fp, host, part, depth, score, attempts, chain, crashes, not_before) = fields[:10]
-        extra = fields[10:] + [None] * (22 - len(fields))
+        extra = fields[10:] + [None] * (23 - len(fields))
         (callback, meta, method, headers, body, visit, etag, modified, digest, interval, adapted,
-         fetched) = extra
+         fetched, hops) = extra
         return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
                    not_before, callback, meta, method, headers, body, visit or 1, etag, modified,
-                   digest, interval, adapted, fetched)
+                   digest, interval, adapted, fetched, hops or 0)

@@ -64,6 +64,7 @@ SPIDER_FEED = pa.schema([
     *_HTTP,
     ("cookies", pa.binary()),  # the host's cookies (msgpack), when the crawl keeps them
     *_VISIT,
+    ("hops", pa.int32()),  # host changes on its path from a seed's host
 ])
 
 # One fetched URL: a page crawled (status set) or a request error (status null, error set).
@@ -101,6 +102,7 @@ SPIDER_LOG_LINKS = pa.schema([
     *_HTTP,
     ("age_s", pa.float64()),  # a follow's revisit interval
     ("modified_at", pa.float64()),  # when the page last changed (a sitemap's <lastmod>)
+    ("hops", pa.int32()),  # host changes from a seed's host: the parent's, +1 to another host
 ])
 
 # One update_score: the strategy's verdict on a URL.
@@ -116,6 +118,7 @@ SCORING_LOG = pa.schema([
     ("age_s", pa.float64()),  # the URL's revisit interval (null: the crawl's)
     ("due_at", pa.float64()),  # not before this (epoch seconds; a strategy's ``at``)
     ("modified_at", pa.float64()),  # a fetched URL's page changed then: due now if fetched before
+    ("hops", pa.int32()),  # host changes from a seed's host (0 on a seed's host)
 ])
 
 # The cookies a host holds after a batch (a crawl with ``cookies``): Set-Cookie lines, msgpack.
@@ -202,7 +205,8 @@ def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
                                else [None] * len(entries),
                                "etag": [e.etag for e in entries],
                                "last_modified": [e.last_modified for e in entries],
-                               "digest": [e.digest for e in entries]})
+                               "digest": [e.digest for e in entries],
+                               "hops": [e.hops for e in entries]})
 
 
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:

@@ -4,7 +4,7 @@ Keys are bytes with a one-letter table prefix and big-endian integers, so that R
 byte order is the order the frontier needs.  The tables of a DB worker's store: ``q f l p c d v
 n`` (its queue, ``frontier.queue``), ``k`` (cookies, ``frontier.shard``), ``r`` (robots.txt),
 ``a`` (page budget), ``w o`` and ``i j`` (staged and recorded pages and items,
-``formats.output``); of a strategy worker's: ``s`` (URL states), ``t T h`` (traps).  A test
+``formats.output``); of a strategy worker's: ``s`` (URL states), ``t T h g`` (traps).  A test
 keeps them apart.
 """
 

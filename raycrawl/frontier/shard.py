@@ -127,14 +127,15 @@ class DBShard:
         entries, ended = [], []
         changed = {fp: at for fp, at in zip(cols["fingerprint"], cols["modified_at"])
                    if at is not None}
-        for u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body, age, at in zip(
+        for (u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body, age, at,
+             hops) in zip(
                 cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
                 cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"],
                 cols["callback"], cols["meta"], cols["method"], cols["headers"], cols["body"],
-                cols["age_s"], cols["due_at"]):
+                cols["age_s"], cols["due_at"], cols["hops"]):
             entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), not_before=at or 0.0,
                           callback=callback, meta=meta, method=method, headers=headers,
-                          body=body, interval_s=age)
+                          body=body, interval_s=age, hops=hops or 0)
             if skip is None:
                 entries.append(entry)
             else:

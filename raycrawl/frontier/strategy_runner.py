@@ -32,7 +32,7 @@ class StrategyRunner:
         self.states = URLStates(store)
         self.traps = TrapGuard(store, config.max_segment_repeats, config.max_query_variants,
                                config.max_pages_per_host, config.max_path_variants,
-                               config.max_path_segments)
+                               config.max_path_segments, config.max_host_hops)
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
         self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
         self.counters: Counter[str] = Counter()
@@ -43,7 +43,9 @@ class StrategyRunner:
         """The strategy's ``schedule``: a URL over a trap limit ends as an error instead; a
         fetched URL (with ``at``) keeps its state, its DB worker moves its next visit."""
         known = request.state in (URLState.CRAWLED, URLState.ERROR)
-        skip = self.traps.verdict(request.url, request.host) if queue and not known else None
+        request.hops = self.traps.hops(request.host, request.hops)
+        skip = (self.traps.verdict(request.url, request.host, request.hops)
+                if queue and not known else None)
         state = (URLState.ERROR if skip else URLState.QUEUED) if queue and not known else (
             self.states.state(request.fingerprint))
         self.states.set(request.fingerprint, state, request.depth, score)
@@ -76,6 +78,7 @@ class StrategyRunner:
         out["age_s"].append(request.age_s)
         out["due_at"].append(at)
         out["modified_at"].append(modified_at)
+        out["hops"].append(request.hops)
 
     def report(self) -> StrategyWorkerReport:
         c = self.counters
@@ -111,6 +114,7 @@ class StrategyRunner:
     def add_seeds(self, seeds: pa.RecordBatch) -> pa.RecordBatch:
         """Seeds (spider-feed schema) in, scoring log out (commit or discard after)."""
         self.states.refresh(seeds.column("fingerprint").to_pylist())
+        self.traps.seed_hosts(seeds.column("host").to_pylist())
         # With reseed_every_s, seeds are revisited that often (pyspider's @every).
         self.strategy.add_seeds(self._requests(seeds, self.config.reseed_every_s))
         return self._drain()
@@ -215,8 +219,9 @@ class StrategyRunner:
         return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
                         redirect_chain=chain or [], callback=callback, meta=unpack_meta(meta),
                         priority=priority, method=method or "GET", headers=unpack_meta(headers),
-                        body=body, age_s=age)
-                for u, fp, h, p, d, chain, callback, meta, priority, method, headers, body, age
+                        body=body, age_s=age, hops=hops or 0)
+                for (u, fp, h, p, d, chain, callback, meta, priority, method, headers, body, age,
+                     hops)
                 in zip(c["url"], c["fingerprint"], c["host"], c["partition"], c["depth"],
                        c["redirect_chain"], c["callback"], c["meta"], c["priority"], c["method"],
-                       c["headers"], c["body"], c["age_s"])]
+                       c["headers"], c["body"], c["age_s"], c["hops"])]

@@ -8,7 +8,11 @@ per-host budgets.
   ``/cal/{n}/{n}``), a calendar or a session id in the path;
 - more than ``max_query_variants`` URLs with the same host, path and query keys (a calendar in
   the query);
-- ``max_pages_per_host`` URLs scheduled for one host (``host-budget``).
+- ``max_pages_per_host`` URLs scheduled for one host (``host-budget``);
+- with ``max_host_hops``, more host changes than that on the path from a seed's host to the
+  URL (generated subdomains, link farms): a link to another host counts its page's hops + 1, a
+  link within a host its page's, a link to a seed's host 0.  A URL keeps the hops of the path
+  it was first found by (as its depth), so the rule cuts at that path, not the shortest.
 
 A strategy worker checks each new link once (it owns the link's host), so the counts here are
 exact for the whole crawl.  A link over a limit is not fetched: it ends with error ``trap``
@@ -29,6 +33,7 @@ from raycrawl.formats.storage import Store, u64
 _SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape
 _TEMPLATE = b"T"  # T <hash of host, path template> -> URLs seen with that template
 _HOST = b"h"  # h <hash of host> -> URLs of the host scheduled
+_SEED_HOST = b"g"  # g <hash of host> -> 1: a seed's host
 _HEX_ID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{8,}")
 _NUMBER = re.compile(r"\d+")
 
@@ -54,8 +59,10 @@ class TrapGuard:
 
     def __init__(self, store: Store, max_segment_repeats: int, max_query_variants: int,
                  max_pages_per_host: int | None, max_path_variants: int | None = None,
-                 max_path_segments: int | None = None) -> None:
+                 max_path_segments: int | None = None,
+                 max_host_hops: int | None = None) -> None:
         self.store = store
+        self.max_host_hops = max_host_hops
         self.max_segment_repeats = max_segment_repeats
         self.max_query_variants = max_query_variants
         self.max_pages_per_host = max_pages_per_host
@@ -74,9 +81,26 @@ class TrapGuard:
         self.counts[key] = self._count(key) + 1
         self.dirty.add(key)
 
-    def verdict(self, url: str, host: str) -> ErrorKind | None:
-        """None to schedule ``url``; else the error kind it ends with.  Counts it either way
-        it is scheduled, so call it once per new URL."""
+    def seed_hosts(self, hosts: list[str]) -> None:
+        """Remember the hosts of seeds: their URLs are 0 host hops from a seed's host."""
+        if self.max_host_hops is not None:
+            for host in set(hosts):
+                key = _SEED_HOST + u64(xxhash.xxh64_intdigest(host.encode()))
+                if not self._count(key):
+                    self._bump(key)
+
+    def hops(self, host: str, hops: int) -> int:
+        """The host hops of a URL of ``host`` found at ``hops``: 0 on a seed's host."""
+        if self.max_host_hops is None or not hops:
+            return hops
+        return 0 if self._count(_SEED_HOST + u64(xxhash.xxh64_intdigest(host.encode()))) else hops
+
+    def verdict(self, url: str, host: str, hops: int = 0) -> ErrorKind | None:
+        """None to schedule ``url`` (``hops`` from a seed's host, see :meth:`hops`); else the
+        error kind it ends with.  Counts it either way it is scheduled, so call it once per
+        new URL."""
+        if self.max_host_hops is not None and hops > self.max_host_hops:
+            return ErrorKind.TRAP
         parts = urlsplit(url)
         if repeated_segments(parts.path) > self.max_segment_repeats:
             return ErrorKind.TRAP
