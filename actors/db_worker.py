@@ -19,6 +19,8 @@ from raycrawl.config import CrawlConfig
 from raycrawl.errors import StorageError
 from raycrawl.fetch.batch import FetchResult
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.rerun import Sink
+from raycrawl.formats import schemas
 from raycrawl.formats.ownership import check_shared_state
 from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.frontier.queue import Entry
@@ -41,8 +43,9 @@ class DBWorker:
     """Owns the queue of a set of partitions; cuts polite spider-feed batches and runs them.
 
     A batch stays *in flight* from the cut until the strategy workers processed its spider log
-    (they return once its links are queued) and its pages are recorded here.  Its hosts are
-    released when its fetch ends (their delay runs from then).  Batches fetching are limited by
+    (they return once its links are queued) and its pages are recorded here.  Each of its hosts
+    is released when that host's own fetch ends (its delay runs from then): the fetch worker
+    streams the hosts' rows as they end.  Batches fetching are limited by
     ``FetchPool.fit``; a batch handing over no longer holds a fetch slot, and at most as many
     again may be handing over.
     """
@@ -207,28 +210,27 @@ class DBWorker:
 
     async def _run_batch(self, batch_id: int, entries: list[Entry]) -> None:
         shard = self.shard
-        released = committed = False
+        held = {e.host for e in entries}  # hosts this batch still holds
+        committed = False
         try:
             triage = shard.triage(entries)
-            result = await self._fetch(batch_id, triage.fetch) if triage.fetch else (
-                FetchResult.empty())
-            self.metrics.robots(shard.learn_robots(result.robots))
-            shard.learn_cookies(result.cookies)
+            fetched = _Fetched(shard, self.metrics, triage.fetch, held)
+            if triage.fetch:
+                await self._fetch(batch_id, triage.fetch, fetched.take)
+            fetched.check()
             self._crash("db-worker.fetched")
-            pages = result.pages
             if triage.ended:
-                pages = pa.concat_batches([pages, ended_rows(triage.ended)])
-            pages, retry = shard.settle(pages, entries)
-            # The fetch is over and the hosts' health is recorded: their delay runs from now,
-            # and the next batch may take them while this one hands its spider log over.
-            shard.release_hosts(entries)
-            released = True
+                fetched.settle(ended_rows(triage.ended), [e for e, _ in triage.ended])
+            shard.release_hosts(held)  # the hosts that had nothing to fetch
+            held.clear()
+            result = fetched.result()
+            pages, links, retry = result.pages, result.links, fetched.retry
             started = time.monotonic()
-            await self.peers.hand_over(pages, result.links)
+            await self.peers.hand_over(pages, links)
             self.timers["hand_over_s"] += time.monotonic() - started
             self._crash("db-worker.handed-over")
             if self.stream is not None:
-                self.stream.write_spider_log(pages, result.links)
+                self.stream.write_spider_log(pages, links)
             items_before = shard.output.items_total
             rows = shard.complete(batch_id, pages, retry, result.items, entries)
             committed = True
@@ -246,17 +248,17 @@ class DBWorker:
             if not committed:
                 shard.fail(batch_id, entries)
         finally:
-            if not released:
-                shard.release_hosts(entries)
+            if held:
+                shard.release_hosts(held)
             shard.finish_batch()
             self.in_flight.pop(batch_id, None)
             self.wakeup.set()
 
-    async def _fetch(self, batch_id: int, fetch: list[tuple[Entry, bool]]) -> FetchResult:
+    async def _fetch(self, batch_id: int, fetch: list[tuple[Entry, bool]], sink: Sink) -> None:
         started = time.monotonic()
         self.fetching.add(batch_id)
         try:
-            return await self.fetchers.run(self.shard.feed(fetch))
+            await self.fetchers.run(self.shard.feed(fetch), sink)
         finally:
             self.fetching.discard(batch_id)
             self.wakeup.set()
@@ -277,3 +279,52 @@ class DBWorker:
 def remote_class() -> Any:
     """The actor class; options (name, namespace, resources) come from ``actors.options``."""
     return ray.remote(DBWorker)
+
+
+class _Fetched:
+    """A batch's fetched hosts as they come in: each host's robots.txt fetches and cookies
+    learnt, its rows settled (retries taken out, health recorded) and the host released at
+    once, its delay running from then, so a slow host holds no other host of its batch.  An
+    error here is kept for :meth:`check` (it must not stop the fetch that hands hosts over)."""
+
+    def __init__(self, shard: DBShard, metrics: CrawlMetrics,
+                 fetch: list[tuple[Entry, bool]], held: set[str]) -> None:
+        self.shard, self.metrics, self.held = shard, metrics, held
+        self.by_host: dict[str, list[Entry]] = {}
+        for entry, _ in fetch:
+            self.by_host.setdefault(entry.host, []).append(entry)
+        self.parts: list[FetchResult] = []
+        self.pages: list[pa.RecordBatch] = []
+        self.retry: list[Entry] = []
+        self.error: Exception | None = None
+
+    def take(self, hosts: list[str], part: FetchResult) -> None:
+        self.parts.append(part)
+        if self.error is not None:
+            return
+        try:
+            self.metrics.robots(self.shard.learn_robots(part.robots))
+            self.shard.learn_cookies(part.cookies)
+            self.settle(part.pages, [e for h in hosts for e in self.by_host.get(h, ())])
+        except Exception as exc:  # noqa: BLE001 (raised again by check, after the fetch)
+            self.error = exc
+            return
+        mine = self.held.intersection(hosts)
+        self.shard.release_hosts(mine)
+        self.held -= mine
+
+    def settle(self, pages: pa.RecordBatch, entries: list[Entry]) -> None:
+        kept, retry = self.shard.settle(pages, entries)
+        self.pages.append(kept)
+        self.retry += retry
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def result(self) -> FetchResult:
+        """The batch's rows that stand, with every part's links and items."""
+        parts = FetchResult.concat(self.parts)
+        pages = (pa.concat_batches(self.pages) if self.pages
+                 else schemas.empty(schemas.SPIDER_LOG_PAGES))
+        return parts._replace(pages=pages)

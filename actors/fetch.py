@@ -17,8 +17,10 @@ them go when it pauses or drains, so a paused or ended crawl holds no CPU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -29,12 +31,12 @@ from raycrawl.fetch.batch import (
     FetchResult,
     callback_runner,
     feed_bound_s,
-    fetch_feed,
+    fetch_hosts,
     warc_files,
 )
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.options import FetchOptions
-from raycrawl.fetch.rerun import Fault, Rerun
+from raycrawl.fetch.rerun import Fault, Rerun, Sink
 from raycrawl.frontier.sharing import BATCHES_PER_WORKER, workers_for
 
 from .logs import tag_logs
@@ -59,13 +61,16 @@ class FetchWorker:
         # The spider instance (one per worker) and the thread its callbacks run on.
         self.callbacks = callback_runner(options) if options.spider is not None else None
 
-    async def fetch(self, feed: pa.RecordBatch) -> FetchResult:
-        """Fetch every request of ``feed``: (pages, links, robots, items); see ``fetch_feed``."""
+    async def fetch(self, feed: pa.RecordBatch) -> AsyncGenerator[tuple[list[str], FetchResult]]:
+        """Fetch every request of ``feed``; a Ray streaming generator of (hosts, their rows) as
+        each host ends (see ``fetch_hosts``)."""
         if self.session is None or self.session.closed:
             self.session = open_session(self.options)
             self.limit = asyncio.Semaphore(self.options.concurrency)
-        return await fetch_feed(feed, self.options, self.session, self.limit, self.callbacks,
-                                self.warc)
+        async with contextlib.aclosing(fetch_hosts(feed, self.options, self.session, self.limit,
+                                                   self.callbacks, self.warc)) as parts:
+            async for part in parts:
+                yield part
 
     async def close(self) -> None:
         """Close the HTTP session (its keep-alive connections) before the worker is ended."""
@@ -134,24 +139,31 @@ class FetchPool:
         for worker in idle:
             _end(worker.actor)
 
-    async def run(self, feed: pa.RecordBatch) -> FetchResult:
-        """Every request of ``feed`` fetched, whatever happens to the workers; a URL that
-        kills its worker when fetched alone, again and again, ends as ``fetch-task-failed``."""
-        return await self.rerun.run(feed)
+    async def run(self, feed: pa.RecordBatch, sink: Sink) -> None:
+        """Every request of ``feed`` fetched, whatever happens to the workers, each host's rows
+        handed to ``sink`` once, when its fetch ends; a URL that kills its worker when fetched
+        alone, again and again, ends as ``fetch-task-failed``."""
+        await self.rerun.run(feed, sink)
 
-    async def _attempt(self, feed: pa.RecordBatch, rerun: bool) -> FetchResult | Fault:
-        """One call on the least busy worker; before a re-run, wait (bounded) for it to
-        answer, so a call is not wasted on a worker that is still restarting."""
+    async def _attempt(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
+        """One call on the least busy worker, its hosts handed to ``sink`` as they end;
+        before a re-run, wait (bounded) for the worker to answer, so a call is not wasted on
+        a worker that is still restarting."""
         if not self.workers:  # a re-run after the quota went to 0: one worker to finish it
             self.resize(1)
         worker = min(self.workers, key=lambda w: w.load)
         answering = not rerun or await self._answers(worker.actor)
         bound = feed_bound_s(feed, self.options)
+
+        async def parts() -> None:
+            async for ref in worker.actor.fetch.remote(feed):
+                hosts, result = await ref
+                sink(hosts, FetchResult(*result))
+
         worker.load += 1
         try:
-            return FetchResult(*await asyncio.wait_for(
-                worker.actor.fetch.remote(feed),
-                None if bound is None else bound + self.ready_timeout_s))
+            await asyncio.wait_for(parts(), None if bound is None else bound + self.ready_timeout_s)
+            return None
         except TimeoutError:  # hung (or stopped): replaced, and the feed runs again
             log.warning("fetch of %d URLs did not end in %.0f s; replacing its worker",
                         feed.num_rows, bound)

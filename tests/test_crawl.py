@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,12 +12,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 import ray
+from aiohttp import web as aioweb
 
 from raycrawl import Crawl
 from raycrawl.api import read_status
 from raycrawl.formats.streams import read_stream, stream_path
 from raycrawl.strategy import CrawlingStrategy
 from raycrawl.testing.synthweb import Link, SyntheticWeb
+from tests.loopback import LoopbackSites
 
 pytestmark = pytest.mark.ray
 
@@ -265,5 +268,53 @@ def test_a_host_is_released_when_its_fetch_ends(ray_session, tmp_path):
         # the hand-over apart: a loaded machine delayed the next start by 0.6 s once, when
         # the hand-over was 1 s and the bound 0.5 s.)
         assert starts[1] - starts[0] < 1.0, starts
+    finally:
+        web.stop()
+
+
+class _SlowAndFast(LoopbackSites):
+    """Two hosts: SLOW answers after 1.5 s, FAST at once; every request's start and end."""
+
+    addresses = ("127.0.0.70", "127.0.0.71")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: dict[str, list[tuple[float, float]]] = {a: [] for a in self.addresses}
+
+    def _app(self, address: str) -> aioweb.Application:
+        async def page(request: aioweb.Request) -> aioweb.Response:
+            started = time.monotonic()
+            if address == self.addresses[0]:
+                await asyncio.sleep(1.5)
+            with self.lock:
+                self.spans[address].append((started, time.monotonic()))
+            return aioweb.Response(text="<html></html>", content_type="text/html")
+
+        app = aioweb.Application()
+        app.router.add_get("/{p}", page)
+        return app
+
+
+def test_a_host_is_released_when_its_own_fetch_ends_not_its_batchs(ray_session, tmp_path):
+    """A batch with a slow host and a fast one: the fast host's next URLs are fetched while
+    the slow one's first request still runs (each batch takes one URL a host), and neither
+    host ever sees two requests at once."""
+    web = _SlowAndFast().start()
+    slow, fast = (web.origin(a) for a in web.addresses)
+    try:
+        seeds = [f"{slow}/s{i}" for i in range(2)] + [f"{fast}/f{i}" for i in range(5)]
+        c = Crawl(seeds=seeds, out=str(tmp_path / "out"), **{
+            **FAST, "per_host": 1, "host_batch_cap": 1, "max_depth": 0, "no_robots": True,
+            "db_workers": 1}).start()
+        stats = c.wait(timeout=120, interval_s=0.2)
+        assert stats["phase"] == "finished"
+        assert sorted(c.pages().column("url").to_pylist()) == sorted(seeds)
+        with web.lock:
+            spans = {a: sorted(s) for a, s in web.spans.items()}
+        assert [len(s) for s in spans.values()] == [2, 5]
+        for s in spans.values():  # one request at a time per host
+            assert all(end <= nxt for (_, end), (nxt, _) in zip(s, s[1:])), s
+        first_slow_end = spans[web.addresses[0]][0][1]
+        assert spans[web.addresses[1]][-1][0] < first_slow_end, spans
     finally:
         web.stop()

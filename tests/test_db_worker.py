@@ -125,7 +125,7 @@ def test_a_batch_that_keeps_failing_ends_as_internal_error(worker):
         batch_id, leased = worker.cut(10, None)
         assert len(leased) == 1
         worker.fail(batch_id, leased)
-        worker.release_hosts(leased)
+        worker.release_hosts(e.host for e in leased)
         worker.finish_batch()
 
     for _ in range(worker.config.fetch_retries):

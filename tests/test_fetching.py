@@ -246,3 +246,68 @@ def test_a_host_that_raises_cancels_its_siblings_before_the_error_leaves(web, mo
     started = time.monotonic()
     assert asyncio.run(still_running_when_it_raised()) == []  # the sibling was cancelled
     assert time.monotonic() - started < 2.0
+
+
+def test_each_host_comes_out_when_its_own_fetch_ends(web, monkeypatch):
+    """A slow host does not hold the batch's other hosts: their rows come out first."""
+    import time
+
+    from raycrawl.fetch.batch import fetch_hosts
+    from raycrawl.fetch.hosts import HostFetcher
+
+    real = HostFetcher.page
+
+    async def page(self, row, jar=None):
+        if row["host"] == web.address(1):
+            await asyncio.sleep(1.5)
+        return await real(self, row, jar)
+
+    monkeypatch.setattr(HostFetcher, "page", page)
+    urls = [web.url(Link("p", 1, 1)), web.url(Link("p", 0, 1)), web.url(Link("p", 0, 2)),
+            web.url(Link("p", 2, 1))]
+
+    async def parts():
+        started, out = time.monotonic(), []
+        async for hosts, part in fetch_hosts(feed(urls), options()):
+            out.append((sorted(hosts), sorted(part.pages.column("host").to_pylist()),
+                        part.links.num_rows > 0, time.monotonic() - started))
+        return out
+
+    got = asyncio.run(parts())
+    fast = sorted([web.address(0), web.address(0), web.address(2)])
+    assert [hosts for hosts, *_ in got] in ([[web.address(0), web.address(2)], [web.address(1)]],
+                                            [[web.address(0)], [web.address(2)],
+                                             [web.address(1)]],
+                                            [[web.address(2)], [web.address(0)],
+                                             [web.address(1)]])
+    assert sorted(h for _, pages, *_ in got[:-1] for h in pages) == fast
+    assert got[-1][1] == [web.address(1)] and all(links for _, _, links, _ in got)
+    assert got[-2][3] < 1.0 <= got[-1][3]  # the fast hosts did not wait for the slow one
+
+
+def test_a_consumer_that_stops_early_leaves_no_request_running(web, monkeypatch):
+    from raycrawl.fetch.batch import fetch_hosts
+    from raycrawl.fetch.hosts import HostFetcher
+
+    real = HostFetcher.page
+    running: list[str] = []
+
+    async def page(self, row, jar=None):
+        running.append(row["url"])
+        try:
+            if row["host"] == web.address(1):
+                await asyncio.sleep(30)
+            return await real(self, row, jar)
+        finally:
+            running.remove(row["url"])
+
+    monkeypatch.setattr(HostFetcher, "page", page)
+    urls = [web.url(Link("p", 0, 1)), web.url(Link("p", 1, 1))]
+
+    async def first_part_only():
+        parts = fetch_hosts(feed(urls), options())
+        hosts, _ = await anext(parts)
+        await parts.aclose()
+        return hosts, list(running)
+
+    assert asyncio.run(asyncio.wait_for(first_part_only(), 10)) == ([web.address(0)], [])

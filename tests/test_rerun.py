@@ -4,6 +4,7 @@ worker when fetched alone, again and again, is poison."""
 import asyncio
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 
 from raycrawl.fetch.batch import FetchResult
 from raycrawl.fetch.rerun import Fault, Rerun
@@ -29,35 +30,54 @@ def fetched(feed_rows: pa.RecordBatch) -> FetchResult:
 
 
 class Worker:
-    """A fake fetch worker: dies whenever a poison URL is in the feed, and for the first
-    ``killed`` calls (killed from outside, or restarting: not answering)."""
+    """A fake fetch worker: hands over each host's rows in turn; dies whenever a poison URL is
+    in the feed, for the first ``killed`` calls (killed from outside, or restarting: not
+    answering), and, the first time, after handing over ``dies_after`` hosts."""
 
-    def __init__(self, poison=(), killed=0, answering=True):
+    def __init__(self, poison=(), killed=0, answering=True, dies_after=None):
         self.poison, self.killed, self.answering = set(poison), killed, answering
+        self.dies_after = dies_after
         self.calls: list[list[str]] = []
         self.in_flight: dict[str, int] = {}
         self.max_per_host = 0
 
-    async def attempt(self, feed_rows, rerun):
+    async def attempt(self, feed_rows, rerun, sink):
         urls = feed_rows.column("url").to_pylist()
+        hosts = list(dict.fromkeys(feed_rows.column("host").to_pylist()))
         self.calls.append(urls)
-        for h in set(feed_rows.column("host").to_pylist()):
+        for h in hosts:
             self.in_flight[h] = self.in_flight.get(h, 0) + 1
             self.max_per_host = max(self.max_per_host, self.in_flight[h])
         await asyncio.sleep(0.001)
-        for h in set(feed_rows.column("host").to_pylist()):
-            self.in_flight[h] -= 1
-        if self.killed:
-            self.killed -= 1
-            return Fault("killed", counted=self.answering)
-        if self.poison & set(urls):
-            return Fault("died", counted=True)
-        return fetched(feed_rows)
+        pending = set(hosts)
+        try:
+            if self.killed:
+                self.killed -= 1
+                return Fault("killed", counted=self.answering)
+            if self.poison & set(urls):
+                return Fault("died", counted=True)
+            for n, h in enumerate(hosts):
+                if n == self.dies_after:
+                    self.dies_after = None
+                    return Fault("killed mid-batch", counted=True)
+                pending.discard(h)
+                self.in_flight[h] -= 1
+                sink([h], fetched(feed_rows.filter(pa.compute.equal(feed_rows.column("host"),
+                                                                    h))))
+            return None
+        finally:
+            for h in pending:
+                self.in_flight[h] -= 1
 
 
 def run(worker, f, solo_tries=3):
     rerun = Rerun(worker.attempt, solo_tries)
-    return rerun, asyncio.run(rerun.run(f))
+    parts = []
+    asyncio.run(rerun.run(f, lambda hosts, result: parts.append((hosts, result))))
+    hosts = [h for hs, _ in parts for h in hs]
+    assert len(hosts) == len(set(hosts))  # every host handed over once
+    assert set(hosts) == set(f.column("host").to_pylist())
+    return rerun, FetchResult.concat([r for _, r in parts])
 
 
 def test_a_killed_worker_re_fetches_the_whole_batch_and_nothing_becomes_an_error():
@@ -67,6 +87,15 @@ def test_a_killed_worker_re_fetches_the_whole_batch_and_nothing_becomes_an_error
     assert result.pages.num_rows == 5
     assert result.pages.column("error").null_count == 5  # no error rows
     assert len(w.calls) == 2 and rerun.poisoned == 0 and rerun.faults == 1
+
+
+def test_hosts_handed_over_before_a_fault_are_not_fetched_again():
+    w = Worker(dies_after=2)
+    f = feed({"a.com": 2, "b.com": 2, "c.com": 1, "d.com": 2})
+    rerun, result = run(w, f)
+    assert result.pages.num_rows == 7 and result.pages.column("error").null_count == 7
+    assert rerun.faults == 1 and len(w.calls) == 2
+    assert sorted(w.calls[1]) == ["http://c.com/0", "http://d.com/0", "http://d.com/1"]
 
 
 def test_faults_while_the_worker_restarts_do_not_count_against_urls():

@@ -10,11 +10,12 @@ and ``netguard`` (the address guard).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from raycrawl.errors import ErrorKind, InvalidURL
 from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.hosts import HostFetcher, Link, Seen
+from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats import schemas
@@ -174,6 +176,23 @@ class Collector:
         r["body"].append(body)
         r["error"].append(error)
 
+    def absorb(self, other: Collector) -> None:
+        """Append ``other``'s rows after this one's."""
+        if any(other.links[name] for name in _FOLLOW_COLUMNS):
+            self._pad_follows()
+            other._pad_follows()
+        for mine, theirs in zip(self.columns, other.columns):
+            for name, values in theirs.items():
+                mine[name] += values
+        self.plain_links += other.plain_links
+
+    def _pad_follows(self) -> None:
+        """Give the links before the first follow their null follow columns."""
+        if self.plain_links:
+            for name in _FOLLOW_COLUMNS:
+                self.links[name] += [None] * self.plain_links
+            self.plain_links = 0
+
     def result(self) -> FetchResult:
         links: dict[str, Any] = dict(self.links)
         for name in _FOLLOW_COLUMNS:  # without follows (no spider): all null, built at once
@@ -209,22 +228,37 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
                      limit: asyncio.Semaphore | None = None,
                      callbacks: CallbackRunner | None = None,
                      warc: WarcFiles | None = None) -> FetchResult:
-    """Fetch every request of a spider-feed batch; returns the spider log (pages, links) and
-    the robots.txt fetches made.  Every request yields exactly one page row, except those of a
-    host after it answered 429/503 with a Retry-After: they are left out (not requested), for
-    the DB worker to queue again.
+    """Every request of a spider-feed batch fetched: :func:`fetch_hosts`'s parts in one."""
+    return FetchResult.concat([part async for _, part in fetch_hosts(feed, opts, session, limit,
+                                                                    callbacks, warc)])
+
+
+async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
+                      session: aiohttp.ClientSession | None = None,
+                      limit: asyncio.Semaphore | None = None,
+                      callbacks: CallbackRunner | None = None,
+                      warc: WarcFiles | None = None
+                      ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
+    """Fetch every request of a spider-feed batch, its hosts side by side; yields (hosts,
+    their spider log, robots.txt fetches, items, cookies) as hosts end, every host once (the
+    hosts that ended while the last part was taken come out together), so the DB worker
+    releases a host when its own fetch ends, not the batch's slowest.  Every request yields
+    exactly one page row, except those of a host after it answered 429/503 with a
+    Retry-After: they are left out (not requested), for the DB worker to queue again.
+
+    A host that raises cancels the others, and the error leaves once they are cancelled; so
+    does a consumer that stops early: no request runs on behind this generator.
 
     ``session`` (from :func:`open_session` with the same options) lets batches share
     keep-alive connections; without it, the batch opens and closes its own.  ``limit`` bounds
     the requests in flight over every batch that shares it (default: ``opts.concurrency``
     for this batch alone).  With a spider, ``callbacks`` runs its callbacks (a runner of this
     batch's own when not given).  With ``opts.warc_dir``, every response goes to ``warc``
-    (files of this batch's own when not given), synced before this returns."""
+    (files of this batch's own when not given), synced before its part is yielded."""
     crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
     by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in feed.to_pylist():
         by_host[row["host"]].append(row)
-    out = Collector()
     own_callbacks = callbacks is None and opts.spider is not None
     if own_callbacks:
         callbacks = callback_runner(opts)
@@ -232,19 +266,18 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
     if own_warc:
         warc = warc_files(opts, f"fetch-{os.getpid()}-{secrets.token_hex(3)}")
     try:
-        if session is None:
-            async with open_session(opts) as own:
-                await _fetch_hosts(own, opts, out, by_host, limit, callbacks, warc)
-        else:
-            await _fetch_hosts(session, opts, out, by_host, limit, callbacks, warc)
-        if warc is not None:  # before the rows exist anywhere else: a row has its records
-            await asyncio.to_thread(warc.sync)
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(open_session(opts))
+            parts = await stack.enter_async_context(contextlib.aclosing(
+                _host_parts(session, opts, by_host, limit, callbacks, warc)))
+            async for part in parts:
+                yield part
     finally:
         if own_callbacks and callbacks is not None:
             callbacks.close()
         if own_warc and warc is not None:
             warc.close()
-    return out.result()
 
 
 def warc_files(opts: FetchOptions, prefix: str) -> WarcFiles:
@@ -265,11 +298,52 @@ def callback_runner(opts: FetchOptions) -> CallbackRunner:
                           opts.max_links_per_page)
 
 
-async def _fetch_hosts(session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
-                       by_host: dict[str, list[dict[str, Any]]],
-                       limit: asyncio.Semaphore | None,
-                       callbacks: CallbackRunner | None, warc: WarcFiles | None) -> None:
-    fetcher = HostFetcher(session, opts, out, limit, callbacks, warc)
-    async with asyncio.TaskGroup() as group:  # one host failing cancels the others
-        for rows in by_host.values():
-            group.create_task(fetcher.host(rows))
+async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
+                      by_host: dict[str, list[dict[str, Any]]],
+                      limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None,
+                      warc: WarcFiles | None
+                      ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
+    """The hosts run in a task group of their own task (never yielded across: a host that
+    fails cancels its siblings, not this generator's consumer); each ended host's rows wait in
+    ``ended`` until the consumer takes the next part."""
+    limit = limit or asyncio.Semaphore(opts.concurrency)
+    guard = AddressGuard(opts.allow_network)
+    ended: asyncio.Queue[tuple[str, Collector]] = asyncio.Queue()
+
+    async def one_host(host: str, rows: list[dict[str, Any]]) -> None:
+        out = Collector()
+        await HostFetcher(session, opts, out, limit, callbacks, warc, guard).host(rows)
+        ended.put_nowait((host, out))
+
+    async def every_host() -> None:
+        async with asyncio.TaskGroup() as group:  # one host failing cancels the others
+            for host, rows in by_host.items():
+                group.create_task(one_host(host, rows))
+
+    hosts = asyncio.get_running_loop().create_task(every_host())
+    try:
+        left = len(by_host)
+        while left:
+            if ended.empty():
+                take = asyncio.ensure_future(ended.get())
+                await asyncio.wait((take, hosts), return_when=asyncio.FIRST_COMPLETED)
+                if not take.done():  # the hosts ended without this one: one raised
+                    take.cancel()
+                    hosts.result()
+                    raise RuntimeError("a host of the batch ended without its rows")
+                ended.put_nowait(take.result())
+            names, out = [], Collector()
+            while not ended.empty():
+                host, rows = ended.get_nowait()
+                names.append(host)
+                out.absorb(rows)
+            left -= len(names)
+            if warc is not None:  # before the rows exist anywhere else: a row has its records
+                await asyncio.to_thread(warc.sync)
+            yield names, out.result()
+        await hosts
+    finally:
+        if not hosts.done():
+            hosts.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await hosts

@@ -111,13 +111,13 @@ class HostFetcher:
 
     def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
                  limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None = None,
-                 warc: WarcFiles | None = None) -> None:
+                 warc: WarcFiles | None = None, guard: AddressGuard | None = None) -> None:
         self.session, self.opts, self.out = session, opts, out
         self.warc = warc
         self.callbacks = callbacks
         self.handle_status = frozenset(callbacks.spider.handle_status) if callbacks else frozenset()
         self.follow_links = callbacks is None or callbacks.spider.follow_links
-        self.guard = AddressGuard(opts.allow_network)
+        self.guard = guard or AddressGuard(opts.allow_network)
         self.limit = limit or asyncio.Semaphore(opts.concurrency)
         self.agent = agent_token(opts.user_agent)
 

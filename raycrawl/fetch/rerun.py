@@ -10,10 +10,15 @@ is fetched alone is poison, and ends as ``fetch-task-failed``:
 3. a host whose call failed again has its URLs run one at a time (its politeness holds), each
    up to ``solo_tries`` times.
 
+A call hands over its hosts' rows as each host ends (``sink``, every host once); a call that
+fails is run again for the hosts it had not handed over, so a host handed over (and released
+by the DB worker: another batch may be fetching it) is never fetched again by this one.  Hosts
+run URL by URL are handed over once all their URLs are done.
+
 Before any re-run the caller waits (bounded) for a worker to answer again; a fault on a worker
 that was not answering says nothing of the feed and does not count (at most ``max_uncounted``
 of those in all, so nothing waits forever).  A worker's call never leaves requests running
-behind it (``fetch_feed`` cancels a batch's hosts before an error leaves), so a re-run never
+behind it (``fetch_hosts`` cancels a batch's hosts before an error leaves), so a re-run never
 sends a host two requests at once.
 """
 
@@ -39,8 +44,11 @@ class Fault:
     counted: bool  # the worker was answering when the call was made: the feed may be the cause
 
 
-# attempt(feed, rerun) -> result or fault; ``rerun`` asks to wait for a worker that answers first.
-Attempt = Callable[[pa.RecordBatch, bool], Awaitable[FetchResult | Fault]]
+# sink(hosts, result): these hosts' fetch is over, here are their rows.
+Sink = Callable[[list[str], FetchResult], None]
+# attempt(feed, rerun, sink) -> None once every host of ``feed`` went to ``sink``, or the fault
+# that stopped it; ``rerun`` asks to wait for a worker that answers first.
+Attempt = Callable[[pa.RecordBatch, bool, Sink], Awaitable[Fault | None]]
 
 
 class Rerun:
@@ -53,50 +61,67 @@ class Rerun:
         self.faults = 0  # calls that failed (the DB worker reports them)
         self.poisoned = 0  # URLs ended as fetch-task-failed
 
-    async def run(self, feed: pa.RecordBatch) -> FetchResult:
-        """Every request of ``feed`` fetched (or, poison, ended): one page row each."""
-        first = await self.attempt(feed, False)
-        if isinstance(first, FetchResult):
-            return first
+    async def run(self, feed: pa.RecordBatch, sink: Sink) -> None:
+        """Every request of ``feed`` fetched (or, poison, ended), its host's rows handed to
+        ``sink`` once per host: one page row per request, except after a Retry-After."""
+        fault, left = await self._call(feed, False, sink)
+        if fault is None:
+            return
         self.faults += 1
         uncounted = [0]
-        result = await self._tries(feed, 1, uncounted)
-        if result is not None:
-            return result
-        hosts = pc.unique(feed.column("host")).to_pylist()
-        if len(hosts) == 1:
-            return await self._one_host(feed, uncounted)
-        parts = await asyncio.gather(*(
-            self._one_host(feed.filter(pc.equal(feed.column("host"), host)), uncounted)
+        left = await self._tries(left, 1, uncounted, sink)
+        if left.num_rows == 0:
+            return
+        hosts = pc.unique(left.column("host")).to_pylist()
+        await asyncio.gather(*(
+            self._one_host(left.filter(pc.equal(left.column("host"), host)), uncounted, sink)
             for host in hosts))
-        return FetchResult.concat(list(parts))
 
-    async def _one_host(self, feed: pa.RecordBatch, uncounted: list[int]) -> FetchResult:
+    async def _call(self, feed: pa.RecordBatch, rerun: bool, sink: Sink
+                    ) -> tuple[Fault | None, pa.RecordBatch]:
+        """One attempt; (its fault or None, the rows of the hosts it did not hand over)."""
+        done: set[str] = set()
+
+        def take(hosts: list[str], result: FetchResult) -> None:
+            done.update(hosts)
+            sink(hosts, result)
+
+        fault = await self.attempt(feed, rerun, take)
+        if fault is None:
+            return None, feed.slice(0, 0)
+        if done:
+            feed = feed.filter(pc.invert(pc.is_in(feed.column("host"),
+                                                  value_set=pa.array(list(done)))))
+        return fault, feed
+
+    async def _one_host(self, feed: pa.RecordBatch, uncounted: list[int], sink: Sink) -> None:
         if feed.num_rows > 1:
-            result = await self._tries(feed, 1, uncounted)
-            if result is not None:
-                return result
-        parts = []
+            feed = await self._tries(feed, 1, uncounted, sink)
+            if feed.num_rows == 0:
+                return
+        parts: list[FetchResult] = []
         for i in range(feed.num_rows):  # one at a time: the host's politeness still holds
             row = feed.slice(i, 1)
-            result = await self._tries(row, self.solo_tries, uncounted)
-            parts.append(result if result is not None else self._poison(row))
-        return FetchResult.concat(parts)
+            left = await self._tries(row, self.solo_tries, uncounted,
+                                     lambda _, result: parts.append(result))
+            if left.num_rows:
+                parts.append(self._poison(row))
+        sink([feed.column("host")[0].as_py()], FetchResult.concat(parts))
 
-    async def _tries(self, feed: pa.RecordBatch, tries: int,
-                     uncounted: list[int]) -> FetchResult | None:
-        """Up to ``tries`` counted re-runs of ``feed``; None if every one failed."""
+    async def _tries(self, feed: pa.RecordBatch, tries: int, uncounted: list[int],
+                     sink: Sink) -> pa.RecordBatch:
+        """Up to ``tries`` counted re-runs of ``feed``; returns the rows still not fetched."""
         failed = 0
-        while failed < tries:
-            result = await self.attempt(feed, True)
-            if isinstance(result, FetchResult):
-                return result
+        while failed < tries and feed.num_rows:
+            fault, feed = await self._call(feed, True, sink)
+            if fault is None:
+                break
             self.faults += 1
-            if result.counted or uncounted[0] >= self.max_uncounted:
+            if fault.counted or uncounted[0] >= self.max_uncounted:
                 failed += 1
             else:
                 uncounted[0] += 1
-        return None
+        return feed
 
     def _poison(self, row: pa.RecordBatch) -> FetchResult:
         self.poisoned += 1

@@ -22,7 +22,7 @@ import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -179,7 +179,7 @@ class DBShard:
     def requeue(self, batch_id: int, entries: list[Entry]) -> None:
         """Put a batch that never started back in the queue and free its hosts."""
         self.queue.requeue(batch_id)
-        self.release_hosts(entries)
+        self.release_hosts(e.host for e in entries)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -302,10 +302,10 @@ class DBShard:
             pages = pages.take(pa.array(keep, type=pa.int64()))
         return pages, retry
 
-    def release_hosts(self, entries: list[Entry]) -> None:
-        """A batch's fetch is over: its hosts' delay runs from now, another batch may take
+    def release_hosts(self, hosts: Iterable[str]) -> None:
+        """These hosts' fetch is over: their delay runs from now, another batch may take
         them."""
-        self.slots.release({e.host for e in entries}, time.monotonic())
+        self.slots.release(set(hosts), time.monotonic())
 
     def complete(self, batch_id: int, pages: pa.RecordBatch,
                  retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None,
