@@ -35,6 +35,7 @@ from raycrawl.fetch.batch import (
     warc_files,
 )
 from raycrawl.fetch.client import open_session
+from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun, Sink
 from raycrawl.frontier.sharing import BATCHES_PER_WORKER, workers_for
@@ -57,7 +58,7 @@ class FetchWorker:
         self.warc = (warc_files(options, name.split("/", 1)[-1].replace("/", "-"))
                      if options.warc_dir is not None else None)
         self.session: aiohttp.ClientSession | None = None
-        self.limit: asyncio.Semaphore | None = None
+        self.limit: RequestLimit | None = None
         # The spider instance (one per worker) and the thread its callbacks run on.
         self.callbacks = callback_runner(options) if options.spider is not None else None
 
@@ -66,7 +67,7 @@ class FetchWorker:
         each host ends (see ``fetch_hosts``)."""
         if self.session is None or self.session.closed:
             self.session = open_session(self.options)
-            self.limit = asyncio.Semaphore(self.options.concurrency)
+            self.limit = RequestLimit(self.options.concurrency, self.options.per_ip)
         async with contextlib.aclosing(fetch_hosts(feed, self.options, self.session, self.limit,
                                                    self.callbacks, self.warc)) as parts:
             async for part in parts:

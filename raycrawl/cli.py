@@ -40,6 +40,9 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                         "share of the cluster)")
     p.add_argument("--delay", type=float, metavar="SECONDS", dest="delay_s")
     p.add_argument("--per-host", type=int, metavar="N")
+    p.add_argument("--per-ip", type=int, metavar="N",
+                   help="at most N requests at once to one IP address (per fetch worker), "
+                        "whichever hosts they are for")
     p.add_argument("--no-robots", action="store_const", const=False, dest="robots")
     p.add_argument("--allow-network", action="append", metavar="CIDR")
     p.add_argument("--user-agent", metavar="UA", help="User-Agent header and robots.txt name")

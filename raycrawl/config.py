@@ -93,6 +93,9 @@ class CrawlConfig:
     # Host changes on the path from a seed host to a URL before it is a trap (None: no limit):
     # generated subdomains, link farms; a link to a seed's host counts 0 again.
     max_host_hops: int | None = None
+    # Requests at once to one IP address per fetch worker, whatever their hosts (None: no
+    # limit beyond per_host): virtual hosts of one server share it (see raycrawl.fetch.limits).
+    per_ip: int | None = None
     # The spider: FILE.py:Class or package.module:Class (see raycrawl.spider).  Set by the
     # driver for the workers: spider_source, the text of a FILE.py; spider_code, a class of
     # __main__ pickled by Crawl(spider=cls).
@@ -149,7 +152,7 @@ class CrawlConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
-        for name in ("batches_in_flight", "fetch_workers"):
+        for name in ("batches_in_flight", "fetch_workers", "per_ip"):
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 1), name,

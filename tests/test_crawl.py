@@ -318,3 +318,48 @@ def test_a_host_is_released_when_its_own_fetch_ends_not_its_batchs(ray_session, 
         assert spans[web.addresses[1]][-1][0] < first_slow_end, spans
     finally:
         web.stop()
+
+
+class _OneServer(LoopbackSites):
+    """One server on 127.0.0.1 (``localhost`` too: two hosts, one address); each request
+    takes 0.2 s; the most requests it had at once."""
+
+    addresses = ("127.0.0.1",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = self.most = 0
+
+    def _app(self, address: str) -> aioweb.Application:
+        async def page(request: aioweb.Request) -> aioweb.Response:
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                await asyncio.sleep(0.2)
+            finally:
+                with self.lock:
+                    self.active -= 1
+            return aioweb.Response(text="<html></html>", content_type="text/html")
+
+        app = aioweb.Application()
+        app.router.add_get("/{p}", page)
+        return app
+
+
+@pytest.mark.parametrize("per_ip, most", [(None, 2), (1, 1)])
+def test_per_ip_holds_for_hosts_that_share_an_address(ray_session, tmp_path, per_ip, most):
+    web = _OneServer().start()
+    port = web.ports["127.0.0.1"]
+    try:
+        seeds = [f"http://{host}:{port}/{i}" for host in ("127.0.0.1", "localhost")
+                 for i in range(4)]
+        c = Crawl(seeds=seeds, out=str(tmp_path / "out"), **{
+            **FAST, "per_host": 1, "max_depth": 0, "no_robots": True, "fetch_workers": 1,
+            "db_workers": 1, "per_ip": per_ip}).start()
+        stats = c.wait(timeout=120, interval_s=0.2)
+        assert stats["phase"] == "finished"
+        assert sorted(c.pages().column("url").to_pylist()) == sorted(seeds)
+        assert web.most == most  # without per_ip, each host is polite on its own
+    finally:
+        web.stop()

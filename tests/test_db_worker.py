@@ -160,3 +160,35 @@ def test_urls_left_out_after_a_retry_after_go_back_unchanged(worker):
     pages, retry = worker.settle(with_outcomes(es[:1], [(429, None, 5.0)]), es)
     assert sorted((e.fingerprint, e.attempts) for e in retry) == [(1, 1), (2, 1), (3, 0)]
     assert pages.num_rows == 0 and worker.slots.ready_at["h.com"] >= 5.0
+
+
+class _NoMetrics:
+    def robots(self, outcomes):
+        pass
+
+
+def test_a_batchs_hosts_are_settled_and_released_one_by_one_as_they_end(worker):
+    from actors.db_worker import _Fetched
+    from raycrawl.fetch.batch import FetchResult
+
+    worker.queue.push([entry(0, "a.com"), entry(1, "a.com"), entry(2, "b.com"),
+                       entry(3, "c.com")])
+    _, leased = worker.cut(10, None)
+    held = {e.host for e in leased}
+    assert held == {"a.com", "b.com", "c.com"} == worker.slots.leased
+    fetched = _Fetched(worker, _NoMetrics(), [(e, False) for e in leased], held)
+    a = [e for e in leased if e.host == "a.com"]
+    fetched.take(["a.com"], FetchResult.empty()._replace(
+        pages=with_outcomes(a, [(200, None, None), (503, None, None)])))
+    assert worker.slots.leased == held == {"b.com", "c.com"}  # a.com is free: its fetch ended
+    fetched.take(["b.com"], FetchResult.empty()._replace(pages=schemas.empty(
+        schemas.SPIDER_LOG_PAGES)))  # b.com sent a Retry-After first: nothing requested
+    assert worker.slots.leased == {"c.com"}
+    result = fetched.result()
+    assert result.pages.column("url").to_pylist() == ["http://a.com/0"]
+    assert sorted(e.url for e in fetched.retry) == ["http://a.com/1", "http://b.com/2"]
+    fetched.take(["c.com"], FetchResult.empty()._replace(pages=pa.RecordBatch.from_pydict(
+        {"url": ["broken"]})))  # a part this worker cannot read: kept for check()
+    assert worker.slots.leased == {"c.com"}  # not released by the part: the batch's end does
+    with pytest.raises(KeyError):
+        fetched.check()

@@ -8,6 +8,7 @@ import pytest
 from raycrawl.config import CrawlConfig
 from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.extract import extract_links
+from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats import schemas
 from raycrawl.formats.entry import Entry
@@ -129,7 +130,7 @@ def test_batches_sharing_a_limit_share_its_requests_in_flight():
         slow.max_active_all = 0
 
         async def shared():
-            return await both(asyncio.Semaphore(opts.concurrency))
+            return await both(RequestLimit(opts.concurrency))
 
         results = asyncio.run(shared())
         assert slow.max_active_all == 3
@@ -311,3 +312,47 @@ def test_a_consumer_that_stops_early_leaves_no_request_running(web, monkeypatch)
         return hosts, list(running)
 
     assert asyncio.run(asyncio.wait_for(first_part_only(), 10)) == ([web.address(0)], [])
+
+
+def test_per_ip_limits_requests_to_one_address_whatever_their_hosts(monkeypatch):
+    """Four hosts; with ``per_ip`` 1 and every host on one address, one request at a time."""
+    slow = SyntheticWeb(hosts=4, pages_per_host=6, seed=12, latency_s=0.05).start()
+    try:
+        urls = [slow.url(Link("p", h, i)) for h in range(4) for i in range(1, 4)]
+        asyncio.run(fetch_feed(feed(urls), options(per_host=2)))
+        assert slow.max_active_all > 2  # the hosts side by side
+        slow.max_active_all = 0
+        slow.max_active.clear()
+        pages, *_ = asyncio.run(fetch_feed(feed(urls), options(per_host=2, per_ip=1)))
+        assert 1 < slow.max_active_all <= 4 and pages.num_rows == 12  # an address each
+        assert max(slow.max_active.values()) == 1
+
+        async def one_address(self, host):
+            return "192.0.2.1"
+
+        monkeypatch.setattr(RequestLimit, "address", one_address)
+        slow.max_active_all = 0
+        pages, *_ = asyncio.run(fetch_feed(feed(urls), options(per_host=2, per_ip=1)))
+        assert slow.max_active_all == 1
+        assert pages.num_rows == 12 and pages.column("error").null_count == 12
+    finally:
+        slow.stop()
+
+
+def test_request_limit_addresses():
+    limit = RequestLimit(4, per_ip=1)
+
+    async def addresses():
+        return [await limit.address(h) for h in ("127.0.0.9", "[::1]", "localhost")]
+
+    literal, v6, name = asyncio.run(addresses())
+    assert (literal, v6) == ("127.0.0.9", "::1")
+    assert name in ("127.0.0.1", "::1")  # localhost, from DNS (/etc/hosts)
+    assert limit.names["localhost"][0] == name  # cached
+
+    async def held_and_forgotten():
+        async with limit.slot("127.0.0.9"):
+            assert limit.users == {"127.0.0.9": 1}
+        return dict(limit.users), dict(limit.addresses)
+
+    assert asyncio.run(held_and_forgotten()) == ({}, {})

@@ -26,6 +26,7 @@ from raycrawl.errors import ErrorKind, InvalidURL
 from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.hosts import HostFetcher, Link, Seen
+from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
@@ -220,12 +221,14 @@ def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
             per_host[host] += robots * opts.total_timeout_s + delay
         per_host[host] += opts.total_timeout_s + delay
     callbacks = 0.0 if opts.spider is None else feed.num_rows * (opts.callback_timeout_s + 1.0)
-    return max(per_host.values()) + callbacks
+    # With per_ip, hosts on one address take turns: all of them, at worst.
+    hosts = sum(per_host.values()) if opts.per_ip is not None else max(per_host.values())
+    return hosts + callbacks
 
 
 async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
                      session: aiohttp.ClientSession | None = None,
-                     limit: asyncio.Semaphore | None = None,
+                     limit: RequestLimit | None = None,
                      callbacks: CallbackRunner | None = None,
                      warc: WarcFiles | None = None) -> FetchResult:
     """Every request of a spider-feed batch fetched: :func:`fetch_hosts`'s parts in one."""
@@ -235,7 +238,7 @@ async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
 
 async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
                       session: aiohttp.ClientSession | None = None,
-                      limit: asyncio.Semaphore | None = None,
+                      limit: RequestLimit | None = None,
                       callbacks: CallbackRunner | None = None,
                       warc: WarcFiles | None = None
                       ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
@@ -298,15 +301,22 @@ def callback_runner(opts: FetchOptions) -> CallbackRunner:
                           opts.max_links_per_page)
 
 
+# An ended host waits at most this long for others to end with it.  Hosts of a batch mostly end
+# within a fraction of a second of each other: a batch comes out in one or two parts, and a
+# host the batch's slowest would have held for seconds is released after this at most.
+HOLD_S = 0.25
+
+
 async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
                       by_host: dict[str, list[dict[str, Any]]],
-                      limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None,
+                      limit: RequestLimit | None, callbacks: CallbackRunner | None,
                       warc: WarcFiles | None
                       ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
     """The hosts run in a task group of their own task (never yielded across: a host that
     fails cancels its siblings, not this generator's consumer); each ended host's rows wait in
-    ``ended`` until the consumer takes the next part."""
-    limit = limit or asyncio.Semaphore(opts.concurrency)
+    ``ended`` until the next part, which waits up to ``HOLD_S`` for more hosts to end with it
+    (a part has a cost: a Ray object, Arrow batches, a WARC sync)."""
+    limit = limit or RequestLimit(opts.concurrency, opts.per_ip)
     guard = AddressGuard(opts.allow_network)
     ended: asyncio.Queue[tuple[str, Collector]] = asyncio.Queue()
 
@@ -332,6 +342,8 @@ async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
                     hosts.result()
                     raise RuntimeError("a host of the batch ended without its rows")
                 ended.put_nowait(take.result())
+            if ended.qsize() < left:  # others still run: they may end with this part
+                await asyncio.wait((hosts,), timeout=HOLD_S)
             names, out = [], Collector()
             while not ended.empty():
                 host, rows = ended.get_nowait()

@@ -20,6 +20,7 @@ from raycrawl.fetch import sitemaps
 from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import error_kind, read_body, retry_after_s
 from raycrawl.fetch.extract import extract_links, is_html
+from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.robots_fetch import fetch_robots
@@ -110,7 +111,7 @@ class HostFetcher:
     """Fetches one batch's hosts into its collector: per-host politeness, redirects, links."""
 
     def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions, out: Collector,
-                 limit: asyncio.Semaphore | None, callbacks: CallbackRunner | None = None,
+                 limit: RequestLimit | None, callbacks: CallbackRunner | None = None,
                  warc: WarcFiles | None = None, guard: AddressGuard | None = None) -> None:
         self.session, self.opts, self.out = session, opts, out
         self.warc = warc
@@ -118,7 +119,7 @@ class HostFetcher:
         self.handle_status = frozenset(callbacks.spider.handle_status) if callbacks else frozenset()
         self.follow_links = callbacks is None or callbacks.spider.follow_links
         self.guard = guard or AddressGuard(opts.allow_network)
-        self.limit = limit or asyncio.Semaphore(opts.concurrency)
+        self.limit = limit or RequestLimit(opts.concurrency, opts.per_ip)
         self.agent = agent_token(opts.user_agent)
 
     async def robots(self, origin: str, host: str) -> RobotsPolicy:
@@ -159,7 +160,7 @@ class HostFetcher:
                     headers.update(conditional_headers(row))
                 if jar is not None and (cookie := _cookie_header(jar, row["url"])):
                     headers["Cookie"] = cookie
-                async with self.limit, self.session.request(
+                async with self.limit.slot(row["host"]), self.session.request(
                         row["method"] or "GET", row["url"], headers=headers or None,
                         data=row["body"], allow_redirects=False) as resp:
                     status = resp.status

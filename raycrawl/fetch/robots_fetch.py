@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import urljoin
 
 import aiohttp
@@ -10,6 +9,7 @@ import yarl
 
 from raycrawl.errors import ErrorKind
 from raycrawl.fetch.client import error_kind, read_body
+from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.frontier.robots import MAX_ROBOTS_BYTES
 
@@ -17,7 +17,7 @@ MAX_ROBOTS_REDIRECTS = 5  # RFC 9309
 
 
 async def fetch_robots(session: aiohttp.ClientSession, guard: AddressGuard,
-                       limit: asyncio.Semaphore, origin: str) -> tuple[int | None, bytes,
+                       limit: RequestLimit, origin: str) -> tuple[int | None, bytes,
                                                                        ErrorKind | None]:
     """(status, body, error kind) of ``origin``'s robots.txt.  Redirects are followed by hand,
     at most 5, each hop through the address guard; after the fifth the last 3xx stands, which
@@ -34,7 +34,7 @@ async def fetch_robots(session: aiohttp.ClientSession, guard: AddressGuard,
         if guard.check_host_literal(host) is not None:
             return None, b"", ErrorKind.BLOCKED_ADDRESS
         try:
-            async with limit, session.get(url, allow_redirects=False) as resp:
+            async with limit.slot(host), session.get(url, allow_redirects=False) as resp:
                 status = resp.status
                 location = resp.headers.get("Location")
                 if 300 <= status < 400 and location:
