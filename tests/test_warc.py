@@ -24,7 +24,7 @@ def records(warc_dir: str) -> dict[tuple[str, int], list]:
     out: dict[tuple[str, int], list] = {}
     for name in sorted(os.listdir(warc_dir)):
         with open(os.path.join(warc_dir, name), "rb") as fh:
-            it = ArchiveIterator(fh)
+            it = ArchiveIterator(fh, check_digests="raise")  # block and payload digests
             for rec in it:
                 payload = rec.content_stream().read()
                 out[(name, it.offset)] = [rec.rec_type, rec.rec_headers, rec.http_headers,
@@ -77,6 +77,43 @@ def test_the_records_of_a_file_cut_mid_write_are_trimmed_to_the_last_whole_one(t
     assert repair(str(tmp_path), "db-worker-0-") == 1 and path.stat().st_size == whole
     assert [k for k, *_ in records(str(tmp_path)).values()] == [
         "warcinfo", *["request", "response"] * 3]
+
+
+def test_records_carry_what_warcio_checks_and_reads(tmp_path):
+    """Each record kind a crawl writes, read back by warcio with its digests verified."""
+    from raycrawl.formats.warc import IDENTICAL, NOT_MODIFIED
+
+    files = WarcFiles(str(tmp_path), "w", 1 << 20, "test")
+    body = "<p>caf\u00e9</p>".encode() * 500
+    files.write("http://a/p?q=1", "GET", [("User-Agent", "ua"), ("Host", "a")], 200, "OK",
+                [("Content-Type", "text/html"), ("Content-Encoding", "gzip"),
+                 ("Content-Length", "17"), ("X-Note", "caf\u00e9")], body)
+    files.write("http://a/form", "POST", [("Content-Type", "application/x-www-form-urlencoded")],
+                200, "OK", [], b"done", request_body=b"a=1&b=2")
+    files.write("http://a/big", "GET", [], 200, "OK", [], body[:100], truncated="length")
+    files.write("http://a/p?q=1", "GET", [], 304, "Not Modified", [("ETag", '"x"')], b"",
+                revisit=NOT_MODIFIED)
+    files.write("http://a/same", "GET", [], 200, "OK", [], body, revisit=IDENTICAL,
+                digest=hashlib.sha1(body).digest())
+    files.close()
+    found = list(records(str(tmp_path)).values())
+    assert [k for k, *_ in found] == ["warcinfo", *["request", "response"] * 3,
+                                      "request", "revisit", "request", "revisit"]
+    _, request, response = found[:3]
+    assert request[1].get_header("WARC-Concurrent-To") == response[1].get_header(
+        "WARC-Record-ID")
+    assert request[2].protocol == "GET" and request[2].get_header("Host") == "a"
+    assert response[3] == body and response[2].get_header("Content-Length") == str(len(body))
+    assert response[2].get_header("X-Crawler-Content-Encoding") == "gzip"
+    assert response[2].get_header("Content-Encoding") is None
+    assert response[1].get_header("WARC-Date").endswith("Z")
+    assert found[3][3] == b"a=1&b=2" and found[4][3] == b"done"  # the POST's body
+    assert found[6][1].get_header("WARC-Truncated") == "length"
+    for (_, headers, http, payload), profile in zip(found[8::2], (NOT_MODIFIED, IDENTICAL)):
+        assert headers.get_header("WARC-Profile") == profile and payload == b""
+        assert headers.get_header("WARC-Refers-To-Target-URI") is not None
+    digest = base64.b32encode(hashlib.sha1(body).digest()).decode()
+    assert found[10][1].get_header("WARC-Payload-Digest") == f"sha1:{digest}"
 
 
 @pytest.mark.ray
