@@ -18,6 +18,7 @@ def test_defaults_and_derived_paths():
     ({"strategy_workers": 9, "partitions": 8}, "strategy_workers"),
     ({"codec": "pickle"}, "codec"), ({"allow_network": ("10.0.0.0/33",)}, "allow_network"),
     ({"crawl_id": "a/b"}, "crawl_id"), ({"user_agent": "a\nb"}, "user_agent"),
+    ({"per_ip": 0}, "per_ip"), ({"max_host_hops": -1}, "max_host_hops"),
 ])
 def test_invalid_values_name_the_field(settings, field):
     with pytest.raises(ConfigError, match=field):
@@ -27,10 +28,12 @@ def test_invalid_values_name_the_field(settings, field):
 def test_flag_and_toml_spellings_map_to_fields(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[crawl]\nmax-pages = 5\ndelay = 0.5\nno_robots = true\n'
-                    'allow-network = "127.0.0.0/8"\nout = "x"\n')
+                    'allow-network = "127.0.0.0/8"\nout = "x"\nper-ip = 2\n'
+                    'max-host-hops = 0\n')
     c = config_from_mapping(read_toml(str(path)))
     assert (c.max_pages, c.delay_s, c.robots, c.allow_network) == (5, 0.5, False,
                                                                    ("127.0.0.0/8",))
+    assert (c.per_ip, c.max_host_hops) == (2, 0)
 
 
 def test_unknown_and_mistyped_settings(tmp_path):

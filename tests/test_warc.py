@@ -109,7 +109,7 @@ def test_records_carry_what_warcio_checks_and_reads(tmp_path):
     assert response[1].get_header("WARC-Date").endswith("Z")
     assert found[3][3] == b"a=1&b=2" and found[4][3] == b"done"  # the POST's body
     assert found[6][1].get_header("WARC-Truncated") == "length"
-    for (_, headers, http, payload), profile in zip(found[8::2], (NOT_MODIFIED, IDENTICAL)):
+    for (_, headers, _, payload), profile in zip(found[8::2], (NOT_MODIFIED, IDENTICAL)):
         assert headers.get_header("WARC-Profile") == profile and payload == b""
         assert headers.get_header("WARC-Refers-To-Target-URI") is not None
     digest = base64.b32encode(hashlib.sha1(body).digest()).decode()

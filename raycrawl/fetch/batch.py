@@ -61,6 +61,9 @@ class FetchResult(NamedTuple):
 
 _RESULT_SCHEMAS = (schemas.SPIDER_LOG_PAGES, schemas.SPIDER_LOG_LINKS, schemas.ROBOTS,
                    schemas.ITEMS, schemas.COOKIES)
+# The column names, read once: a collector is made per host, and walking a pyarrow schema's
+# fields costs more than the lists (3% of a fetch worker when done per host).
+_RESULT_NAMES = tuple(tuple(schema.names) for schema in _RESULT_SCHEMAS)
 _FOLLOW_COLUMNS = ("callback", "meta", "priority", "method", "headers", "body", "age_s",
                    "modified_at")
 
@@ -69,8 +72,8 @@ class Collector:
     """Accumulates spider-log rows column by column."""
 
     def __init__(self) -> None:
-        self.columns: list[dict[str, list[Any]]] = [{f.name: [] for f in schema}
-                                                    for schema in _RESULT_SCHEMAS]
+        self.columns: list[dict[str, list[Any]]] = [{name: [] for name in names}
+                                                    for names in _RESULT_NAMES]
         self.pages, self.links, self.robots, self.items, self.cookies = self.columns
         self.plain_links = 0  # links before the first follow: their follow columns are null
 

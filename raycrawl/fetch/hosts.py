@@ -204,8 +204,8 @@ class HostFetcher:
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
         if self.warc is not None and resp is not None and status is not None:
-            # On the event loop: 0.3 ms a 50 KB page; a thread per record cost more in
-            # hand-offs and GIL waits than it saved (benchmarks/README.md, step 17).
+            # On the event loop: 0.2 ms a 50 KB page; a thread per record cost more in
+            # hand-offs and GIL waits than it saved (benchmarks/README.md, steps 17, 19).
             archived = self.warc.write(
                 row["url"], resp.method, list(resp.request_info.headers.items()), status,
                 resp.reason or "", list(resp.headers.items()), body, truncated,
