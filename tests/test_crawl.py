@@ -273,7 +273,7 @@ def test_a_host_is_released_when_its_fetch_ends(ray_session, tmp_path):
 
 
 class _SlowAndFast(LoopbackSites):
-    """Two hosts: SLOW answers after 1.5 s, FAST at once; every request's start and end."""
+    """Two hosts: SLOW answers after 3 s, FAST at once; every request's start and end."""
 
     addresses = ("127.0.0.70", "127.0.0.71")
 
@@ -285,7 +285,7 @@ class _SlowAndFast(LoopbackSites):
         async def page(request: aioweb.Request) -> aioweb.Response:
             started = time.monotonic()
             if address == self.addresses[0]:
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(3.0)  # the fast host's 4 more batches fit in it, loaded
             with self.lock:
                 self.spans[address].append((started, time.monotonic()))
             return aioweb.Response(text="<html></html>", content_type="text/html")
