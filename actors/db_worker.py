@@ -37,6 +37,9 @@ from .peers import PeerFault, Peers
 log = logging.getLogger(__name__)
 
 PEER_BACKOFF_S = 2.0  # a peer failed a batch: wait this long before cutting the next
+# While a batch fetches, the rows that came in are handed over this often (see
+# DBWorker._fetch_and_hand_over): a link on a fast page waits no longer for its batch's slowest.
+EARLY_HAND_OVER_S = 1.0
 
 
 class DBWorker:
@@ -216,25 +219,21 @@ class DBWorker:
             triage = shard.triage(entries)
             fetched = _Fetched(shard, self.metrics, triage.fetch, held)
             if triage.fetch:
-                await self._fetch(batch_id, triage.fetch, fetched.take)
+                await self._fetch_and_hand_over(batch_id, triage.fetch, fetched)
             fetched.check()
             self._crash("db-worker.fetched")
             if triage.ended:
                 fetched.settle(ended_rows(triage.ended), [e for e, _ in triage.ended])
             shard.release_hosts(held)  # the hosts that had nothing to fetch
             held.clear()
-            result = fetched.result()
-            pages, links, retry = result.pages, result.links, fetched.retry
-            started = time.monotonic()
-            await self.peers.hand_over(pages, links)
-            self.timers["hand_over_s"] += time.monotonic() - started
+            await self._hand_over(*fetched.pending())
             self._crash("db-worker.handed-over")
-            if self.stream is not None:
-                self.stream.write_spider_log(pages, links)
+            result = fetched.result()
             items_before = shard.output.items_total
-            rows = shard.complete(batch_id, pages, retry, result.items, entries)
+            rows = shard.complete(batch_id, result.pages, fetched.retry, result.items, entries)
             committed = True
-            self.metrics.committed(rows, len(retry), shard.output.items_total - items_before)
+            self.metrics.committed(rows, len(fetched.retry),
+                                   shard.output.items_total - items_before)
             self._crash("db-worker.completed")
         except StorageError as exc:  # its leases stay in the store: a resume requeues them
             self._storage_failed(exc)
@@ -253,6 +252,37 @@ class DBWorker:
             shard.finish_batch()
             self.in_flight.pop(batch_id, None)
             self.wakeup.set()
+
+    async def _fetch_and_hand_over(self, batch_id: int, fetch: list[tuple[Entry, bool]],
+                                   fetched: _Fetched) -> None:
+        """Fetch a batch; while it runs, hand the rows that came in over to the strategy
+        workers every ``EARLY_HAND_OVER_S`` (a slow page holds neither its siblings' links nor
+        the other hosts' of its batch).  A batch that ends sooner hands over once, after."""
+        task = asyncio.get_running_loop().create_task(self._fetch(batch_id, fetch, fetched.take))
+        try:
+            while not task.done():
+                await asyncio.wait((task,), timeout=EARLY_HAND_OVER_S)
+                if not task.done() and fetched.error is None:
+                    await self._hand_over(*fetched.pending())
+        except BaseException as exc:
+            # A hand-over failed: the fetch ends first (its hosts are held until then).
+            if isinstance(exc, asyncio.CancelledError):
+                task.cancel()
+            await asyncio.wait((task,))
+            if not task.cancelled():
+                task.exception()  # seen: the hand-over's error is the one raised
+            raise
+        task.result()
+
+    async def _hand_over(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
+        """The strategy workers process these rows (their links queued) when this returns."""
+        if pages.num_rows == 0 and links.num_rows == 0:
+            return
+        started = time.monotonic()
+        await self.peers.hand_over(pages, links)
+        self.timers["hand_over_s"] += time.monotonic() - started
+        if self.stream is not None:
+            self.stream.write_spider_log(pages, links)
 
     async def _fetch(self, batch_id: int, fetch: list[tuple[Entry, bool]], sink: Sink) -> None:
         started = time.monotonic()
@@ -282,19 +312,23 @@ def remote_class() -> Any:
 
 
 class _Fetched:
-    """A batch's fetched hosts as they come in: each host's robots.txt fetches and cookies
-    learnt, its rows settled (retries taken out, health recorded) and the host released at
-    once, its delay running from then, so a slow host holds no other host of its batch.  An
-    error here is kept for :meth:`check` (it must not stop the fetch that hands hosts over)."""
+    """A batch's fetched rows as they come in: robots.txt fetches and cookies learnt, rows
+    settled (retries taken out, health recorded once a host ends) and each host released when
+    its own fetch ends, its delay running from then, so a slow host holds no other host of its
+    batch.  The rows that stand wait in :meth:`pending` for the next hand-over.  An error here
+    is kept for :meth:`check` (it must not stop the fetch that hands hosts over)."""
 
     def __init__(self, shard: DBShard, metrics: CrawlMetrics,
                  fetch: list[tuple[Entry, bool]], held: set[str]) -> None:
         self.shard, self.metrics, self.held = shard, metrics, held
+        self.by_fp: dict[int, Entry] = {}
         self.by_host: dict[str, list[Entry]] = {}
         for entry, _ in fetch:
+            self.by_fp[entry.fingerprint] = entry
             self.by_host.setdefault(entry.host, []).append(entry)
         self.parts: list[FetchResult] = []
         self.pages: list[pa.RecordBatch] = []
+        self.handed = (0, 0)  # pages, parts already handed over
         self.retry: list[Entry] = []
         self.error: Exception | None = None
 
@@ -305,7 +339,10 @@ class _Fetched:
         try:
             self.metrics.robots(self.shard.learn_robots(part.robots))
             self.shard.learn_cookies(part.cookies)
-            self.settle(part.pages, [e for h in hosts for e in self.by_host.get(h, ())])
+            rows = [self.by_fp[fp] for fp in part.pages.column("fingerprint").to_pylist()
+                    if fp in self.by_fp]
+            self.settle(part.pages, rows + [e for h in hosts for e in self.by_host.get(h, ())],
+                        hosts)
         except Exception as exc:  # noqa: BLE001 (raised again by check, after the fetch)
             self.error = exc
             return
@@ -313,8 +350,9 @@ class _Fetched:
         self.shard.release_hosts(mine)
         self.held -= mine
 
-    def settle(self, pages: pa.RecordBatch, entries: list[Entry]) -> None:
-        kept, retry = self.shard.settle(pages, entries)
+    def settle(self, pages: pa.RecordBatch, entries: list[Entry],
+               ended: list[str] | None = None) -> None:
+        kept, retry = self.shard.settle(pages, entries, ended)
         self.pages.append(kept)
         self.retry += retry
 
@@ -322,9 +360,18 @@ class _Fetched:
         if self.error is not None:
             raise self.error
 
+    def pending(self) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+        """The rows that stand and the links, of the parts not handed over yet."""
+        pages, parts = self.handed
+        self.handed = (len(self.pages), len(self.parts))
+        return (_concat(self.pages[pages:], schemas.SPIDER_LOG_PAGES),
+                _concat([p.links for p in self.parts[parts:]], schemas.SPIDER_LOG_LINKS))
+
     def result(self) -> FetchResult:
         """The batch's rows that stand, with every part's links and items."""
         parts = FetchResult.concat(self.parts)
-        pages = (pa.concat_batches(self.pages) if self.pages
-                 else schemas.empty(schemas.SPIDER_LOG_PAGES))
-        return parts._replace(pages=pages)
+        return parts._replace(pages=_concat(self.pages, schemas.SPIDER_LOG_PAGES))
+
+
+def _concat(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+    return pa.concat_batches(batches) if batches else schemas.empty(schema)

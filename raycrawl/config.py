@@ -80,9 +80,14 @@ class CrawlConfig:
     retry_backoff_s: float = 2.0  # host backoff before attempt n+1: retry_backoff_s * 2**n
     max_backoff_s: float = 600.0  # cap of a failing host's exponential backoff
     max_retry_after_s: float = 600.0  # cap of a 429/503 Retry-After
-    host_park_after: int = 5  # failing batches (or robots.txt fetches) in a row, then park
+    host_park_after: int = 5  # failing batches in a row, then park
     robots_ttl_s: float = 86_400.0  # how long a robots.txt stays cached
-    robots_retry_s: float = 300.0  # when an unreachable robots.txt is tried again
+    # An unreachable robots.txt (5xx, timeout, refused, reset) means "disallow all" for now
+    # (RFC 9309): it is tried again after robots_retry_s, doubling each time, until
+    # robots_give_up_s after its first failure; then the host's URLs end as robots-unavailable.
+    robots_retry_s: float = 2.0
+    robots_give_up_s: float = 60.0
+    robots_timeout_s: float = 10.0  # one robots.txt request's total time
     max_redirects: int = 10  # hops of one redirect chain
     max_segment_repeats: int = 3  # a path segment repeated more often marks a trap
     max_query_variants: int = 500  # URLs per (host, path, query keys) before it is a trap
@@ -161,7 +166,7 @@ class CrawlConfig:
                      "output_flush_s", "poll_interval_s", "linger_s", "actor_timeout_s",
                      "retry_backoff_s",
                      "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s",
-                     "callback_timeout_s"):
+                     "robots_give_up_s", "robots_timeout_s", "callback_timeout_s"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                   name, "must be a number >= 0")
@@ -231,6 +236,14 @@ class CrawlConfig:
         low = self.recrawl_min_s if self.recrawl_min_s is not None else after / 10
         high = self.recrawl_max_s if self.recrawl_max_s is not None else max(after * 10, low)
         return low, high
+
+    @property
+    def revisit_floor_s(self) -> float | None:
+        """The shortest interval the crawl revisits a URL after (None: it does not revisit)."""
+        floors = [x for x in (self.recrawl_after_s and (self.recrawl_bounds_s[0]
+                                                        if self.adaptive else self.recrawl_after_s),
+                              self.reseed_every_s) if x]
+        return min(floors) if floors else None
 
     @property
     def pages_dir(self) -> str:

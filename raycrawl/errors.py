@@ -76,7 +76,8 @@ class ErrorKind(enum.StrEnum):
     something of the host's health); the others ended the URL before any request.
     """
 
-    TIMEOUT = "timeout"  # connect, read or total timeout (a slow drip is cut off)
+    # connect, read or total timeout; a drip cut off after the status came is not retried
+    TIMEOUT = "timeout"
     CONNECTION = "connection"  # refused, reset, unreachable, DNS failure
     BLOCKED_ADDRESS = "blocked-address"  # the address guard refused the host's address
     TOO_LARGE = "too-large"  # the (decoded) body exceeded max_body_bytes (status kept)
@@ -86,7 +87,8 @@ class ErrorKind(enum.StrEnum):
     TOO_MANY_REDIRECTS = "too-many-redirects"  # a chain longer than max_redirects (status kept)
     INVALID_URL = "invalid-url"  # the URL could not be requested
     ROBOTS = "robots"  # robots.txt disallows the URL; not fetched
-    ROBOTS_UNAVAILABLE = "robots-unavailable"  # robots.txt answered 5xx or not at all
+    # robots.txt answered 5xx or not at all for robots_give_up_s
+    ROBOTS_UNAVAILABLE = "robots-unavailable"
     HOST_UNREACHABLE = "host-unreachable"  # the host was parked after failing batches in a row
     TRAP = "trap"  # a crawler-trap URL shape (repeated segments, query variants)
     HOST_BUDGET = "host-budget"  # over max_pages_per_host
@@ -107,7 +109,7 @@ class ErrorKind(enum.StrEnum):
         return self not in _NOT_FETCHED
 
 
-_RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.ROBOTS_UNAVAILABLE})
+_RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
 _NOT_FETCHED = frozenset({
     ErrorKind.BLOCKED_ADDRESS, ErrorKind.ROBOTS, ErrorKind.ROBOTS_UNAVAILABLE,
     ErrorKind.HOST_UNREACHABLE, ErrorKind.TRAP, ErrorKind.HOST_BUDGET,

@@ -4,8 +4,10 @@ Hosts (each its own server): MAIN with the traps, FORBIDDEN that no crawl may re
 with a robots.txt (Disallow + Crawl-delay), BROKEN whose robots.txt answers 500, PLAIN whose
 robots.txt is missing, BADPORT whose robots.txt redirects to a port that cannot exist; FARM, a chain
 of hosts each linking the next (generated hosts, a link farm), the second also back to MAIN;
-DEAD refuses every connection.  Every request is recorded with its arrival time, and the most
-requests any host had in flight at once.
+DEAD refuses every connection; ROBOTS_SHAPES, one host per way a robots.txt can fail (each
+serves ``/``, ``/x`` and ``/y``); DRIP, whose fast pages ``/a``, ``/b``, ``/c`` are fetched
+around a page that drips, each linking a page of LINKED.  Every request is recorded with its
+arrival time, and the most requests any host had in flight at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT = (f"127.0.0.{n}"
                                                   for n in (50, 51, 52, 53, 54, 56))
 FARM = tuple(f"127.0.0.{n}" for n in range(60, 64))  # each host's / links the next one's
 DEAD = "127.0.0.55"  # nothing listens there: every connection is refused
+# robots.txt shapes: the ones read as "unavailable" (allow all) and "unreachable" (retried,
+# then the host's URLs end as robots-unavailable)
+ROBOTS_SHAPES = {"refused-redirect": "127.0.0.64", "blocked-redirect": "127.0.0.65",
+                 "redirect-loop": "127.0.0.66", "timeout": "127.0.0.67", "reset": "127.0.0.68"}
+UNREACHABLE_ROBOTS = ("refused-redirect", "timeout", "reset")
+DRIP, LINKED = "127.0.0.70", "127.0.0.71"
 DEAD_URLS = [f"http://{DEAD}:9/page/{i}" for i in range(12)]
 BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
 
@@ -32,8 +40,19 @@ def html(*hrefs: str) -> web.Response:
     return web.Response(text=f"<html><body>{links}</body></html>", content_type="text/html")
 
 
+async def drip(request: web.Request) -> web.StreamResponse:
+    """A page that drips: one byte every 0.5 s, two minutes at most."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+    await resp.prepare(request)
+    for _ in range(240):
+        await resp.write(b"x")
+        await asyncio.sleep(0.5)
+    return resp
+
+
 class HostileWeb(LoopbackSites):
-    addresses = (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT, *FARM)
+    addresses = (MAIN, FORBIDDEN, RULES, BROKEN, PLAIN, BADPORT, *FARM,
+                 *ROBOTS_SHAPES.values(), DRIP, LINKED)
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,7 +79,9 @@ class HostileWeb(LoopbackSites):
                     self.in_flight[address] -= 1
 
         app = web.Application(middlewares=[record])
+        shapes = {a: name for name, a in ROBOTS_SHAPES.items()}
         routes = (self._farm(FARM.index(address)) if address in FARM else
+                  self._robots_shape(shapes[address]) if address in shapes else
                   getattr(self, f"_routes_{address.rsplit('.', 1)[1]}")())
         app.add_routes(routes)
         return app
@@ -73,7 +94,8 @@ class HostileWeb(LoopbackSites):
                         "/deep/a/b/a/b/a/b/a/b", "/cal/2020/1", "/badbase",
                         self.origin(RULES) + "/", self.origin(BROKEN) + "/",
                         self.origin(PLAIN) + "/", self.origin(BADPORT) + "/",
-                        self.origin(FARM[0]) + "/", *DEAD_URLS)
+                        self.origin(FARM[0]) + "/", *DEAD_URLS, self.origin(DRIP) + "/",
+                        *(self.origin(a) + "/" for a in ROBOTS_SHAPES.values()))
 
         async def loop(request: web.Request) -> web.Response:
             other = "b" if request.match_info["x"] == "a" else "a"
@@ -81,14 +103,6 @@ class HostileWeb(LoopbackSites):
 
         async def chain(request: web.Request) -> web.Response:
             raise web.HTTPFound(f"/chain/{int(request.match_info['n']) + 1}")
-
-        async def drip(request: web.Request) -> web.StreamResponse:
-            resp = web.StreamResponse(headers={"Content-Type": "text/html"})
-            await resp.prepare(request)
-            for _ in range(120):  # one byte every 0.5 s, at most a minute
-                await resp.write(b"x")
-                await asyncio.sleep(0.5)
-            return resp
 
         async def endless(request: web.Request) -> web.StreamResponse:
             resp = web.StreamResponse(headers={"Content-Type": "text/html"})
@@ -200,6 +214,50 @@ class HostileWeb(LoopbackSites):
 
         return [web.get("/robots.txt", robots), web.get("/", index), web.get("/x", page),
                 web.get("/y", page)]
+
+    # -- a robots.txt per way it can fail ------------------------------------------------------
+    def _robots_shape(self, shape: str) -> list[web.RouteDef]:
+        async def robots(request: web.Request) -> web.StreamResponse:
+            if shape == "refused-redirect":
+                return web.Response(status=302, headers={
+                    "Location": f"http://{DEAD}:9/robots.txt"})
+            if shape == "blocked-redirect":  # the guard refuses it before any connection
+                return web.Response(status=302, headers={
+                    "Location": "http://10.255.255.1/robots.txt"})
+            if shape == "redirect-loop":
+                other = "/robots-2.txt" if request.path == "/robots.txt" else "/robots.txt"
+                return web.Response(status=302, headers={"Location": other})
+            if shape == "timeout":
+                await asyncio.sleep(60)  # cancelled when the crawler hangs up
+            else:  # reset: the connection closes under the request
+                assert request.transport is not None
+                request.transport.abort()
+            return web.Response(status=500)
+
+        async def index(request: web.Request) -> web.Response:
+            return html("/x", "/y")
+
+        async def page(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/robots.txt", robots), web.get("/robots-2.txt", robots),
+                web.get("/", index), web.get("/x", page), web.get("/y", page)]
+
+    # -- DRIP: fast pages around a slow one --------------------------------------------------
+    def _routes_70(self) -> list[web.RouteDef]:
+        async def index(request: web.Request) -> web.Response:
+            return html("/a", "/b", "/drip", "/c")
+
+        async def fast(request: web.Request) -> web.Response:
+            return html(self.origin(LINKED) + "/from-" + request.match_info["p"])
+
+        return [web.get("/", index), web.get("/drip", drip), web.get("/{p:[abc]}", fast)]
+
+    def _routes_71(self) -> list[web.RouteDef]:
+        async def page(request: web.Request) -> web.Response:
+            return html()
+
+        return [web.get("/{p:.*}", page)]
 
     # -- FARM: a chain of hosts ----------------------------------------------------------------
     def _farm(self, n: int) -> list[web.RouteDef]:

@@ -192,3 +192,50 @@ def test_a_batchs_hosts_are_settled_and_released_one_by_one_as_they_end(worker):
     assert worker.slots.leased == {"c.com"}  # not released by the part: the batch's end does
     with pytest.raises(KeyError):
         fetched.check()
+
+
+def test_a_hosts_rows_in_parts_settle_once_its_fetch_ends(worker):
+    """A host's siblings come before its slow page: its health is recorded, and its URLs
+    without a row queued again, only at its end; a body cut off by the timeout after the
+    status came is final (the server answers, too slowly)."""
+    es = [entry(0), entry(1), entry(2)]
+    pages, retry = worker.settle(with_outcomes(es[:1], [(None, "timeout", None)]), es[:1], [])
+    assert [e.fingerprint for e in retry] == [1] and pages.num_rows == 0
+    assert "h.com" not in worker.slots.failures  # not over yet: nothing recorded
+    pages, retry = worker.settle(with_outcomes(es[1:2], [(200, "timeout", None)]), es, ["h.com"])
+    assert pages.column("fingerprint").to_pylist() == [2]  # the drip: kept, not retried
+    assert [e.fingerprint for e in retry] == [3]  # no row: not requested, back as it was
+    assert retry[0].attempts == 0
+    assert "h.com" not in worker.slots.failures  # one request got an answer: up
+
+
+class Clock:
+    """time.time and time.monotonic of the shard, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_robots_txt_that_cannot_be_read_parks_its_host_after_the_bound(worker, monkeypatch):
+    """Defaults: tried again 2, 4, 8, 16 s after each failure, until the next try would start
+    60 s or more after the first; then the host's URLs end as robots-unavailable."""
+    clock = Clock()
+    monkeypatch.setattr("raycrawl.frontier.shard.time", clock)
+    rows = {"origin": ["http://h.com"], "host": ["h.com"], "status": [None], "body": [None],
+            "error": ["connection"]}
+    batch = pa.RecordBatch.from_pydict(rows, schema=schemas.ROBOTS)
+    tries = []
+    while "h.com" not in worker.slots.parked and len(tries) < 20:
+        tries.append(clock.now - 1000.0)
+        worker.learn_robots(batch)
+        if "h.com" not in worker.slots.parked:
+            assert worker.slots.waiting("h.com", clock.now) == "robots-retry"
+            clock.now = worker.slots.ready_at["h.com"]
+    assert tries == [0, 2, 6, 14, 30]
+    assert worker.triage([entry(0)]).ended == [(entry(0), "robots-unavailable")]

@@ -131,3 +131,25 @@ def test_poison_in_two_hosts_and_a_feed_of_one_host():
     _, result = run(w, feed({"a.com": 3}))
     assert result.pages.column("error").to_pylist().count("fetch-task-failed") == 1
     assert result.pages.num_rows == 3
+
+
+def test_urls_handed_over_before_their_host_ended_are_not_fetched_again():
+    """A slow page's siblings come out early (a part naming no host); the call then dies:
+    the re-run fetches the rest of that host only, and names it once, at its end."""
+    f = feed({"a.com": 3, "b.com": 1})
+    calls: list[list[str]] = []
+
+    async def attempt(feed_rows, rerun, sink):
+        calls.append(feed_rows.column("url").to_pylist())
+        if len(calls) == 1:
+            sink([], fetched(feed_rows.slice(0, 2)))  # a.com/0 and /1 ended, a.com runs on
+            return Fault("killed mid-host", counted=True)
+        sink(list(dict.fromkeys(feed_rows.column("host").to_pylist())), fetched(feed_rows))
+        return None
+
+    parts = []
+    asyncio.run(Rerun(attempt, 3).run(f, lambda hosts, result: parts.append((hosts, result))))
+    assert calls[1] == ["http://a.com/2", "http://b.com/0"]
+    urls = [u for _, r in parts for u in r.pages.column("url").to_pylist()]
+    assert sorted(urls) == sorted(f.column("url").to_pylist())  # each URL's row once
+    assert [h for hs, _ in parts for h in hs] == ["a.com", "b.com"]

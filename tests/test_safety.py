@@ -13,11 +13,15 @@ from tests.hostile import (
     BROKEN,
     DEAD,
     DEAD_URLS,
+    DRIP,
     FARM,
     FORBIDDEN,
+    LINKED,
     MAIN,
     PLAIN,
+    ROBOTS_SHAPES,
     RULES,
+    UNREACHABLE_ROBOTS,
     HostileWeb,
 )
 
@@ -34,10 +38,14 @@ def hostile_crawl(ray_session, tmp_path_factory):
             seeds=[web.origin(MAIN) + "/"], out=str(out), delay_s=0.0, poll_interval_s=0.05,
             partitions=8, db_workers=2, strategy_workers=2,
             allow_network=(f"{MAIN}/32", f"{RULES}/32", f"{BROKEN}/32", f"{PLAIN}/32",
-                           f"{BADPORT}/32", f"{DEAD}/32", *(f"{a}/32" for a in FARM)),
-            total_timeout_s=2.0, read_timeout_s=1.0, max_body_bytes=1024 * 1024,
+                           f"{BADPORT}/32", f"{DEAD}/32", *(f"{a}/32" for a in FARM),
+                           *(f"{a}/32" for a in ROBOTS_SHAPES.values()), f"{DRIP}/32",
+                           f"{LINKED}/32"),
+            # the drips are cut at 15 s: longer than their siblings' links may wait
+            total_timeout_s=15.0, read_timeout_s=1.0, max_body_bytes=1024 * 1024,
             max_query_variants=5, max_path_variants=20, retries=1, retry_backoff_s=0.05,
-            robots_retry_s=0.3, host_park_after=2, max_host_hops=2).start()
+            robots_retry_s=0.2, robots_give_up_s=3.0, robots_timeout_s=1.0,
+            max_host_hops=2).start()
         stats = crawl.wait(timeout=240, interval_s=0.3)
         rows = {r["url"]: r for r in crawl.pages().to_pylist()}
         yield web, stats, rows
@@ -73,8 +81,9 @@ def test_redirect_loop_and_long_chain_end(hostile_crawl):
 
 def test_slow_drip_endless_body_and_bomb_are_cut_off(hostile_crawl):
     web, _, rows = hostile_crawl
-    assert row(rows, MAIN, web, "/drip")["error"] == "timeout"
-    assert len(web.hits(MAIN, "/drip")) == 2  # one retry, then the error stands
+    drip = row(rows, MAIN, web, "/drip")
+    assert (drip["status"], drip["error"]) == (200, "timeout")
+    assert len(web.hits(MAIN, "/drip")) == 1  # it answers, too slowly: not retried
     assert row(rows, MAIN, web, "/endless")["error"] == "too-large"
     bomb = row(rows, MAIN, web, "/bomb")
     assert bomb["error"] == "too-large" and bomb["size_bytes"] == 1024 * 1024
@@ -170,10 +179,49 @@ def test_unreachable_host_is_backed_off_then_parked(hostile_crawl):
     _, stats, rows = hostile_crawl
     dead = [rows[u] for u in DEAD_URLS]
     assert all(r["status"] is None for r in dead)
-    # Its robots.txt is unreachable (RFC 9309: disallow all): after host_park_after failed
-    # fetches the host is parked and every queued URL ends instead of waiting forever.
+    # Its robots.txt is unreachable (RFC 9309: disallow all): tried again with a short
+    # back-off for robots_give_up_s, then the host is parked and every queued URL ends
+    # instead of waiting forever.
     assert {r["error"] for r in dead} == {"robots-unavailable"}
-    assert sum(w["parked_hosts"] for w in stats["db_workers"]) >= 1
+    assert {r["attempts"] for r in dead} == {0}  # never requested
+    assert sum(w["parked_hosts"] for w in stats["db_workers"]) >= 1 + len(UNREACHABLE_ROBOTS)
+
+
+@pytest.mark.parametrize("shape", sorted(ROBOTS_SHAPES))
+def test_every_robots_txt_failure_ends_its_hosts_urls(hostile_crawl, shape):
+    """A robots.txt that cannot be read (refused, timeout, reset: "unreachable") is tried a
+    few times within robots_give_up_s, then the host's URLs end as robots-unavailable; one
+    whose redirect cannot be followed (a blocked address, a loop past 5 hops) is
+    "unavailable": allow all."""
+    web, _, rows = hostile_crawl
+    address = ROBOTS_SHAPES[shape]
+    tries = len(web.hits(address, "/robots.txt"))
+    if shape in UNREACHABLE_ROBOTS:
+        assert row(rows, address, web, "/")["error"] == "robots-unavailable"
+        assert web.hits(address, "/") == []
+        # 0.2 s doubling until 3 s after the first failure: about 4 tries (each up to 1 s)
+        assert 2 <= tries <= 6, tries
+    else:
+        for path in ("/", "/x", "/y"):
+            assert row(rows, address, web, path)["status"] == 200
+            assert len(web.hits(address, path)) == 1
+        assert tries == (3 if shape == "redirect-loop" else 1)  # cached after its 5 redirects
+
+
+def test_a_slow_page_holds_none_of_its_siblings_links(hostile_crawl):
+    """The drip runs 15 s; the pages fetched before it hand their links over meanwhile."""
+    web, _, rows = hostile_crawl
+    drip = row(rows, DRIP, web, "/drip")
+    assert drip["error"] == "timeout" and len(web.hits(DRIP, "/drip")) == 1
+    (drip_start,) = web.hits(DRIP, "/drip")
+    for page in ("a", "b", "c"):
+        assert row(rows, DRIP, web, f"/{page}")["status"] == 200
+        (page_at,) = web.hits(DRIP, f"/{page}")
+        (link_at,) = web.hits(LINKED, f"/from-{page}")
+        if page_at < drip_start:  # fetched while the drip still ran
+            assert link_at - page_at < 10.0, (page, link_at - page_at)
+            assert link_at < drip_start + 14.0
+    assert min(web.hits(DRIP, "/a") + web.hits(DRIP, "/b")) < drip_start
 
 
 def test_politeness_per_host_is_exact_with_robots(ray_session, tmp_path):

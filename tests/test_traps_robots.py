@@ -72,11 +72,33 @@ def test_rules_bom_and_crawl_delay():
 
 def test_robots_cache_is_durable_and_expires(store):
     cache = RobotsCache(store)
-    cache.put("http://h.com", RobotsPolicy.from_fetch(500, b"", 1000.0, 100, 10, 2))
+    before = RobotsPolicy(RobotsKind.UNAVAILABLE, "", 990.0, 2, failing_since=980.0)
+    cache.put("http://h.com", RobotsPolicy.from_fetch(500, b"", 1000.0, 100, 10, before))
     fresh = RobotsCache(store)
     assert fresh.get("http://h.com", now=1005.0).failures == 3
-    assert fresh.get("http://h.com", now=1011.0) is None
+    assert fresh.get("http://h.com", now=1039.0).failing_since == 980.0  # 10 s x 2**2
+    assert fresh.get("http://h.com", now=1041.0) is None
     assert fresh.stored("http://h.com").failures == 3
+
+
+def test_an_unreachable_robots_txt_backs_off_short_then_gives_up():
+    """Tries at 0, 2, 6, 14, 30 s after the first failure (2 s doubling); the one after would
+    start 62 s after it: past the 60 s bound, so the DB worker gives up there."""
+    policy, starts = None, []
+    now = 1000.0
+    for _ in range(10):
+        starts.append(now - 1000.0)
+        policy = RobotsPolicy.from_fetch(None, b"", now, ttl_s=86400, retry_s=2.0,
+                                         previous=policy)
+        if policy.gave_up(60.0):
+            break
+        now = policy.expires_at
+    assert starts == [0, 2, 6, 14, 30] and policy.failures == 5
+    # Any answer ends the round: the next failure starts a new one.
+    ok = RobotsPolicy.from_fetch(404, b"", now, 86400, 2.0, policy)
+    assert ok.kind is RobotsKind.ALLOW_ALL and ok.failures == 0
+    again = RobotsPolicy.from_fetch(503, b"", now + 1, 86400, 2.0, ok)
+    assert (again.failures, again.failing_since, again.expires_at) == (1, now + 1, now + 3)
 
 
 def test_origin_and_agent():

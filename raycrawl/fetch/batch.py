@@ -190,6 +190,15 @@ class Collector:
                 mine[name] += values
         self.plain_links += other.plain_links
 
+    def take(self) -> Collector:
+        """The rows so far, in a collector of their own; this one starts empty again."""
+        taken = Collector()
+        taken.columns, self.columns = self.columns, taken.columns
+        taken.plain_links, self.plain_links = self.plain_links, 0
+        for c in (taken, self):
+            c.pages, c.links, c.robots, c.items, c.cookies = c.columns
+        return taken
+
     def _pad_follows(self) -> None:
         """Give the links before the first follow their null follow columns."""
         if self.plain_links:
@@ -246,11 +255,14 @@ async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
                       warc: WarcFiles | None = None
                       ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
     """Fetch every request of a spider-feed batch, its hosts side by side; yields (hosts,
-    their spider log, robots.txt fetches, items, cookies) as hosts end, every host once (the
+    rows: spider log, robots.txt fetches, items, cookies) as hosts end, every host once (the
     hosts that ended while the last part was taken come out together), so the DB worker
-    releases a host when its own fetch ends, not the batch's slowest.  Every request yields
-    exactly one page row, except those of a host after it answered 429/503 with a
-    Retry-After: they are left out (not requested), for the DB worker to queue again.
+    releases a host when its own fetch ends, not the batch's slowest.  A part's rows are those
+    of its hosts and the ended URLs of hosts still running (a host's rows may so come in
+    several parts; its cookies come with its last).  Every request yields exactly one page
+    row, except those of a host after it answered 429/503 with a Retry-After or whose
+    robots.txt could not be read: they are left out (not requested), for the DB worker to
+    queue again.
 
     A host that raises cancels the others, and the error leaves once they are cancelled; so
     does a consumer that stops early: no request runs on behind this generator.
@@ -308,6 +320,10 @@ def callback_runner(opts: FetchOptions) -> CallbackRunner:
 # within a fraction of a second of each other: a batch comes out in one or two parts, and a
 # host the batch's slowest would have held for seconds is released after this at most.
 HOLD_S = 0.25
+# A URL that ended waits at most about this long for its host to end: after it, the rows of the
+# hosts still running go out in a part of their own, so a slow page (a drip, a long timeout)
+# holds neither its siblings' rows nor the links on them.
+EARLY_S = 1.0
 
 
 async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
@@ -318,14 +334,17 @@ async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
     """The hosts run in a task group of their own task (never yielded across: a host that
     fails cancels its siblings, not this generator's consumer); each ended host's rows wait in
     ``ended`` until the next part, which waits up to ``HOLD_S`` for more hosts to end with it
-    (a part has a cost: a Ray object, Arrow batches, a WARC sync)."""
+    (a part has a cost: a Ray object, Arrow batches, a WARC sync).  The rows of hosts still
+    running go out after ``EARLY_S`` without a host ending, in a part that names no host."""
     limit = limit or RequestLimit(opts.concurrency, opts.per_ip)
     guard = AddressGuard(opts.allow_network)
     ended: asyncio.Queue[tuple[str, Collector]] = asyncio.Queue()
+    running: dict[str, Collector] = {}
 
     async def one_host(host: str, rows: list[dict[str, Any]]) -> None:
-        out = Collector()
+        out = running[host] = Collector()
         await HostFetcher(session, opts, out, limit, callbacks, warc, guard).host(rows)
+        del running[host]
         ended.put_nowait((host, out))
 
     async def every_host() -> None:
@@ -337,28 +356,42 @@ async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
     try:
         left = len(by_host)
         while left:
+            names: list[str] = []
+            out = Collector()
             if ended.empty():
                 take = asyncio.ensure_future(ended.get())
-                await asyncio.wait((take, hosts), return_when=asyncio.FIRST_COMPLETED)
-                if not take.done():  # the hosts ended without this one: one raised
+                await asyncio.wait((take, hosts), timeout=EARLY_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not take.done():
                     take.cancel()
-                    hosts.result()
-                    raise RuntimeError("a host of the batch ended without its rows")
+                    if hosts.done():  # the hosts ended without this one: one raised
+                        hosts.result()
+                        raise RuntimeError("a host of the batch ended without its rows")
+                    for collector in running.values():  # EARLY_S passed: what ended so far
+                        if collector.pages["url"]:
+                            out.absorb(collector.take())
+                    if out.pages["url"]:
+                        yield await _part(names, out, warc)
+                    continue
                 ended.put_nowait(take.result())
             if ended.qsize() < left:  # others still run: they may end with this part
                 await asyncio.wait((hosts,), timeout=HOLD_S)
-            names, out = [], Collector()
             while not ended.empty():
                 host, rows = ended.get_nowait()
                 names.append(host)
                 out.absorb(rows)
             left -= len(names)
-            if warc is not None:  # before the rows exist anywhere else: a row has its records
-                await asyncio.to_thread(warc.sync)
-            yield names, out.result()
+            yield await _part(names, out, warc)
         await hosts
     finally:
         if not hosts.done():
             hosts.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await hosts
+
+
+async def _part(hosts: list[str], out: Collector, warc: WarcFiles | None
+                ) -> tuple[list[str], FetchResult]:
+    if warc is not None:  # before the rows exist anywhere else: a row has its records
+        await asyncio.to_thread(warc.sync)
+    return hosts, out.result()

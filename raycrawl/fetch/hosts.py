@@ -124,7 +124,8 @@ class HostFetcher:
 
     async def robots(self, origin: str, host: str) -> RobotsPolicy:
         """Fetch ``origin``'s robots.txt, record the fetch and return its policy."""
-        status, body, error = await fetch_robots(self.session, self.guard, self.limit, origin)
+        status, body, error = await fetch_robots(self.session, self.guard, self.limit, origin,
+                                                 self.opts.robots_timeout_s or None)
         if error is ErrorKind.BLOCKED_ADDRESS:  # the pages will be refused the same way
             return RobotsPolicy(RobotsKind.ALLOW_ALL, "", 0.0)
         self.out.robots_row(origin, host, status, body, error)
@@ -294,8 +295,8 @@ class HostFetcher:
                 policy = policies[origin]
                 delay = max(delay, policy.crawl_delay_s(self.agent))
                 if policy.kind is RobotsKind.UNAVAILABLE:
-                    self.out.page(row, None, None, ErrorKind.ROBOTS_UNAVAILABLE,
-                                  datetime.now(UTC))
+                    # Not requested, no row: the DB worker queues the URL again as it was,
+                    # behind the robots.txt's next try, or ends it once it gives up.
                     continue
                 if not policy.allows(row["url"], self.agent):
                     self.out.page(row, None, None, ErrorKind.ROBOTS, datetime.now(UTC))

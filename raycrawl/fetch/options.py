@@ -40,6 +40,7 @@ class FetchOptions:
     warc_dir: str | None = None  # None: no WARC
     warc_max_bytes: int = 256 * 1024 * 1024
     per_ip: int | None = None  # requests at once to one IP address (raycrawl.fetch.limits)
+    robots_timeout_s: float = 10.0
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
@@ -56,4 +57,5 @@ class FetchOptions:
             max_items_per_page=c.max_items_per_page,
             scope=Scope.build(c.allow_domain, c.include, c.exclude),
             warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes,
-            cookies=c.cookies, proxy=c.proxy, sitemaps=c.sitemaps, per_ip=c.per_ip)
+            cookies=c.cookies, proxy=c.proxy, sitemaps=c.sitemaps, per_ip=c.per_ip,
+            robots_timeout_s=c.robots_timeout_s)

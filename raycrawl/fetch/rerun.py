@@ -10,9 +10,10 @@ is fetched alone is poison, and ends as ``fetch-task-failed``:
 3. a host whose call failed again has its URLs run one at a time (its politeness holds), each
    up to ``solo_tries`` times.
 
-A call hands over its hosts' rows as each host ends (``sink``, every host once); a call that
-fails is run again for the hosts it had not handed over, so a host handed over (and released
-by the DB worker: another batch may be fetching it) is never fetched again by this one.  Hosts
+A call hands over its hosts' rows as each host ends (``sink``, every host once; the rows of a
+host still running may come before, without its name); a call that fails is run again for the
+URLs it had not handed over, so a host handed over (and released by the DB worker: another
+batch may be fetching it) is never fetched again by this one, nor a URL whose row came.  Hosts
 run URL by URL are handed over once all their URLs are done.
 
 Before any re-run the caller waits (bounded) for a worker to answer again; a fault on a worker
@@ -81,9 +82,11 @@ class Rerun:
                     ) -> tuple[Fault | None, pa.RecordBatch]:
         """One attempt; (its fault or None, the rows of the hosts it did not hand over)."""
         done: set[str] = set()
+        rows: list[pa.Array] = []  # fingerprints of the rows handed over
 
         def take(hosts: list[str], result: FetchResult) -> None:
             done.update(hosts)
+            rows.append(result.pages.column("fingerprint"))
             sink(hosts, result)
 
         fault = await self.attempt(feed, rerun, take)
@@ -92,6 +95,9 @@ class Rerun:
         if done:
             feed = feed.filter(pc.invert(pc.is_in(feed.column("host"),
                                                   value_set=pa.array(list(done)))))
+        if rows:
+            fps = pa.concat_arrays([r.cast(pa.uint64()) for r in rows])
+            feed = feed.filter(pc.invert(pc.is_in(feed.column("fingerprint"), value_set=fps)))
         return fault, feed
 
     async def _one_host(self, feed: pa.RecordBatch, uncounted: list[int], sink: Sink) -> None:

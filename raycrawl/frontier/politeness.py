@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 
 from raycrawl.errors import ErrorKind
+
+
+class Wait(enum.StrEnum):
+    """Why a host's URLs wait for a time (a host pushed back)."""
+
+    POLITENESS = "politeness"  # the delay (or Crawl-delay) since its last request
+    BACKOFF = "host-backoff"  # its requests failed: backed off exponentially
+    RETRY_AFTER = "retry-after"  # it answered 429/503 with a Retry-After
+    ROBOTS = "robots-retry"  # its robots.txt could not be read: tried again later
 
 
 class HostSlots:
@@ -27,14 +37,26 @@ class HostSlots:
         self.crawl_delay: dict[str, float] = {}
         self.failures: Counter[str] = Counter()
         self.parked: dict[str, ErrorKind] = {}
+        self.parked_until: dict[str, float] = {}  # parks that end (monotonic clock)
+        self.why: dict[str, Wait] = {}  # why a host waits until its ready_at
 
     def delay(self, host: str) -> float:
         return max(self.delay_s, self.crawl_delay.get(host, 0.0))
 
     def available(self, host: str, now: float) -> bool:
-        if host in self.parked:
+        if self.park_reason(host, now) is not None:
             return host not in self.leased  # drained as errors, a batch at a time
         return host not in self.leased and self.ready_at.get(host, 0.0) <= now
+
+    def park_reason(self, host: str, now: float) -> ErrorKind | None:
+        """Why ``host``'s URLs end without a request (None: it is not parked); a park with an
+        end is over at its end."""
+        reason = self.parked.get(host)
+        if reason is not None and self.parked_until.get(host, now + 1.0) <= now:
+            del self.parked[host], self.parked_until[host]
+            self.failures.pop(host, None)
+            return None
+        return reason
 
     def lease(self, hosts: set[str]) -> None:
         self.leased |= hosts
@@ -44,14 +66,20 @@ class HostSlots:
         for host in hosts:
             delay = self.delay(host)
             if delay > 0:
-                self.push_back(host, now + delay)
+                self.push_back(host, now + delay, Wait.POLITENESS)
         if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
             self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
+            self.why = {h: w for h, w in self.why.items() if h in self.ready_at}
 
-    def push_back(self, host: str, until: float) -> None:
+    def push_back(self, host: str, until: float, why: Wait) -> None:
         """No request to ``host`` starts before ``until`` (monotonic clock)."""
         if until > self.ready_at.get(host, 0.0):
             self.ready_at[host] = until
+            self.why[host] = why
+
+    def waiting(self, host: str, now: float) -> Wait | None:
+        """Why ``host`` may not start a request now (None: it may, unless it is leased)."""
+        return self.why.get(host) if self.ready_at.get(host, 0.0) > now else None
 
     def record_outcome(self, host: str, healthy: bool, now: float, park: bool = True) -> None:
         """After a batch: a host that gave a usable answer is healthy; one whose every
@@ -62,12 +90,18 @@ class HostSlots:
             return
         self.failures[host] += 1
         n = self.failures[host]
-        self.push_back(host, now + min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
+        self.push_back(host, now + min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)),
+                       Wait.BACKOFF)
         if park and n >= self.park_after:
             self.park(host, ErrorKind.HOST_UNREACHABLE)
 
-    def park(self, host: str, reason: ErrorKind) -> None:
-        self.parked.setdefault(host, reason)
+    def park(self, host: str, reason: ErrorKind, until: float | None = None) -> None:
+        """End ``host``'s queued URLs with ``reason`` from now on (until ``until``, monotonic
+        clock, when given)."""
+        if host not in self.parked:
+            self.parked[host] = reason
+            if until is not None:
+                self.parked_until[host] = until
 
     def counts(self) -> dict[str, int]:
         """Hosts by state: ``active`` (leased to a batch), ``backed-off`` (failing, not

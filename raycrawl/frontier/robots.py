@@ -4,10 +4,15 @@ How a fetch of ``/robots.txt`` becomes a policy:
 
 =========================  =================================================================
 2xx                        the rules (body capped at ``MAX_ROBOTS_BYTES``, UTF-8 BOM removed)
-3xx after 5 redirects      allow all (the fetch follows at most 5 redirects)
+3xx after 5 redirects,     allow all ("unavailable": the fetch follows at most 5 redirects,
+a redirect not followable  each through the address guard; one to a bad port or a refused
+                           address stands as the 3xx it is)
 4xx                        allow all
-5xx, timeout, unreachable  disallow all, *temporarily*: retried after ``retry_s``; a host
-                           whose robots.txt keeps failing is parked by the DB worker
+5xx, timeout, refused,     disallow all, *for now* ("unreachable"): tried again after
+reset                      ``retry_s``, doubling each time; once the next try would start
+                           ``give_up_s`` or more after the first failure, the DB worker gives
+                           up (:attr:`RobotsPolicy.gave_up`) and the host's URLs end as
+                           ``robots-unavailable``
 =========================  =================================================================
 
 A policy is cached per origin (scheme, host, port) until it expires (``ttl_s``, 24 h by
@@ -52,17 +57,30 @@ class RobotsPolicy:
     text: str
     expires_at: float  # wall clock
     failures: int = 0  # consecutive UNAVAILABLE fetches
+    failing_since: float = 0.0  # wall clock of the first of them
     _parser: Protego | None = None
 
     @classmethod
     def from_fetch(cls, status: int | None, body: bytes, now: float, ttl_s: float,
-                   retry_s: float, previous_failures: int = 0) -> RobotsPolicy:
+                   retry_s: float, previous: RobotsPolicy | None = None) -> RobotsPolicy:
+        """The policy a fetch gives; an unreachable one expires after ``retry_s`` doubled for
+        each failure in a row before it (``previous``: the origin's last policy)."""
         if status is not None and 200 <= status < 300:
             text = body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace").lstrip("\ufeff")
             return cls(RobotsKind.RULES, text, now + ttl_s)
         if status is not None and 300 <= status < 500:
             return cls(RobotsKind.ALLOW_ALL, "", now + ttl_s)
-        return cls(RobotsKind.UNAVAILABLE, "", now + retry_s, previous_failures + 1)
+        failing = previous is not None and previous.failures > 0
+        failures = previous.failures + 1 if failing and previous else 1
+        since = previous.failing_since if failing and previous else now
+        return cls(RobotsKind.UNAVAILABLE, "", now + retry_s * 2 ** (failures - 1), failures,
+                   since)
+
+    def gave_up(self, give_up_s: float) -> bool:
+        """An unreachable robots.txt whose next try would start ``give_up_s`` or more after
+        its first failure: its host's URLs end instead of waiting longer."""
+        return (self.kind is RobotsKind.UNAVAILABLE
+                and self.expires_at - self.failing_since >= give_up_s)
 
     @property
     def parser(self) -> Protego:
@@ -83,12 +101,13 @@ class RobotsPolicy:
         return min(float(delay), MAX_CRAWL_DELAY_S) if delay else 0.0
 
     def pack(self) -> bytes:
-        return msgpack.packb([self.kind.value, self.text, self.expires_at, self.failures])
+        return msgpack.packb([self.kind.value, self.text, self.expires_at, self.failures,
+                              self.failing_since])
 
     @classmethod
     def unpack(cls, raw: bytes) -> RobotsPolicy:
-        kind, text, expires_at, failures = msgpack.unpackb(raw)
-        return cls(RobotsKind(kind), text, expires_at, failures)
+        kind, text, expires_at, failures, *since = msgpack.unpackb(raw)  # older: no since
+        return cls(RobotsKind(kind), text, expires_at, failures, since[0] if since else 0.0)
 
 
 class RobotsCache:

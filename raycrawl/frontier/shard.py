@@ -22,7 +22,7 @@ import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -34,7 +34,7 @@ from raycrawl.formats import schemas
 from raycrawl.formats.shard_output import ShardOutput
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.budget import Allowance
-from raycrawl.frontier.politeness import HostSlots
+from raycrawl.frontier.politeness import HostSlots, Wait
 from raycrawl.frontier.queue import Entry, FrontierQueue
 from raycrawl.frontier.reports import DBWorkerReport
 from raycrawl.frontier.revisits import OVERDUE_S, RevisitPolicy, Visit
@@ -50,8 +50,27 @@ def ended_rows(ended: Sequence[tuple[Entry, ErrorKind]]) -> pa.RecordBatch:
     return schemas.ended_rows(schemas.carried([e for e, _ in ended]), [k for _, k in ended])
 
 
+def retryable(kind: ErrorKind | None, status: int | None) -> bool:
+    """A fetch that gets another attempt: a timeout or connection error, a 429 or 5xx.  Not a
+    timeout after the status came: the server answers, too slowly to finish the body (a
+    drip), and would do it again; the page ends with its status and error ``timeout``."""
+    if kind is None:
+        return status in RETRYABLE_STATUS
+    return kind.retryable and not (kind is ErrorKind.TIMEOUT and status is not None)
+
+
 def _kind(error: str | None) -> ErrorKind | None:
     return None if error is None else ErrorKind(error)
+
+
+@dataclass(slots=True)
+class _HostOutcome:
+    """What a host's rows in a batch said so far (they may come in several parts)."""
+
+    rowed: set[int] = dataclasses.field(default_factory=set)  # fingerprints with a row
+    fetched: bool = False  # a request was sent
+    healthy: bool = False  # one of them got a usable answer
+    answered: bool = False  # one of them got an HTTP response
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +120,15 @@ class DBShard:
         self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
                                config.host_park_after)
         self.robots = RobotsCache(self.store) if config.robots else None
+        # A host parked because its robots.txt cannot be read is tried again, in a crawl that
+        # revisits, once its URLs may be due again (None: it stays parked).
+        self.revisit_park_s = config.revisit_floor_s
         self.agent = agent_token(config.user_agent)
         self.output = ShardOutput(self.store, config, index, on_file_written)
         self.output.repair_warc()  # the fetch workers of an earlier life are gone
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
+        self._outcomes: dict[str, _HostOutcome] = {}  # hosts of batches still fetching
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         for batch_id in self.queue.stale_leases():
             leased = self.queue.leased(batch_id)
@@ -189,8 +212,9 @@ class DBShard:
         robots.txt disallows."""
         fetch: list[tuple[Entry, bool]] = []
         ended: list[tuple[Entry, ErrorKind]] = []
+        now = time.monotonic()
         for e in entries:
-            parked = self.slots.parked.get(e.host)
+            parked = self.slots.park_reason(e.host, now)
             if parked is not None:
                 ended.append((e, parked))
                 continue
@@ -231,61 +255,67 @@ class DBShard:
         self.store.write(wb, sync=False)  # lost with the machine: the host sets them again
 
     def learn_robots(self, robots: pa.RecordBatch) -> Counter[str]:
-        """Cache the robots.txt fetches; an unreachable one pushes its host back, and parks
-        it after ``host_park_after`` failures in a row.  Returns the fetches by outcome
-        (``RobotsKind``'s words)."""
+        """Cache the robots.txt fetches.  An unreachable one pushes its host back until the
+        next try (``robots_retry_s``, doubling); once that would be ``robots_give_up_s`` after
+        the first failure, the host is parked: its queued URLs end as ``robots-unavailable``
+        (in a revisiting crawl, until its URLs' next visit, which tries robots.txt again).
+        Returns the fetches by outcome (``RobotsKind``'s words)."""
         outcomes: Counter[str] = Counter()
         if self.robots is None:
             return outcomes
         now_wall, now = time.time(), time.monotonic()
         cfg = self.config
         for row in robots.to_pylist():
-            origin = row["origin"]
-            previous = self.robots.stored(origin)
+            origin, host = row["origin"], row["host"]
             policy = RobotsPolicy.from_fetch(row["status"], row["body"] or b"", now_wall,
                                              cfg.robots_ttl_s, cfg.robots_retry_s,
-                                             previous.failures if previous else 0)
-            self.robots.put(origin, policy)
+                                             self.robots.stored(origin))
             self.counters.robots_fetched += 1
             outcomes[policy.kind.value] += 1
-            host = row["host"]
             self.slots.crawl_delay[host] = policy.crawl_delay_s(self.agent)
-            if policy.kind is RobotsKind.UNAVAILABLE:
-                self.slots.push_back(host, now + cfg.robots_retry_s)
-                if policy.failures >= cfg.host_park_after:
-                    self.slots.park(host, ErrorKind.ROBOTS_UNAVAILABLE)
+            if policy.gave_up(cfg.robots_give_up_s):
+                # The next try after the park starts a new round.
+                policy = dataclasses.replace(policy, failures=0, failing_since=0.0)
+                self.slots.park(host, ErrorKind.ROBOTS_UNAVAILABLE,
+                                None if self.revisit_park_s is None
+                                else now + self.revisit_park_s)
+            elif policy.kind is RobotsKind.UNAVAILABLE:
+                self.slots.push_back(host, now + (policy.expires_at - now_wall), Wait.ROBOTS)
+            self.robots.put(origin, policy)
         return outcomes
 
-    def settle(self, pages: pa.RecordBatch, entries: list[Entry]) -> tuple[pa.RecordBatch,
-                                                                           list[Entry]]:
+    def settle(self, pages: pa.RecordBatch, entries: Sequence[Entry],
+               ended: Collection[str] | None = None) -> tuple[pa.RecordBatch, list[Entry]]:
         """Take out the rows that get another attempt, each after its own exponential backoff
         (its host's other URLs go on); a Retry-After pushes the whole host back.  A host whose
         every request failed to connect or timed out counts a failure (see
         ``HostSlots.record_outcome``); one that answered, even 5xx, is up.
 
-        URLs of the batch without a row were not requested (their host sent a Retry-After):
-        they go back as they were, behind the host's pause.  A host that answered only
-        429/5xx is backed off too (never parked: it answers).
+        A host's rows may come in several calls (a slow page's siblings first): ``entries``
+        holds the entries of the rows and of the hosts in ``ended`` (None: every host of
+        ``entries``), whose fetch is over.  An ended host's health is recorded over all its
+        calls, and its URLs that got no row were not requested (their host sent a Retry-After,
+        or its robots.txt could not be read): they go back as they were, behind the host's
+        pause.  A host that answered only 429/5xx is backed off too (never parked: it answers).
 
         Returns (the rows that stand, the entries to queue again)."""
         cfg = self.config
         by_fp = {e.fingerprint: e for e in entries}
         now = time.monotonic()
         keep, retry = [], []
-        healthy: dict[str, bool] = {}
-        answered: set[str] = set()  # hosts that sent an HTTP response (they are up)
         rows = pages.select(["fingerprint", "host", "status", "error", "retry_after_s"])
-        seen: set[int] = set()
         for i, (fp, host, status, error, after) in enumerate(zip(*rows.to_pydict().values())):
-            seen.add(fp)
+            outcome = self._outcomes.setdefault(host, _HostOutcome())
+            outcome.rowed.add(fp)
             kind = _kind(error)
-            failed = kind.retryable if kind is not None else status in RETRYABLE_STATUS
+            failed = retryable(kind, status)
             if kind is None or kind.fetched:
-                healthy[host] = healthy.get(host, False) or not failed
-                if status is not None:
-                    answered.add(host)
+                outcome.fetched = True
+                outcome.healthy = outcome.healthy or not failed
+                outcome.answered = outcome.answered or status is not None
             if after is not None:
-                self.slots.push_back(host, now + min(after, cfg.max_retry_after_s))
+                self.slots.push_back(host, now + min(after, cfg.max_retry_after_s),
+                                     Wait.RETRY_AFTER)
             entry = by_fp.get(fp)
             if failed and entry is not None and entry.attempts < cfg.retries:
                 backoff = cfg.retry_backoff_s * 2 ** entry.attempts
@@ -294,9 +324,13 @@ class DBShard:
                 self.counters.retry_causes[str(kind or status)] += 1
             else:
                 keep.append(i)
-        retry += [e for e in entries if e.fingerprint not in seen]  # after a Retry-After
-        for host, ok in healthy.items():
-            self.slots.record_outcome(host, ok, now, park=host not in answered)
+        if ended is None:
+            ended = {e.host for e in entries} | set(rows.column("host").to_pylist())
+        for host in ended:
+            outcome = self._outcomes.pop(host, _HostOutcome())
+            retry += [e for e in entries if e.host == host and e.fingerprint not in outcome.rowed]
+            if outcome.fetched:
+                self.slots.record_outcome(host, outcome.healthy, now, park=not outcome.answered)
         self.counters.retries += len(retry)
         if len(keep) < pages.num_rows:
             pages = pages.take(pa.array(keep, type=pa.int64()))
@@ -305,7 +339,10 @@ class DBShard:
     def release_hosts(self, hosts: Iterable[str]) -> None:
         """These hosts' fetch is over: their delay runs from now, another batch may take
         them."""
-        self.slots.release(set(hosts), time.monotonic())
+        hosts = set(hosts)
+        for host in hosts:
+            self._outcomes.pop(host, None)
+        self.slots.release(hosts, time.monotonic())
 
     def complete(self, batch_id: int, pages: pa.RecordBatch,
                  retry: Sequence[Entry] = (), items: pa.RecordBatch | None = None,
