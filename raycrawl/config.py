@@ -90,9 +90,15 @@ class CrawlConfig:
     robots_timeout_s: float = 10.0  # one robots.txt request's total time
     max_redirects: int = 10  # hops of one redirect chain
     max_segment_repeats: int = 3  # a path segment repeated more often marks a trap
-    max_query_variants: int = 500  # URLs per (host, path, query keys) before it is a trap
-    # URLs per (host, path template: numbers, dates, hex ids folded) before it is a trap
-    max_path_variants: int = 1000
+    # Of the URLs of one host and template (path with numbers, dates and hex ids folded, plus
+    # query keys) found two or more steps along a chain of pages each linking at most two of
+    # their template (a calendar), this many are scheduled; the rest are traps (None: no limit).
+    # See raycrawl.frontier.traps.
+    max_template_chain: int | None = 50
+    # Hard caps, off by default (they cut big sites as readily as traps): URLs per (host, path,
+    # query keys), and per (host, path template), before the next is a trap.
+    max_query_variants: int | None = None
+    max_path_variants: int | None = None
     max_path_segments: int = 32  # a path with more segments is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
     # Host changes on the path from a seed host to a URL before it is a trap (None: no limit):
@@ -148,8 +154,7 @@ class CrawlConfig:
                      "max_body_bytes", "max_links_per_page", "max_url_length",
                      "output_rows_per_file", "host_park_after", "max_redirects",
                      "max_items_per_page", "warc_max_bytes",
-                     "max_segment_repeats", "max_query_variants", "max_path_variants",
-                     "max_path_segments"):
+                     "max_segment_repeats", "max_path_segments"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   name, "must be an integer >= 1")
@@ -157,7 +162,8 @@ class CrawlConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
-        for name in ("batches_in_flight", "fetch_workers", "per_ip"):
+        for name in ("batches_in_flight", "fetch_workers", "per_ip", "max_template_chain",
+                     "max_query_variants", "max_path_variants"):
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 1), name,

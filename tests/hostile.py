@@ -91,7 +91,8 @@ class HostileWeb(LoopbackSites):
         async def index(request: web.Request) -> web.Response:
             return html("/loop/a", "/chain/0", "/drip", "/endless", "/bomb", "/calendar?day=0",
                         "/flaky", "/busy", "/badbytes", "/binary", "/to-forbidden",
-                        "/deep/a/b/a/b/a/b/a/b", "/cal/2020/1", "/badbase",
+                        "/deep/a/b/a/b/a/b/a/b", "/cal/2020/1", "/trap/calendar/2020/1",
+                        "/badbase",
                         self.origin(RULES) + "/", self.origin(BROKEN) + "/",
                         self.origin(PLAIN) + "/", self.origin(BADPORT) + "/",
                         self.origin(FARM[0]) + "/", *DEAD_URLS, self.origin(DRIP) + "/",
@@ -124,6 +125,10 @@ class HostileWeb(LoopbackSites):
             year, month = int(request.match_info["y"]), int(request.match_info["m"])
             nxt = (year + 1, 1) if month == 12 else (year, month + 1)
             return html(f"/cal/{nxt[0]}/{nxt[1]}", f"/cal/{year + 1}/{month}")
+
+        async def calendar_1d(request: web.Request) -> web.Response:  # the next month only
+            year, month = int(request.match_info["y"]), int(request.match_info["m"])
+            return html(f"/trap/calendar/{year + month // 12}/{month % 12 + 1}")
 
         async def badbase(request: web.Request) -> web.Response:
             body = '<html><head><base href="http://[::1"></head><a href="/after-base">x</a>'
@@ -162,6 +167,7 @@ class HostileWeb(LoopbackSites):
                 web.get("/binary", binary), web.get("/to-forbidden", to_forbidden),
                 web.get("/after-bad", plain), web.get("/after-base", plain),
                 web.get("/cal/{y:\\d+}/{m:\\d+}", path_calendar), web.get("/badbase", badbase),
+                web.get("/trap/calendar/{y:\\d+}/{m:\\d+}", calendar_1d),
                 web.get("/back", back), web.get("/after-back", plain)]
 
     def _routes_51(self) -> list[web.RouteDef]:

@@ -32,7 +32,9 @@ class StrategyRunner:
         self.states = URLStates(store)
         self.traps = TrapGuard(store, config.max_segment_repeats, config.max_query_variants,
                                config.max_pages_per_host, config.max_path_variants,
-                               config.max_path_segments, config.max_host_hops)
+                               config.max_path_segments, config.max_host_hops,
+                               config.max_template_chain)
+        self._chains: dict[int, int] = {}  # new links' steps along a template chain
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
         self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
         self.counters: Counter[str] = Counter()
@@ -44,7 +46,8 @@ class StrategyRunner:
         fetched URL (with ``at``) keeps its state, its DB worker moves its next visit."""
         known = request.state in (URLState.CRAWLED, URLState.ERROR)
         request.hops = self.traps.hops(request.host, request.hops)
-        skip = (self.traps.verdict(request.url, request.host, request.hops)
+        chain = self._chains.pop(request.fingerprint, 0)
+        skip = (self.traps.verdict(request.url, request.host, request.hops, chain)
                 if queue and not known else None)
         state = (URLState.ERROR if skip else URLState.QUEUED) if queue and not known else (
             self.states.state(request.fingerprint))
@@ -194,7 +197,11 @@ class StrategyRunner:
         filters = type(self.strategy).filter_extracted_links is not \
             CrawlingStrategy.filter_extracted_links
         state = self.states.state
+        hosts = links.column("host").to_pylist()
+        urls = links.column("url").to_pylist()
         for parent, rows in by_parent.items():
+            self._chains = self.traps.chains(parent, [
+                (urls[i], hosts[i], fps[i], state(fps[i]) is URLState.NOT_CRAWLED) for i in rows])
             if not filters:  # read as the links are shown: queued for one parent, a link is
                 # no longer new for the next
                 rows = [i for i in rows if state(fps[i]) is URLState.NOT_CRAWLED]
@@ -211,6 +218,7 @@ class StrategyRunner:
                     fresh.append(link)
             if fresh:
                 self.strategy.links_extracted(request, fresh)
+        self._chains = {}
         self.counters["links_seen"] += links.num_rows
 
     @staticmethod

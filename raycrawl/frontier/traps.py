@@ -1,13 +1,28 @@
-"""Crawler-trap limits on URL shapes: path repetition and length, path templates, query shapes,
-per-host budgets.
+"""Crawler-trap limits on URL shapes: template chains, path repetition and length, template and
+query counts, per-host budgets.
 
+- **template chains** (on by default): a calendar is a chain of pages of one *template* (the
+  path with its numbers, dates and long hex ids folded, ``/cal/2020/1`` and ``/cal/1999/12``
+  both ``/cal/{n}/{n}``, plus the query's keys), each linking the next; a site's real pages
+  of one template are not.  A page that links at most ``CHAIN_LINKS`` (2) URLs of its own
+  host and template (next, or previous and next) and no new URL of its host with another
+  template (a listing's new items) is a link of a chain: a new URL it links with its
+  template is one step further along the chain than the page (the first page of a chain,
+  found from another template, is step 0).  Of the URLs two or more steps along,
+  at most ``max_template_chain`` (50) are scheduled per host and template, the rest are
+  traps: a calendar costs about 50 requests, in one direction or two, in the path or the
+  query.  A catalogue (``/item/{n}`` found from listing pages, however they paginate), pages
+  of one template that link many others (``/p/{n}``, eight links each) and a pagination that
+  links its first and last pages besides its neighbours are never chains, and are crawled
+  whole; a pagination that links only its neighbours and lists nothing new is a chain.  A
+  chain that is not a trap (older/newer posts reached only through each other) needs a
+  higher limit;
 - a path segment repeated more than ``max_segment_repeats`` times (``/a/b/a/b/a/b/a``), or more
   than ``max_path_segments`` segments (Heritrix's pathological-path and too-many-segments rules);
-- more than ``max_path_variants`` URLs of one host with one *path template*: the path with its
-  numbers, dates and long hex ids folded (``/cal/2020/1`` and ``/cal/1999/12`` are both
-  ``/cal/{n}/{n}``), a calendar or a session id in the path;
-- more than ``max_query_variants`` URLs with the same host, path and query keys (a calendar in
-  the query);
+- with ``max_path_variants`` (off by default), more URLs than that of one host with one path
+  template; with ``max_query_variants`` (off by default), more URLs than that with the same
+  host, path and query keys: caps that cut big sites as readily as traps, for crawls that
+  want a hard bound per shape;
 - ``max_pages_per_host`` URLs scheduled for one host (``host-budget``);
 - with ``max_host_hops``, more host changes than that on the path from a seed's host to the
   URL (generated subdomains, link farms): a link to another host counts its page's hops + 1, a
@@ -29,11 +44,15 @@ import xxhash
 
 from raycrawl.errors import ErrorKind
 from raycrawl.formats.storage import Store, u64
+from raycrawl.urls import fingerprint, host_of
 
 _SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape
 _TEMPLATE = b"T"  # T <hash of host, path template> -> URLs seen with that template
 _HOST = b"h"  # h <hash of host> -> URLs of the host scheduled
 _SEED_HOST = b"g"  # g <hash of host> -> 1: a seed's host
+_CHAIN = b"c"  # c <fingerprint> -> its step along a template chain (stored when > 0)
+_CHAIN_DEEP = b"C"  # C <hash of host, template> -> URLs scheduled 2+ steps along its chains
+CHAIN_LINKS = 2  # a page with at most this many links of its own host and template is a chain's
 _HEX_ID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{8,}")
 _NUMBER = re.compile(r"\d+")
 
@@ -48,6 +67,24 @@ def path_template(path: str) -> str:
     return _NUMBER.sub("{n}", _HEX_ID.sub(hex_id, path))
 
 
+def url_template(url: str) -> str:
+    """The template of a URL within its host: its path template and its query's keys."""
+    parts = urlsplit(url)
+    template = path_template(parts.path)
+    if parts.query:
+        keys = sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)})
+        template += "?" + "&".join(keys)
+    return template
+
+
+_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _skeleton(url: str) -> str:
+    """The URL up to its query, without digits."""
+    return url.partition("?")[0].translate(_DIGITS)
+
+
 def repeated_segments(path: str) -> int:
     """How often the most repeated path segment occurs (``/a/b/a/b/a`` -> 3)."""
     segments = [s for s in path.split("/") if s]
@@ -57,11 +94,13 @@ def repeated_segments(path: str) -> int:
 class TrapGuard:
     """Counts URL shapes and per-host schedules in a strategy worker's store."""
 
-    def __init__(self, store: Store, max_segment_repeats: int, max_query_variants: int,
+    def __init__(self, store: Store, max_segment_repeats: int, max_query_variants: int | None,
                  max_pages_per_host: int | None, max_path_variants: int | None = None,
                  max_path_segments: int | None = None,
-                 max_host_hops: int | None = None) -> None:
+                 max_host_hops: int | None = None, max_template_chain: int | None = None
+                 ) -> None:
         self.store = store
+        self.max_template_chain = max_template_chain
         self.max_host_hops = max_host_hops
         self.max_segment_repeats = max_segment_repeats
         self.max_query_variants = max_query_variants
@@ -95,12 +134,47 @@ class TrapGuard:
             return hops
         return 0 if self._count(_SEED_HOST + u64(xxhash.xxh64_intdigest(host.encode()))) else hops
 
-    def verdict(self, url: str, host: str, hops: int = 0) -> ErrorKind | None:
-        """None to schedule ``url`` (``hops`` from a seed's host, see :meth:`hops`); else the
-        error kind it ends with.  Counts it either way it is scheduled, so call it once per
-        new URL."""
+    def chains(self, parent: str, links: list[tuple[str, str, int, bool]]) -> dict[int, int]:
+        """The chain steps of a page's links (see the module docstring): ``parent`` is the
+        page's URL, ``links`` all its links of this worker (url, host, fingerprint, new),
+        known or not.  Returns fingerprint -> step for the links that continue a chain."""
+        if self.max_template_chain is None:
+            return {}
+        host, template = host_of(parent), url_template(parent)
+        # Two URLs of one template without hex ids have one path once their digits are
+        # dropped: a test in C that spares most links the template (urls are canonical).
+        skeleton = None if "{h}" in template else _skeleton(parent)
+        same = []
+        for url, h, fp, new in links:
+            if h != host:
+                continue
+            if (skeleton is None or _skeleton(url) == skeleton) and url_template(url) == template:
+                same.append(fp)
+                if len(same) > CHAIN_LINKS:
+                    return {}
+            elif new:  # a page that leads somewhere new (a listing's items) is no chain
+                return {}
+        if not same:
+            return {}
+        step = self._count(_CHAIN + u64(fingerprint(parent))) + 1
+        return {fp: step for fp in same}
+
+    def verdict(self, url: str, host: str, hops: int = 0, chain: int = 0) -> ErrorKind | None:
+        """None to schedule ``url`` (``hops`` from a seed's host, see :meth:`hops`; ``chain``
+        steps along a template chain, see :meth:`chains`); else the error kind it ends with.
+        Counts it either way it is scheduled, so call it once per new URL."""
         if self.max_host_hops is not None and hops > self.max_host_hops:
             return ErrorKind.TRAP
+        if chain >= 2 and self.max_template_chain is not None:
+            deep = _CHAIN_DEEP + u64(xxhash.xxh64_intdigest(
+                f"{host}\n{url_template(url)}".encode()))
+            if self._count(deep) >= self.max_template_chain:
+                return ErrorKind.TRAP
+            self._bump(deep)
+        if chain:
+            key = _CHAIN + u64(fingerprint(url))
+            self.counts[key] = chain
+            self.dirty.add(key)
         parts = urlsplit(url)
         if repeated_segments(parts.path) > self.max_segment_repeats:
             return ErrorKind.TRAP
@@ -113,7 +187,7 @@ class TrapGuard:
             if self._count(template) >= self.max_path_variants:
                 return ErrorKind.TRAP
             self._bump(template)
-        if parts.query:
+        if parts.query and self.max_query_variants is not None:
             keys = ",".join(sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}))
             digest = xxhash.xxh64_intdigest(f"{host}\n{parts.path}\n{keys}".encode())
             shape = _SHAPE + u64(digest)
