@@ -153,6 +153,17 @@ def test_batches_sharing_a_limit_share_its_requests_in_flight():
     (b'<a href="/a">1</a><map><area href="b"></map><a>none</a><a href="/c">3</a>',
      "text/html", ["http://a.com/a", "http://a.com/b", "http://a.com/c"]),
     (b'<base href="http://[::1"><a href="x">', "text/html", ["http://a.com/x"]),  # bad base
+    # navigational <link rel> kinds (case and extra words aside), not a page's parts
+    (b'<head><link rel="stylesheet" href="/s.css"><link rel="search" href="search.html">'
+     b'<link rel="NEXT prefetch" href="/p2"><link rel="icon" href="/f.ico">'
+     b'<link rel="canonical" href="/c"><link rel="alternate" hreflang="de" href="/de">'
+     b'<link href="/no-rel"></head><a href="/a">a</a>', "text/html",
+     ["http://a.com/a", "http://a.com/search.html", "http://a.com/p2", "http://a.com/c",
+      "http://a.com/de"]),
+    (b'<frameset><frame src="left.html"><frame src="/right"></frameset>', "text/html",
+     ["http://a.com/left.html", "http://a.com/right"]),
+    (b'<p>x<iframe src="/embedded"></iframe><a href="/after">', "text/html",
+     ["http://a.com/after", "http://a.com/embedded"]),
 ])
 @pytest.mark.parametrize("parser", ["lexbor", "parsel"])
 def test_extraction(body, ctype, expected, parser):

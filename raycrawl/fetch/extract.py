@@ -16,7 +16,27 @@ from w3lib.encoding import html_to_unicode
 from raycrawl.config import LINK_PARSERS
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-_HREFS = "//a/@href | //area/@href"
+# <link rel> kinds that lead to pages (as wget, Heritrix and Nutch follow them); not
+# stylesheet, icon, preload and the like, which are a page's parts.  rel=canonical is followed
+# as a link: the canonical page is fetched once like any URL (dedup makes it free when it is
+# the page itself); it does not rename or merge the page that names it.
+NAVIGATIONAL_RELS = frozenset({
+    "alternate", "next", "prev", "previous", "first", "last", "up", "index", "contents",
+    "start", "home", "search", "help", "glossary", "chapter", "section", "subsection",
+    "appendix", "archives", "author", "canonical", "bookmark"})
+# Anchors, then the other elements: one selector over all of them costs a sixth more.
+_OTHERS_CSS = "link[href], frame[src], iframe[src]"
+_OTHERS_XPATH = "//link[@href] | //frame[@src] | //iframe[@src]"
+
+
+def _target(tag: str, attrs: dict[str, str | None]) -> str | None:
+    """The URL an element leads to, if it is a link to follow."""
+    if tag in ("frame", "iframe"):
+        return attrs.get("src") or ""
+    if tag == "link" and not NAVIGATIONAL_RELS.intersection(
+            (attrs.get("rel") or "").lower().split()):
+        return None
+    return attrs.get("href") or ""
 
 
 def is_html(content_type: str | None) -> bool:
@@ -33,9 +53,10 @@ def decode_html(body: bytes, content_type: str | None) -> str:
 
 def extract_links(page_url: str, body: bytes, content_type: str | None,
                   parser: str = "lexbor") -> list[str]:
-    """Absolute link targets (``<a href>``, ``<area href>``) of an HTML page, in document
-    order, not yet canonical.  Relative links are resolved against ``<base href>`` when the
-    page has one."""
+    """Absolute link targets of an HTML page, not yet canonical: ``<a href>`` and ``<area
+    href>`` in document order, then ``<link href>`` of a navigational ``rel``
+    (``NAVIGATIONAL_RELS``), ``<frame src>`` and ``<iframe src>``.  Relative links are
+    resolved against ``<base href>`` when the page has one."""
     text = decode_html(body, content_type)
     if not text.strip():
         return []
@@ -44,10 +65,14 @@ def extract_links(page_url: str, body: bytes, content_type: str | None,
         node = doc.css_first("base[href]")
         base = node.attributes.get("href") if node is not None else None
         hrefs = [n.attributes.get("href") or "" for n in doc.css("a[href], area[href]")]
+        hrefs += [t for n in doc.css(_OTHERS_CSS)
+                  if (t := _target(n.tag, n.attributes)) is not None]
     elif parser == "parsel":
         sel = Selector(text=text, type="html")
         base = sel.xpath("//base/@href").get()
-        hrefs = sel.xpath(_HREFS).getall()
+        hrefs = sel.xpath("//a/@href | //area/@href").getall()
+        hrefs += [t for n in sel.xpath(_OTHERS_XPATH)
+                  if (t := _target(n.root.tag, n.attrib)) is not None]
     else:
         raise ValueError(f"unknown link parser {parser!r}, not one of {LINK_PARSERS}")
     base_url = page_url
