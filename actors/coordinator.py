@@ -200,6 +200,8 @@ class Coordinator:
                           self.failed_passes + 1)
             return False
         step = self.control.step(status, self.controls_pending)
+        if step.stall:
+            log.warning("%s", step.stall)
         ok = True
         try:
             await self._share_cpus(status)

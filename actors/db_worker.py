@@ -158,7 +158,7 @@ class DBWorker:
     def report(self) -> DBWorkerReport:
         report = self.shard.report(self.running, len(self.in_flight), self.gate,
                                    self.loop_errors, self.timers, self.storage_error,
-                                   self.fetchers.rerun.faults).replace(
+                                   self.fetchers.rerun.faults, self.fetch_quota or 0).replace(
             fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
             fetch_workers=self.fetchers.held)
         self.metrics.report(report, self.shard.slots.counts())

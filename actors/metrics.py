@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raycrawl.frontier.reports import DBWorkerReport
+from raycrawl.frontier.shard import REASONS
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ METRICS = (
     Metric("raycrawl_items", "counter", "spider items committed"),
     Metric("raycrawl_fetch_seconds", "histogram", "time of one request, from start to body read"),
     Metric("raycrawl_queued", "gauge", "URLs queued in the DB worker"),
+    Metric("raycrawl_queued_by_reason", "gauge",
+           "queued URLs by why they are not being fetched now (ready, politeness, "
+           "host-backoff, retry-after, robots-retry, host-busy, retry-backoff, parked, "
+           "depth-gate, budget, paused)", ("reason",)),
     Metric("raycrawl_in_flight", "gauge", "URLs leased to batches being fetched or handed over"),
     Metric("raycrawl_hosts", "gauge",
            "hosts by state: active (being fetched), backed-off (failing), parked", ("state",)),
@@ -125,6 +130,9 @@ class CrawlMetrics:
     def report(self, report: DBWorkerReport, hosts: Mapping[str, int]) -> None:
         """Set the gauges from a worker's report and its hosts by state."""
         self._m["raycrawl_queued"].set(report.queued, tags=self.tags)
+        for reason in REASONS:
+            self._m["raycrawl_queued_by_reason"].set(report.queued_by_reason.get(reason, 0),
+                                                     tags={**self.tags, "reason": reason})
         self._m["raycrawl_in_flight"].set(report.leased_urls, tags=self.tags)
         self._m["raycrawl_fetch_workers"].set(report.fetch_workers, tags=self.tags)
         for state, n in (("not-due", report.waiting), ("due", report.due),

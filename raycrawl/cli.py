@@ -10,7 +10,7 @@ import time
 from typing import Any, NoReturn
 
 from raycrawl.config import CODECS, LINK_PARSERS
-from raycrawl.display import ProgressBar, revisit_counters, status_line
+from raycrawl.display import ProgressBar, reasons_text, revisit_counters, status_line
 from raycrawl.errors import CrawlUnavailable, RaycrawlError
 from raycrawl.frontier.control import Phase
 from raycrawl.frontier.reports import CrawlStatus
@@ -186,6 +186,11 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"parked hosts {s.parked_hosts}, {s.pages_per_s} pages/s, depth gate {s.depth_gate}, "
           f"status written {age:.0f} s ago")
     print(f"fetch workers: {s.fetch_workers}" + (f" ({s.waiting})" if s.waiting else ""))
+    if s.queued_by_reason:
+        print(f"queued, by why they wait: {reasons_text(s)}")
+    if s.stalls:
+        print(f"stalls: {s.stalls} (queued URLs, nothing in flight, no wait: see the "
+              f"coordinator's log)")
     if r := revisit_counters(s):
         print(f"revisits: {r.pop('revisits')}, " + ", ".join(f"{k} {v}" for k, v in r.items()))
     if s.warc_records:

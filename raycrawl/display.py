@@ -26,6 +26,12 @@ def revisit_counters(s: CrawlStatus) -> dict[str, str]:
             "freshness": "-" if s.freshness is None else f"{s.freshness:.0%}"}
 
 
+def reasons_text(s: CrawlStatus) -> str:
+    """Why the queued URLs wait, most first: ``ready 10, politeness 4``."""
+    return ", ".join(f"{k} {n}" for k, n in sorted(s.queued_by_reason.items(),
+                                                   key=lambda kv: -kv[1]))
+
+
 def status_line(s: CrawlStatus) -> str:
     """One line: phase, counters, pages/s (and why it waits, if it does)."""
     waiting = f", {s.waiting}" if s.waiting else ""
@@ -50,6 +56,10 @@ def status_html(s: CrawlStatus) -> str:
     ]
     if s.waiting:
         counters.append(("waiting", s.waiting))
+    if s.queued_by_reason:
+        counters.append(("queued, by why", reasons_text(s)))
+    if s.stalls:
+        counters.append(("stalls", s.stalls))
     counters += revisit_counters(s).items()
     if s.items_total:
         counters.append(("items", s.items_total))

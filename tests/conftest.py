@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from raycrawl.config import CrawlConfig
 from raycrawl.formats.storage import Store
+from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.testing.synthweb import SyntheticWeb
 
 
@@ -24,7 +26,8 @@ def ray_session() -> Iterator[str]:
     from actors.options import NAMESPACE
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ctx = ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
+    # "local": a new instance even where a `ray start` cluster runs (the cluster tests own one)
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
                    logging_level="WARNING")
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
@@ -36,6 +39,36 @@ def store(tmp_path) -> Iterator[Store]:
     s = Store(str(tmp_path / "db"))
     yield s
     s.close()
+
+
+class Committing(StrategyRunner):
+    """Commits after every call, as the strategy worker does once the scoring log is queued."""
+
+    def add_seeds(self, seeds):
+        out = super().add_seeds(seeds)
+        self.commit()
+        return out
+
+    def process_spider_log(self, pages, links):
+        out = super().process_spider_log(pages, links)
+        self.commit()
+        return out
+
+
+@pytest.fixture
+def runner_for(tmp_path):
+    """make(runner=Committing, **settings): a strategy runner over a store of its own (4
+    partitions, as tests.test_strategy.P)."""
+    stores = []
+
+    def make(runner=Committing, **settings):
+        store = Store(str(tmp_path / f"sw{len(stores)}"))
+        stores.append(store)
+        return runner(CrawlConfig(partitions=4, **settings), store)
+
+    yield make
+    for s in stores:
+        s.close()
 
 
 @pytest.fixture

@@ -112,3 +112,29 @@ def test_a_storage_error_ends_the_crawl_naming_the_store(tmp_path):
     sw = StrategyWorkerReport(storage_error="store /s/strategy-worker-0: write failed: x")
     step = control.step(control.status((idle(),), (sw,)), 0)
     assert step.end is not None and "strategy-worker-0" in step.end[1]
+
+
+def test_a_stall_is_found_after_stall_s_logged_and_counted_once(tmp_path):
+    clock = [1000.0]
+    control = CrawlControl(config(tmp_path), clock=lambda: clock[0])
+    control.set_phase(Phase.RUNNING)
+    sw = (StrategyWorkerReport(),)
+
+    def step(**reasons):
+        worker = idle(queued=sum(reasons.values()), activity=int(clock[0]),
+                      queued_by_reason=reasons)
+        return control.step(control.status((worker,), sw), 0)
+
+    assert step(politeness=3, ready=2).stall == ""  # a delay will pass: no stall
+    clock[0] += 30
+    assert step(politeness=3).stall == ""
+    assert step(ready=2, parked=1).stall == ""  # it begins
+    clock[0] += 9
+    assert step(ready=2, parked=1).stall == ""
+    clock[0] += 2
+    stall = step(ready=2, parked=1).stall
+    assert stall == "stalled for 10 s: 3 URLs queued (parked 1, ready 2), nothing in flight"
+    clock[0] += 20
+    assert step(ready=2, parked=1).stall == ""  # counted once
+    assert control.status((idle(),), sw).stalls == 1
+    assert step(paused=2).stall == ""  # a paused worker waits on purpose

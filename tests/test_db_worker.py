@@ -6,8 +6,10 @@ import pyarrow as pa
 import pytest
 
 from raycrawl.config import CrawlConfig
+from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
 from raycrawl.formats.output import read_pages
+from raycrawl.frontier.politeness import Wait
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.robots import RobotsPolicy
 from raycrawl.frontier.shard import DBShard, ended_rows
@@ -239,3 +241,31 @@ def test_a_robots_txt_that_cannot_be_read_parks_its_host_after_the_bound(worker,
             clock.now = worker.slots.ready_at["h.com"]
     assert tries == [0, 2, 6, 14, 30]
     assert worker.triage([entry(0)]).ended == [(entry(0), "robots-unavailable")]
+
+
+def test_every_queued_url_has_a_reason_and_they_add_up(worker, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("raycrawl.frontier.shard.time", clock)
+    monkeypatch.setattr("raycrawl.frontier.queue.time", clock)
+    slots = worker.slots
+    worker.queue.push([entry(0, "ready.com"), entry(1, "ready.com"), entry(2, "busy.com"),
+                       entry(3, "busy.com"), entry(4, "slow.com"), entry(5, "down.com"),
+                       entry(6, "gone.com"), entry(7, "robots.com"), entry(8, "busy.com")])
+    _, leased = worker.queue.cut(1, 1, slots, None, 100)  # a batch holds ready.com's first
+    assert [e.host for e in leased] == ["ready.com"]
+    worker.release_hosts(["ready.com"])
+    slots.lease({"busy.com"})
+    slots.push_back("slow.com", clock.now + 5, Wait.POLITENESS)
+    slots.record_outcome("down.com", healthy=False, now=clock.now)
+    slots.park("gone.com", ErrorKind.HOST_UNREACHABLE)
+    slots.push_back("robots.com", clock.now + 5, Wait.ROBOTS)
+    # a retry of ready.com's first URL waits its backoff
+    worker.complete(1, schemas.empty(schemas.SPIDER_LOG_PAGES), [dataclasses.replace(
+        leased[0], attempts=1, not_before=clock.now + 4)])
+    reasons = worker.reasons(None, fetching=True)
+    assert reasons == {"ready": 1, "retry-backoff": 1, "host-busy": 3, "politeness": 1,
+                       "host-backoff": 1, "parked": 1, "robots-retry": 1}
+    assert sum(reasons.values()) == worker.queue.queued == 9
+    clock.now += 10  # every wait passed
+    reasons = worker.reasons(0, fetching=False)
+    assert reasons == {"host-busy": 3, "parked": 1, "paused": 5}

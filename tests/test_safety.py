@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -46,9 +47,15 @@ def hostile_crawl(ray_session, tmp_path_factory):
             retries=1, retry_backoff_s=0.05,
             robots_retry_s=0.2, robots_give_up_s=3.0, robots_timeout_s=1.0,
             max_host_hops=2).start()
-        stats = crawl.wait(timeout=240, interval_s=0.3)
+        samples = []  # every queued URL has a reason, all along
+        while (stats := crawl.stats())["phase"] in ("starting", "running"):
+            samples.append((stats["queued"], sum(stats["queued_by_reason"].values()),
+                            dict(stats["queued_by_reason"])))
+            assert stats["elapsed_s"] < 240, stats
+            time.sleep(0.3)
+        stats = crawl.wait(timeout=60, interval_s=0.3)
         rows = {r["url"]: r for r in crawl.pages().to_pylist()}
-        yield web, stats, rows
+        yield web, stats, rows, samples
     finally:
         web.stop()
 
@@ -58,7 +65,7 @@ def row(rows, address, web, path):
 
 
 def test_hostile_crawl_finishes_with_every_outcome_visible(hostile_crawl):
-    web, stats, rows = hostile_crawl
+    web, stats, rows, _ = hostile_crawl
     assert stats["phase"] == "finished"
     kinds = stats["error_kinds"]
     for kind in ("redirect-loop", "too-many-redirects", "timeout", "too-large", "trap",
@@ -67,8 +74,19 @@ def test_hostile_crawl_finishes_with_every_outcome_visible(hostile_crawl):
     assert len(rows) == stats["rows_written"]  # one row per URL
 
 
+def test_every_queued_url_has_a_reason_and_the_crawl_never_stalls(hostile_crawl):
+    _, stats, _, samples = hostile_crawl
+    assert any(queued for queued, _, _ in samples)
+    for queued, reasons, by_reason in samples:
+        assert reasons == queued, by_reason
+    waits = {reason for *_, by_reason in samples for reason in by_reason}
+    assert {"robots-retry", "host-busy"} <= waits, waits
+    assert stats["stalls"] == 0
+    assert stats["queued"] == 0 and stats["queued_by_reason"] == {}
+
+
 def test_redirect_loop_and_long_chain_end(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     assert row(rows, MAIN, web, "/loop/a")["status"] == 302
     loop_b = row(rows, MAIN, web, "/loop/b")
     assert loop_b["error"] == "redirect-loop"
@@ -80,7 +98,7 @@ def test_redirect_loop_and_long_chain_end(hostile_crawl):
 
 
 def test_slow_drip_endless_body_and_bomb_are_cut_off(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     drip = row(rows, MAIN, web, "/drip")
     assert (drip["status"], drip["error"]) == (200, "timeout")
     assert len(web.hits(MAIN, "/drip")) == 1  # it answers, too slowly: not retried
@@ -93,7 +111,7 @@ def test_slow_drip_endless_body_and_bomb_are_cut_off(hostile_crawl):
 def test_a_calendar_costs_about_50_requests_by_default(hostile_crawl, shape):
     """In the query (a day back and forth), in the path (next month and next year), a chain of
     next months: each ends as trap after about max_template_chain (50) requests."""
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     calendar = [r for u, r in rows.items() if shape in u]
     fetched = [r for r in calendar if r["status"] == 200]
     assert 50 <= len(fetched) <= 55, len(fetched)
@@ -104,13 +122,13 @@ def test_a_calendar_costs_about_50_requests_by_default(hostile_crawl, shape):
 
 
 def test_repeated_path_segments_are_a_trap(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     assert row(rows, MAIN, web, "/deep/a/b/a/b/a/b/a/b")["error"] == "trap"
     assert web.hits(MAIN, "/deep/a/b/a/b/a/b/a/b") == []
 
 
 def test_hostile_shapes_never_hurt_the_normal_pages(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     # robots.txt redirecting to port 99999: the 3xx stands (allow all), the host is crawled.
     for path in ("/", "/x", "/y"):
         assert row(rows, BADPORT, web, path)["status"] == 200
@@ -125,7 +143,7 @@ def test_hostile_shapes_never_hurt_the_normal_pages(hostile_crawl):
 
 
 def test_a_chain_of_hosts_ends_at_max_host_hops(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     for address in FARM[:2]:  # within max_host_hops (2)
         assert row(rows, address, web, "/")["status"] == 200
         assert len(web.hits(address, "/")) == 1
@@ -139,7 +157,7 @@ def test_a_chain_of_hosts_ends_at_max_host_hops(hostile_crawl):
 
 
 def test_500_then_success_and_429_retry_after(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     flaky = row(rows, MAIN, web, "/flaky")
     assert (flaky["status"], flaky["error"], flaky["attempts"]) == (200, None, 2)
     busy = row(rows, MAIN, web, "/busy")
@@ -149,7 +167,7 @@ def test_500_then_success_and_429_retry_after(hostile_crawl):
 
 
 def test_bad_bytes_and_binary(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     assert row(rows, MAIN, web, "/badbytes")["status"] == 200
     assert row(rows, MAIN, web, "/after-bad")["status"] == 200  # the link still came through
     assert row(rows, MAIN, web, "/binary")["content_type"] == "image/png"
@@ -157,13 +175,13 @@ def test_bad_bytes_and_binary(hostile_crawl):
 
 
 def test_redirect_outside_allowed_network_is_refused(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     assert row(rows, FORBIDDEN, web, "/secret")["error"] == "blocked-address"
     assert web.hits(FORBIDDEN) == []  # never connected
 
 
 def test_robots_rules_crawl_delay_and_failures(hostile_crawl):
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     for path in ("/private/1", "/private/2"):
         assert row(rows, RULES, web, path)["error"] == "robots"
         assert web.hits(RULES, path) == []
@@ -178,7 +196,7 @@ def test_robots_rules_crawl_delay_and_failures(hostile_crawl):
 
 
 def test_unreachable_host_is_backed_off_then_parked(hostile_crawl):
-    _, stats, rows = hostile_crawl
+    _, stats, rows, _ = hostile_crawl
     dead = [rows[u] for u in DEAD_URLS]
     assert all(r["status"] is None for r in dead)
     # Its robots.txt is unreachable (RFC 9309: disallow all): tried again with a short
@@ -195,7 +213,7 @@ def test_every_robots_txt_failure_ends_its_hosts_urls(hostile_crawl, shape):
     few times within robots_give_up_s, then the host's URLs end as robots-unavailable; one
     whose redirect cannot be followed (a blocked address, a loop past 5 hops) is
     "unavailable": allow all."""
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     address = ROBOTS_SHAPES[shape]
     tries = len(web.hits(address, "/robots.txt"))
     if shape in UNREACHABLE_ROBOTS:
@@ -212,7 +230,7 @@ def test_every_robots_txt_failure_ends_its_hosts_urls(hostile_crawl, shape):
 
 def test_a_slow_page_holds_none_of_its_siblings_links(hostile_crawl):
     """The drip runs 15 s; the pages fetched before it hand their links over meanwhile."""
-    web, _, rows = hostile_crawl
+    web, _, rows, _ = hostile_crawl
     drip = row(rows, DRIP, web, "/drip")
     assert drip["error"] == "timeout" and len(web.hits(DRIP, "/drip")) == 1
     (drip_start,) = web.hits(DRIP, "/drip")

@@ -3,10 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from raycrawl.config import CrawlConfig
 from raycrawl.errors import StrategyError
 from raycrawl.formats import schemas
-from raycrawl.formats.storage import Store
 from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.models import URLState
 from raycrawl.strategy import CrawlingStrategy, load_strategy
@@ -50,34 +48,6 @@ def spider_log(pages, links):
         "body": [None] * len(links), "age_s": [None] * len(links),
         "modified_at": [None] * len(links), "hops": [(*link, 0)[4] for link in links]})
     return page_batch, link_batch
-
-
-class Committing(StrategyRunner):
-    """Commits after every call, as the strategy worker does once the scoring log is queued."""
-
-    def add_seeds(self, seeds):
-        out = super().add_seeds(seeds)
-        self.commit()
-        return out
-
-    def process_spider_log(self, pages, links):
-        out = super().process_spider_log(pages, links)
-        self.commit()
-        return out
-
-
-@pytest.fixture
-def runner_for(tmp_path):
-    stores = []
-
-    def make(runner=Committing, **settings):
-        store = Store(str(tmp_path / f"sw{len(stores)}"))
-        stores.append(store)
-        return runner(CrawlConfig(partitions=P, **settings), store)
-
-    yield make
-    for s in stores:
-        s.close()
 
 
 def test_seeds_are_scheduled_once(runner_for):

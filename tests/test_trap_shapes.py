@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from raycrawl.frontier.traps import url_template
-from tests.test_strategy import Committing, feed, runner_for, spider_log  # noqa: F401 (fixture)
+from tests.test_strategy import feed, spider_log
 
 PAGES_PER_BATCH = 100
 
@@ -73,7 +73,7 @@ def pagination(path: str) -> list[str]:
 
 def crawl(runner_for, links_of, max_pages: int = 20_000) -> tuple[Counter[str], int]:
     """Fetched URLs by template, and the number of traps."""
-    r = runner_for(runner=Committing)
+    r = runner_for()
     queue = [row["url"] for row in r.add_seeds(feed(["http://h.test/"])).to_pylist()]
     fetched: Counter[str] = Counter()
     traps = 0

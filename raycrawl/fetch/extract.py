@@ -7,6 +7,7 @@ API Scrapy users know).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector
@@ -29,7 +30,7 @@ _OTHERS_CSS = "link[href], frame[src], iframe[src]"
 _OTHERS_XPATH = "//link[@href] | //frame[@src] | //iframe[@src]"
 
 
-def _target(tag: str, attrs: dict[str, str | None]) -> str | None:
+def _target(tag: str | None, attrs: Mapping[str, str | None]) -> str | None:
     """The URL an element leads to, if it is a link to follow."""
     if tag in ("frame", "iframe"):
         return attrs.get("src") or ""

@@ -31,6 +31,12 @@ from raycrawl.frontier.reports import (
 from raycrawl.urls import url_info
 
 RATE_WINDOW_S = 5.0  # pages/s is measured over this window
+# Queued URLs, nothing in flight and no URL waiting for a time of its own, this long: a stall
+# (a bug to fix: the reasons say what holds the URLs), logged and counted.
+STALL_S = 10.0
+# The reasons of DBShard.reasons that end at a time of their own (a host's delay, backoff, ...)
+TIMED_REASONS = frozenset({"politeness", "host-backoff", "retry-after", "robots-retry",
+                           "host-busy", "retry-backoff"})
 STATUS_WRITE_S = 1.0  # status.json is rewritten at most this often (and at every end)
 
 
@@ -64,6 +70,7 @@ class Step:
     verdict: Verdict = Verdict.CONTINUE
     end: tuple[Phase, str] | None = None  # (phase, reason) to end with
     budget: tuple[Move, ...] = ()  # allowance moves between DB workers (with max_pages)
+    stall: str = ""  # a stall that began: what is queued and why (to log)
 
 
 @dataclass
@@ -103,6 +110,9 @@ class CrawlControl:
         self.cluster = cluster
         self.lease_renewed = 0.0
         self.save_error = ""
+        self.stalls = 0
+        self.stalled_since: float | None = None  # when the current stall began
+        self.stall_counted = False
         os.makedirs(config.state_dir, exist_ok=True)
         take_lease(config.state_dir, config.crawl_id, generation, cluster, clock)
         saved = _read_or_none(config.state_dir, COORDINATOR)
@@ -182,7 +192,7 @@ class CrawlControl:
             phase=self.phase, reason=self.reason, depth_gate=self.detector.gate,
             elapsed_s=round(now - self.started, 1), out=self.config.out,
             state=self.config.state_dir, updated_at=now, fetch_workers=fetch_workers,
-            waiting=waiting)
+            waiting=waiting, stalls=self.stalls)
         status = status.replace(
             pages_per_s=round(self.rate.observe(now, status.fetched), 1),
             revisits_per_s=round(self.revisit_rate.observe(now, status.revisits), 1))
@@ -213,4 +223,27 @@ class CrawlControl:
         if end is None and run_for is not None and self.clock() - self.started >= run_for:
             end = (Phase.FINISHED, f"ran for {run_for:g} s")
         moves = () if self.budget is None or end else tuple(self.budget.plan(shares))
-        return Step(restart=restart, verdict=verdict, end=end, budget=moves)
+        stall = self._watch_stall(status) if end is None else ""
+        return Step(restart=restart, verdict=verdict, end=end, budget=moves, stall=stall)
+
+    def _watch_stall(self, status: CrawlStatus) -> str:
+        """A stall that lasted ``STALL_S`` (counted once): URLs queued, no batch in flight,
+        none waiting for a time of its own, the crawl not waiting for CPUs.  Returns what
+        to log, once a stall is found."""
+        reasons = status.queued_by_reason
+        stalled = (status.queued > 0 and status.in_flight_batches == 0 and not status.waiting
+                   and not TIMED_REASONS.intersection(reasons)
+                   and "paused" not in reasons)
+        if not stalled:
+            self.stalled_since, self.stall_counted = None, False
+            return ""
+        now = self.clock()
+        if self.stalled_since is None:
+            self.stalled_since = now
+        elif not self.stall_counted and now - self.stalled_since >= STALL_S:
+            self.stall_counted = True
+            self.stalls += 1
+            why = ", ".join(f"{k} {n}" for k, n in sorted(reasons.items()))
+            return (f"stalled for {STALL_S:g} s: {status.queued} URLs queued ({why}), "
+                    f"nothing in flight")
+        return ""

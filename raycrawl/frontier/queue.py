@@ -30,7 +30,7 @@ import itertools
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -59,6 +59,19 @@ def _stored_visit(raw: bytes | None) -> int:
     return int.from_bytes(raw, "big") if raw else 1
 
 
+@dataclass(slots=True)
+class HostQueue:
+    """A host's queued URLs: how many, and of those the ones with a time before which they
+    are not fetched (a retry's backoff, a revisit's due time), by second (wall clock)."""
+
+    queued: int = 0
+    later: Counter[int] = field(default_factory=Counter)
+
+    def not_yet(self, now: float) -> int:
+        """Its URLs not to be fetched before a time still to come."""
+        return sum(n for second, n in self.later.items() if second >= now)
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A batch's completion added to a WriteBatch, to :meth:`FrontierQueue.apply` once it is
@@ -66,6 +79,7 @@ class Completion:
 
     fresh: list[int]
     layers: Counter[int] = field(default_factory=Counter)
+    queued: tuple[Entry, ...] = ()  # retries queued again
     released: int = 0  # leases dropped
     waiting: int = 0  # next visits put in the time index
     due: Counter[int] = field(default_factory=Counter)  # revisits queued, by due second
@@ -87,9 +101,14 @@ class FrontierQueue:
         self.due: Counter[int] = Counter()
         track = revisits or self.waiting > 0
         self.by_layer: Counter[int] = Counter()
+        # Queued entries by host, and of those the ones not to be fetched before a time (a
+        # retry's backoff), by second: why URLs wait (see :meth:`reasons`).
+        self.hosts: dict[str, HostQueue] = {}
         for key, raw_entry in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
-            if track and (entry := Entry.unpack(raw_entry)).visit > 1:
+            entry = Entry.unpack(raw_entry)
+            self._count_in((entry,))
+            if track and entry.visit > 1:
                 self.due[int(entry.not_before)] += 1
         self.leased_total = sum(1 for _ in store.scan(_L, _L + b"\xff"))  # URLs under lease
         self.enqueued_total = 0
@@ -134,10 +153,11 @@ class FrontierQueue:
         later = [e for e in fresh if e.not_before > now]  # a strategy's ``at``
         for entry in later:
             self._put_waiting(wb, entry)
-        layers = self._put_entries(wb, [e for e in fresh if e.not_before <= now]
-                                   if later else fresh)
+        queued = [e for e in fresh if e.not_before <= now] if later else fresh
+        layers = self._put_entries(wb, queued)
         self.store.write(wb)
         self.by_layer.update(layers)
+        self._count_in(queued)
         self.waiting += len(later)
         self.enqueued_total += len(fresh)
         return len(fresh)
@@ -169,6 +189,7 @@ class FrontierQueue:
         layers = self._put_entries(wb, entries)
         self.store.write(wb, sync=False)  # lost with the machine: still due, moved again
         self.by_layer.update(layers)
+        self._count_in(entries)
         self.waiting -= len(moved)
         self.due.update(self._due_seconds(entries))
         self.due_head = moved[-1][0]
@@ -227,6 +248,7 @@ class FrontierQueue:
         layers = self._put_entries(wb, to_queue)
         self.store.write(wb)
         self.by_layer.update(layers)
+        self._count_in(to_queue)
         self.waiting -= len(to_queue)
         self.due.update(self._due_seconds(to_queue))
 
@@ -293,6 +315,7 @@ class FrontierQueue:
         # Not synced: a lease lost with the machine leaves its URLs queued, to be cut again.
         self.store.write(wb, sync=False)
         self.by_layer.subtract(layers)  # counted once the leases are written
+        self._count_out([e for _, e in taken])
         for second, n in self._due_seconds([e for _, e in taken]).items():
             if (left := self.due[second] - n) > 0:
                 self.due[second] = left
@@ -334,15 +357,39 @@ class FrontierQueue:
                 wb.delete(_O + u64(fp))
                 waiting += 1
         layers = self._put_entries(wb, retry, done_delta=len(fresh))
-        return Completion(list(fresh), layers, released, waiting, self._due_seconds(retry))
+        return Completion(list(fresh), layers, tuple(retry), released, waiting,
+                          self._due_seconds(retry))
 
     def apply(self, completion: Completion) -> None:
         """Count a completion whose WriteBatch was written."""
         self.done_total += len(completion.fresh)
         self.by_layer.update(completion.layers)
+        self._count_in(completion.queued)
         self.leased_total -= completion.released
         self.waiting += completion.waiting
         self.due.update(completion.due)
+
+    def _count_in(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            host = self.hosts.get(entry.host)
+            if host is None:
+                host = self.hosts[entry.host] = HostQueue()
+            host.queued += 1
+            if entry.not_before:
+                host.later[int(entry.not_before)] += 1
+
+    def _count_out(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            host = self.hosts[entry.host]
+            host.queued -= 1
+            if entry.not_before:
+                second = int(entry.not_before)
+                if host.later[second] > 1:
+                    host.later[second] -= 1
+                else:
+                    del host.later[second]
+            if not host.queued:
+                del self.hosts[entry.host]
 
     def _put_entries(self, wb: WriteBatch, entries: tuple[Entry, ...] | list[Entry],
                      done_delta: int = 0) -> Counter[int]:
@@ -375,6 +422,7 @@ class FrontierQueue:
         layers = self._put_entries(wb, entries)
         self.store.write(wb)
         self.by_layer.update(layers)
+        self._count_in(entries)
         self.due.update(self._due_seconds(entries))
         self.leased_total -= len(leased)
         return entries

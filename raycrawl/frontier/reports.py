@@ -94,6 +94,8 @@ class DBWorkerReport(_Record):
     due: int = 0  # revisits due and queued
     overdue: int = 0  # of those, due for more than raycrawl.frontier.revisits.OVERDUE_S
     revisits: int = 0  # rows committed for visits after the first (this incarnation)
+    # Why its queued URLs are not being fetched, each counted once (DBShard.reasons' words)
+    queued_by_reason: Mapping[str, int] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> DBWorkerReport:
         return dataclasses.replace(self, **changes)
@@ -168,6 +170,11 @@ class CrawlStatus(_Record):
     elapsed_s: float = 0.0
     fetch_workers: int = 0  # the crawl's share of the cluster's CPUs (one fetch worker each)
     waiting: str = ""  # why it fetches nothing though work is queued (e.g. no CPU share)
+    # Why each queued URL is not being fetched (ready, politeness, host-backoff, retry-after,
+    # robots-retry, host-busy, retry-backoff, parked, depth-gate, budget, paused: see
+    # raycrawl.frontier.shard.DBShard.reasons); the counts add up to ``queued``.
+    queued_by_reason: Mapping[str, int] = field(default_factory=dict)
+    stalls: int = 0  # times the crawl sat with work queued, nothing in flight and no wait
     # Revisits: URLs not due yet, revisits due and queued, those overdue, revisit rows (since
     # the last start) and their rate, and freshness: the share of revisited URLs whose last
     # fetch is within their interval (not due yet), None before any.
@@ -208,6 +215,7 @@ class CrawlStatus(_Record):
                    warc_records=_sum(db, "warc_records"), not_due=_sum(db, "waiting"),
                    due=_sum(db, "due"), overdue=_sum(db, "overdue"),
                    revisits=_sum(db, "revisits"), freshness=_freshness(db),
+                   queued_by_reason=_merge([r.queued_by_reason for r in db]),
                    db_workers=db, strategy_workers=sw, **fields_)
 
     def replace(self, **changes: Any) -> CrawlStatus:

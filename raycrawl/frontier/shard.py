@@ -41,6 +41,9 @@ from raycrawl.frontier.revisits import OVERDUE_S, RevisitPolicy, Visit
 from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Why a queued URL is not being fetched now (see DBShard.reasons)
+REASONS = ("ready", "politeness", "host-backoff", "retry-after", "robots-retry", "host-busy",
+           "retry-backoff", "parked", "depth-gate", "budget", "paused")
 _COOKIES = b"k"  # k <host> -> the host's cookies (Set-Cookie lines, msgpack)
 CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
 
@@ -129,6 +132,7 @@ class DBShard:
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self._outcomes: dict[str, _HostOutcome] = {}  # hosts of batches still fetching
+        self._reasons: tuple[tuple[int | None, bool, int], float, dict[str, int]] | None = None
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         for batch_id in self.queue.stale_leases():
             leased = self.queue.leased(batch_id)
@@ -428,9 +432,60 @@ class DBShard:
 
     # -- reporting and closing --------------------------------------------------------------
 
+    def reasons(self, gate: int | None, fetching: bool) -> dict[str, int]:
+        """Why each queued URL is not being fetched now, counted (every queued URL once):
+
+        =================  ==============================================================
+        ``ready``          nothing holds it: the next cut may take it
+        ``politeness``     its host waits its delay (or Crawl-delay) since its last request
+        ``host-backoff``   its host failed and is backed off
+        ``retry-after``    its host asked for a pause (429/503 Retry-After)
+        ``robots-retry``   its host's robots.txt could not be read: tried again soon
+        ``host-busy``      its host is being fetched by a batch (``per_host``)
+        ``retry-backoff``  it failed and waits its own backoff before the next attempt
+        ``parked``         its host is parked: it ends at the next cut
+        ``depth-gate``     it is deeper than the depth being crawled (``--max-depth``)
+        ``budget``         the crawl's ``max_pages`` is held by URLs done or in flight
+        ``paused``         this worker cuts no batch (paused, or no fetch worker yet)
+        =================  ==============================================================
+
+        The first seven end at a time of their own; the others, with nothing in flight, mean
+        the crawl is stalled (see ``CrawlControl``).  Read at most once a second (it visits
+        every host with queued URLs)."""
+        now, wall = time.monotonic(), time.time()
+        key = (gate, fetching, self.queue.queued)  # the counts add up to the queue's, always
+        if self._reasons is not None and self._reasons[0] == key and now - self._reasons[1] < 1.0:
+            return self._reasons[2]
+        reasons: Counter[str] = Counter()
+        for host, queued in self.queue.hosts.items():
+            if self.slots.park_reason(host, now) is not None:
+                reasons["parked"] += queued.queued
+            elif host in self.slots.leased:
+                reasons["host-busy"] += queued.queued
+            elif (why := self.slots.waiting(host, now)) is not None:
+                reasons[why.value] += queued.queued
+            else:
+                later = queued.not_yet(wall)
+                reasons["retry-backoff"] += later
+                reasons["ready"] += queued.queued - later
+        ready = reasons.pop("ready", 0)
+        if gate is not None:
+            deeper = min(ready, self.queue.queued - self.queue.queued_up_to(gate))
+            reasons["depth-gate"] += deeper
+            ready -= deeper
+        if self.config.max_pages is not None and self.allowance.value <= self.held:
+            reasons["budget"] += ready
+        elif not fetching:
+            reasons["paused"] += ready
+        else:
+            reasons["ready"] += ready
+        counted = {k: n for k, n in reasons.items() if n}
+        self._reasons = (key, now, counted)
+        return counted
+
     def report(self, running: bool, in_flight: int, gate: int | None, loop_errors: int,
                timers: dict[str, float], storage_error: str = "",
-               fetch_faults: int = 0) -> DBWorkerReport:
+               fetch_faults: int = 0, fetch_quota: int | None = None) -> DBWorkerReport:
         c, q = self.counters, self.queue
         return DBWorkerReport(
             queued=q.queued, queued_at_gate=q.queued if gate is None else q.queued_up_to(gate),
@@ -446,6 +501,7 @@ class DBShard:
             items_total=self.output.items_total, items_written=self.output.items_written,
             out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
             warc_records=c.warc_records, waiting=q.waiting, due=sum(q.due.values()),
+            queued_by_reason=self.reasons(gate, running and fetch_quota != 0),
             overdue=q.overdue(time.time(), OVERDUE_S), revisits=c.revisits)
 
     def flush(self) -> None:
