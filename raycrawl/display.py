@@ -35,6 +35,8 @@ def reasons_text(s: CrawlStatus) -> str:
 def status_line(s: CrawlStatus) -> str:
     """One line: phase, counters, pages/s (and why it waits, if it does)."""
     waiting = f", {s.waiting}" if s.waiting else ""
+    if s.queued and not s.in_flight_batches and s.queued_by_reason:  # say what it waits for
+        waiting += f" (queued: {reasons_text(s)})"
     revisits = ""
     if r := revisit_counters(s):
         revisits = (f", revisits {r['revisits']}, due {r['due']}, overdue {r['overdue']}, "

@@ -34,6 +34,19 @@ def test_the_line_and_the_table_say_what_the_crawl_does():
     assert "waiting for CPUs" in html
 
 
+def test_the_line_says_what_queued_urls_wait_for_when_nothing_is_in_flight():
+    db = (DBWorkerReport(queued=3, queued_by_reason={"retry-backoff": 1, "politeness": 2}),
+          DBWorkerReport(queued=1, queued_by_reason={"robots-retry": 1}))
+    s = CrawlStatus.aggregate(db, (), phase=Phase.RUNNING, stalls=1)
+    assert s.queued == sum(s.queued_by_reason.values()) == 4
+    assert status_line(s).endswith(
+        "(queued: politeness 2, retry-backoff 1, robots-retry 1)")
+    assert "politeness 2, retry-backoff 1, robots-retry 1" in status_html(s)
+    assert "stalls" in status_html(s)
+    busy = s.replace(in_flight_batches=1)
+    assert "queued:" not in status_line(busy)
+
+
 def test_a_revisiting_crawl_shows_its_revisits_due_overdue_and_freshness():
     assert "revisits" not in status_line(STATUS)  # not a revisiting crawl
     db = (DBWorkerReport(waiting=30, due=8, overdue=2, revisits=50),
