@@ -179,7 +179,10 @@ def test_stop_drains_and_writes_output(ray_session, tmp_path):
         c = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
                   **{**FAST, "delay_s": 0.1, "robots": False, "retries": 0})
         c.start()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60
+        while c.stats()["fetched"] < 5:  # under way: stopped mid-crawl
+            assert time.monotonic() < deadline, "the crawl did not get going"
+            time.sleep(0.05)
         stats = c.stop()
         assert stats["phase"] == "stopped"
         urls = c.pages().column("url").to_pylist()

@@ -17,7 +17,8 @@ import pytest
 
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 
-pytestmark = pytest.mark.ray
+# The ray start cluster is a session fixture: its tests share one worker under pytest-xdist
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("cluster")]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAYCRAWL = os.path.join(os.path.dirname(sys.executable), "raycrawl")
@@ -135,7 +136,7 @@ def test_two_crawls_share_the_cluster_and_both_show_in_list(ray_cluster, tmp_pat
         for i, web in enumerate(webs):
             procs.append(subprocess.Popen(
                 crawl_cmd(web.seed_url, str(tmp_path / f"out-{i}"), "--delay", "0.2",
-                          "--db-workers", "2", "--crawl-id", f"shared-{i}"),
+                          "--crawl-id", f"shared-{i}"),
                 env=ray_cluster.client_env, cwd=str(tmp_path), stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True))
         listed: dict[str, str] = {}

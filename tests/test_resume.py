@@ -156,6 +156,7 @@ KILLS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.xdist_group("cluster")  # the ray start cluster's tests share one worker
 def test_a_crawl_survives_each_actor_kind_killed_one_after_another(ray_cluster, tmp_path):
     """2 DB and 2 strategy workers, 1800 pages, on a ``ray start`` cluster: a fetch worker, a
     DB worker, a strategy worker and the coordinator killed in turn; every page once, no

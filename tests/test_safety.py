@@ -26,7 +26,8 @@ from tests.hostile import (
     HostileWeb,
 )
 
-pytestmark = pytest.mark.ray
+# One worker under pytest-xdist runs the module: the hostile crawl is one module fixture.
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("hostile")]
 
 
 @pytest.fixture(scope="module")
