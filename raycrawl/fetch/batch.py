@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
@@ -355,33 +356,35 @@ async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
     hosts = asyncio.get_running_loop().create_task(every_host())
     try:
         left = len(by_host)
+        drained = time.monotonic()  # when the running hosts' rows last went out
         while left:
-            names: list[str] = []
-            out = Collector()
             if ended.empty():
                 take = asyncio.ensure_future(ended.get())
-                await asyncio.wait((take, hosts), timeout=EARLY_S,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if not take.done():
+                await asyncio.wait((take, hosts), return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=max(0.0, drained + EARLY_S - time.monotonic()))
+                if take.done():
+                    ended.put_nowait(take.result())
+                else:  # EARLY_S passed with no host ending, or the hosts ended without it
                     take.cancel()
-                    if hosts.done():  # the hosts ended without this one: one raised
+                    if hosts.done():  # one raised
                         hosts.result()
                         raise RuntimeError("a host of the batch ended without its rows")
-                    for collector in running.values():  # EARLY_S passed: what ended so far
-                        if collector.pages["url"]:
-                            out.absorb(collector.take())
-                    if out.pages["url"]:
-                        yield await _part(names, out, warc)
-                    continue
-                ended.put_nowait(take.result())
-            if ended.qsize() < left:  # others still run: they may end with this part
+            if not ended.empty() and ended.qsize() < left:  # others may end with this part
                 await asyncio.wait((hosts,), timeout=HOLD_S)
+            names: list[str] = []
+            out = Collector()
             while not ended.empty():
                 host, rows = ended.get_nowait()
                 names.append(host)
                 out.absorb(rows)
             left -= len(names)
-            yield await _part(names, out, warc)
+            if time.monotonic() - drained >= EARLY_S:  # the URLs of running hosts that ended
+                drained = time.monotonic()
+                for collector in running.values():
+                    if collector.pages["url"]:
+                        out.absorb(collector.take())
+            if names or out.pages["url"]:
+                yield await _part(names, out, warc)
         await hosts
     finally:
         if not hosts.done():

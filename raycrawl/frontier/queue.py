@@ -68,8 +68,12 @@ class HostQueue:
     later: Counter[int] = field(default_factory=Counter)
 
     def not_yet(self, now: float) -> int:
-        """Its URLs not to be fetched before a time still to come."""
-        return sum(n for second, n in self.later.items() if second >= now)
+        """Its URLs not to be fetched before a time still to come (counted by the second, so
+        one may be counted up to a second after it came); forgets the times gone."""
+        gone = [second for second in self.later if second + 1 <= now]
+        for second in gone:
+            del self.later[second]
+        return sum(self.later.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ class FrontierQueue:
         track = revisits or self.waiting > 0
         self.by_layer: Counter[int] = Counter()
         # Queued entries by host, and of those the ones not to be fetched before a time (a
-        # retry's backoff), by second: why URLs wait (see :meth:`reasons`).
+        # retry's backoff), by second: why URLs wait (see DBShard.reasons).
         self.hosts: dict[str, HostQueue] = {}
         for key, raw_entry in store.scan(_Q, _Q + b"\xff"):
             self.by_layer[int.from_bytes(key[1:3], "big")] += 1
@@ -375,15 +379,15 @@ class FrontierQueue:
             if host is None:
                 host = self.hosts[entry.host] = HostQueue()
             host.queued += 1
-            if entry.not_before:
+            if entry.not_before > time.time() - 1:  # a time to come
                 host.later[int(entry.not_before)] += 1
 
     def _count_out(self, entries: Iterable[Entry]) -> None:
         for entry in entries:
             host = self.hosts[entry.host]
             host.queued -= 1
-            if entry.not_before:
-                second = int(entry.not_before)
+            second = int(entry.not_before)
+            if second in host.later:  # (not if its time is gone: forgotten, see not_yet)
                 if host.later[second] > 1:
                     host.later[second] -= 1
                 else:

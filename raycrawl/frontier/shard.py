@@ -449,9 +449,10 @@ class DBShard:
         ``paused``         this worker cuts no batch (paused, or no fetch worker yet)
         =================  ==============================================================
 
-        The first seven end at a time of their own; the others, with nothing in flight, mean
-        the crawl is stalled (see ``CrawlControl``).  Read at most once a second (it visits
-        every host with queued URLs)."""
+        The first seven end at a time of their own, ``paused`` when the crawl resumes or gets
+        CPUs; ``ready``, ``parked``, ``depth-gate`` and ``budget`` with nothing in flight for
+        long mean the crawl is stalled (see ``CrawlControl``).  Read at most once a second
+        (it visits every host with queued URLs)."""
         now, wall = time.monotonic(), time.time()
         key = (gate, fetching, self.queue.queued)  # the counts add up to the queue's, always
         if self._reasons is not None and self._reasons[0] == key and now - self._reasons[1] < 1.0:
