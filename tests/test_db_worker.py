@@ -269,3 +269,26 @@ def test_every_queued_url_has_a_reason_and_they_add_up(worker, monkeypatch):
     clock.now += 10  # every wait passed
     reasons = worker.reasons(0, fetching=False)
     assert reasons == {"host-busy": 3, "parked": 1, "paused": 5}
+
+
+def test_a_revisiting_crawl_tries_robots_txt_again_once_its_urls_are_due(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("raycrawl.frontier.shard.time", clock)
+    shard = DBShard(CrawlConfig(out=str(tmp_path), recrawl_after_s=30.0, robots_retry_s=2.0,
+                                robots_give_up_s=5.0, delay_s=0.0), 0)
+    try:
+        rows = {"origin": ["http://h.com"], "host": ["h.com"], "status": [503],
+                "body": [None], "error": [None]}
+        batch = pa.RecordBatch.from_pydict(rows, schema=schemas.ROBOTS)
+        shard.learn_robots(batch)  # next try 2 s after
+        clock.now += 2
+        shard.learn_robots(batch)  # the next would be 4 s after: past 5 s, given up
+        assert shard.triage([entry(0)]).ended == [(entry(0), "robots-unavailable")]
+        clock.now += 29
+        assert shard.triage([entry(1)]).ended  # still parked
+        clock.now += 2  # the URLs' next visit: robots.txt is read again (a new round)
+        triage = shard.triage([entry(2)])
+        assert triage.ended == [] and triage.fetch == [(entry(2), True)]
+        assert shard.robots.stored("http://h.com").failures == 0
+    finally:
+        shard.close()

@@ -73,6 +73,7 @@ def test_hostile_crawl_finishes_with_every_outcome_visible(hostile_crawl):
                  "blocked-address", "robots", "robots-unavailable"):
         assert kinds.get(kind, 0) >= 1, (kind, kinds)
     assert len(rows) == stats["rows_written"]  # one row per URL
+    assert stats["elapsed_s"] < 120  # by itself, in under two minutes (about 25 s here)
 
 
 def test_every_queued_url_has_a_reason_and_the_crawl_never_stalls(hostile_crawl):
