@@ -1,7 +1,7 @@
 """Nothing lost: kills and crashes mid-crawl, then the invariants.
 
 Each actor kind killed (a fetch worker, a DB worker, a strategy worker, the coordinator) is
-``tests/test_resume.py``'s crawl of 1,800 pages that kills them in turn; here, crashes at each
+``tests/test_on_cluster.py``'s crawl of 1,800 pages that kills them in turn; here, crashes at each
 step of the commit protocol, actors stopped (SIGSTOP) and replaced, ``max_pages`` under faults,
 a full disk.
 

@@ -9,16 +9,20 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 
 import pyarrow.parquet as pq
 import pytest
 
+from raycrawl.formats.output import read_pages
 from raycrawl.testing.synthweb import Link, SyntheticWeb
+from tests.test_faults import IN_FLIGHT
 
-# The ray start cluster is a session fixture: its tests share one worker under pytest-xdist
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("cluster")]
+# Every test of the ray start cluster (a session fixture) is in this file: scripts/test runs
+# pytest-xdist with --dist loadfile, so one worker starts the cluster, once.
+pytestmark = pytest.mark.ray
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAYCRAWL = os.path.join(os.path.dirname(sys.executable), "raycrawl")
@@ -212,3 +216,55 @@ def test_the_launcher_script_crawls_the_cluster_it_runs_on(ray_cluster, tmp_path
         assert_whole(out, web)
     finally:
         web.stop()
+
+
+KILLS_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import ray
+    from raycrawl import Crawl
+    from raycrawl.testing.synthweb import SyntheticWeb
+    from tests.test_faults import SETTINGS, actor_named
+
+    ray.init(address=sys.argv[2], namespace="raycrawl")
+    web = SyntheticWeb(hosts=30, pages_per_host=60, seed=53, latency_s=0.01).start()
+    expected = len(web.reachable())
+    crawl = Crawl(seeds=[web.seed_url], out=sys.argv[1], **SETTINGS).start()
+    killed = []
+    for victim, at in (("db-worker-0/fetcher-", 0.15), ("db-worker-1", 0.3),
+                       ("strategy-worker-0", 0.45), ("coordinator", 0.6)):
+        while crawl.stats()["fetched"] < at * expected:
+            time.sleep(0.05)
+        ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
+        killed.append(victim)
+    stats = crawl.wait(timeout=300, interval_s=0.2)
+    with web.lock:
+        hits = dict(web.hits)
+    print("RESULT", json.dumps({"phase": stats["phase"], "errors": stats["errors"],
+                      "kinds": dict(stats["error_kinds"]), "killed": killed,
+                      "expected": sorted(web.reachable()),
+                      "most": max(hits.values()), "repeats": sum(n - 1 for n in hits.values())}),
+          flush=True)
+    web.stop()
+    ray.shutdown()
+""")
+
+
+def test_a_crawl_survives_each_actor_kind_killed_one_after_another(ray_cluster, tmp_path):
+    """2 DB and 2 strategy workers, 1800 pages, on a ``ray start`` cluster: a fetch worker, a
+    DB worker, a strategy worker and the coordinator killed in turn; every page once, no
+    error row."""
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", KILLS_SCRIPT, str(out), ray_cluster.address],
+                         env=ray_cluster.env,
+                         capture_output=True, text=True, timeout=480,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(results[0].removeprefix("RESULT "))
+    assert result["phase"] == "finished" and len(result["killed"]) == 4
+    assert result["errors"] == 0, result["kinds"]
+    assert len(result["expected"]) >= 1500
+    urls = read_pages(str(out / "pages")).column("url").to_pylist()
+    assert len(urls) == len(set(urls)) and sorted(urls) == result["expected"]
+    assert result["most"] <= 3 and result["repeats"] <= 4 * IN_FLIGHT  # one fault's worth each

@@ -26,8 +26,7 @@ from tests.hostile import (
     HostileWeb,
 )
 
-# One worker under pytest-xdist runs the module: the hostile crawl is one module fixture.
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("hostile")]
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
