@@ -95,10 +95,11 @@ class CrawlConfig:
     # their template (a calendar), this many are scheduled; the rest are traps (None: no limit).
     # See raycrawl.frontier.traps.
     max_template_chain: int | None = 50
-    # Hard caps, off by default (they cut big sites as readily as traps): URLs per (host, path,
-    # query keys), and per (host, path template), before the next is a trap.
-    max_query_variants: int | None = None
-    max_path_variants: int | None = None
+    # Backstops, high by default (as signals they cut big sites as readily as traps): URLs per
+    # (host, path, query keys), and per (host, path template), before the next is a trap; they
+    # bound a trap the chain rule does not see (a calendar linking four dates of its own a page).
+    max_query_variants: int | None = 100_000
+    max_path_variants: int | None = 100_000
     max_path_segments: int = 32  # a path with more segments is a trap
     max_pages_per_host: int | None = None  # URLs scheduled per host
     # Host changes on the path from a seed host to a URL before it is a trap (None: no limit):

@@ -19,10 +19,10 @@ query counts, per-host budgets.
   higher limit;
 - a path segment repeated more than ``max_segment_repeats`` times (``/a/b/a/b/a/b/a``), or more
   than ``max_path_segments`` segments (Heritrix's pathological-path and too-many-segments rules);
-- with ``max_path_variants`` (off by default), more URLs than that of one host with one path
-  template; with ``max_query_variants`` (off by default), more URLs than that with the same
-  host, path and query keys: caps that cut big sites as readily as traps, for crawls that
-  want a hard bound per shape;
+- more than ``max_path_variants`` URLs of one host with one path template, more than
+  ``max_query_variants`` with the same host, path and query keys (100,000 each by default:
+  backstops that bound a trap the chains do not see, such as a calendar linking four dates of
+  its own a page; as the main signal they would cut big sites as readily as traps);
 - ``max_pages_per_host`` URLs scheduled for one host (``host-budget``);
 - with ``max_host_hops``, more host changes than that on the path from a seed's host to the
   URL (generated subdomains, link farms): a link to another host counts its page's hops + 1, a
