@@ -48,9 +48,8 @@ METRICS = (
     Metric("raycrawl_fetch_seconds", "histogram", "time of one request, from start to body read"),
     Metric("raycrawl_queued", "gauge", "URLs queued in the DB worker"),
     Metric("raycrawl_queued_by_reason", "gauge",
-           "queued URLs by why they are not being fetched now (ready, politeness, "
-           "host-backoff, retry-after, robots-retry, host-busy, retry-backoff, parked, "
-           "depth-gate, budget, paused)", ("reason",)),
+           f"queued URLs by why they are not being fetched now ({', '.join(REASONS)})",
+           ("reason",)),
     Metric("raycrawl_in_flight", "gauge", "URLs leased to batches being fetched or handed over"),
     Metric("raycrawl_hosts", "gauge",
            "hosts by state: active (being fetched), backed-off (failing), parked", ("state",)),

@@ -22,6 +22,7 @@ from raycrawl.formats.ownership import RENEW_S, release_lease, renew_lease, take
 from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
 from raycrawl.frontier.budget import BudgetPlanner, Move, Share
 from raycrawl.frontier.control import FinishDetector, Phase, Verdict, assign_partitions
+from raycrawl.frontier.politeness import Wait
 from raycrawl.frontier.reports import (
     CrawlStatus,
     DBWorkerReport,
@@ -35,8 +36,7 @@ RATE_WINDOW_S = 5.0  # pages/s is measured over this window
 # (a bug to fix: the reasons say what holds the URLs), logged and counted.
 STALL_S = 10.0
 # The reasons of DBShard.reasons that end at a time of their own (a host's delay, backoff, ...)
-TIMED_REASONS = frozenset({"politeness", "host-backoff", "retry-after", "robots-retry",
-                           "host-busy", "retry-backoff"})
+TIMED_REASONS = frozenset({*(w.value for w in Wait), "host-busy", "retry-backoff"})
 STATUS_WRITE_S = 1.0  # status.json is rewritten at most this often (and at every end)
 
 

@@ -70,9 +70,9 @@ class RobotsPolicy:
             return cls(RobotsKind.RULES, text, now + ttl_s)
         if status is not None and 300 <= status < 500:
             return cls(RobotsKind.ALLOW_ALL, "", now + ttl_s)
-        failing = previous is not None and previous.failures > 0
-        failures = previous.failures + 1 if failing and previous else 1
-        since = previous.failing_since if failing and previous else now
+        failures, since = 1, now
+        if previous is not None and previous.failures > 0:  # failing in a row: one more
+            failures, since = previous.failures + 1, previous.failing_since
         return cls(RobotsKind.UNAVAILABLE, "", now + retry_s * 2 ** (failures - 1), failures,
                    since)
 
