@@ -268,7 +268,8 @@ class Coordinator:
                 self.turn, self.turn_at = self.turn + 1, now
         else:
             self.turn_at = now
-        quotas = within_share(wanted, [r.fetch_workers for r in reports], self.share or 0)
+        quotas = within_share(wanted, [r.fetch_workers for r in reports], self.share or 0,
+                              [max(0, r.fetch_quota) for r in reports])
         await asyncio.gather(*(w.set_fetch_quota(q)
                                for w, q, r in zip(self.db_workers, quotas, reports)
                                if force or r.fetch_quota != q))

@@ -94,3 +94,15 @@ def test_a_quota_grows_only_into_what_retiring_workers_freed():
     for quotas, held in [([0, 2], [2, 0]), ([3, 0, 1], [0, 2, 2])]:
         out = within_share(quotas, held, share=4)
         assert sum(max(q, h) for q, h in zip(out, held)) <= 4
+
+
+def test_a_quota_not_yet_used_counts_as_held():
+    # Worker 0 was granted 1 and has not started its fetch worker yet: it may start it before
+    # it hears that its quota is 0, so worker 1 waits for the next pass (CI, stop 26: both
+    # held one under a cap of one).
+    assert within_share([0, 1], held=[0, 0], share=1, granted=[1, 0]) == [0, 0]
+    assert within_share([0, 1], held=[0, 0], share=1, granted=[0, 0]) == [0, 1]
+    assert within_share([1, 2], held=[0, 1], share=3, granted=[2, 1]) == [1, 1]
+    for quotas, held, granted in [([0, 2], [1, 0], [2, 0]), ([3, 0, 1], [0, 2, 0], [1, 2, 1])]:
+        out = within_share(quotas, held, 4, granted)
+        assert sum(max(q, h, g) for q, h, g in zip(out, held, granted)) <= 4

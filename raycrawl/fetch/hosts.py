@@ -161,47 +161,51 @@ class HostFetcher:
                     headers.update(conditional_headers(row))
                 if jar is not None and (cookie := _cookie_header(jar, row["url"])):
                     headers["Cookie"] = cookie
-                async with self.limit.slot(row["host"]), self.session.request(
-                        row["method"] or "GET", row["url"], headers=headers or None,
-                        data=row["body"], allow_redirects=False) as resp:
-                    status = resp.status
-                    if jar is not None:
-                        jar.update_cookies(resp.cookies, resp.url)
-                    ctype = resp.headers.get("Content-Type")
-                    if status in (429, 503):
-                        retry_after = retry_after_s(resp.headers.get("Retry-After"), fetched_at)
-                    if status == 304 and row["visit"] > 1:  # not modified since the last visit
-                        seen = Seen(False, resp.headers.get("ETag") or row["etag"],
-                                    resp.headers.get("Last-Modified") or row["last_modified"],
-                                    row["digest"])
-                    elif 300 <= status < 400 and "Location" in resp.headers:
-                        location = resp.headers["Location"]
-                        seen = self._seen(row, resp, location.encode("utf-8", "replace"))
-                        if seen.changed:  # else its target is known already
-                            error, targets = self._redirect(row, location, status)
-                        link_depth, link_chain = row["depth"], [*row["redirect_chain"], row["url"]]
-                    else:
-                        sitemap = row["callback"] == SITEMAP
-                        body, too_large = await read_body(resp, max(
-                            opts.max_body_bytes, sitemaps.MAX_BYTES if sitemap else 0))
-                        truncated = "length" if too_large else ""
-                        size = len(body)
-                        seen = self._seen(row, resp, body)
-                        body_digest = seen.digest
-                        if too_large:
-                            error = ErrorKind.TOO_LARGE
-                        elif sitemap:
-                            if seen.changed and status < 300:
-                                error, listed = _read_sitemap(body)
-                        elif seen.changed:  # an unchanged page's links and items are known
-                            if self.follow_links and is_html(ctype) and status < 300:
-                                targets = extract_links(str(resp.url), body, ctype,
-                                                        opts.link_parser)
-                            if self.callbacks is not None and (
-                                    200 <= status < 300 or status in self.handle_status):
-                                parsed = SpiderResponse(str(resp.url), status, resp.headers,
-                                                        body, unpack_meta(row["meta"]),
-                                                        row["depth"], ctype, row["visit"])
+                async with self.limit.slot(row["host"]):
+                    # Sent now: a revisit is due an interval after this, not after the wait.
+                    fetched_at, started = datetime.now(UTC), time.monotonic()
+                    async with self.session.request(
+                            row["method"] or "GET", row["url"], headers=headers or None,
+                            data=row["body"], allow_redirects=False) as resp:
+                        status = resp.status
+                        if jar is not None:
+                            jar.update_cookies(resp.cookies, resp.url)
+                        ctype = resp.headers.get("Content-Type")
+                        if status in (429, 503):
+                            retry_after = retry_after_s(resp.headers.get("Retry-After"), fetched_at)
+                        if status == 304 and row["visit"] > 1:  # not modified since the last visit
+                            seen = Seen(False, resp.headers.get("ETag") or row["etag"],
+                                        resp.headers.get("Last-Modified") or row["last_modified"],
+                                        row["digest"])
+                        elif 300 <= status < 400 and "Location" in resp.headers:
+                            location = resp.headers["Location"]
+                            seen = self._seen(row, resp, location.encode("utf-8", "replace"))
+                            if seen.changed:  # else its target is known already
+                                error, targets = self._redirect(row, location, status)
+                            link_depth = row["depth"]
+                            link_chain = [*row["redirect_chain"], row["url"]]
+                        else:
+                            sitemap = row["callback"] == SITEMAP
+                            body, too_large = await read_body(resp, max(
+                                opts.max_body_bytes, sitemaps.MAX_BYTES if sitemap else 0))
+                            truncated = "length" if too_large else ""
+                            size = len(body)
+                            seen = self._seen(row, resp, body)
+                            body_digest = seen.digest
+                            if too_large:
+                                error = ErrorKind.TOO_LARGE
+                            elif sitemap:
+                                if seen.changed and status < 300:
+                                    error, listed = _read_sitemap(body)
+                            elif seen.changed:  # an unchanged page's links and items are known
+                                if self.follow_links and is_html(ctype) and status < 300:
+                                    targets = extract_links(str(resp.url), body, ctype,
+                                                            opts.link_parser)
+                                if self.callbacks is not None and (
+                                        200 <= status < 300 or status in self.handle_status):
+                                    parsed = SpiderResponse(str(resp.url), status, resp.headers,
+                                                            body, unpack_meta(row["meta"]),
+                                                            row["depth"], ctype, row["visit"])
             except Exception as exc:  # mapped to a kind, or re-raised, by error_kind
                 error = error_kind(exc)
         if self.warc is not None and resp is not None and status is not None:
