@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import StorageError
 from raycrawl.fetch.batch import FetchResult
@@ -26,7 +27,6 @@ from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.reports import DBWorkerReport
 from raycrawl.frontier.shard import DBShard, ended_rows
-from raycrawl.testing.faults import crash_point
 
 from .fetch import FetchPool
 from .logs import tag_logs
@@ -160,7 +160,7 @@ class DBWorker:
                                    self.loop_errors, self.timers, self.storage_error,
                                    self.fetchers.rerun.faults, self.fetch_quota or 0).replace(
             fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
-            fetch_workers=self.fetchers.held)
+            fetch_workers=self.fetchers.size)
         self.metrics.report(report, self.shard.slots.counts())
         return report
 
@@ -297,7 +297,7 @@ class DBWorker:
             self.timers["fetch_s"] += time.monotonic() - started
 
     def _crash(self, point: str) -> None:
-        crash_point(point, self.config.crash_points, self.config.state_dir)
+        faultpoints.reach(point, self.config.state_dir)
 
     async def close(self) -> None:
         await self.fetchers.close()

@@ -109,7 +109,7 @@ class FetchPool:
         return BATCHES_PER_WORKER * len(self.workers)
 
     @property
-    def held(self) -> int:
+    def size(self) -> int:
         """Fetch workers (one CPU each) this pool holds, retiring ones included."""
         return len(self.workers) + len(self.retiring)
 

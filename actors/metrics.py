@@ -134,7 +134,7 @@ class CrawlMetrics:
                                                      tags={**self.tags, "reason": reason})
         self._m["raycrawl_in_flight"].set(report.leased_urls, tags=self.tags)
         self._m["raycrawl_fetch_workers"].set(report.fetch_workers, tags=self.tags)
-        for state, n in (("not-due", report.waiting), ("due", report.due),
+        for state, n in (("not-due", report.not_due), ("due", report.due),
                          ("overdue", report.overdue)):
             self._m["raycrawl_revisits"].set(n, tags={**self.tags, "state": state})
         for state, n in hosts.items():

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import StorageError
 from raycrawl.formats.ownership import check_shared_state
@@ -16,7 +17,6 @@ from raycrawl.formats.storage import Store
 from raycrawl.frontier.reports import StrategyWorkerReport
 from raycrawl.frontier.routing import split_by_owner
 from raycrawl.frontier.strategy_runner import StrategyRunner
-from raycrawl.testing.faults import crash_point
 
 from .logs import tag_logs
 from .options import strategy_worker_name
@@ -77,7 +77,7 @@ class StrategyWorker:
         return self.runner.report().replace(storage_error=self.storage_error)
 
     def _crash(self, point: str) -> None:
-        crash_point(point, self.config.crash_points, self.config.state_dir)
+        faultpoints.reach(point, self.config.state_dir)
 
     def close(self) -> None:
         self.store.close()

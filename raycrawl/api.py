@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from raycrawl.config import CrawlConfig, config_from_mapping
+from raycrawl.config import RETIRED_FIELDS, CrawlConfig, config_from_mapping
 from raycrawl.display import LiveView, ProgressBar, status_html, status_line
 from raycrawl.errors import CrawlStateError, CrawlUnavailable, InvalidURL, SeedError
 from raycrawl.formats.items import read_items
@@ -255,7 +255,8 @@ class Crawl:
         from actors.peers import cluster_address
 
         manifest = read_manifest(state_dir)
-        config = config_from_mapping(manifest["config"])
+        config = config_from_mapping({k: v for k, v in manifest["config"].items()
+                                      if k not in RETIRED_FIELDS})
         if address is not None:
             config = config.replace(address=address)
         crawl = cls(config)

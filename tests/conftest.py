@@ -14,6 +14,7 @@ import pytest
 from raycrawl.config import CrawlConfig
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.strategy_runner import StrategyRunner
+from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
 
 
@@ -28,7 +29,7 @@ def ray_session() -> Iterator[str]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # "local": a new instance even where a `ray start` cluster runs (the cluster tests own one)
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
-                   logging_level="WARNING")
+                   logging_level="WARNING", runtime_env={"env_vars": faults.ENV_VARS})
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
 

@@ -237,7 +237,7 @@ def test_a_robots_txt_that_cannot_be_read_parks_its_host_after_the_bound(worker,
         tries.append(clock.now - 1000.0)
         worker.learn_robots(batch)
         if "h.com" not in worker.slots.parked:
-            assert worker.slots.waiting("h.com", clock.now) == "robots-retry"
+            assert worker.slots.wait_reason("h.com", clock.now) == "robots-retry"
             clock.now = worker.slots.ready_at["h.com"]
     assert tries == [0, 2, 6, 14, 30]
     assert worker.triage([entry(0)]).ended == [(entry(0), "robots-unavailable")]

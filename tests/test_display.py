@@ -49,8 +49,8 @@ def test_the_line_says_what_queued_urls_wait_for_when_nothing_is_in_flight():
 
 def test_a_revisiting_crawl_shows_its_revisits_due_overdue_and_freshness():
     assert "revisits" not in status_line(STATUS)  # not a revisiting crawl
-    db = (DBWorkerReport(waiting=30, due=8, overdue=2, revisits=50),
-          DBWorkerReport(waiting=50, due=12, overdue=0, revisits=25))
+    db = (DBWorkerReport(not_due=30, due=8, overdue=2, revisits=50),
+          DBWorkerReport(not_due=50, due=12, overdue=0, revisits=25))
     s = CrawlStatus.aggregate(db, (), revisits_per_s=3.5)
     assert (s.not_due, s.due, s.overdue, s.revisits, s.freshness) == (80, 20, 2, 75, 0.8)
     line = status_line(s)

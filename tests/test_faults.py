@@ -23,7 +23,8 @@ import ray
 
 from actors.options import NAMESPACE
 from raycrawl import Crawl
-from raycrawl.testing.faults import POINTS
+from raycrawl.faultpoints import POINTS
+from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
 
 pytestmark = pytest.mark.ray
@@ -75,10 +76,10 @@ def actor_named(prefix: str) -> ray.actor.ActorHandle:
 def test_crash_at_each_step_of_the_commit_protocol(ray_session, tmp_path, point):
     web = slow_web(seed=37)
     try:
-        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
-                      **{**SETTINGS, "crash_points": (point,)}).start()
+        faults.arm(str(tmp_path / "out" / "state"), point)
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), **SETTINGS).start()
         stats = crawl.wait(timeout=180, interval_s=0.2)
-        assert (tmp_path / "out" / "state" / f"crash-{point}.fired").exists(), "never fired"
+        assert faults.fired(str(tmp_path / "out" / "state"), point), "never fired"
         assert_invariants(web, crawl, stats)
     finally:
         web.stop()
@@ -135,10 +136,11 @@ def test_max_pages_is_exact_under_faults(ray_session, tmp_path, fault):
     web = slow_web(seed=47)
     max_pages = 40  # of 84 reachable
     try:
-        points = (fault,) if fault in POINTS else ()
+        if fault in POINTS:
+            faults.arm(str(tmp_path / "out" / "state"), fault)
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), max_pages=max_pages,
-                      **{**SETTINGS, "crash_points": points}).start()
-        if not points:
+                      **SETTINGS).start()
+        if fault not in POINTS:
             run_until(crawl, max_pages, 0.25)
             ray.kill(actor_named(f"{crawl.crawl_id}/{fault}"), no_restart=False)
         stats = crawl.wait(timeout=180, interval_s=0.2)

@@ -6,7 +6,6 @@ import socket
 import pytest
 
 from raycrawl.config import CrawlConfig
-from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.extract import extract_links
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
@@ -14,6 +13,7 @@ from raycrawl.formats import schemas
 from raycrawl.formats.entry import Entry
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 from raycrawl.urls import url_info
+from tests.inprocess import fetch_feed
 
 P = 8
 

@@ -74,16 +74,6 @@ def test_complete_outputs_each_url_once(store):
     assert q.stale_leases() == []
 
 
-def test_requeue_puts_leased_entries_back(store):
-    q = FrontierQueue(store, layered=False)
-    q.push([entry(i, f"h{i}.com") for i in range(4)])
-    batch_id, got = q.cut(10, 5, HostSlots(0), None, 100)
-    assert q.queued == 0 and q.stale_leases() == [batch_id]
-    back = q.requeue(batch_id)
-    assert len(back) == 4 and q.queued == 4 and q.stale_leases() == []
-    assert sorted(e.url for e in back) == sorted(e.url for e in got)
-
-
 def test_state_survives_reopen(tmp_path):
     s = Store(str(tmp_path / "db"))
     q = FrontierQueue(s, layered=True)
@@ -147,7 +137,10 @@ def test_cut_seeks_past_what_was_taken_and_never_skips_a_live_entry(store):
     assert {e.url for e in second}.isdisjoint({e.url for e in first})
     # a key that sorts below the seek point: a higher score, a shallower layer, a requeue
     q.push([entry(200, "new.com", depth=1, score=9.0), entry(201, "shallow.com", depth=0)])
-    q.requeue(first_id)
+    wb = store.batch()  # the first batch's URLs all retried
+    completion = q.complete(wb, first_id, [], retry=first)
+    store.write(wb)
+    q.apply(completion)
     slots.release({e.host for e in first}, time.monotonic())
     _, third = q.cut(100, 1, slots, None, 1000)
     urls = [e.url for e in third]

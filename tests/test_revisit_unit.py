@@ -15,7 +15,6 @@ import pytest
 
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import ConfigError
-from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.sitemaps import MAX_URLS, BadSitemap, parse, parse_lastmod
 from raycrawl.formats import schemas
@@ -28,6 +27,7 @@ from raycrawl.strategy import CrawlingStrategy
 from raycrawl.testing.changingweb import ChangingWeb
 from raycrawl.testing.synthweb import Link
 from raycrawl.urls import url_info
+from tests.inprocess import fetch_feed
 
 T0 = 1_700_000_000.0
 GROW, SHRINK = 1.4, 0.8  # the defaults (Nutch's rates)
@@ -129,15 +129,15 @@ def test_urls_due_later_wait_in_the_time_index_and_cuts_never_see_them(store):
     q = FrontierQueue(store, layered=False)
     now = time.time()
     q.push([entry(1), entry(2, not_before=now + 3600), entry(3, not_before=now + 0.2)])
-    assert (q.queued, q.waiting) == (1, 2)
+    assert (q.queued, q.not_due) == (1, 2)
     assert [e.url for e in cut_all(q)] == ["http://a.com/1"]
     assert q.promote(now) == 0 and cut_all(q) == []
     time.sleep(0.25)
     assert q.promote(time.time()) == 1
     assert [e.url for e in cut_all(q)] == ["http://a.com/3"]
-    assert (q.queued, q.waiting) == (0, 1)
+    assert (q.queued, q.not_due) == (0, 1)
     reopened = FrontierQueue(store, layered=False)
-    assert reopened.waiting == 1 and reopened.queued == 0
+    assert reopened.not_due == 1 and reopened.queued == 0
 
 
 def test_completion_records_one_row_per_visit_and_puts_the_next_one(store):
@@ -149,10 +149,10 @@ def test_completion_records_one_row_per_visit_and_puts_the_next_one(store):
     done = q.complete(wb, batch, [e.fingerprint], visits=[1], revisit={e.fingerprint: nxt})
     store.write(wb)
     q.apply(done)
-    assert done.fresh == [e.fingerprint] and q.waiting == 1
+    assert done.fresh == [e.fingerprint] and q.not_due == 1
     wb = store.batch()  # the same visit again (a batch fetched twice): no row, no second entry
     again = q.complete(wb, batch, [e.fingerprint], visits=[1], revisit={e.fingerprint: nxt})
-    assert again.fresh == [] and again.waiting == 0
+    assert again.fresh == [] and again.not_due == 0
     q.promote(time.time())
     batch2, [e2] = q.cut(10, 10, HostSlots(0), None, 100)
     assert e2.visit == 2 and q.due == {}
@@ -170,7 +170,7 @@ def test_overdue_counts_revisits_due_long_ago_until_cut(store):
     for i, late in enumerate([100, 50, 1]):
         q._put_waiting(wb, entry(i, visit=2, not_before=now - late))
     store.write(wb)
-    q.waiting = 3
+    q.not_due = 3
     q.promote(now)
     assert sum(q.due.values()) == 3 and q.overdue(now, 10) == 2
     assert FrontierQueue(store, layered=False, revisits=True).overdue(now, 10) == 2
@@ -195,10 +195,10 @@ def test_a_strategys_at_moves_a_waiting_visit_or_waits_for_the_one_in_flight(sto
     visited(q, store, waiting, now + 3600)
     q.push([flying])
     q.cut(10, 10, HostSlots(0), None, 100)
-    assert (q.waiting, q.queued) == (1, 0)
+    assert (q.not_due, q.queued) == (1, 0)
     q.push([dataclasses.replace(waiting, not_before=now - 1),
             dataclasses.replace(flying, not_before=now + 60)])  # known: rescheduled
-    assert (q.waiting, q.queued) == (0, 1)  # due now: into the queue
+    assert (q.not_due, q.queued) == (0, 1)  # due now: into the queue
     assert q.overrides([flying.fingerprint, waiting.fingerprint]) == {flying.fingerprint: now + 60}
     assert [(e.url, e.visit) for e in cut_all(q)] == [(waiting.url, 2)]
 
@@ -209,9 +209,9 @@ def test_a_sitemaps_lastmod_makes_a_page_fetched_before_its_change_due(store):
     old, recent = entry(1), entry(2, host="b.com")
     visited(q, store, old, now + 3600, fetched=now - 100)
     visited(q, store, recent, now + 3600, fetched=now - 10)
-    assert q.waiting == 2
+    assert q.not_due == 2
     q.changed({old.fingerprint: now - 50, recent.fingerprint: now - 50, 99: now})
-    assert (q.waiting, q.queued) == (1, 1)
+    assert (q.not_due, q.queued) == (1, 1)
     assert [e.url for e in cut_all(q)] == [old.url]
 
 

@@ -87,10 +87,10 @@ def test_a_listed_line_starts_with_the_crawl_id_and_says_why_it_waits():
 
 def test_a_quota_grows_only_into_what_retiring_workers_freed():
     # Worker 0 keeps its fetch worker until its batches end: worker 1 waits for it.
-    assert within_share([0, 1], held=[1, 0], share=1) == [0, 0]
-    assert within_share([0, 1], held=[0, 0], share=1) == [0, 1]
-    assert within_share([2, 2], held=[0, 0], share=4) == [2, 2]
-    assert within_share([1, 3], held=[3, 0], share=4) == [1, 1]
+    assert within_share([0, 1], has=[1, 0], share=1) == [0, 0]
+    assert within_share([0, 1], has=[0, 0], share=1) == [0, 1]
+    assert within_share([2, 2], has=[0, 0], share=4) == [2, 2]
+    assert within_share([1, 3], has=[3, 0], share=4) == [1, 1]
     for quotas, held in [([0, 2], [2, 0]), ([3, 0, 1], [0, 2, 2])]:
         out = within_share(quotas, held, share=4)
         assert sum(max(q, h) for q, h in zip(out, held)) <= 4
@@ -100,9 +100,9 @@ def test_a_quota_not_yet_used_counts_as_held():
     # Worker 0 was granted 1 and has not started its fetch worker yet: it may start it before
     # it hears that its quota is 0, so worker 1 waits for the next pass (CI, stop 26: both
     # held one under a cap of one).
-    assert within_share([0, 1], held=[0, 0], share=1, granted=[1, 0]) == [0, 0]
-    assert within_share([0, 1], held=[0, 0], share=1, granted=[0, 0]) == [0, 1]
-    assert within_share([1, 2], held=[0, 1], share=3, granted=[2, 1]) == [1, 1]
+    assert within_share([0, 1], has=[0, 0], share=1, granted=[1, 0]) == [0, 0]
+    assert within_share([0, 1], has=[0, 0], share=1, granted=[0, 0]) == [0, 1]
+    assert within_share([1, 2], has=[0, 1], share=3, granted=[2, 1]) == [1, 1]
     for quotas, held, granted in [([0, 2], [1, 0], [2, 0]), ([3, 0, 1], [0, 2, 0], [1, 2, 1])]:
         out = within_share(quotas, held, 4, granted)
         assert sum(max(q, h, g) for q, h, g in zip(out, held, granted)) <= 4

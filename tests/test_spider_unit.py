@@ -16,7 +16,6 @@ import pytest
 import raycrawl
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import SpiderError
-from raycrawl.fetch.batch import fetch_feed
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats import schemas
 from raycrawl.formats.entry import unpack_meta
@@ -24,6 +23,7 @@ from raycrawl.formats.items import conform, items_table, read_items, unified_sch
 from raycrawl.spider import load_spider, spider_spec
 from raycrawl.testing.synthweb import Link
 from raycrawl.urls import url_info
+from tests.inprocess import fetch_feed
 
 P = 16
 

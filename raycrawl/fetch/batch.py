@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import aiohttp
 import pyarrow as pa
 
+from raycrawl import faultpoints
 from raycrawl.errors import ErrorKind, InvalidURL
 from raycrawl.fetch.callbacks import CallbackRunner
 from raycrawl.fetch.client import open_session
@@ -34,7 +35,6 @@ from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats import schemas
 from raycrawl.formats.warc import WarcFiles, repair
 from raycrawl.spider import load_spider
-from raycrawl.testing.faults import crash_point
 from raycrawl.urls import request_fingerprint, url_info
 
 
@@ -239,16 +239,6 @@ def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
     return hosts + callbacks
 
 
-async def fetch_feed(feed: pa.RecordBatch, opts: FetchOptions,
-                     session: aiohttp.ClientSession | None = None,
-                     limit: RequestLimit | None = None,
-                     callbacks: CallbackRunner | None = None,
-                     warc: WarcFiles | None = None) -> FetchResult:
-    """Every request of a spider-feed batch fetched: :func:`fetch_hosts`'s parts in one."""
-    return FetchResult.concat([part async for _, part in fetch_hosts(feed, opts, session, limit,
-                                                                    callbacks, warc)])
-
-
 async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
                       session: aiohttp.ClientSession | None = None,
                       limit: RequestLimit | None = None,
@@ -274,7 +264,7 @@ async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
     for this batch alone).  With a spider, ``callbacks`` runs its callbacks (a runner of this
     batch's own when not given).  With ``opts.warc_dir``, every response goes to ``warc``
     (files of this batch's own when not given), synced before its part is yielded."""
-    crash_point("fetch-task.start", opts.crash_points, opts.state_dir)
+    faultpoints.reach("fetch-task.start", opts.state_dir)
     by_host: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in feed.to_pylist():
         by_host[row["host"]].append(row)

@@ -25,7 +25,6 @@ class FetchOptions:
     partitions: int
     user_agent: str
     allow_network: tuple[str, ...]
-    crash_points: tuple[str, ...] = ()
     state_dir: str = ""
     link_parser: str = "lexbor"
     spider: str | None = None
@@ -50,7 +49,7 @@ class FetchOptions:
             total_timeout_s=c.total_timeout_s, max_body_bytes=c.max_body_bytes,
             max_links_per_page=c.max_links_per_page, max_url_length=c.max_url_length,
             max_redirects=c.max_redirects, partitions=c.partitions, user_agent=c.user_agent,
-            allow_network=c.allow_network, crash_points=c.crash_points,
+            allow_network=c.allow_network,
             state_dir=c.state_dir, link_parser=c.link_parser, spider=c.spider,
             spider_source=c.spider_source, spider_code=c.spider_code,
             callback_timeout_s=c.callback_timeout_s,

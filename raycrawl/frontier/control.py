@@ -78,7 +78,7 @@ class FinishDetector:
             self.reason = "strategy finished"
         elif budget_left == 0:
             self.reason = "max pages reached"
-        elif sum(r.queued + r.waiting for r in reports) == 0:  # (waiting: revisits not due)
+        elif sum(r.queued + r.not_due for r in reports) == 0:
             self.reason = "no work left"
         elif self.gate is not None and all(r.queued_at_gate == 0 for r in reports):
             self.gate += 1

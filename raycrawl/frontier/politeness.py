@@ -77,7 +77,7 @@ class HostSlots:
             self.ready_at[host] = until
             self.why[host] = why
 
-    def waiting(self, host: str, now: float) -> Wait | None:
+    def wait_reason(self, host: str, now: float) -> Wait | None:
         """Why ``host`` may not start a request now (None: it may, unless it is leased)."""
         return self.why.get(host) if self.ready_at.get(host, 0.0) > now else None
 

@@ -85,7 +85,7 @@ class Completion:
     layers: Counter[int] = field(default_factory=Counter)
     queued: tuple[Entry, ...] = ()  # retries queued again
     released: int = 0  # leases dropped
-    waiting: int = 0  # next visits put in the time index
+    not_due: int = 0  # next visits put in the time index
     due: Counter[int] = field(default_factory=Counter)  # revisits queued, by due second
 
 
@@ -98,12 +98,12 @@ class FrontierQueue:
         raw = store.get(_C)
         counters: tuple[int, int, int] = tuple(msgpack.unpackb(raw)) if raw else (0, 1, 0)
         self.next_seq, self.next_batch, self.done_total = counters
-        self.waiting = sum(1 for _ in store.scan(_D, _D + b"\xff"))  # URLs not due yet
+        self.not_due = sum(1 for _ in store.scan(_D, _D + b"\xff"))  # URLs not due yet
         self.has_overrides = next(store.scan(_O, _O + b"\xff"), None) is not None
         # Revisits due and queued, by due second (for ``overdue``): read from the entries only
         # when the crawl revisits.
         self.due: Counter[int] = Counter()
-        track = revisits or self.waiting > 0
+        track = revisits or self.not_due > 0
         self.by_layer: Counter[int] = Counter()
         # Queued entries by host, and of those the ones not to be fetched before a time (a
         # retry's backoff), by second: why URLs wait (see DBShard.reasons).
@@ -162,7 +162,7 @@ class FrontierQueue:
         self.store.write(wb)
         self.by_layer.update(layers)
         self._count_in(queued)
-        self.waiting += len(later)
+        self.not_due += len(later)
         self.enqueued_total += len(fresh)
         return len(fresh)
 
@@ -194,7 +194,7 @@ class FrontierQueue:
         self.store.write(wb, sync=False)  # lost with the machine: still due, moved again
         self.by_layer.update(layers)
         self._count_in(entries)
-        self.waiting -= len(moved)
+        self.not_due -= len(moved)
         self.due.update(self._due_seconds(entries))
         self.due_head = moved[-1][0]
         return len(moved)
@@ -253,7 +253,7 @@ class FrontierQueue:
         self.store.write(wb)
         self.by_layer.update(layers)
         self._count_in(to_queue)
-        self.waiting -= len(to_queue)
+        self.not_due -= len(to_queue)
         self.due.update(self._due_seconds(to_queue))
 
     def overrides(self, fingerprints: list[int]) -> dict[int, float]:
@@ -353,15 +353,15 @@ class FrontierQueue:
         for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
             wb.delete(key)
             released += 1
-        waiting = 0
+        not_due = 0
         for fp, visit in fresh.items():
             wb.put(_P + u64(fp), _visit_bytes(visit))
             if revisit and (entry := revisit.get(fp)) is not None:
                 self._put_waiting(wb, entry)
                 wb.delete(_O + u64(fp))
-                waiting += 1
+                not_due += 1
         layers = self._put_entries(wb, retry, done_delta=len(fresh))
-        return Completion(list(fresh), layers, tuple(retry), released, waiting,
+        return Completion(list(fresh), layers, tuple(retry), released, not_due,
                           self._due_seconds(retry))
 
     def apply(self, completion: Completion) -> None:
@@ -370,7 +370,7 @@ class FrontierQueue:
         self.by_layer.update(completion.layers)
         self._count_in(completion.queued)
         self.leased_total -= completion.released
-        self.waiting += completion.waiting
+        self.not_due += completion.not_due
         self.due.update(completion.due)
 
     def _count_in(self, entries: Iterable[Entry]) -> None:
@@ -414,22 +414,6 @@ class FrontierQueue:
         """The entries leased to a batch."""
         return [Entry.unpack(raw) for _, raw in
                 self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1))]
-
-    def requeue(self, batch_id: int) -> list[Entry]:
-        """Put a batch's leased entries back in the queue; the batch's leases are gone
-        afterwards.  Returns the entries put back."""
-        leased = list(self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)))
-        entries = [Entry.unpack(raw) for _, raw in leased]
-        wb = self.store.batch()
-        for key, _ in leased:
-            wb.delete(key)
-        layers = self._put_entries(wb, entries)
-        self.store.write(wb)
-        self.by_layer.update(layers)
-        self._count_in(entries)
-        self.due.update(self._due_seconds(entries))
-        self.leased_total -= len(leased)
-        return entries
 
     def stale_leases(self) -> list[int]:
         """Batch ids leased by an earlier incarnation of this worker."""

@@ -90,7 +90,7 @@ class DBWorkerReport(_Record):
     warc_records: int = 0  # rows committed with their WARC records (this incarnation)
     fetch_quota: int = -1  # fetch workers it may hold (-1: not set by the coordinator yet)
     fetch_workers: int = 0  # fetch workers it holds (retiring ones included)
-    waiting: int = 0  # URLs whose next visit is not due yet (durable count)
+    not_due: int = 0  # URLs whose next visit is not due yet (durable count)
     due: int = 0  # revisits due and queued
     overdue: int = 0  # of those, due for more than raycrawl.frontier.revisits.OVERDUE_S
     revisits: int = 0  # rows committed for visits after the first (this incarnation)
@@ -140,7 +140,7 @@ def _merge(maps: list[Mapping[str, int]]) -> dict[str, int]:
 
 
 def _freshness(db: tuple[DBWorkerReport, ...]) -> float | None:
-    fresh, due = _sum(db, "waiting"), _sum(db, "due")
+    fresh, due = _sum(db, "not_due"), _sum(db, "due")
     return round(fresh / (fresh + due), 3) if fresh + due else None
 
 
@@ -212,7 +212,7 @@ class CrawlStatus(_Record):
                    rows_written=_sum(db, "rows_written"), items_total=_sum(db, "items_total"),
                    items_written=_sum(db, "items_written"), out_of_scope=_sum(db, "out_of_scope"),
                    callback_errors=tuple(e for r in db for e in r.callback_errors)[-5:],
-                   warc_records=_sum(db, "warc_records"), not_due=_sum(db, "waiting"),
+                   warc_records=_sum(db, "warc_records"), not_due=_sum(db, "not_due"),
                    due=_sum(db, "due"), overdue=_sum(db, "overdue"),
                    revisits=_sum(db, "revisits"), freshness=_freshness(db),
                    queued_by_reason=_merge([r.queued_by_reason for r in db]),

@@ -195,18 +195,13 @@ class DBShard:
         (batch id, entries)."""
         if self.config.max_pages is not None:
             max_urls = min(max_urls, self.allowance.value - self.held)
-        if self.queue.waiting:
+        if self.queue.not_due:
             self.queue.promote(time.time())
         batch_id, entries = self.queue.cut(max_urls, self.config.host_batch_cap, self.slots,
                                            gate)
         if entries:
             self.counters.batches_cut += 1
         return batch_id, entries
-
-    def requeue(self, batch_id: int, entries: list[Entry]) -> None:
-        """Put a batch that never started back in the queue and free its hosts."""
-        self.queue.requeue(batch_id)
-        self.release_hosts(e.host for e in entries)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -463,7 +458,7 @@ class DBShard:
                 reasons["parked"] += queued.queued
             elif host in self.slots.leased:
                 reasons["host-busy"] += queued.queued
-            elif (why := self.slots.waiting(host, now)) is not None:
+            elif (why := self.slots.wait_reason(host, now)) is not None:
                 reasons[why.value] += queued.queued
             else:
                 later = queued.not_yet(wall)
@@ -501,7 +496,7 @@ class DBShard:
             allowance=self.allowance.value, held=self.held,
             items_total=self.output.items_total, items_written=self.output.items_written,
             out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
-            warc_records=c.warc_records, waiting=q.waiting, due=sum(q.due.values()),
+            warc_records=c.warc_records, not_due=q.not_due, due=sum(q.due.values()),
             queued_by_reason=self.reasons(gate, running and fetch_quota != 0),
             overdue=q.overdue(time.time(), OVERDUE_S), revisits=c.revisits)
 

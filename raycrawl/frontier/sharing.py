@@ -112,21 +112,21 @@ def split_share(share: int, queued: Sequence[int], turn: int = 0) -> list[int]:
     return quotas
 
 
-def within_share(quotas: Sequence[int], held: Sequence[int], share: int,
+def within_share(quotas: Sequence[int], has: Sequence[int], share: int,
                  granted: Sequence[int] | None = None) -> list[int]:
     """``quotas`` with their growth held back so that the DB workers never hold more than
     ``share`` fetch workers together: a worker whose quota shrank holds its surplus until its
     batches end, so another may grow only into what is free now (the next pass, with fresh
-    ``held`` counts, grants the rest).  ``granted`` is each worker's quota now: a worker may
+    ``has`` counts, grants the rest).  ``granted`` is each worker's quota now: a worker may
     still grow into it until it hears the new one (the new quotas are sent together), so what
     it may hold counts as the larger of the two."""
-    claims = [max(h, g) for h, g in zip(held, granted or held)]
+    claims = [max(h, g) for h, g in zip(has, granted or has)]
     free = max(0, share - sum(claims))
     out = list(quotas)
-    for i, (quota, has) in enumerate(zip(quotas, claims)):
-        if quota > has:
-            grow = min(quota - has, free)
-            out[i] = has + grow
+    for i, (quota, claim) in enumerate(zip(quotas, claims)):
+        if quota > claim:
+            grow = min(quota - claim, free)
+            out[i] = claim + grow
             free -= grow
     return out
 

@@ -1,35 +1,45 @@
-"""Named crash points of the commit protocol, for fault-injection tests.
+"""A fault-injection hook for tests (see :mod:`raycrawl.faultpoints`): it ends the process at
+an armed point, as a kill -9 would.
 
-List points in the config's ``crash_points`` (it travels with the config to every worker and
-fetch worker) and the first process that reaches one ends at once, as a kill -9 would end it.
-Each point fires once per crawl state directory: a marker file (``crash-<point>.fired``) keeps
-the restarted worker from crashing again.  An empty list (the default) costs one tuple test.
-
-Points, in commit order: ``db-worker.cut`` (batch leased), ``fetch-task.start`` (inside the
-fetch worker), ``db-worker.fetched`` (spider log received), ``strategy-worker.decided`` (states
-changed in memory), ``strategy-worker.routed`` (links queued in the DB workers, states not yet
-written), ``db-worker.handed-over`` (strategy workers done, batch not yet completed),
-``db-worker.completed`` (leases released, rows staged), ``db-worker.output-written`` (Parquet
-file in place, not yet recorded in the state).
+A test arms a point for one crawl with :func:`arm` before the crawl starts (a file in its
+state folder); the first process of that crawl to reach the point renames the file to
+``crash-<point>.fired`` and ends, so the point fires once per crawl, and the restarted worker
+goes on.  The test session installs the hook in every Ray worker through ``ray.init``'s
+``runtime_env`` (``env_vars``: :data:`ENV_VARS`).  Production code never imports this module.
 """
 
 from __future__ import annotations
 
 import os
 
-POINTS = ("db-worker.cut", "fetch-task.start", "db-worker.fetched", "strategy-worker.decided",
-          "strategy-worker.routed", "db-worker.handed-over", "db-worker.completed",
-          "db-worker.output-written")
+from raycrawl.faultpoints import ENV
+
+ENV_VARS = {ENV: f"{__name__}:crash_if_armed"}
 
 
-def crash_point(name: str, armed: tuple[str, ...], state_dir: str) -> None:
-    """End this process if ``name`` is armed and has not fired yet for ``state_dir``."""
-    if name not in armed:
+def arm(state_dir: str, point: str) -> None:
+    """Arm ``point`` for the crawl whose state will be in ``state_dir``."""
+    os.makedirs(state_dir, exist_ok=True)
+    with open(_marker(state_dir, point, "armed"), "w"):
+        pass
+
+
+def fired(state_dir: str, point: str) -> bool:
+    return os.path.exists(_marker(state_dir, point, "fired"))
+
+
+def crash_if_armed(point: str, state_dir: str) -> None:
+    """End this process if ``point`` is armed for ``state_dir`` (once: the rename succeeds in
+    one process only)."""
+    armed = _marker(state_dir, point, "armed")
+    if not os.path.exists(armed):
         return
-    marker = os.path.join(state_dir, f"crash-{name}.fired")
     try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+        os.rename(armed, _marker(state_dir, point, "fired"))
+    except FileNotFoundError:  # another process fired it
         return
-    os.close(fd)
     os._exit(137)
+
+
+def _marker(state_dir: str, point: str, kind: str) -> str:
+    return os.path.join(state_dir, f"crash-{point}.{kind}")
