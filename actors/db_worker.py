@@ -18,15 +18,16 @@ import ray
 from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import StorageError
-from raycrawl.fetch.batch import FetchResult
+from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Sink
 from raycrawl.formats import schemas
 from raycrawl.formats.ownership import check_shared_state
+from raycrawl.formats.schemas import ended_rows
 from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.reports import DBWorkerReport
-from raycrawl.frontier.shard import DBShard, ended_rows
+from raycrawl.frontier.shard import DBShard
 
 from .fetch import FetchPool
 from .logs import tag_logs

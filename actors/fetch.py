@@ -27,14 +27,9 @@ import aiohttp
 import pyarrow as pa
 import ray
 
-from raycrawl.fetch.batch import (
-    FetchResult,
-    callback_runner,
-    feed_bound_s,
-    fetch_hosts,
-    warc_files,
-)
+from raycrawl.fetch.batch import callback_runner, feed_bound_s, fetch_hosts, warc_files
 from raycrawl.fetch.client import open_session
+from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun, Sink

@@ -41,7 +41,7 @@ class Request:
     callback: str | None = None  # the spider callback that parses its page (None: ``parse``)
     priority: float | None = None  # a spider follow's priority (built-in strategies use it)
     body: bytes | None = None  # a spider follow's request body (POST)
-    age_s: float | None = None  # a spider follow's revisit interval
+    interval_s: float | None = None  # its revisit interval (a spider follow's age)
     visit: int = 1  # which fetch of the URL a page crawled is (revisits count on)
     hops: int = 0  # host changes on its path from a seed's host
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import aiohttp
 import pyarrow as pa
 
-from raycrawl.fetch.batch import FetchResult, fetch_hosts
+from raycrawl.fetch.batch import fetch_hosts
 from raycrawl.fetch.callbacks import CallbackRunner
+from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats.warc import WarcFiles

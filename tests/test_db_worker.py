@@ -9,10 +9,11 @@ from raycrawl.config import CrawlConfig
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
 from raycrawl.formats.output import read_pages
+from raycrawl.formats.schemas import FetchOutcome, ended
 from raycrawl.frontier.politeness import Wait
 from raycrawl.frontier.queue import Entry
 from raycrawl.frontier.robots import RobotsPolicy
-from raycrawl.frontier.shard import DBShard, ended_rows
+from raycrawl.frontier.shard import DBShard
 
 
 @pytest.fixture
@@ -29,11 +30,10 @@ def entry(i, host="h.com", attempts=0):
 
 def with_outcomes(entries, outcomes):
     """Spider-log rows for entries with (status, error, retry_after) outcomes."""
-    rows = ended_rows([(e, "x") for e in entries]).to_pydict()
-    rows["status"] = [o[0] for o in outcomes]
-    rows["error"] = [o[1] for o in outcomes]
-    rows["retry_after_s"] = [o[2] for o in outcomes]
-    return pa.RecordBatch.from_pydict(rows, schema=schemas.SPIDER_LOG_PAGES)
+    return FetchOutcome.to_batch([
+        dataclasses.replace(ended(e, ErrorKind.INTERNAL_ERROR), status=status,
+                            error=error and ErrorKind(error), retry_after_s=after)
+        for e, (status, error, after) in zip(entries, outcomes)])
 
 
 def test_retryable_outcomes_get_one_more_attempt(worker):
@@ -90,9 +90,9 @@ def test_restart_requeues_leases_and_quarantines_poison(tmp_path):
 
 
 def fetched_rows(entries):
-    rows = ended_rows([(e, "x") for e in entries]).to_pydict()
-    rows["status"], rows["error"] = [200] * len(entries), [None] * len(entries)
-    return pa.RecordBatch.from_pydict(rows, schema=schemas.SPIDER_LOG_PAGES)
+    return FetchOutcome.to_batch([
+        dataclasses.replace(ended(e, ErrorKind.INTERNAL_ERROR), status=200, error=None)
+        for e in entries])
 
 
 def test_a_batch_commits_in_one_write_and_nothing_counts_before_it(worker, monkeypatch):
@@ -171,7 +171,7 @@ class _NoMetrics:
 
 def test_a_batchs_hosts_are_settled_and_released_one_by_one_as_they_end(worker):
     from actors.db_worker import _Fetched
-    from raycrawl.fetch.batch import FetchResult
+    from raycrawl.fetch.collect import FetchResult
 
     worker.queue.push([entry(0, "a.com"), entry(1, "a.com"), entry(2, "b.com"),
                        entry(3, "c.com")])

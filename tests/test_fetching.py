@@ -230,22 +230,22 @@ def test_a_host_that_raises_cancels_its_siblings_before_the_error_leaves(web, mo
     """Nothing of a failed batch keeps running, so its re-run never doubles a host."""
     import time
 
-    from raycrawl.fetch.hosts import HostFetcher
+    from raycrawl.fetch.page import PageFetcher
 
-    real = HostFetcher.page
+    real = PageFetcher.fetch
     running: list[str] = []
 
-    async def page(self, row):
-        if row["host"] == "127.0.0.3":
+    async def fetch(self, req, out, jar=None):
+        if req.host == "127.0.0.3":
             raise RuntimeError("a bug on a hostile page")
-        running.append(row["url"])
+        running.append(req.url)
         try:
             await asyncio.sleep(5)
-            return await real(self, row)
+            return await real(self, req, out, jar)
         finally:
-            running.remove(row["url"])
+            running.remove(req.url)
 
-    monkeypatch.setattr(HostFetcher, "page", page)
+    monkeypatch.setattr(PageFetcher, "fetch", fetch)
     urls = [web.url(Link("p", 0, 1)), web.url(Link("p", 1, 1))]
 
     async def still_running_when_it_raised():
@@ -265,16 +265,16 @@ def test_each_host_comes_out_when_its_own_fetch_ends(web, monkeypatch):
     import time
 
     from raycrawl.fetch.batch import fetch_hosts
-    from raycrawl.fetch.hosts import HostFetcher
+    from raycrawl.fetch.page import PageFetcher
 
-    real = HostFetcher.page
+    real = PageFetcher.fetch
 
-    async def page(self, row, jar=None):
-        if row["host"] == web.address(1):
+    async def fetch(self, req, out, jar=None):
+        if req.host == web.address(1):
             await asyncio.sleep(3.0)
-        return await real(self, row, jar)
+        return await real(self, req, out, jar)
 
-    monkeypatch.setattr(HostFetcher, "page", page)
+    monkeypatch.setattr(PageFetcher, "fetch", fetch)
     urls = [web.url(Link("p", 1, 1)), web.url(Link("p", 0, 1)), web.url(Link("p", 0, 2)),
             web.url(Link("p", 2, 1))]
 
@@ -302,21 +302,21 @@ def test_each_host_comes_out_when_its_own_fetch_ends(web, monkeypatch):
 
 def test_a_consumer_that_stops_early_leaves_no_request_running(web, monkeypatch):
     from raycrawl.fetch.batch import fetch_hosts
-    from raycrawl.fetch.hosts import HostFetcher
+    from raycrawl.fetch.page import PageFetcher
 
-    real = HostFetcher.page
+    real = PageFetcher.fetch
     running: list[str] = []
 
-    async def page(self, row, jar=None):
-        running.append(row["url"])
+    async def fetch(self, req, out, jar=None):
+        running.append(req.url)
         try:
-            if row["host"] == web.address(1):
+            if req.host == web.address(1):
                 await asyncio.sleep(30)
-            return await real(self, row, jar)
+            return await real(self, req, out, jar)
         finally:
-            running.remove(row["url"])
+            running.remove(req.url)
 
-    monkeypatch.setattr(HostFetcher, "page", page)
+    monkeypatch.setattr(PageFetcher, "fetch", fetch)
     urls = [web.url(Link("p", 0, 1)), web.url(Link("p", 1, 1))]
 
     async def first_part_only():

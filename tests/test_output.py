@@ -6,21 +6,14 @@ import pytest
 from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
 from raycrawl.formats.output import DurableOutput, read_pages
-from raycrawl.formats.schemas import page_rows
+from raycrawl.formats.schemas import FetchOutcome, page_rows
 from raycrawl.formats.storage import Store
 
 
 def rows(urls):
-    n = len(urls)
-    return page_rows(schemas.batch(schemas.SPIDER_LOG_PAGES, {
-        "url": urls, "fingerprint": list(range(n)), "host": ["h"] * n, "partition": [0] * n,
-        "depth": [0] * n, "status": [200] * n, "content_type": ["text/html"] * n,
-        "error": [None] * n, "fetched_at": [None] * n, "size_bytes": [1] * n,
-        "duration_s": [0.1] * n, "links_count": [0] * n, "attempts": [1] * n,
-        "redirect_chain": [[]] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
-        "items_count": [0] * n, "out_of_scope": [0] * n, "warc_file": [None] * n,
-        "warc_offset": [None] * n, "visit": [1] * n, "changed": [True] * n, "etag": [None] * n,
-        "last_modified": [None] * n, "digest": [None] * n}))
+    return page_rows(FetchOutcome.to_batch([
+        FetchOutcome(url, i, "h", 0, 0, status=200, content_type="text/html", size_bytes=1,
+                     duration_s=0.1, attempts=1, changed=True) for i, url in enumerate(urls)]))
 
 
 def stage(out, store, urls):

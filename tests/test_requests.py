@@ -100,7 +100,12 @@ async def _round_trip():
 
     from yarl import URL
 
-    from raycrawl.fetch.hosts import MAX_COOKIES, _cookie_header, dump_cookies, load_cookies
+    from raycrawl.fetch.cookies import MAX_COOKIES, dump_cookies, load_cookies
+    from raycrawl.fetch.page import request_headers
+    from raycrawl.formats.schemas import FetchRequest
+
+    def _cookie_header(jar, url):
+        return request_headers(FetchRequest(url, 0, "127.0.0.9", 0, 0), jar).get("Cookie", "")
 
     jar = load_cookies("127.0.0.9", None)
     for i in range(MAX_COOKIES + 20):

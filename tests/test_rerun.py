@@ -2,11 +2,13 @@
 worker when fetched alone, again and again, is poison."""
 
 import asyncio
+import dataclasses
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
 
-from raycrawl.fetch.batch import FetchResult
+from raycrawl.errors import ErrorKind
+from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.rerun import Fault, Rerun
 from raycrawl.formats import schemas
 from raycrawl.frontier.queue import Entry
@@ -21,12 +23,9 @@ def feed(urls_by_host):
 
 def fetched(feed_rows: pa.RecordBatch) -> FetchResult:
     """Every request answered 200."""
-    n = feed_rows.num_rows
-    rows = schemas.ended_rows(feed_rows.select(list(schemas.CARRIED)).to_pydict(), ["x"] * n)
-    cols = rows.to_pydict()
-    cols["error"], cols["status"] = [None] * n, [200] * n
-    return FetchResult.empty()._replace(
-        pages=pa.RecordBatch.from_pydict(cols, schema=schemas.SPIDER_LOG_PAGES))
+    return FetchResult.empty()._replace(pages=schemas.FetchOutcome.to_batch([
+        dataclasses.replace(schemas.ended(r, ErrorKind.INTERNAL_ERROR), status=200, error=None)
+        for r in schemas.FetchRequest.from_batch(feed_rows)]))
 
 
 class Worker:

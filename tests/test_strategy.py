@@ -1,10 +1,13 @@
 """Strategy runner and built-in strategies, without Ray."""
 
+from datetime import UTC, datetime
+
 import pyarrow as pa
 import pytest
 
-from raycrawl.errors import StrategyError
+from raycrawl.errors import ErrorKind, StrategyError
 from raycrawl.formats import schemas
+from raycrawl.formats.schemas import FetchOutcome, LinkFound
 from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.models import URLState
 from raycrawl.strategy import CrawlingStrategy, load_strategy
@@ -21,32 +24,16 @@ def feed(urls, depth=0):
 def spider_log(pages, links):
     """pages: [(url, depth, status, error)], links: [(parent, parent_depth, url, depth)] or
     [(parent, parent_depth, url, depth, host hops)]"""
-    now = pa.scalar(0, type=pa.int64()).cast(schemas.UTC_TIMESTAMP).as_py()
-    pi = [url_info(u, P) for u, *_ in pages]
-    li = [url_info(link[2], P) for link in links]
-    page_batch = schemas.batch(schemas.SPIDER_LOG_PAGES, {
-        "url": [i.url for i in pi], "fingerprint": [i.fingerprint for i in pi],
-        "host": [i.host for i in pi], "partition": [i.partition for i in pi],
-        "depth": [p[1] for p in pages], "status": [p[2] for p in pages],
-        "content_type": ["text/html"] * len(pages), "error": [p[3] for p in pages],
-        "fetched_at": [now] * len(pages), "size_bytes": [0] * len(pages),
-        "duration_s": [0.0] * len(pages), "links_count": [0] * len(pages),
-        "attempts": [1] * len(pages), "redirect_chain": [[]] * len(pages),
-        "retry_after_s": [None] * len(pages), "error_detail": [None] * len(pages),
-        "items_count": [0] * len(pages), "out_of_scope": [0] * len(pages),
-        "warc_file": [None] * len(pages), "warc_offset": [None] * len(pages),
-        "visit": [1] * len(pages), "changed": [True] * len(pages), "etag": [None] * len(pages),
-        "last_modified": [None] * len(pages), "digest": [None] * len(pages)})
-    link_batch = schemas.batch(schemas.SPIDER_LOG_LINKS, {
-        "parent_url": [url_info(p, P).url for p, *_ in links],
-        "parent_depth": [link[1] for link in links], "url": [i.url for i in li],
-        "fingerprint": [i.fingerprint for i in li], "host": [i.host for i in li],
-        "partition": [i.partition for i in li], "depth": [link[3] for link in links],
-        "redirect_chain": [[]] * len(links), "callback": [None] * len(links),
-        "meta": [None] * len(links), "priority": [None] * len(links),
-        "method": [None] * len(links), "headers": [None] * len(links),
-        "body": [None] * len(links), "age_s": [None] * len(links),
-        "modified_at": [None] * len(links), "hops": [(*link, 0)[4] for link in links]})
+    now = datetime.fromtimestamp(0, UTC)
+    page_batch = FetchOutcome.to_batch([
+        FetchOutcome(i.url, i.fingerprint, i.host, i.partition, depth, status=status,
+                     content_type="text/html", error=error and ErrorKind(error), fetched_at=now,
+                     attempts=1, changed=True)
+        for i, (_, depth, status, error) in zip((url_info(u, P) for u, *_ in pages), pages)])
+    link_batch = LinkFound.to_batch([
+        LinkFound(url_info(link[0], P).url, link[1], i.url, i.fingerprint, i.host,
+                  i.partition, link[3], hops=(*link, 0)[4])
+        for i, link in zip((url_info(link[2], P) for link in links), links)])
     return page_batch, link_batch
 
 
@@ -164,7 +151,7 @@ def test_revisits_reach_the_strategy_and_a_sitemaps_lastmod_reaches_the_db_worke
     out = r.process_spider_log(again, schemas.empty(schemas.SPIDER_LOG_LINKS))
     assert [(u, v) for u, v, _ in seen] == [("http://a.com/", 1), ("http://a.com/", 2)]
     assert seen[1][2] is URLState.CRAWLED  # the state stays
-    assert out.column("due_at").to_pylist() == [1e10] and out.column("schedule").to_pylist() == [
+    assert out.column("not_before").to_pylist() == [1e10] and out.column("schedule").to_pylist() == [
         True]
     # A link a sitemap lists with a lastmod: new, it is scheduled as any link; known (crawled),
     # it goes to its DB worker with the lastmod (due now if fetched before).

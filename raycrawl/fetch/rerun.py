@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raycrawl.errors import ErrorKind
-from raycrawl.fetch.batch import FetchResult
+from raycrawl.fetch.collect import FetchResult
 from raycrawl.formats import schemas
 
 
@@ -131,6 +131,6 @@ class Rerun:
 
     def _poison(self, row: pa.RecordBatch) -> FetchResult:
         self.poisoned += 1
-        columns = row.select(list(schemas.CARRIED)).to_pydict()
-        pages = schemas.ended_rows(columns, [ErrorKind.FETCH_TASK_FAILED])
+        pages = schemas.ended_rows((r, ErrorKind.FETCH_TASK_FAILED)
+                                   for r in schemas.FetchRequest.from_batch(row))
         return FetchResult.empty()._replace(pages=pages)

@@ -9,184 +9,217 @@ is two batches, pages and links, joined by ``parent_url``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import pyarrow as pa
 
+from raycrawl.errors import ErrorKind
 from raycrawl.formats.entry import Entry
+from raycrawl.records import UTC_TIMESTAMP, Int32, Record, UInt64
 from raycrawl.urls import URLInfo
 
-UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+__all__ = ["UTC_TIMESTAMP"]  # re-exported: the output's timestamps
+
 URL_LIST = pa.list_(pa.string())
 
-# Which URL a row is about (the link's own, in SPIDER_LOG_LINKS): the first columns of every
-# stream's rows.
-_LOCATED = [
-    ("url", pa.string()),
-    ("fingerprint", pa.uint64()),
-    ("host", pa.string()),
-    ("partition", pa.int32()),
-    ("depth", pa.int32()),
-]
 
-# How a spider's follow asks for its URL, when not a plain GET: the method (null: GET), extra
-# headers (msgpack map) and the body.  A request's fingerprint covers method and body.
-_HTTP = [
-    ("method", pa.string()),
-    ("headers", pa.binary()),
-    ("body", pa.binary()),
-]
-
-# Which fetch of its URL a row is (1: the first; revisits count on), and what the last one
-# saw: its validators, for a conditional request, and its body's digest (sha1), to tell a
-# changed page.
-_VISIT = [
-    ("visit", pa.int32()),
-    ("etag", pa.string()),
-    ("last_modified", pa.string()),
-    ("digest", pa.binary()),
-]
-
-# One request for a fetch worker.  ``redirect_chain`` holds the URLs that redirected to this
-# one, in order; ``delay_s`` is the host's spacing (config delay or robots Crawl-delay);
-# ``robots_needed`` asks the task to fetch the origin's robots.txt first.  ``callback`` and
-# ``meta`` (msgpack) are the spider's: which callback parses the page, what the follow carried.
-SPIDER_FEED = pa.schema([
-    *_LOCATED,
-    ("score", pa.float64()),
-    ("attempts", pa.int32()),
-    ("redirect_chain", URL_LIST),
-    ("delay_s", pa.float64()),
-    ("robots_needed", pa.bool_()),
-    ("callback", pa.string()),
-    ("meta", pa.binary()),
-    *_HTTP,
-    ("cookies", pa.binary()),  # the host's cookies (msgpack), when the crawl keeps them
-    *_VISIT,
-    ("hops", pa.int32()),  # host changes on its path from a seed's host
-])
-
-# One fetched URL: a page crawled (status set) or a request error (status null, error set).
-SPIDER_LOG_PAGES = pa.schema([
-    *_LOCATED,
-    ("status", pa.int32()),
-    ("content_type", pa.string()),
-    ("error", pa.string()),
-    ("fetched_at", UTC_TIMESTAMP),
-    ("size_bytes", pa.int64()),
-    ("duration_s", pa.float64()),
-    ("links_count", pa.int32()),
-    ("attempts", pa.int32()),
-    ("redirect_chain", URL_LIST),
-    ("retry_after_s", pa.float64()),
-    ("error_detail", pa.string()),  # a callback-error's exception, one line
-    ("items_count", pa.int32()),  # items the spider's callback yielded
-    ("out_of_scope", pa.int32()),  # links left out by the crawl's scope
-    ("warc_file", pa.string()),  # with --warc: the file holding the response's records
-    ("warc_offset", pa.int64()),  # and the offset of its request record there
-    *_VISIT,  # this fetch's visit and what it saw (for the next one)
-    ("changed", pa.bool_()),  # the body differs from the last visit's (always on visit 1)
-])
-
-# One extracted link (canonical), already routed: ``partition`` is the link's own.  A spider's
-# follow sets ``callback``, ``meta`` (msgpack) and ``priority``.
-SPIDER_LOG_LINKS = pa.schema([
-    ("parent_url", pa.string()),
-    ("parent_depth", pa.int32()),
-    *_LOCATED,
-    ("redirect_chain", URL_LIST),
-    ("callback", pa.string()),
-    ("meta", pa.binary()),
-    ("priority", pa.float64()),
-    *_HTTP,
-    ("age_s", pa.float64()),  # a follow's revisit interval
-    ("modified_at", pa.float64()),  # when the page last changed (a sitemap's <lastmod>)
-    ("hops", pa.int32()),  # host changes from a seed's host: the parent's, +1 to another host
-])
-
-# One update_score: the strategy's verdict on a URL.
-SCORING_LOG = pa.schema([
-    *_LOCATED,
-    ("score", pa.float64()),
-    ("schedule", pa.bool_()),
-    ("redirect_chain", URL_LIST),
-    ("skip", pa.string()),  # not null: do not fetch, end the URL with this error kind
-    ("callback", pa.string()),
-    ("meta", pa.binary()),
-    *_HTTP,
-    ("age_s", pa.float64()),  # the URL's revisit interval (null: the crawl's)
-    ("due_at", pa.float64()),  # not before this (epoch seconds; a strategy's ``at``)
-    ("modified_at", pa.float64()),  # a fetched URL's page changed then: due now if fetched before
-    ("hops", pa.int32()),  # host changes from a seed's host (0 on a seed's host)
-])
-
-# The cookies a host holds after a batch (a crawl with ``cookies``): Set-Cookie lines, msgpack.
-COOKIES = pa.schema([
-    ("host", pa.string()),
-    ("cookies", pa.binary()),
-])
-
-# One item a spider's callback yielded, as a fetch worker hands it to its DB worker: the page's
-# URL and fingerprint, the item's fields (msgpack).  ``OUT/items`` gets one column per field.
-ITEMS = pa.schema([
-    ("url", pa.string()),
-    ("fingerprint", pa.uint64()),
-    ("item", pa.binary()),
-])
-
-# One robots.txt fetch a fetch worker made for an origin it was asked about.
-ROBOTS = pa.schema([
-    ("origin", pa.string()),
-    ("host", pa.string()),
-    ("status", pa.int32()),
-    ("body", pa.binary()),
-    ("error", pa.string()),
-])
-
-# One row of ``OUT/pages``: the contract's columns first, then extras.
-PAGES = pa.schema([
-    ("url", pa.string()),
-    ("status", pa.int32()),
-    ("depth", pa.int32()),
-    ("content_type", pa.string()),
-    ("fetched_at", UTC_TIMESTAMP),
-    ("error", pa.string()),
-    ("host", pa.string()),
-    ("size_bytes", pa.int64()),
-    ("duration_s", pa.float64()),
-    ("links_count", pa.int32()),
-    ("attempts", pa.int32()),
-    ("redirect_chain", URL_LIST),
-    ("items_count", pa.int32()),
-    ("error_detail", pa.string()),
-    ("warc_file", pa.string()),
-    ("warc_offset", pa.int64()),
-    ("visit", pa.int32()),
-    ("changed", pa.bool_()),
-])
+# Every record starts with which URL it is about (the link's own, in a LinkFound):
+# url, fingerprint, host, partition, depth.  ``redirect_chain`` holds the URLs that redirected
+# to this one, in order.  How a spider's follow asks for its URL, when not a plain GET: the
+# method (None: GET), extra headers (msgpack map) and the body; a request's fingerprint covers
+# method and body.  Which fetch of its URL a row is (``visit``, 1: the first; revisits count
+# on), and what the last one saw: its validators, for a conditional request, and its body's
+# digest (sha1), to tell a changed page.
 
 
-def batch(schema: pa.Schema, columns: dict[str, Any]) -> pa.RecordBatch:
-    """A record batch of ``schema`` from column lists or arrays (every column must be given)."""
-    return pa.RecordBatch.from_arrays(
-        [c if isinstance(c := columns[f.name], pa.Array) else pa.array(c, type=f.type)
-         for f in schema], schema=schema)
+@dataclass(frozen=True, slots=True)
+class FetchRequest(Record):
+    """One request for a fetch worker: a row of the spider feed.  ``delay_s`` is the host's
+    spacing (config delay or robots Crawl-delay); ``robots_needed`` asks the fetch worker to
+    read the origin's robots.txt first; ``callback`` and ``meta`` (msgpack) are the spider's:
+    which callback parses the page, what the follow carried; ``cookies`` the host's (msgpack),
+    when the crawl keeps them."""
+
+    url: str
+    fingerprint: UInt64
+    host: str
+    partition: Int32
+    depth: Int32
+    score: float = 1.0
+    attempts: Int32 = 0
+    redirect_chain: tuple[str, ...] = ()
+    delay_s: float = 0.0
+    robots_needed: bool = False
+    callback: str | None = None
+    meta: bytes | None = None
+    method: str | None = None
+    headers: bytes | None = None
+    body: bytes | None = None
+    cookies: bytes | None = None
+    visit: Int32 = 1
+    etag: str | None = None
+    last_modified: str | None = None
+    digest: bytes | None = None
+    hops: Int32 = 0  # host changes on its path from a seed's host
+
+    @classmethod
+    def of(cls, e: Entry, delay_s: float = 0.0, robots_needed: bool = False,
+           cookies: bytes | None = None) -> FetchRequest:
+        """The request for a queued URL."""
+        return cls(e.url, e.fingerprint, e.host, e.partition, e.depth, e.score, e.attempts,
+                   e.redirect_chain, delay_s, robots_needed, e.callback, e.meta, e.method,
+                   e.headers, e.body, cookies, e.visit, e.etag, e.last_modified, e.digest,
+                   e.hops)
 
 
-# The columns that say which URL a row is about, in the feed, the spider log's pages and the
-# scoring log; with ``attempts``, what a row built for a queued URL carries over from it.
-IDENTITY = (*(name for name, _ in _LOCATED), "redirect_chain", "visit")
-CARRIED = (*IDENTITY, "attempts")
+@dataclass(frozen=True, slots=True)
+class FetchOutcome(Record):
+    """One fetched URL (a row of the spider log's pages): a page crawled (``status`` set) or a
+    request error (``status`` None, ``error`` set)."""
+
+    url: str
+    fingerprint: UInt64
+    host: str
+    partition: Int32
+    depth: Int32
+    status: Int32 | None = None
+    content_type: str | None = None
+    error: ErrorKind | None = None
+    fetched_at: datetime | None = None
+    size_bytes: int = 0
+    duration_s: float = 0.0
+    links_count: Int32 = 0
+    attempts: Int32 = 0
+    redirect_chain: tuple[str, ...] = ()
+    retry_after_s: float | None = None
+    error_detail: str | None = None  # a callback-error's exception, one line
+    items_count: Int32 = 0  # items the spider's callback yielded
+    out_of_scope: Int32 = 0  # links left out by the crawl's scope
+    warc_file: str | None = None  # with --warc: the file holding the response's records
+    warc_offset: int | None = None  # and the offset of its request record there
+    visit: Int32 = 1  # this fetch's visit and what it saw (for the next one)
+    etag: str | None = None
+    last_modified: str | None = None
+    digest: bytes | None = None
+    changed: bool | None = None  # the body differs from the last visit's (always on visit 1)
 
 
-def carried(entries: Sequence[Entry]) -> dict[str, list[Any]]:
-    """The :data:`CARRIED` columns of queued URLs."""
-    return {"url": [e.url for e in entries], "fingerprint": [e.fingerprint for e in entries],
-            "host": [e.host for e in entries], "partition": [e.partition for e in entries],
-            "depth": [e.depth for e in entries],
-            "redirect_chain": [list(e.redirect_chain) for e in entries],
-            "visit": [e.visit for e in entries], "attempts": [e.attempts for e in entries]}
+@dataclass(frozen=True, slots=True)
+class LinkFound(Record):
+    """One extracted link (canonical), already routed (a row of the spider log's links):
+    ``partition`` is the link's own.  A spider's follow sets ``callback``, ``meta`` (msgpack),
+    ``priority``, the request's method, headers and body and ``interval_s``; ``hops`` is the
+    parent's, +1 to another host."""
+
+    parent_url: str
+    parent_depth: Int32
+    url: str
+    fingerprint: UInt64
+    host: str
+    partition: Int32
+    depth: Int32
+    redirect_chain: tuple[str, ...] = ()
+    callback: str | None = None
+    meta: bytes | None = None
+    priority: float | None = None
+    method: str | None = None
+    headers: bytes | None = None
+    body: bytes | None = None
+    interval_s: float | None = None  # a follow's revisit interval
+    modified_at: float | None = None  # when the page last changed (a sitemap's <lastmod>)
+    hops: Int32 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreUpdate(Record):
+    """One update_score (a row of the scoring log): the strategy's verdict on a URL.  ``skip``
+    set: do not fetch, end the URL with that error kind."""
+
+    url: str
+    fingerprint: UInt64
+    host: str
+    partition: Int32
+    depth: Int32
+    score: float = 1.0
+    schedule: bool = True
+    redirect_chain: tuple[str, ...] = ()
+    skip: str | None = None
+    callback: str | None = None
+    meta: bytes | None = None
+    method: str | None = None
+    headers: bytes | None = None
+    body: bytes | None = None
+    interval_s: float | None = None  # the URL's revisit interval (None: the crawl's)
+    not_before: float | None = None  # epoch seconds (a strategy's ``at``)
+    modified_at: float | None = None  # a fetched URL's page changed then: due now if before
+    hops: Int32 = 0  # host changes from a seed's host (0 on a seed's host)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCookies(Record):
+    """The cookies a host holds after a batch (a crawl with ``cookies``): Set-Cookie lines,
+    msgpack."""
+
+    host: str
+    cookies: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFound(Record):
+    """One item a spider's callback yielded, as a fetch worker hands it to its DB worker: the
+    page's URL and fingerprint, the item's fields (msgpack).  ``OUT/items`` gets one column
+    per field."""
+
+    url: str
+    fingerprint: UInt64
+    item: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RobotsFetch(Record):
+    """One robots.txt fetch a fetch worker made for an origin it was asked about."""
+
+    origin: str
+    host: str
+    status: Int32 | None
+    body: bytes
+    error: ErrorKind | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRow(Record):
+    """One row of ``OUT/pages``: the contract's columns first, then extras (all of them a
+    :class:`FetchOutcome`'s)."""
+
+    url: str
+    status: Int32 | None
+    depth: Int32
+    content_type: str | None
+    fetched_at: datetime
+    error: str | None
+    host: str
+    size_bytes: int
+    duration_s: float
+    links_count: Int32
+    attempts: Int32
+    redirect_chain: tuple[str, ...]
+    items_count: Int32
+    error_detail: str | None
+    warc_file: str | None
+    warc_offset: int | None
+    visit: Int32
+    changed: bool | None
+
+
+SPIDER_FEED = FetchRequest.schema()
+SPIDER_LOG_PAGES = FetchOutcome.schema()
+SPIDER_LOG_LINKS = LinkFound.schema()
+SCORING_LOG = ScoreUpdate.schema()
+COOKIES = HostCookies.schema()
+ITEMS = ItemFound.schema()
+ROBOTS = RobotsFetch.schema()
+PAGES = PageRow.schema()
 
 
 def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
@@ -194,39 +227,30 @@ def feed_rows(entries: Sequence[Entry], delay_s: Sequence[float],
               cookies: Sequence[bytes | None] | None = None) -> pa.RecordBatch:
     """A spider-feed batch of queued URLs, each with its host's delay, whether the fetch
     worker must read the origin's robots.txt first, and its host's cookies."""
-    return batch(SPIDER_FEED, {**carried(entries), "score": [e.score for e in entries],
-                               "delay_s": list(delay_s), "robots_needed": list(robots_needed),
-                               "callback": [e.callback for e in entries],
-                               "meta": [e.meta for e in entries],
-                               "method": [e.method for e in entries],
-                               "headers": [e.headers for e in entries],
-                               "body": [e.body for e in entries],
-                               "cookies": list(cookies) if cookies is not None
-                               else [None] * len(entries),
-                               "etag": [e.etag for e in entries],
-                               "last_modified": [e.last_modified for e in entries],
-                               "digest": [e.digest for e in entries],
-                               "hops": [e.hops for e in entries]})
+    jars = cookies if cookies is not None else [None] * len(entries)
+    return FetchRequest.to_batch([FetchRequest.of(e, d, r, c) for e, d, r, c in
+                                  zip(entries, delay_s, robots_needed, jars)])
 
 
 def feed_batch(urls: Iterable[URLInfo], depth: int = 0, score: float = 1.0) -> pa.RecordBatch:
     """A spider-feed batch of canonical URLs, all at ``depth`` with ``score``."""
-    seeds = [Entry(i.url, i.fingerprint, i.host, i.partition, depth, score) for i in urls]
-    return feed_rows(seeds, [0.0] * len(seeds), [False] * len(seeds))
+    return FetchRequest.to_batch([FetchRequest(i.url, i.fingerprint, i.host, i.partition, depth,
+                                               score) for i in urls])
 
 
-def ended_rows(columns: dict[str, list[Any]], kinds: Sequence[str]) -> pa.RecordBatch:
-    """Spider-log page rows for URLs that end without being fetched, each with its error
-    kind; ``columns`` holds their :data:`CARRIED` columns (see :func:`carried`)."""
-    n = len(kinds)
-    return batch(SPIDER_LOG_PAGES, {
-        **{name: columns[name] for name in CARRIED}, "status": [None] * n,
-        "content_type": [None] * n, "error": [str(k) for k in kinds],
-        "fetched_at": [datetime.now(UTC)] * n, "size_bytes": [0] * n, "duration_s": [0.0] * n,
-        "links_count": [0] * n, "retry_after_s": [None] * n, "error_detail": [None] * n,
-        "items_count": [0] * n, "out_of_scope": [0] * n, "warc_file": [None] * n,
-        "warc_offset": [None] * n, "etag": [None] * n, "last_modified": [None] * n,
-        "digest": [None] * n, "changed": [v == 1 or None for v in columns["visit"]]})
+def ended(url: Entry | FetchRequest, kind: ErrorKind) -> FetchOutcome:
+    """The spider-log row of a URL that ends without being fetched, with error ``kind`` (what
+    its last visit saw still stands)."""
+    return FetchOutcome(url.url, url.fingerprint, url.host, url.partition, url.depth,
+                        error=kind, fetched_at=datetime.now(UTC), attempts=url.attempts,
+                        redirect_chain=url.redirect_chain, visit=url.visit,
+                        etag=url.etag, last_modified=url.last_modified, digest=url.digest,
+                        changed=url.visit == 1 or None)
+
+
+def ended_rows(urls: Iterable[tuple[Entry | FetchRequest, ErrorKind]]) -> pa.RecordBatch:
+    """Spider-log page rows of URLs that end without being fetched, each with its kind."""
+    return FetchOutcome.to_batch([ended(url, kind) for url, kind in urls])
 
 
 def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from raycrawl.config import CrawlConfig
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
+from raycrawl.formats.schemas import ScoreUpdate, ended_rows
 from raycrawl.formats.shard_output import ShardOutput
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.budget import Allowance
@@ -46,11 +47,6 @@ REASONS = ("ready", "politeness", "host-backoff", "retry-after", "robots-retry",
            "retry-backoff", "parked", "depth-gate", "budget", "paused")
 _COOKIES = b"k"  # k <host> -> the host's cookies (Set-Cookie lines, msgpack)
 CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
-
-
-def ended_rows(ended: Sequence[tuple[Entry, ErrorKind]]) -> pa.RecordBatch:
-    """Spider-log rows for queued URLs that end without being fetched, each with its kind."""
-    return schemas.ended_rows(schemas.carried([e for e, _ in ended]), [k for _, k in ended])
 
 
 def retryable(kind: ErrorKind | None, status: int | None) -> bool:
@@ -150,23 +146,18 @@ class DBShard:
 
         Idempotent: a URL enqueued here before is ignored, unless the row sets a due time (a
         strategy's ``at``): then that is its next visit's.  Returns how many were queued."""
-        cols = scoring.filter(scoring.column("schedule")).to_pydict()
+        rows = ScoreUpdate.from_batch(scoring.filter(scoring.column("schedule")))
         entries, ended = [], []
-        changed = {fp: at for fp, at in zip(cols["fingerprint"], cols["modified_at"])
-                   if at is not None}
-        for (u, fp, h, p, d, s, chain, skip, callback, meta, method, headers, body, age, at,
-             hops) in zip(
-                cols["url"], cols["fingerprint"], cols["host"], cols["partition"],
-                cols["depth"], cols["score"], cols["redirect_chain"], cols["skip"],
-                cols["callback"], cols["meta"], cols["method"], cols["headers"], cols["body"],
-                cols["age_s"], cols["due_at"], cols["hops"]):
-            entry = Entry(u, fp, h, p, d, s, 0, tuple(chain or ()), not_before=at or 0.0,
-                          callback=callback, meta=meta, method=method, headers=headers,
-                          body=body, interval_s=age, hops=hops or 0)
-            if skip is None:
+        changed = {r.fingerprint: r.modified_at for r in rows if r.modified_at is not None}
+        for r in rows:
+            entry = Entry(r.url, r.fingerprint, r.host, r.partition, r.depth, r.score, 0,
+                          r.redirect_chain, not_before=r.not_before or 0.0,
+                          callback=r.callback, meta=r.meta, method=r.method, headers=r.headers,
+                          body=r.body, interval_s=r.interval_s, hops=r.hops or 0)
+            if r.skip is None:
                 entries.append(entry)
             else:
-                ended.append((entry, ErrorKind(skip)))
+                ended.append((entry, ErrorKind(r.skip)))
         if ended:
             self.complete(0, ended_rows(ended))
         queued = self.queue.push(entries)

@@ -9,13 +9,12 @@ CRAWLED and a link QUEUED in the state only once the links are durably queued.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pyarrow as pa
 
 from raycrawl.config import CrawlConfig
-from raycrawl.formats import schemas
 from raycrawl.formats.entry import pack_meta, unpack_meta
+from raycrawl.formats.schemas import FetchOutcome, FetchRequest, LinkFound, ScoreUpdate
 from raycrawl.formats.storage import Store
 from raycrawl.frontier.reports import StrategyWorkerReport
 from raycrawl.frontier.states import URLStates
@@ -36,7 +35,7 @@ class StrategyRunner:
                                config.max_template_chain)
         self._chains: dict[int, int] = {}  # new links' steps along a template chain
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
-        self._out: dict[str, list[Any]] = {f.name: [] for f in schemas.SCORING_LOG}
+        self._out = ScoreUpdate.columns()  # filled column-wise: a row per link
         self.counters: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # by error kind
 
@@ -78,8 +77,8 @@ class StrategyRunner:
         out["method"].append(None if request.method == "GET" else request.method)
         out["headers"].append(pack_meta(request.headers))
         out["body"].append(request.body)
-        out["age_s"].append(request.age_s)
-        out["due_at"].append(at)
+        out["interval_s"].append(request.interval_s)
+        out["not_before"].append(at)
         out["modified_at"].append(modified_at)
         out["hops"].append(request.hops)
 
@@ -92,8 +91,8 @@ class StrategyRunner:
             skipped=dict(self.skipped))
 
     def _drain(self) -> pa.RecordBatch:
-        result = schemas.batch(schemas.SCORING_LOG, self._out)
-        self._out = {f.name: [] for f in schemas.SCORING_LOG}
+        result = ScoreUpdate.batch_of(self._out)
+        self._out = ScoreUpdate.columns()
         return result
 
     def commit(self) -> None:
@@ -107,12 +106,12 @@ class StrategyRunner:
         self.states.discard()
         self.traps.discard()
 
-    def _requests(self, rows: pa.RecordBatch, age_s: float | None = None) -> list[Request]:
-        cols = rows.to_pydict()
-        return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
-                        state=self.states.state(fp), age_s=age_s)
-                for u, fp, h, p, d in zip(cols["url"], cols["fingerprint"], cols["host"],
-                                          cols["partition"], cols["depth"])]
+    def _requests(self, seeds: pa.RecordBatch, interval_s: float | None = None
+                  ) -> list[Request]:
+        return [Request(url=r.url, fingerprint=r.fingerprint, host=r.host,
+                        partition=r.partition, depth=r.depth,
+                        state=self.states.state(r.fingerprint), interval_s=interval_s)
+                for r in FetchRequest.from_batch(seeds)]
 
     def add_seeds(self, seeds: pa.RecordBatch) -> pa.RecordBatch:
         """Seeds (spider-feed schema) in, scoring log out (commit or discard after)."""
@@ -131,18 +130,18 @@ class StrategyRunner:
         """
         self.states.refresh(pages.column("fingerprint").to_pylist()
                             + links.column("fingerprint").to_pylist())
-        p = pages.to_pydict()
-        for url, fp, host, part, depth, status, ctype, error, visit in zip(
-                p["url"], p["fingerprint"], p["host"], p["partition"], p["depth"], p["status"],
-                p["content_type"], p["error"], p["visit"]):
+        for page in FetchOutcome.from_batch(pages):
+            url, fp, depth, status = page.url, page.fingerprint, page.depth, page.status
+            error, visit = page.error, page.visit
             known = self.states.state(fp)
             if known in (URLState.CRAWLED, URLState.ERROR) and visit == 1:
                 self.counters["duplicate_pages"] += 1
                 continue
             record = self.states.get(fp)
             score = record.score if record is not None else 0.0
-            request = Request(url=url, fingerprint=fp, host=host, partition=part, depth=depth,
-                              state=URLState.QUEUED, visit=visit)
+            request = Request(url=url, fingerprint=fp, host=page.host,
+                              partition=page.partition, depth=depth, state=URLState.QUEUED,
+                              visit=visit)
             if visit > 1:  # a revisit: the strategy hears of it, the URL's state stays
                 request.state = known
                 self.counters["revisits"] += 1
@@ -150,7 +149,8 @@ class StrategyRunner:
                     self.strategy.request_error(request, error or "unknown")
                 else:
                     self.strategy.page_crawled(Response(url=url, status_code=status,
-                                                        request=request, content_type=ctype))
+                                                        request=request,
+                                                        content_type=page.content_type))
                 continue
             if status is None:
                 self.states.set(fp, URLState.ERROR, depth, score)
@@ -161,7 +161,8 @@ class StrategyRunner:
                 self.states.set(fp, URLState.CRAWLED, depth, score)
                 request.state = URLState.CRAWLED
                 self.strategy.page_crawled(Response(url=url, status_code=status,
-                                                    request=request, content_type=ctype))
+                                                    request=request,
+                                                    content_type=page.content_type))
                 self.counters["pages_crawled"] += 1
         self._links_extracted(links)
         self._changed_links(links)
@@ -223,13 +224,10 @@ class StrategyRunner:
 
     @staticmethod
     def _link_requests(links: pa.RecordBatch, rows: list[int]) -> list[Request]:
-        c = links.take(pa.array(rows, type=pa.int64())).to_pydict()
-        return [Request(url=u, fingerprint=fp, host=h, partition=p, depth=d,
-                        redirect_chain=chain or [], callback=callback, meta=unpack_meta(meta),
-                        priority=priority, method=method or "GET", headers=unpack_meta(headers),
-                        body=body, age_s=age, hops=hops or 0)
-                for (u, fp, h, p, d, chain, callback, meta, priority, method, headers, body, age,
-                     hops)
-                in zip(c["url"], c["fingerprint"], c["host"], c["partition"], c["depth"],
-                       c["redirect_chain"], c["callback"], c["meta"], c["priority"], c["method"],
-                       c["headers"], c["body"], c["age_s"], c["hops"])]
+        return [Request(url=k.url, fingerprint=k.fingerprint, host=k.host,
+                        partition=k.partition, depth=k.depth,
+                        redirect_chain=list(k.redirect_chain), callback=k.callback,
+                        meta=unpack_meta(k.meta), priority=k.priority,
+                        method=k.method or "GET", headers=unpack_meta(k.headers), body=k.body,
+                        interval_s=k.interval_s, hops=k.hops or 0)
+                for k in LinkFound.from_batch(links.take(pa.array(rows, type=pa.int64())))]
