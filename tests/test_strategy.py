@@ -151,8 +151,8 @@ def test_revisits_reach_the_strategy_and_a_sitemaps_lastmod_reaches_the_db_worke
     out = r.process_spider_log(again, schemas.empty(schemas.SPIDER_LOG_LINKS))
     assert [(u, v) for u, v, _ in seen] == [("http://a.com/", 1), ("http://a.com/", 2)]
     assert seen[1][2] is URLState.CRAWLED  # the state stays
-    assert out.column("not_before").to_pylist() == [1e10] and out.column("schedule").to_pylist() == [
-        True]
+    assert out.column("not_before").to_pylist() == [1e10]
+    assert out.column("schedule").to_pylist() == [True]
     # A link a sitemap lists with a lastmod: new, it is scheduled as any link; known (crawled),
     # it goes to its DB worker with the lastmod (due now if fetched before).
     _, links = spider_log([], [("http://s.com/sitemap.xml", 0, "http://a.com/", 0),

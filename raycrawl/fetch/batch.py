@@ -98,8 +98,9 @@ async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
         async with contextlib.AsyncExitStack() as stack:
             if session is None:
                 session = await stack.enter_async_context(open_session(opts))
+            pages = PageFetcher(session, opts, limit, callbacks, warc)
             parts = await stack.enter_async_context(contextlib.aclosing(
-                _host_parts(session, opts, by_host, limit, callbacks, warc)))
+                _host_parts(pages, by_host)))
             async for part in parts:
                 yield part
     finally:
@@ -137,69 +138,89 @@ HOLD_S = 0.25
 EARLY_S = 1.0
 
 
-async def _host_parts(session: aiohttp.ClientSession, opts: FetchOptions,
-                      by_host: dict[str, list[FetchRequest]],
-                      limit: RequestLimit | None, callbacks: CallbackRunner | None,
-                      warc: WarcFiles | None
-                      ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
-    """The hosts run in a task group of their own task (never yielded across: a host that
-    fails cancels its siblings, not this generator's consumer); each ended host's rows wait in
-    ``ended`` until the next part, which waits up to ``HOLD_S`` for more hosts to end with it
-    (a part has a cost: a Ray object, Arrow batches, a WARC sync).  The rows of hosts still
-    running go out after ``EARLY_S`` without a host ending, in a part that names no host."""
-    pages = PageFetcher(session, opts, limit, callbacks, warc)
-    ended: asyncio.Queue[tuple[str, Collector]] = asyncio.Queue()
-    running: dict[str, Collector] = {}
+class _Hosts:
+    """A batch's hosts running side by side (in a task group of their own task, never
+    yielded across: a host that fails cancels its siblings, not the consumer of the parts);
+    each ended host's rows wait in ``ended`` for the next part."""
 
-    async def one_host(host: str, rows: list[FetchRequest]) -> None:
-        out = running[host] = Collector()
-        await HostFetcher(pages, out).host(rows)
-        del running[host]
-        ended.put_nowait((host, out))
+    def __init__(self, pages: PageFetcher, by_host: dict[str, list[FetchRequest]]) -> None:
+        self.pages, self.by_host = pages, by_host
+        self.ended: asyncio.Queue[tuple[str, Collector]] = asyncio.Queue()
+        self.running: dict[str, Collector] = {}
+        self.task = asyncio.get_running_loop().create_task(self._every_host())
 
-    async def every_host() -> None:
+    async def _every_host(self) -> None:
         async with asyncio.TaskGroup() as group:  # one host failing cancels the others
-            for host, rows in by_host.items():
-                group.create_task(one_host(host, rows))
+            for host, rows in self.by_host.items():
+                group.create_task(self._one_host(host, rows))
 
-    hosts = asyncio.get_running_loop().create_task(every_host())
+    async def _one_host(self, host: str, rows: list[FetchRequest]) -> None:
+        out = self.running[host] = Collector()
+        await HostFetcher(self.pages, out).host(rows)
+        del self.running[host]
+        self.ended.put_nowait((host, out))
+
+    async def wait(self, until: float) -> None:
+        """Until a host ended (at once if one did), or ``until`` (monotonic) passed."""
+        if not self.ended.empty():
+            return
+        take = asyncio.ensure_future(self.ended.get())
+        await asyncio.wait((take, self.task), return_when=asyncio.FIRST_COMPLETED,
+                           timeout=max(0.0, until - time.monotonic()))
+        if take.done():
+            self.ended.put_nowait(take.result())
+            return
+        take.cancel()
+        if self.task.done():  # one raised
+            self.task.result()
+            raise RuntimeError("a host of the batch ended without its rows")
+
+    def take_ended(self) -> tuple[list[str], Collector]:
+        names: list[str] = []
+        out = Collector()
+        while not self.ended.empty():
+            host, rows = self.ended.get_nowait()
+            names.append(host)
+            out.absorb(rows)
+        return names, out
+
+    def take_running(self, out: Collector) -> None:
+        """The rows of the URLs that ended on hosts still running, into ``out``."""
+        for collector in self.running.values():
+            if collector.pages:
+                out.absorb(collector.take())
+
+    async def close(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+
+async def _host_parts(pages: PageFetcher, by_host: dict[str, list[FetchRequest]]
+                      ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
+    """The parts of :func:`fetch_hosts`: a part waits up to ``HOLD_S`` for more hosts to end
+    with the first (a part has a cost: a Ray object, Arrow batches, a WARC sync); the rows of
+    hosts still running go out after ``EARLY_S`` without a host ending, in a part that names
+    no host."""
+    hosts = _Hosts(pages, by_host)
     try:
         left = len(by_host)
         drained = time.monotonic()  # when the running hosts' rows last went out
         while left:
-            if ended.empty():
-                take = asyncio.ensure_future(ended.get())
-                await asyncio.wait((take, hosts), return_when=asyncio.FIRST_COMPLETED,
-                                   timeout=max(0.0, drained + EARLY_S - time.monotonic()))
-                if take.done():
-                    ended.put_nowait(take.result())
-                else:  # EARLY_S passed with no host ending, or the hosts ended without it
-                    take.cancel()
-                    if hosts.done():  # one raised
-                        hosts.result()
-                        raise RuntimeError("a host of the batch ended without its rows")
-            if not ended.empty() and ended.qsize() < left:  # others may end with this part
-                await asyncio.wait((hosts,), timeout=HOLD_S)
-            names: list[str] = []
-            out = Collector()
-            while not ended.empty():
-                host, rows = ended.get_nowait()
-                names.append(host)
-                out.absorb(rows)
+            await hosts.wait(drained + EARLY_S)
+            if not hosts.ended.empty() and hosts.ended.qsize() < left:  # others may end too
+                await asyncio.wait((hosts.task,), timeout=HOLD_S)
+            names, out = hosts.take_ended()
             left -= len(names)
-            if time.monotonic() - drained >= EARLY_S:  # the URLs of running hosts that ended
+            if time.monotonic() - drained >= EARLY_S:
                 drained = time.monotonic()
-                for collector in running.values():
-                    if collector.pages:
-                        out.absorb(collector.take())
+                hosts.take_running(out)
             if names or out.pages:
-                yield await _part(names, out, warc)
-        await hosts
+                yield await _part(names, out, pages.warc)
+        await hosts.task
     finally:
-        if not hosts.done():
-            hosts.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await hosts
+        await hosts.close()
 
 
 async def _part(hosts: list[str], out: Collector, warc: WarcFiles | None

@@ -47,28 +47,9 @@ class HostFetcher:
         """One host's URLs: robots.txt first if asked, then at most ``per_host`` at once,
         request starts at least the host's delay apart (with ``per_host`` 1, the delay runs
         from the end of the previous request), none after a 429/503 with Retry-After."""
-        delay = max(r.delay_s for r in rows)
-        allowed = []
-        policies: dict[str, RobotsPolicy] = {}
-        for row in rows:
-            if row.robots_needed:
-                origin = origin_of(row.url)
-                if origin not in policies:
-                    policies[origin] = await self.robots(origin, row.host)
-                    if self.opts.sitemaps:
-                        self.sitemap_links(origin, policies[origin], row)
-                policy = policies[origin]
-                delay = max(delay, policy.crawl_delay_s(self.agent))
-                if policy.kind is RobotsKind.UNAVAILABLE:
-                    # Not requested, no row: the DB worker queues the URL again as it was,
-                    # behind the robots.txt's next try, or ends it once it gives up.
-                    continue
-                if not policy.allows(row.url, self.agent):
-                    self.out.page(ended(row, ErrorKind.ROBOTS))
-                    continue
-            allowed.append(row)
+        allowed, delay, read_robots = await self.allowed(rows)
         pending = list(reversed(allowed))
-        next_start = time.monotonic() + (delay if policies else 0.0)
+        next_start = time.monotonic() + (delay if read_robots else 0.0)
         jar = load_cookies(rows[0].host, rows[0].cookies) if self.opts.cookies else None
 
         async def worker() -> None:
@@ -93,3 +74,27 @@ class HostFetcher:
         if jar is not None and allowed:
             self.out.cookies.append(HostCookies(rows[0].host, dump_cookies(jar)))
 
+    async def allowed(self, rows: list[FetchRequest]) -> tuple[list[FetchRequest], float, bool]:
+        """The URLs robots.txt lets be fetched (read first where asked), the host's delay
+        (the crawl's or a Crawl-delay) and whether a robots.txt was read.  A disallowed URL
+        gets its row; one whose robots.txt could not be read gets none: the DB worker queues
+        it again as it was, behind the robots.txt's next try, or ends it once it gives up."""
+        delay = max(r.delay_s for r in rows)
+        allowed = []
+        policies: dict[str, RobotsPolicy] = {}
+        for row in rows:
+            if row.robots_needed:
+                origin = origin_of(row.url)
+                if origin not in policies:
+                    policies[origin] = await self.robots(origin, row.host)
+                    if self.opts.sitemaps:
+                        self.sitemap_links(origin, policies[origin], row)
+                policy = policies[origin]
+                delay = max(delay, policy.crawl_delay_s(self.agent))
+                if policy.kind is RobotsKind.UNAVAILABLE:
+                    continue
+                if not policy.allows(row.url, self.agent):
+                    self.out.page(ended(row, ErrorKind.ROBOTS))
+                    continue
+            allowed.append(row)
+        return allowed, delay, bool(policies)
