@@ -1,7 +1,7 @@
 """The coordinator actor: one per crawl, named ``<crawl>/coordinator``, never on the data path.
 
 It creates the workers, routes seeds, moves the page budget, runs the reconcile loop and
-serves control calls; its decisions come from ``raycrawl.frontier.coordination``, its calls go
+serves control calls; its decisions come from ``raycrawl.coordinator.control``, its calls go
 through the handles of ``actors.peers``.  The loop never dies: each part of a pass runs in its
 own try/except.  Restarted by Ray, it adopts the workers (by name) and carries on; its phase
 survives in ``coordinator.json``, the budget's allowances in the DB workers.
@@ -18,13 +18,18 @@ from typing import Any
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.budget import Move
+from raycrawl.coordinator.control import CrawlControl, seed_feed
+from raycrawl.coordinator.phases import Phase, Verdict
+from raycrawl.coordinator.reports import (
+    CrawlStatus,
+    DBWorkerReport,
+    SeedReply,
+    StrategyWorkerReport,
+)
+from raycrawl.coordinator.sharing import CrawlEntry, split_share, wants, within_share
 from raycrawl.errors import CrawlStateError
-from raycrawl.frontier.budget import Move
-from raycrawl.frontier.control import Phase, Verdict
-from raycrawl.frontier.coordination import CrawlControl, seed_feed
-from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, SeedReply, StrategyWorkerReport
-from raycrawl.frontier.routing import split_by_owner
-from raycrawl.frontier.sharing import CrawlEntry, split_share, wants, within_share
+from raycrawl.routing import split_by_owner
 
 from . import db_worker, strategy_worker
 from .logs import tag_logs
@@ -237,7 +242,7 @@ class Coordinator:
 
     async def _share_cpus(self, status: CrawlStatus, force: bool = False) -> None:
         """Renew the crawl's registration (about once a second) and give each DB worker its
-        part of the crawl's CPU share (see ``raycrawl.frontier.sharing``).  An ended crawl
+        part of the crawl's CPU share (see ``raycrawl.coordinator.sharing``).  An ended crawl
         leaves the registry.  If the registry does not answer, the last share stands (one
         fetch worker in all before any was granted)."""
         now = time.monotonic()

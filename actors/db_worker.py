@@ -1,6 +1,6 @@
 """The DB worker actor: the feed loop of its shard, its fetch workers, its calls to peers.
 
-Every decision about URLs and hosts is the shard's (``raycrawl.frontier.shard.DBShard``); this
+Every decision about URLs and hosts is the shard's (``raycrawl.db_worker.shard.DBShard``); this
 actor cuts batches while running, fetches them on its ``FetchPool``, hands the spider log to
 the strategy workers and has the shard commit the batch.
 """
@@ -17,17 +17,17 @@ import ray
 
 from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.reports import DBWorkerReport
+from raycrawl.db_worker.queue import Entry
+from raycrawl.db_worker.shard import DBShard
 from raycrawl.errors import StorageError
 from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Sink
 from raycrawl.formats import schemas
-from raycrawl.formats.ownership import check_shared_state
 from raycrawl.formats.schemas import ended_rows
 from raycrawl.formats.streams import StreamWriter, stream_path
-from raycrawl.frontier.queue import Entry
-from raycrawl.frontier.reports import DBWorkerReport
-from raycrawl.frontier.shard import DBShard
+from raycrawl.storage.ownership import check_shared_state
 
 from .fetch import FetchPool
 from .logs import tag_logs

@@ -27,13 +27,13 @@ import aiohttp
 import pyarrow as pa
 import ray
 
+from raycrawl.coordinator.sharing import BATCHES_PER_WORKER, workers_for
 from raycrawl.fetch.batch import callback_runner, feed_bound_s, fetch_hosts, warc_files
 from raycrawl.fetch.client import open_session
 from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun, Sink
-from raycrawl.frontier.sharing import BATCHES_PER_WORKER, workers_for
 
 from .logs import tag_logs
 from .options import fetcher_options

@@ -13,9 +13,9 @@ from typing import Any
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.phases import Phase
+from raycrawl.coordinator.reports import CrawlStatus, SeedReply
 from raycrawl.errors import CrawlStateError, CrawlUnavailable, RaycrawlError
-from raycrawl.frontier.control import Phase
-from raycrawl.frontier.reports import CrawlStatus, SeedReply
 
 from . import coordinator
 from .options import NAMESPACE, actor_options, coordinator_name

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raycrawl.frontier.reports import DBWorkerReport
-from raycrawl.frontier.shard import REASONS
+from raycrawl.coordinator.reports import DBWorkerReport
+from raycrawl.db_worker.shard import REASONS
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Typed handles to a crawl's actors, found by name, and who owns which partition.
 
 Every Ray call one actor makes on another goes through a handle here, with the types of the
-control plane (``raycrawl.frontier.reports``) in and out, so the actors' own code holds no
+control plane (``raycrawl.coordinator.reports``) in and out, so the actors' own code holds no
 ``.remote``.  Every call is bounded (``actor_timeout_s``): a peer that does not answer in time,
 or that died, raises :class:`PeerFault` (an infrastructure fault, never the URLs') and its
 owner replaces it (``replace``: killed, then restarted by Ray).
@@ -25,12 +25,12 @@ import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.phases import assign_partitions, owner_table
+from raycrawl.coordinator.reports import DBWorkerReport, StrategyWorkerReport
 from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
 from raycrawl.formats.items import unified_schema
-from raycrawl.frontier.control import assign_partitions, owner_table
-from raycrawl.frontier.reports import DBWorkerReport, StrategyWorkerReport
-from raycrawl.frontier.routing import split_by_owner
+from raycrawl.routing import split_by_owner
 
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
 

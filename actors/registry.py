@@ -4,7 +4,7 @@ One detached actor per cluster, named ``crawl-registry`` in namespace ``raycrawl
 actors' names all hold a ``/``, so it cannot clash with one), created by the first coordinator
 that registers and found by name by the others.  It holds no state worth keeping: restarted,
 it is refilled by the coordinators' next registrations (about once a second).  The decisions
-are ``raycrawl.frontier.sharing``'s.
+are ``raycrawl.coordinator.sharing``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from raycrawl.frontier.sharing import CrawlEntry, CrawlTable
+from raycrawl.coordinator.sharing import CrawlEntry, CrawlTable
 
 from .options import NAMESPACE, REGISTRY_NAME, registry_options
 

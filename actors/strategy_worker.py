@@ -11,12 +11,12 @@ import ray
 
 from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.errors import StorageError
-from raycrawl.formats.ownership import check_shared_state
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.reports import StrategyWorkerReport
-from raycrawl.frontier.routing import split_by_owner
-from raycrawl.frontier.strategy_runner import StrategyRunner
+from raycrawl.routing import split_by_owner
+from raycrawl.storage.ownership import check_shared_state
+from raycrawl.storage.store import Store
+from raycrawl.strategy_worker.runner import StrategyRunner
 
 from .logs import tag_logs
 from .options import strategy_worker_name

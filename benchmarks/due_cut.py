@@ -25,10 +25,10 @@ from collections import deque
 from typing import Any
 
 from benchmarks.queue_cut import _entries, cut_once, save
+from raycrawl.db_worker.politeness import HostSlots
+from raycrawl.db_worker.queue import FrontierQueue
 from raycrawl.formats.entry import Entry
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.politeness import HostSlots
-from raycrawl.frontier.queue import FrontierQueue
+from raycrawl.storage.store import Store
 
 
 def drain(path: str, due: int, waiting: int, hosts: int) -> dict[str, float]:

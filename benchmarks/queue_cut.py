@@ -29,9 +29,9 @@ from collections import deque
 from typing import Any
 
 from raycrawl.config import CrawlConfig
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.politeness import HostSlots
-from raycrawl.frontier.queue import Entry, FrontierQueue
+from raycrawl.db_worker.politeness import HostSlots
+from raycrawl.db_worker.queue import Entry, FrontierQueue
+from raycrawl.storage.store import Store
 
 IN_FLIGHT = 6
 

@@ -18,7 +18,7 @@ host, each validator mix among them), ``--adaptive --recrawl-after 20 --recrawl-
 --recrawl-max 320``.  Per page, the gaps between its last visits (its interval, as the crawl
 used it) against its true change period, with and without ``Last-Modified``; with Nutch's rates
 (grow 1.4, shrink 0.8) the interval settles at ln 1.4 / (ln 1.4 - ln 0.8) = 0.6 of the period
-(see ``raycrawl.frontier.revisits``).
+(see ``raycrawl.db_worker.revisits``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import psutil
 from benchmarks.measure import _name, become_subreaper
 from raycrawl.api import read_status
 from raycrawl.errors import CrawlStateError
-from raycrawl.formats.output import read_pages
+from raycrawl.output.durable import read_pages
 from raycrawl.testing.changingweb import ChangingWeb, validators_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from raycrawl.config import RETIRED_FIELDS, CrawlConfig, config_from_mapping
+from raycrawl.coordinator.phases import Phase
+from raycrawl.coordinator.reports import CrawlStatus, SeedReply
 from raycrawl.display import LiveView, ProgressBar, status_html, status_line
 from raycrawl.errors import CrawlStateError, CrawlUnavailable, InvalidURL, SeedError
 from raycrawl.formats.items import read_items
-from raycrawl.formats.output import read_pages
-from raycrawl.formats.ownership import check_new_state, claim_out, take_lease
-from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
-from raycrawl.frontier.control import Phase
-from raycrawl.frontier.reports import CrawlStatus, SeedReply
+from raycrawl.output.durable import read_pages
 from raycrawl.spider import load_spider, read_source, spider_file, spider_spec
+from raycrawl.storage.ownership import check_new_state, claim_out, take_lease
+from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
 from raycrawl.strategy import load_strategy
 from raycrawl.urls import canonicalize
 

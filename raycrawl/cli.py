@@ -10,10 +10,10 @@ import time
 from typing import Any, NoReturn
 
 from raycrawl.config import CODECS, LINK_PARSERS
+from raycrawl.coordinator.phases import Phase
+from raycrawl.coordinator.reports import CrawlStatus
 from raycrawl.display import ProgressBar, reasons_text, revisit_counters, status_line
 from raycrawl.errors import CrawlUnavailable, RaycrawlError
-from raycrawl.frontier.control import Phase
-from raycrawl.frontier.reports import CrawlStatus
 
 
 class _Parser(argparse.ArgumentParser):
@@ -234,8 +234,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from raycrawl.config import CrawlConfig
-    from raycrawl.formats.output import read_pages
-    from raycrawl.formats.ownership import OUT_MARKER
+    from raycrawl.output.durable import read_pages
+    from raycrawl.storage.ownership import OUT_MARKER
     from raycrawl.testing.synthweb import SyntheticWeb
 
     if os.path.exists(os.path.join(args.out, OUT_MARKER)):  # an earlier demo's: start afresh

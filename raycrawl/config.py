@@ -54,10 +54,10 @@ class CrawlConfig:
     host_batch_cap: int = 8  # URLs of one host per spider-feed batch
     # Batches fetching at once per DB worker, three per fetch worker (as many more batches may
     # be handing over their spider log); None: three per fetch worker of the DB worker's part of
-    # the crawl's share of the cluster's CPUs (see raycrawl.frontier.sharing).
+    # the crawl's share of the cluster's CPUs (see raycrawl.coordinator.sharing).
     batches_in_flight: int | None = None
     # Fetch workers (one CPU each) this crawl may hold at most; None: as many as its fair share
-    # of the cluster's CPUs (see raycrawl.frontier.sharing).
+    # of the cluster's CPUs (see raycrawl.coordinator.sharing).
     fetch_workers: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
@@ -92,7 +92,7 @@ class CrawlConfig:
     # Of the URLs of one host and template (path with numbers, dates and hex ids folded, plus
     # query keys) found two or more steps along a chain of pages each linking at most two of
     # their template (a calendar), this many are scheduled; the rest are traps (None: no limit).
-    # See raycrawl.frontier.traps.
+    # See raycrawl.strategy_worker.traps.
     max_template_chain: int | None = 50
     # Backstops, high by default (as signals they cut big sites as readily as traps): URLs per
     # (host, path, query keys), and per (host, path template), before the next is a trap; they
@@ -130,7 +130,7 @@ class CrawlConfig:
     # Off, they survive a crashed or killed process but not a crashed machine: for ephemeral
     # disks, and to measure what durability costs (benchmarks/README.md, step 17).
     sync_writes: bool = True
-    # Revisits (see raycrawl.frontier.revisits): a fetched URL is due again this long after its
+    # Revisits (see raycrawl.db_worker.revisits): a fetched URL is due again this long after its
     # fetch (None: each URL is fetched once).  Such a crawl ends at run_for_s, a stop or
     # max_pages fetches, not on an empty queue.
     recrawl_after_s: float | None = None

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from raycrawl.frontier.reports import CrawlStatus
+from raycrawl.coordinator.reports import CrawlStatus
 
 
 def revisit_counters(s: CrawlStatus) -> dict[str, str]:

@@ -13,7 +13,7 @@
     │                             lifecycle phase (api.py, actors/)
     ├── StorageError              a store or output file could not be read or written (a full
     │                             disk, an I/O error): the crawl ends, the store named
-    │                             (formats/storage.py, formats/output.py)
+    │                             (storage/store.py, output/durable.py)
     └── CrawlUnavailable          the crawl's coordinator does not answer, even after it was
                                   replaced (actors/handles.py, api.py); not bad input
 

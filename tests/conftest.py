@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from raycrawl.config import CrawlConfig
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.strategy_runner import StrategyRunner
+from raycrawl.storage.store import Store
+from raycrawl.strategy_worker.runner import StrategyRunner
 from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
 

@@ -61,7 +61,7 @@ class _FakeCrawl:
     crawl_id = "c1"
 
     def __init__(self):
-        from raycrawl.frontier.reports import CrawlStatus
+        from raycrawl.coordinator.reports import CrawlStatus
 
         self.final = CrawlStatus(crawl_id="c1", phase="finished", fetched=3)
         self.progress = None

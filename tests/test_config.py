@@ -50,7 +50,7 @@ def test_unknown_and_mistyped_settings(tmp_path):
 
 
 def test_sync_writes_reaches_the_stores(tmp_path):
-    from raycrawl.formats.storage import Store
+    from raycrawl.storage.store import Store
 
     toml = tmp_path / "c.toml"
     toml.write_text("[crawl]\nout = 'o'\nsync_writes = false\n")

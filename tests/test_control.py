@@ -1,13 +1,13 @@
 """Finish detection and partition assignment, without Ray."""
 
-from raycrawl.frontier.control import (
+from raycrawl.coordinator.phases import (
     FinishDetector,
     Phase,
     Verdict,
     assign_partitions,
     owner_table,
 )
-from raycrawl.frontier.reports import DBWorkerReport
+from raycrawl.coordinator.reports import DBWorkerReport
 
 
 def idle(activity, queued=0, at_gate=0):

@@ -4,10 +4,10 @@ import json
 
 from raycrawl.api import read_status
 from raycrawl.config import CrawlConfig
-from raycrawl.frontier.budget import Allowance, BudgetPlanner, Move, Share
-from raycrawl.frontier.control import Phase, Verdict
-from raycrawl.frontier.coordination import CrawlControl
-from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
+from raycrawl.coordinator.budget import Allowance, BudgetPlanner, Move, Share
+from raycrawl.coordinator.control import CrawlControl
+from raycrawl.coordinator.phases import Phase, Verdict
+from raycrawl.coordinator.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
 
 
 def config(tmp_path, **kw):

@@ -6,14 +6,14 @@ import pyarrow as pa
 import pytest
 
 from raycrawl.config import CrawlConfig
+from raycrawl.db_worker.politeness import Wait
+from raycrawl.db_worker.queue import Entry
+from raycrawl.db_worker.robots import RobotsPolicy
+from raycrawl.db_worker.shard import DBShard
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
-from raycrawl.formats.output import read_pages
 from raycrawl.formats.schemas import FetchOutcome, ended
-from raycrawl.frontier.politeness import Wait
-from raycrawl.frontier.queue import Entry
-from raycrawl.frontier.robots import RobotsPolicy
-from raycrawl.frontier.shard import DBShard
+from raycrawl.output.durable import read_pages
 
 
 @pytest.fixture
@@ -228,7 +228,7 @@ def test_a_robots_txt_that_cannot_be_read_parks_its_host_after_the_bound(worker,
     """Defaults: tried again 2, 4, 8, 16 s after each failure, until the next try would start
     60 s or more after the first; then the host's URLs end as robots-unavailable."""
     clock = Clock()
-    monkeypatch.setattr("raycrawl.frontier.shard.time", clock)
+    monkeypatch.setattr("raycrawl.db_worker.shard.time", clock)
     rows = {"origin": ["http://h.com"], "host": ["h.com"], "status": [None], "body": [None],
             "error": ["connection"]}
     batch = pa.RecordBatch.from_pydict(rows, schema=schemas.ROBOTS)
@@ -245,8 +245,8 @@ def test_a_robots_txt_that_cannot_be_read_parks_its_host_after_the_bound(worker,
 
 def test_every_queued_url_has_a_reason_and_they_add_up(worker, monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("raycrawl.frontier.shard.time", clock)
-    monkeypatch.setattr("raycrawl.frontier.queue.time", clock)
+    monkeypatch.setattr("raycrawl.db_worker.shard.time", clock)
+    monkeypatch.setattr("raycrawl.db_worker.queue.time", clock)
     slots = worker.slots
     worker.queue.push([entry(0, "ready.com"), entry(1, "ready.com"), entry(2, "busy.com"),
                        entry(3, "busy.com"), entry(4, "slow.com"), entry(5, "down.com"),
@@ -273,7 +273,7 @@ def test_every_queued_url_has_a_reason_and_they_add_up(worker, monkeypatch):
 
 def test_a_revisiting_crawl_tries_robots_txt_again_once_its_urls_are_due(tmp_path, monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("raycrawl.frontier.shard.time", clock)
+    monkeypatch.setattr("raycrawl.db_worker.shard.time", clock)
     shard = DBShard(CrawlConfig(out=str(tmp_path), recrawl_after_s=30.0, robots_retry_s=2.0,
                                 robots_give_up_s=5.0, delay_s=0.0), 0)
     try:

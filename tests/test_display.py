@@ -9,10 +9,10 @@ import time
 import pytest
 
 from raycrawl import Crawl
+from raycrawl.coordinator.phases import Phase
+from raycrawl.coordinator.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
 from raycrawl.display import LiveView, ProgressBar, status_html, status_line
 from raycrawl.errors import CrawlStateError
-from raycrawl.frontier.control import Phase
-from raycrawl.frontier.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
 
 STATUS = CrawlStatus(
     crawl_id="c<1>", phase=Phase.RUNNING, fetched=40, queued=60, errors=3,

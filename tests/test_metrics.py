@@ -8,7 +8,7 @@ import pytest
 
 from actors import metrics as crawl_metrics
 from actors.metrics import METRICS, CrawlMetrics, exported_names, status_class
-from raycrawl.frontier.reports import DBWorkerReport
+from raycrawl.coordinator.reports import DBWorkerReport
 
 
 class _Fake:

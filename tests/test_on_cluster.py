@@ -16,7 +16,7 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 
-from raycrawl.formats.output import read_pages
+from raycrawl.output.durable import read_pages
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 from tests.test_faults import IN_FLIGHT
 

@@ -5,9 +5,9 @@ import pytest
 
 from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
-from raycrawl.formats.output import DurableOutput, read_pages
 from raycrawl.formats.schemas import FetchOutcome, page_rows
-from raycrawl.formats.storage import Store
+from raycrawl.output.durable import DurableOutput, read_pages
+from raycrawl.storage.store import Store
 
 
 def rows(urls):

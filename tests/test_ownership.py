@@ -5,7 +5,7 @@ import json
 import pytest
 
 from raycrawl.errors import CrawlStateError
-from raycrawl.formats.ownership import (
+from raycrawl.storage.ownership import (
     LEASE_S,
     OWNER,
     check_new_state,
@@ -14,7 +14,7 @@ from raycrawl.formats.ownership import (
     release_lease,
     take_lease,
 )
-from raycrawl.formats.statefiles import MANIFEST, write_json
+from raycrawl.storage.statefiles import MANIFEST, write_json
 
 
 def started(state, crawl_id):

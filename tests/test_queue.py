@@ -2,9 +2,9 @@
 
 import time
 
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.politeness import HostSlots
-from raycrawl.frontier.queue import Entry, FrontierQueue
+from raycrawl.db_worker.politeness import HostSlots
+from raycrawl.db_worker.queue import Entry, FrontierQueue
+from raycrawl.storage.store import Store
 
 
 def entry(i, host="a.com", depth=0, score=1.0):
@@ -171,8 +171,9 @@ def test_entries_of_a_leased_host_are_cut_once_it_is_released(store):
 
 
 def test_the_tables_of_a_db_worker_store_have_distinct_prefixes():
-    from raycrawl.formats import output
-    from raycrawl.frontier import budget, queue, robots, shard
+    from raycrawl.coordinator import budget
+    from raycrawl.db_worker import queue, robots, shard
+    from raycrawl.output import durable as output
 
     prefixes = [queue._Q, queue._F, queue._L, queue._P, queue._C, queue._D, queue._W, queue._O,
                 shard._COOKIES, robots._PREFIX, budget._KEY, output.PAGE_KEYS.staged,

@@ -7,11 +7,11 @@ import dataclasses
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 (pa.compute)
 
+from raycrawl.db_worker.queue import Entry
 from raycrawl.errors import ErrorKind
 from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.rerun import Fault, Rerun
 from raycrawl.formats import schemas
-from raycrawl.frontier.queue import Entry
 
 
 def feed(urls_by_host):

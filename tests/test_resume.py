@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from raycrawl.formats.output import read_pages
+from raycrawl.output.durable import read_pages
 from tests.test_faults import IN_FLIGHT, slow_web
 
 pytestmark = pytest.mark.ray

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 import pytest
 
 from raycrawl.config import CrawlConfig
+from raycrawl.db_worker.politeness import HostSlots
+from raycrawl.db_worker.queue import FrontierQueue
+from raycrawl.db_worker.revisits import RevisitPolicy, Visit
 from raycrawl.errors import ConfigError
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.sitemaps import MAX_URLS, BadSitemap, parse, parse_lastmod
 from raycrawl.formats import schemas
 from raycrawl.formats.entry import Entry
-from raycrawl.frontier.politeness import HostSlots
-from raycrawl.frontier.queue import FrontierQueue
-from raycrawl.frontier.revisits import RevisitPolicy, Visit
 from raycrawl.models import Request, URLState
 from raycrawl.strategy import CrawlingStrategy
 from raycrawl.testing.changingweb import ChangingWeb

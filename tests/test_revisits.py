@@ -18,7 +18,7 @@ import raycrawl
 from raycrawl import Crawl
 from raycrawl.api import read_status
 from raycrawl.errors import CrawlStateError
-from raycrawl.formats.output import read_pages
+from raycrawl.output.durable import read_pages
 from raycrawl.testing.changingweb import ChangingWeb, validators_of
 from tests.test_faults import actor_named
 

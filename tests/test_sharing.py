@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from raycrawl.config import CrawlConfig
-from raycrawl.frontier.control import Phase
-from raycrawl.frontier.sharing import (
+from raycrawl.coordinator.phases import Phase
+from raycrawl.coordinator.sharing import (
     ANY,
     CrawlEntry,
     CrawlTable,

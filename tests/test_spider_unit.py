@@ -186,8 +186,8 @@ def test_item_columns_take_their_types_and_disagreeing_fields_become_json(tmp_pa
 
 
 def test_item_files_are_rewritten_to_one_schema_and_a_crash_loses_nothing(tmp_path):
-    from raycrawl.formats.output import ITEM_KEYS, DurableOutput
-    from raycrawl.formats.storage import Store
+    from raycrawl.output.durable import ITEM_KEYS, DurableOutput
+    from raycrawl.storage.store import Store
 
     store = Store(str(tmp_path / "db"))
     out = DurableOutput(store, str(tmp_path / "items"), 0, 100, 60, keys=ITEM_KEYS,

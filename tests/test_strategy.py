@@ -8,9 +8,9 @@ import pytest
 from raycrawl.errors import ErrorKind, StrategyError
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import FetchOutcome, LinkFound
-from raycrawl.frontier.strategy_runner import StrategyRunner
 from raycrawl.models import URLState
 from raycrawl.strategy import CrawlingStrategy, load_strategy
+from raycrawl.strategy_worker.runner import StrategyRunner
 from raycrawl.urls import url_info
 from strategies.bfs import Strategy as BFS
 

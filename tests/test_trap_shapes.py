@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from raycrawl.frontier.traps import url_template
+from raycrawl.strategy_worker.traps import url_template
 from tests.test_strategy import feed, spider_log
 
 PAGES_PER_BATCH = 100

@@ -5,9 +5,9 @@ import zlib
 
 import pytest
 
+from raycrawl.db_worker.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.fetch.decoding import BodyDecoder, UnsupportedEncoding
-from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.frontier.traps import TrapGuard, path_template, repeated_segments
+from raycrawl.strategy_worker.traps import TrapGuard, path_template, repeated_segments
 
 
 def test_repeated_path_segments_are_a_trap(store):

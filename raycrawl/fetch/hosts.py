@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from raycrawl.db_worker.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.errors import ErrorKind
 from raycrawl.fetch import sitemaps
 from raycrawl.fetch.collect import Collector, Link, Parent
@@ -15,7 +16,6 @@ from raycrawl.fetch.page import PageFetcher
 from raycrawl.fetch.robots_fetch import fetch_robots
 from raycrawl.fetch.sitemaps import SITEMAP
 from raycrawl.formats.schemas import FetchRequest, HostCookies, RobotsFetch, ended
-from raycrawl.frontier.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
 
 
 class HostFetcher:

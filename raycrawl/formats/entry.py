@@ -36,7 +36,7 @@ class Entry:
     method: str | None = None  # None: GET
     headers: bytes | None = None  # extra request headers (msgpack map)
     body: bytes | None = None
-    # Revisits (see raycrawl.frontier.revisits): which fetch of the URL this is (1: the first),
+    # Revisits (see raycrawl.db_worker.revisits): which fetch of the URL this is (1: the first),
     # the last visit's validators and body digest, the URL's own fixed revisit interval (a
     # follow's age, a reseeded seed's period) and the interval --adaptive reached for it.  For
     # a revisit ``not_before`` is its due time.
@@ -47,7 +47,7 @@ class Entry:
     interval_s: float | None = None
     adapted_s: float | None = None
     fetched_s: float | None = None  # when the last visit started (epoch seconds)
-    hops: int = 0  # host changes on its path from a seed's host (see raycrawl.frontier.traps)
+    hops: int = 0  # host changes on its path from a seed's host (strategy_worker.traps)
 
     def pack(self) -> bytes:
         fields = [self.url, self.fingerprint, self.host, self.partition, self.depth, self.score,

@@ -4,7 +4,7 @@ A file's columns are ``url`` (the page that yielded the item), then the item's f
 order they were first seen; each field's type is inferred from its values in the file, and a
 field whose values disagree (a number here, a string there) is a JSON string.  Files written
 at different times may infer different types for a field: :func:`read_items` reads them all
-into one table by the same rule.  Files are written by :class:`~raycrawl.formats.output.
+into one table by the same rule.  Files are written by :class:`~raycrawl.output.durable.
 DurableOutput`, so every item is in exactly one recorded file.
 """
 
@@ -18,7 +18,7 @@ import msgpack
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raycrawl.formats.output import PART_FILE
+from raycrawl.output.durable import PART_FILE
 
 _JSON = {b"raycrawl": b"json"}  # field metadata of a column of JSON texts
 

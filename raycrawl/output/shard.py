@@ -2,7 +2,7 @@
 upkeep of its fetch workers' ``OUT/warc`` files.
 
 Rows and items are staged in the same WriteBatch as the batch they belong to (see
-:class:`~raycrawl.formats.output.DurableOutput`), so both are exactly once; items only for the
+:class:`~raycrawl.output.durable.DurableOutput`), so both are exactly once; items only for the
 pages whose row is output (a URL completed before gets neither again).
 """
 
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from raycrawl.config import CrawlConfig
 from raycrawl.formats import schemas
 from raycrawl.formats.items import conform, items_table, unified_schema
-from raycrawl.formats.output import ITEM_KEYS, DurableOutput, Staged
-from raycrawl.formats.storage import Store, WriteBatch
 from raycrawl.formats.warc import repair
+from raycrawl.output.durable import ITEM_KEYS, DurableOutput, Staged
+from raycrawl.storage.store import Store, WriteBatch
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
-from raycrawl.frontier.control import Phase
+from raycrawl.coordinator.phases import Phase
 
 
 class _Record(Mapping[str, Any]):
@@ -81,7 +81,7 @@ class DBWorkerReport(_Record):
     error_kinds: Mapping[str, int] = field(default_factory=dict)
     retry_causes: Mapping[str, int] = field(default_factory=dict)  # error kind or status
     storage_error: str = ""  # the first write or read of its store that failed
-    allowance: int = 0  # its share of max_pages (see raycrawl.frontier.budget)
+    allowance: int = 0  # its share of max_pages (see raycrawl.coordinator.budget)
     held: int = 0  # its URLs done or leased: what of the allowance is used
     items_total: int = 0  # spider items committed, durable (in files or staged for the next)
     items_written: int = 0  # of those, in recorded OUT/items files
@@ -92,7 +92,7 @@ class DBWorkerReport(_Record):
     fetch_workers: int = 0  # fetch workers it holds (retiring ones included)
     not_due: int = 0  # URLs whose next visit is not due yet (durable count)
     due: int = 0  # revisits due and queued
-    overdue: int = 0  # of those, due for more than raycrawl.frontier.revisits.OVERDUE_S
+    overdue: int = 0  # of those, due for more than raycrawl.db_worker.revisits.OVERDUE_S
     revisits: int = 0  # rows committed for visits after the first (this incarnation)
     # Why its queued URLs are not being fetched, each counted once (DBShard.reasons' words)
     queued_by_reason: Mapping[str, int] = field(default_factory=dict)
@@ -172,7 +172,7 @@ class CrawlStatus(_Record):
     waiting: str = ""  # why it fetches nothing though work is queued (e.g. no CPU share)
     # Why each queued URL is not being fetched (ready, politeness, host-backoff, retry-after,
     # robots-retry, host-busy, retry-backoff, parked, depth-gate, budget, paused: see
-    # raycrawl.frontier.shard.DBShard.reasons); the counts add up to ``queued``.
+    # raycrawl.db_worker.shard.DBShard.reasons); the counts add up to ``queued``.
     queued_by_reason: Mapping[str, int] = field(default_factory=dict)
     stalls: int = 0  # times the crawl sat with work queued, nothing in flight and no wait
     # Revisits: URLs not due yet, revisits due and queued, those overdue, revisit rows (since

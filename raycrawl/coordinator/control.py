@@ -1,5 +1,5 @@
 """What the coordinator decides, without Ray: lifecycle, status and the next step (with the page
-budget's moves, see ``raycrawl.frontier.budget``).
+budget's moves, see ``raycrawl.coordinator.budget``).
 
 The coordinator actor (``actors/coordinator.py``) reads its workers, hands the reports to
 :class:`CrawlControl` and carries out what it answers; every decision and every state file lives
@@ -16,19 +16,19 @@ from typing import Any
 import pyarrow as pa
 
 from raycrawl.config import CrawlConfig
-from raycrawl.errors import CrawlStateError, InvalidURL, StorageError
-from raycrawl.formats import schemas
-from raycrawl.formats.ownership import RENEW_S, release_lease, renew_lease, take_lease
-from raycrawl.formats.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
-from raycrawl.frontier.budget import BudgetPlanner, Move, Share
-from raycrawl.frontier.control import FinishDetector, Phase, Verdict, assign_partitions
-from raycrawl.frontier.politeness import Wait
-from raycrawl.frontier.reports import (
+from raycrawl.coordinator.budget import BudgetPlanner, Move, Share
+from raycrawl.coordinator.phases import FinishDetector, Phase, Verdict, assign_partitions
+from raycrawl.coordinator.reports import (
     CrawlStatus,
     DBWorkerReport,
     SeedReply,
     StrategyWorkerReport,
 )
+from raycrawl.db_worker.politeness import Wait
+from raycrawl.errors import CrawlStateError, InvalidURL, StorageError
+from raycrawl.formats import schemas
+from raycrawl.storage.ownership import RENEW_S, release_lease, renew_lease, take_lease
+from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
 from raycrawl.urls import url_info
 
 RATE_WINDOW_S = 5.0  # pages/s is measured over this window

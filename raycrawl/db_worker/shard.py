@@ -29,17 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.budget import Allowance
+from raycrawl.coordinator.reports import DBWorkerReport
+from raycrawl.db_worker.politeness import HostSlots, Wait
+from raycrawl.db_worker.queue import Entry, FrontierQueue
+from raycrawl.db_worker.revisits import OVERDUE_S, RevisitPolicy, Visit
+from raycrawl.db_worker.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ScoreUpdate, ended_rows
-from raycrawl.formats.shard_output import ShardOutput
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.budget import Allowance
-from raycrawl.frontier.politeness import HostSlots, Wait
-from raycrawl.frontier.queue import Entry, FrontierQueue
-from raycrawl.frontier.reports import DBWorkerReport
-from raycrawl.frontier.revisits import OVERDUE_S, RevisitPolicy, Visit
-from raycrawl.frontier.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
+from raycrawl.output.shard import ShardOutput
+from raycrawl.storage.store import Store
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Why a queued URL is not being fetched now (see DBShard.reasons)

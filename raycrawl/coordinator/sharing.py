@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from raycrawl.config import CrawlConfig
-from raycrawl.frontier.control import Phase
+from raycrawl.coordinator.phases import Phase
 
 REGISTRY_TTL_S = 15.0  # an entry not renewed for this long is dropped
 ANY = 1 << 20  # a crawl with no cap wants as many fetch workers as it can get

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from raycrawl.frontier.reports import DBWorkerReport
+    from raycrawl.coordinator.reports import DBWorkerReport
 
 
 class Phase(enum.StrEnum):

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from raycrawl.db_worker.politeness import HostSlots
 from raycrawl.formats.entry import Entry
-from raycrawl.formats.storage import Store, WriteBatch, read_u64, sortable_float, u64
-from raycrawl.frontier.politeness import HostSlots
+from raycrawl.storage.store import Store, WriteBatch, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
 _DUE = struct.Struct(">d")

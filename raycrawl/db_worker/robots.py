@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import msgpack
 from protego import Protego
 
-from raycrawl.formats.storage import Store
+from raycrawl.storage.store import Store
 
 MAX_ROBOTS_BYTES = 500 * 1024
 MAX_CRAWL_DELAY_S = 60.0

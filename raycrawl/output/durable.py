@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
-from raycrawl.formats.storage import Store, WriteBatch, fsync_dir, read_u64, u64
+from raycrawl.storage.store import Store, WriteBatch, fsync_dir, read_u64, u64
 
 PART_FILE = re.compile(r"^part-(\d+)-(\d+)\.parquet$")  # part-<worker>-<seq>.parquet
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from raycrawl.formats.storage import Store
+from raycrawl.storage.store import Store
 
 _KEY = b"a"  # a -> (allowance, id of the last grow applied)
 

@@ -13,14 +13,14 @@ from collections import Counter
 import pyarrow as pa
 
 from raycrawl.config import CrawlConfig
+from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.formats.entry import pack_meta, unpack_meta
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest, LinkFound, ScoreUpdate
-from raycrawl.formats.storage import Store
-from raycrawl.frontier.reports import StrategyWorkerReport
-from raycrawl.frontier.states import URLStates
-from raycrawl.frontier.traps import TrapGuard
 from raycrawl.models import Request, Response, URLState
+from raycrawl.storage.store import Store
 from raycrawl.strategy import CrawlingStrategy, load_strategy
+from raycrawl.strategy_worker.states import URLStates
+from raycrawl.strategy_worker.traps import TrapGuard
 
 
 class StrategyRunner:

@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 import xxhash
 
 from raycrawl.errors import ErrorKind
-from raycrawl.formats.storage import Store, u64
+from raycrawl.storage.store import Store, u64
 from raycrawl.urls import fingerprint, host_of
 
 _SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape

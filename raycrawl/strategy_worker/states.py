@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from raycrawl.formats.storage import Store, u64
 from raycrawl.models import URLState
+from raycrawl.storage.store import Store, u64
 
 _RECORD = struct.Struct(">Bid")  # state, depth, score
 _STATES = tuple(sorted(URLState))  # by value: URLState(n) without the enum call

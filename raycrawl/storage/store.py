@@ -2,9 +2,9 @@
 
 Keys are bytes with a one-letter table prefix and big-endian integers, so that RocksDB's
 byte order is the order the frontier needs.  The tables of a DB worker's store: ``q f l p c d v
-n`` (its queue, ``frontier.queue``), ``k`` (cookies, ``frontier.shard``), ``r`` (robots.txt),
-``a`` (page budget), ``w o`` and ``i j`` (staged and recorded pages and items,
-``formats.output``); of a strategy worker's: ``s`` (URL states), ``t T h g`` (traps).  A test
+n`` (its queue, ``db_worker.queue``), ``k`` (cookies, ``db_worker.shard``), ``r``
+(robots.txt), ``a`` (page budget), ``w o`` and ``i j`` (staged and recorded pages and items,
+``output.durable``); of a strategy worker's: ``s`` (URL states), ``t T h g`` (traps).  A test
 keeps them apart.
 """
 

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from raycrawl.errors import CrawlStateError
-from raycrawl.formats.statefiles import MANIFEST, read_json, read_json_if_present, write_json
+from raycrawl.storage.statefiles import MANIFEST, read_json, read_json_if_present, write_json
 
 OUT_MARKER = ".raycrawl.json"
 OWNER = "owner.json"

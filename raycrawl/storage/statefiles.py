@@ -14,7 +14,7 @@ import tempfile
 from typing import Any
 
 from raycrawl.errors import CrawlStateError, StorageError
-from raycrawl.formats.storage import fsync_dir
+from raycrawl.storage.store import fsync_dir
 
 MANIFEST = "manifest.json"
 COORDINATOR = "coordinator.json"
