@@ -302,7 +302,7 @@ class _SlowAndFast(LoopbackSites):
 
 
 def test_a_host_is_released_when_its_own_fetch_ends_not_its_batchs(ray_session, tmp_path):
-    """A batch with a slow host and a fast one: the fast host's next URLs are fetched while
+    """A batch with a slow host and a fast one: the fast host's next URL is fetched while
     the slow one's first request still runs (each batch takes one URL a host), and neither
     host ever sees two requests at once."""
     web = _SlowAndFast().start()
@@ -320,8 +320,10 @@ def test_a_host_is_released_when_its_own_fetch_ends_not_its_batchs(ray_session, 
         assert [len(s) for s in spans.values()] == [2, 5]
         for s in spans.values():  # one request at a time per host
             assert all(end <= nxt for (_, end), (nxt, _) in zip(s, s[1:])), s
+        # The fast host's next URL went while the slow host's first request still ran
+        # (released only when its batch ended, it would have waited 3 s for the slow one).
         first_slow_end = spans[web.addresses[0]][0][1]
-        assert spans[web.addresses[1]][-1][0] < first_slow_end, spans
+        assert spans[web.addresses[1]][1][0] < first_slow_end, spans
     finally:
         web.stop()
 
