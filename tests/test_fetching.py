@@ -64,6 +64,7 @@ def test_links_carry_their_pages_host_hops(web):
 def test_redirect_is_a_link_at_the_same_depth(web):
     pages, links = run([web.url(Link("r", 1, 3))], options(), depth=1)
     assert pages[0]["status"] == 302
+    assert pages[0]["location"] == web.url(Link("p", 1, 3))
     assert [(r["url"], r["depth"]) for r in links] == [(web.url(Link("p", 1, 3)), 1)]
 
 

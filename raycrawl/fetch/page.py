@@ -19,6 +19,7 @@ Every stage reads and fills one :class:`Fetch`.  An expected failure of the URL 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Fetch:
     archived: tuple[str, int] | None = None  # WARC file and offset
     detail: str | None = None
     items: list[bytes] = field(default_factory=list)
+    location: str | None = None  # a redirect's target
 
     def sent(self) -> None:
         """The request leaves now (not when it began to wait for a slot): a revisit is due
@@ -191,7 +193,9 @@ class PageFetcher:
             f.seen = Seen(False, resp.headers.get("ETag") or req.etag,
                           resp.headers.get("Last-Modified") or req.last_modified, req.digest)
         elif 300 <= status < 400 and "Location" in resp.headers:
-            location = resp.headers["Location"]
+            location = f.location = resp.headers["Location"]
+            with contextlib.suppress(ValueError):  # unusable: kept as it came
+                f.location = urljoin(req.url, location)
             f.seen = seen_in(req, resp, location.encode("utf-8", "replace"))
             f.redirected = True
             if f.seen.changed:  # else its target is known already
@@ -275,7 +279,7 @@ class PageFetcher:
             warc_file=f.archived[0] if f.archived else None,
             warc_offset=f.archived[1] if f.archived else None, visit=req.visit,
             etag=seen.etag, last_modified=seen.last_modified, digest=seen.digest,
-            changed=seen.changed), f.items)
+            changed=seen.changed, location=f.location), f.items)
 
     def sitemap_links(self, f: Fetch, out: Collector) -> tuple[int, int]:
         """A sitemap's links: its pages at its depth, with their lastmod; an index's

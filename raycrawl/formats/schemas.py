@@ -103,6 +103,7 @@ class FetchOutcome(Record):
     last_modified: str | None = None
     digest: bytes | None = None
     changed: bool | None = None  # the body differs from the last visit's (always on visit 1)
+    location: str | None = None  # a redirect's target (absolute), as its Location said
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,7 @@ class PageRow(Record):
     warc_offset: int | None
     visit: Int32
     changed: bool | None
+    location: str | None
 
 
 SPIDER_FEED = FetchRequest.schema()
