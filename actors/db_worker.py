@@ -60,7 +60,7 @@ class DBWorker:
         check_shared_state(config.state_dir, config.crawl_id, db_worker_name(config.crawl_id,
                                                                              index))
         self.shard = DBShard(config, index,
-                             on_file_written=lambda: self._crash("db-worker.output-written"))
+                             on_file_written=lambda: self._fault_point("db-worker.output-written"))
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
         self.fetchers = FetchPool(FetchOptions.from_config(config),
@@ -202,7 +202,7 @@ class DBWorker:
             # Nothing to cut: wait for new work, a released host or a delay to pass.
             await self._wait(max(0.02, min(cfg.delay_s, 0.25)))
             return
-        self._crash("db-worker.cut")
+        self._fault_point("db-worker.cut")
         task = asyncio.get_running_loop().create_task(self._run_batch(batch_id, entries))
         self.in_flight[batch_id] = task
 
@@ -222,20 +222,20 @@ class DBWorker:
             if triage.fetch:
                 await self._fetch_and_hand_over(batch_id, triage.fetch, fetched)
             fetched.check()
-            self._crash("db-worker.fetched")
+            self._fault_point("db-worker.fetched")
             if triage.ended:
                 fetched.settle(ended_rows(triage.ended), [e for e, _ in triage.ended])
             shard.release_hosts(held)  # the hosts that had nothing to fetch
             held.clear()
             await self._hand_over(*fetched.pending())
-            self._crash("db-worker.handed-over")
+            self._fault_point("db-worker.handed-over")
             result = fetched.result()
             items_before = shard.output.items_total
             rows = shard.complete(batch_id, result.pages, fetched.retry, result.items, entries)
             committed = True
             self.metrics.committed(rows, len(fetched.retry),
                                    shard.output.items_total - items_before)
-            self._crash("db-worker.completed")
+            self._fault_point("db-worker.completed")
         except StorageError as exc:  # its leases stay in the store: a resume requeues them
             self._storage_failed(exc)
         except PeerFault as exc:  # not the URLs' fault: they go back as they were
@@ -297,7 +297,7 @@ class DBWorker:
                 self.fetchers.release()  # paused: hold no CPU
             self.timers["fetch_s"] += time.monotonic() - started
 
-    def _crash(self, point: str) -> None:
+    def _fault_point(self, point: str) -> None:
         faultpoints.reach(point, self.config.state_dir)
 
     async def close(self) -> None:

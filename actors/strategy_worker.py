@@ -56,7 +56,7 @@ class StrategyWorker:
             return await self._commit(self.runner.process_spider_log(pages, links))
 
     async def _commit(self, scoring: pa.RecordBatch) -> int:
-        self._crash("strategy-worker.decided")
+        self._fault_point("strategy-worker.decided")
         try:
             parts = split_by_owner(scoring, self.peers.db_owner)
             await asyncio.gather(*(self.peers.db_worker(w).enqueue(part)
@@ -64,7 +64,7 @@ class StrategyWorker:
         except BaseException:
             self.runner.discard()
             raise
-        self._crash("strategy-worker.routed")
+        self._fault_point("strategy-worker.routed")
         try:
             self.runner.commit()
         except StorageError as exc:  # the states stay as they were: the caller retries
@@ -76,7 +76,7 @@ class StrategyWorker:
     def report(self) -> StrategyWorkerReport:
         return self.runner.report().replace(storage_error=self.storage_error)
 
-    def _crash(self, point: str) -> None:
+    def _fault_point(self, point: str) -> None:
         faultpoints.reach(point, self.config.state_dir)
 
     def close(self) -> None:
