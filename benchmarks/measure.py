@@ -62,6 +62,7 @@ class RunResult:
     samples: list[Sample] = field(default_factory=list)
     timed_out: bool = False
     cpu_by_process: dict[str, float] = field(default_factory=dict)  # by process name
+    machine_cpu_s: float = 0.0  # every CPU of the machine was busy this long, all processes
 
     @property
     def peak_rss(self) -> int:
@@ -99,6 +100,7 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
         except psutil.NoSuchProcess:
             pass
     log = open(log_path or os.devnull, "wb")
+    busy_before = machine_busy_s()
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     result = RunResult(None, 0.0, 0.0)
@@ -158,11 +160,21 @@ def run_measured(cmd: list[str], *, control_url: str, exclude: set[int], timeout
     thread.join()
     _reap(excluded, deadline=time.monotonic() + 60, sample=sample)  # counts shutdown CPU too
     result.cpu_s = result.samples[-1].cpu_s
+    result.machine_cpu_s = machine_busy_s() - busy_before
     for key, cpu in seen_cpu.items():
         name = names.get(key, "?")
         result.cpu_by_process[name] = result.cpu_by_process.get(name, 0.0) + cpu
     log.close()
     return result
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the machine's CPUs have been busy since boot (``/proc/stat``: not idle and
+    not waiting for I/O), every process's: a run's share of it that is neither the crawler's
+    nor the web's nor the harness's was someone else's (the machine is shared)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values[:7]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # no steal
 
 
 def _name(p: psutil.Process) -> str:
