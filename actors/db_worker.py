@@ -27,6 +27,7 @@ from raycrawl.fetch.rerun import Sink
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ended_rows
 from raycrawl.formats.streams import StreamWriter, stream_path
+from raycrawl.records import Record
 from raycrawl.storage.ownership import check_shared_state
 
 from .fetch import FetchPool
@@ -365,14 +366,14 @@ class _Fetched:
         """The rows that stand and the links, of the parts not handed over yet."""
         pages, parts = self.handed
         self.handed = (len(self.pages), len(self.parts))
-        return (_concat(self.pages[pages:], schemas.SPIDER_LOG_PAGES),
-                _concat([p.links for p in self.parts[parts:]], schemas.SPIDER_LOG_LINKS))
+        return (_concat(self.pages[pages:], schemas.FetchOutcome),
+                _concat([p.links for p in self.parts[parts:]], schemas.LinkFound))
 
     def result(self) -> FetchResult:
         """The batch's rows that stand, with every part's links and items."""
         parts = FetchResult.concat(self.parts)
-        return parts._replace(pages=_concat(self.pages, schemas.SPIDER_LOG_PAGES))
+        return parts._replace(pages=_concat(self.pages, schemas.FetchOutcome))
 
 
-def _concat(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
-    return pa.concat_batches(batches) if batches else schemas.empty(schema)
+def _concat(batches: list[pa.RecordBatch], record: type[Record]) -> pa.RecordBatch:
+    return pa.concat_batches(batches) if batches else record.empty()

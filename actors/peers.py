@@ -237,8 +237,8 @@ class Peers:
         link_parts = split_by_owner(links, self.sw_owner)
         await asyncio.gather(*(
             self.strategy_worker(w).process_spider_log(
-                page_parts.get(w, schemas.empty(schemas.SPIDER_LOG_PAGES)),
-                link_parts.get(w, schemas.empty(schemas.SPIDER_LOG_LINKS)))
+                page_parts.get(w, schemas.FetchOutcome.empty()),
+                link_parts.get(w, schemas.LinkFound.empty()))
             for w in set(page_parts) | set(link_parts)))
 
     def heartbeat(self) -> None:

@@ -38,13 +38,14 @@ ARROW_TYPES: dict[Any, pa.DataType] = {
 
 
 class Layout(typing.NamedTuple):
-    """A record class's columns: its schema, names, and per column a getter and whether a
-    decoded list must become a tuple (a ``tuple[str, ...]`` field)."""
+    """A record class's columns: its schema, names, per column a getter and whether a
+    decoded list must become a tuple (a ``tuple[str, ...]`` field), and its empty batch."""
 
     schema: pa.Schema
     names: tuple[str, ...]
     getters: tuple[attrgetter, ...]
     tuples: tuple[int, ...]
+    empty: pa.RecordBatch
 
 
 def arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
@@ -80,10 +81,10 @@ class Record:
             hints = typing.get_type_hints(cls, include_extras=True)
             names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
             types_ = [arrow_type(hints[name]) for name in names]
+            schema = pa.schema([(n, t) for n, (t, _) in zip(names, types_)])
             known = Record._layouts[cls] = Layout(
-                pa.schema([(n, t) for n, (t, _) in zip(names, types_)]),
-                names, tuple(attrgetter(n) for n in names),
-                tuple(i for i, (_, tup) in enumerate(types_) if tup))
+                schema, names, tuple(attrgetter(n) for n in names),
+                tuple(i for i, (_, tup) in enumerate(types_) if tup), _empty(schema))
         return known
 
     @classmethod
@@ -94,6 +95,8 @@ class Record:
     def to_batch(cls, rows: Sequence[Self]) -> pa.RecordBatch:
         """The rows as a record batch of :meth:`schema`."""
         lay = cls.layout()
+        if not rows:
+            return lay.empty
         return pa.RecordBatch.from_arrays(
             [pa.array([get(r) for r in rows], type=f.type)
              for get, f in zip(lay.getters, lay.schema)], schema=lay.schema)
@@ -122,5 +125,11 @@ class Record:
 
     @classmethod
     def empty(cls) -> pa.RecordBatch:
-        return cls.batch_of({name: [] for name in cls.layout().names})
+        """The batch of no rows (made once: 0.17 ms each time otherwise)."""
+        return cls.layout().empty
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema],
+                                      schema=schema)
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from raycrawl.db_worker.politeness import HostSlots
-from raycrawl.formats.entry import Entry
+from raycrawl.formats.entry import HOST, NOT_BEFORE, Entry
 from raycrawl.storage.store import Store, WriteBatch, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
@@ -292,15 +292,15 @@ class FrontierQueue:
             if scanned >= scan_limit or len(taken) >= max_urls:
                 first_left = first_left or key
                 break
-            entry = Entry.unpack(raw)
-            host = entry.host
-            take = host not in blocked and per_host[host] < host_cap and entry.not_before <= wall
+            fields = msgpack.unpackb(raw)  # an Entry is built only for what is taken
+            host = fields[HOST]
+            take = host not in blocked and per_host[host] < host_cap and fields[NOT_BEFORE] <= wall
             if take and not per_host[host] and not slots.available(host, now):
                 blocked.add(host)
                 take = False
             if take:
                 per_host[host] += 1
-                taken.append((key, entry))
+                taken.append((key, Entry.of_fields(fields)))
             elif first_left is None:
                 first_left = key
         if not taken:

@@ -400,7 +400,7 @@ class DBShard:
     def give_back(self, batch_id: int, entries: list[Entry]) -> None:
         """A batch stopped by an infrastructure fault (a peer that died or did not answer):
         its URLs go back to the queue as they were, nothing counted against them."""
-        self.complete(batch_id, schemas.empty(schemas.SPIDER_LOG_PAGES), entries)
+        self.complete(batch_id, schemas.FetchOutcome.empty(), entries)
 
     def fail(self, batch_id: int, entries: list[Entry]) -> None:
         """A batch failed in raycrawl itself (a bug, a peer that kept failing): its URLs go

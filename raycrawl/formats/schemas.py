@@ -261,5 +261,11 @@ def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:
                                       schema=PAGES)
 
 
+_EMPTY = {r.schema(): r.empty() for r in (FetchRequest, FetchOutcome, LinkFound, ScoreUpdate,
+                                          HostCookies, ItemFound, RobotsFetch, PageRow)}
+
+
 def empty(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=schema)
+    """The batch of no rows of one of the streams' schemas (made once)."""
+    known = _EMPTY.get(schema)
+    return known if known is not None else pa.RecordBatch.from_pylist([], schema=schema)
