@@ -179,3 +179,25 @@ def test_the_tables_of_a_db_worker_store_have_distinct_prefixes():
                 shard._COOKIES, robots._PREFIX, budget._KEY, output.PAGE_KEYS.staged,
                 output.PAGE_KEYS.recorded, output.ITEM_KEYS.staged, output.ITEM_KEYS.recorded]
     assert len(prefixes) == len(set(prefixes)) == 15
+
+
+def test_a_cut_stops_reading_once_every_host_with_urls_is_busy_or_full(store):
+    read = []
+    scan = store.scan
+
+    def counting_scan(start, stop):
+        for item in scan(start, stop):
+            read.append(item[0])
+            yield item
+
+    q = FrontierQueue(store, layered=False)
+    q.push([entry(i * 50 + h, f"h{h}.com") for i in range(20) for h in range(50)])
+    store.scan = counting_scan
+    slots = HostSlots(0)
+    slots.lease({f"h{h}.com" for h in range(49)})  # all but h49 busy
+    _, got = q.cut(100, 2, slots, None)
+    assert [e.host for e in got] == ["h49.com", "h49.com"]
+    assert len(read) <= 2 * 50 + 1  # not the scan limit's 2000: h49's second URL ends it
+    read.clear()
+    assert q.cut(100, 2, slots, None) == (0, [])  # every host busy
+    assert len(read) <= 150  # until h49's next URL (its first two were taken): not 2000

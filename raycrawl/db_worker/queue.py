@@ -286,6 +286,7 @@ class FrontierQueue:
         stop = _Q + ((max_layer + 1).to_bytes(2, "big") if max_layer is not None else b"\xff")
         per_host: Counter[str] = Counter()
         blocked: set[str] = set()
+        full = 0  # hosts at host_cap
         taken: list[tuple[bytes, Entry]] = []
         first_left: bytes | None = None  # the first key seen and not taken
         for scanned, (key, raw) in enumerate(self.store.scan(self.head, stop)):
@@ -300,9 +301,12 @@ class FrontierQueue:
                 take = False
             if take:
                 per_host[host] += 1
+                full += per_host[host] == host_cap
                 taken.append((key, Entry.of_fields(fields)))
             elif first_left is None:
                 first_left = key
+            if len(blocked) + full >= len(self.hosts):
+                break  # every host with URLs queued is busy or full: nothing more to take
         if not taken:
             if first_left is not None:
                 self.head = first_left
