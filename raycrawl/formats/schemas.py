@@ -1,4 +1,5 @@
-"""The Arrow schemas of every stream between processes, and of the output.
+"""The records of every stream between processes, and of the output, with their Arrow schemas
+(derived from the records, ``raycrawl.records``).
 
 Frontera's vocabulary: the *spider feed* (requests a DB worker hands to a fetch worker), the
 *spider log* (what a fetch worker saw: pages crawled with their links, request errors) and the
@@ -16,13 +17,8 @@ import pyarrow as pa
 
 from raycrawl.errors import ErrorKind
 from raycrawl.formats.entry import Entry
-from raycrawl.records import UTC_TIMESTAMP, Int32, Record, UInt64
+from raycrawl.records import Int32, Record, UInt64
 from raycrawl.urls import URLInfo
-
-__all__ = ["UTC_TIMESTAMP"]  # re-exported: the output's timestamps
-
-URL_LIST = pa.list_(pa.string())
-
 
 # Every record starts with which URL it is about (the link's own, in a LinkFound):
 # url, fingerprint, host, partition, depth.  ``redirect_chain`` holds the URLs that redirected
