@@ -20,7 +20,7 @@ KEEPALIVE_S = 5.0  # idle connections kept between batches (below common server 
 
 def open_session(opts: FetchOptions) -> aiohttp.ClientSession:
     """The HTTP client of fetch workers: timeouts, the address guard at resolution time, no
-    cookies (a crawl that keeps them sends each host's own, see ``hosts.load_cookies``), no
+    cookies (a crawl that keeps them sends each host's own, see ``cookies.load_cookies``), no
     automatic decompression (``BodyDecoder`` caps it), every request through ``opts.proxy``
     when set.  Call inside a running
     event loop; the session may serve many batches of the same options."""
