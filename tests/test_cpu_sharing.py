@@ -54,7 +54,7 @@ def test_a_second_crawl_gets_half_the_cpus_and_the_first_gives_one_back(ray_sess
 
 
 def test_fetch_workers_caps_a_crawl(ray_session, tmp_path):
-    web = SyntheticWeb(hosts=4, pages_per_host=10, seed=23).start()
+    web = SyntheticWeb(hosts=4, pages_per_host=6, seed=23).start()
     try:
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), fetch_workers=1,
                       db_workers=2, **SLOW).start()
