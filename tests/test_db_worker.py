@@ -183,8 +183,8 @@ def test_a_batchs_hosts_are_settled_and_released_one_by_one_as_they_end(worker):
     fetched.take(["a.com"], FetchResult.empty()._replace(
         pages=with_outcomes(a, [(200, None, None), (503, None, None)])))
     assert worker.slots.leased == held == {"b.com", "c.com"}  # a.com is free: its fetch ended
-    fetched.take(["b.com"], FetchResult.empty()._replace(pages=schemas.empty(
-        schemas.SPIDER_LOG_PAGES)))  # b.com sent a Retry-After first: nothing requested
+    # b.com sent a Retry-After first: nothing requested
+    fetched.take(["b.com"], FetchResult.empty())
     assert worker.slots.leased == {"c.com"}
     result = fetched.result()
     assert result.pages.column("url").to_pylist() == ["http://a.com/0"]
@@ -260,7 +260,7 @@ def test_every_queued_url_has_a_reason_and_they_add_up(worker, monkeypatch):
     slots.park("gone.com", ErrorKind.HOST_UNREACHABLE)
     slots.push_back("robots.com", clock.now + 5, Wait.ROBOTS)
     # a retry of ready.com's first URL waits its backoff
-    worker.complete(1, schemas.empty(schemas.SPIDER_LOG_PAGES), [dataclasses.replace(
+    worker.complete(1, FetchOutcome.empty(), [dataclasses.replace(
         leased[0], attempts=1, not_before=clock.now + 4)])
     reasons = worker.reasons(None, fetching=True)
     assert reasons == {"ready": 1, "retry-backoff": 1, "host-busy": 3, "politeness": 1,

@@ -145,10 +145,10 @@ def test_revisits_reach_the_strategy_and_a_sitemaps_lastmod_reaches_the_db_worke
     r = runner_for(strategy="tests.test_strategy:Watching")
     r.add_seeds(feed(["http://a.com/"]))
     pages, _ = spider_log([("http://a.com/", 0, 200, None)], [])
-    r.process_spider_log(pages, schemas.empty(schemas.SPIDER_LOG_LINKS))
+    r.process_spider_log(pages, LinkFound.empty())
     again = pages.set_column(pages.schema.get_field_index("visit"), "visit",
                              pa.array([2], pa.int32()))
-    out = r.process_spider_log(again, schemas.empty(schemas.SPIDER_LOG_LINKS))
+    out = r.process_spider_log(again, LinkFound.empty())
     assert [(u, v) for u, v, _ in seen] == [("http://a.com/", 1), ("http://a.com/", 2)]
     assert seen[1][2] is URLState.CRAWLED  # the state stays
     assert out.column("not_before").to_pylist() == [1e10]
@@ -159,7 +159,7 @@ def test_revisits_reach_the_strategy_and_a_sitemaps_lastmod_reaches_the_db_worke
                                ("http://s.com/sitemap.xml", 0, "http://a.com/new", 0)])
     links = links.set_column(links.schema.get_field_index("modified_at"), "modified_at",
                              pa.array([5.0, 6.0], pa.float64()))
-    out = r.process_spider_log(schemas.empty(schemas.SPIDER_LOG_PAGES), links)
+    out = r.process_spider_log(FetchOutcome.empty(), links)
     rows = {row["url"]: row for row in out.to_pylist()}
     assert rows["http://a.com/"]["modified_at"] == 5.0
     assert rows["http://a.com/new"]["modified_at"] is None and rows["http://a.com/new"]["schedule"]

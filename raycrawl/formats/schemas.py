@@ -20,28 +20,34 @@ from raycrawl.formats.entry import Entry
 from raycrawl.records import Int32, Record, UInt64
 from raycrawl.urls import URLInfo
 
-# Every record starts with which URL it is about (the link's own, in a LinkFound):
-# url, fingerprint, host, partition, depth.  ``redirect_chain`` holds the URLs that redirected
-# to this one, in order.  How a spider's follow asks for its URL, when not a plain GET: the
-# method (None: GET), extra headers (msgpack map) and the body; a request's fingerprint covers
-# method and body.  Which fetch of its URL a row is (``visit``, 1: the first; revisits count
-# on), and what the last one saw: its validators, for a conditional request, and its body's
-# digest (sha1), to tell a changed page.
+# ``redirect_chain`` holds the URLs that redirected to this one, in order.  How a spider's
+# follow asks for its URL, when not a plain GET: the method (None: GET), extra headers
+# (msgpack map) and the body; a request's fingerprint covers method and body.  Which fetch of
+# its URL a row is (``visit``, 1: the first; revisits count on), and what the last one saw:
+# its validators, for a conditional request, and its body's digest (sha1), to tell a changed
+# page.
 
 
 @dataclass(frozen=True, slots=True)
-class FetchRequest(Record):
-    """One request for a fetch worker: a row of the spider feed.  ``delay_s`` is the host's
-    spacing (config delay or robots Crawl-delay); ``robots_needed`` asks the fetch worker to
-    read the origin's robots.txt first; ``callback`` and ``meta`` (msgpack) are the spider's:
-    which callback parses the page, what the follow carried; ``cookies`` the host's (msgpack),
-    when the crawl keeps them."""
+class Located(Record):
+    """Which URL a row is about: the first columns of the feed, the spider log's pages and the
+    scoring log (a :class:`LinkFound` names its parent first, then its own URL the same way)."""
 
     url: str
     fingerprint: UInt64
     host: str
     partition: Int32
     depth: Int32
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest(Located):
+    """One request for a fetch worker: a row of the spider feed.  ``delay_s`` is the host's
+    spacing (config delay or robots Crawl-delay); ``robots_needed`` asks the fetch worker to
+    read the origin's robots.txt first; ``callback`` and ``meta`` (msgpack) are the spider's:
+    which callback parses the page, what the follow carried; ``cookies`` the host's (msgpack),
+    when the crawl keeps them."""
+
     score: float = 1.0
     attempts: Int32 = 0
     redirect_chain: tuple[str, ...] = ()
@@ -70,15 +76,10 @@ class FetchRequest(Record):
 
 
 @dataclass(frozen=True, slots=True)
-class FetchOutcome(Record):
+class FetchOutcome(Located):
     """One fetched URL (a row of the spider log's pages): a page crawled (``status`` set) or a
     request error (``status`` None, ``error`` set)."""
 
-    url: str
-    fingerprint: UInt64
-    host: str
-    partition: Int32
-    depth: Int32
     status: Int32 | None = None
     content_type: str | None = None
     error: ErrorKind | None = None
@@ -129,15 +130,10 @@ class LinkFound(Record):
 
 
 @dataclass(frozen=True, slots=True)
-class ScoreUpdate(Record):
+class ScoreUpdate(Located):
     """One update_score (a row of the scoring log): the strategy's verdict on a URL.  ``skip``
     set: do not fetch, end the URL with that error kind."""
 
-    url: str
-    fingerprint: UInt64
-    host: str
-    partition: Int32
-    depth: Int32
     score: float = 1.0
     schedule: bool = True
     redirect_chain: tuple[str, ...] = ()
@@ -256,12 +252,3 @@ def page_rows(spider_log_pages: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([spider_log_pages.column(f.name) for f in PAGES],
                                       schema=PAGES)
 
-
-_EMPTY = {r.schema(): r.empty() for r in (FetchRequest, FetchOutcome, LinkFound, ScoreUpdate,
-                                          HostCookies, ItemFound, RobotsFetch, PageRow)}
-
-
-def empty(schema: pa.Schema) -> pa.RecordBatch:
-    """The batch of no rows of one of the streams' schemas (made once)."""
-    known = _EMPTY.get(schema)
-    return known if known is not None else pa.RecordBatch.from_pylist([], schema=schema)
