@@ -29,7 +29,7 @@ from raycrawl.coordinator.reports import (
 )
 from raycrawl.coordinator.sharing import CrawlEntry, split_share, wants, within_share
 from raycrawl.errors import CrawlStateError
-from raycrawl.routing import split_by_owner
+from raycrawl.storage.assignment import Role
 
 from . import db_worker, strategy_worker
 from .logs import tag_logs
@@ -90,11 +90,12 @@ class Coordinator:
             return SeedReply()
         sw_cls, db_cls = strategy_worker.remote_class(), db_worker.remote_class()
         timeout = cfg.actor_timeout_s
-        names = [strategy_worker_name(cfg.crawl_id, i) for i in range(cfg.strategy_workers)]
+        workers = self.peers.assignment.workers  # (a resume's: its crawl may have been scaled)
+        names = [strategy_worker_name(cfg.crawl_id, i) for i in range(workers[Role.STRATEGY])]
         self.strategy_workers = [StrategyWorkerHandle(
             sw_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
             for i, name in enumerate(names)]
-        names = [db_worker_name(cfg.crawl_id, i) for i in range(cfg.db_workers)]
+        names = [db_worker_name(cfg.crawl_id, i) for i in range(workers[Role.DB])]
         self.db_workers = [DBWorkerHandle(
             db_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
             for i, name in enumerate(names)]
@@ -122,9 +123,8 @@ class Coordinator:
         self.controls_pending += 1
         try:
             feed, reply = seed_feed(urls, self.config.partitions)
-            parts = split_by_owner(feed, self.peers.sw_owner)
-            await asyncio.gather(*(self.strategy_workers[w].add_seeds(part)
-                                   for w, part in parts.items()))
+            await self.peers.route(Role.STRATEGY, (feed,), lambda w, parts: (
+                self.strategy_workers[w].add_seeds(parts[0])))
             return reply
         finally:
             self.controls_pending -= 1

@@ -28,6 +28,8 @@ from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ended_rows
 from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.records import Record
+from raycrawl.routing import not_owned
+from raycrawl.storage.assignment import NotOwner, Role
 from raycrawl.storage.ownership import check_shared_state
 
 from .fetch import FetchPool
@@ -59,9 +61,10 @@ class DBWorker:
     def __init__(self, config: CrawlConfig, index: int) -> None:
         tag_logs(config.crawl_id, f"db-worker-{index}")
         self.config = config
-        check_shared_state(config.state_dir, config.crawl_id, db_worker_name(config.crawl_id,
-                                                                             index))
-        self.shard = DBShard(config, index,
+        self.name = db_worker_name(config.crawl_id, index)
+        check_shared_state(config.state_dir, config.crawl_id, self.name)
+        self.peers = Peers(config)
+        self.shard = DBShard(config, index, self.peers.assignment.owned(Role.DB, index),
                              on_file_written=lambda: self._fault_point("db-worker.output-written"))
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
@@ -74,7 +77,6 @@ class DBWorker:
         # CPUs, set by the coordinator (None until it did: nothing is fetched before).
         self.fetch_quota: int | None = None
         self.metrics = CrawlMetrics(config.crawl_id, f"db-worker-{index}")
-        self.peers = Peers(config)
         self.running = False
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.fetching: set[int] = set()  # batches being fetched
@@ -89,6 +91,9 @@ class DBWorker:
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns, and
         idempotent (see ``DBShard.enqueue``)."""
+        foreign = not_owned((scoring,), self.shard.owned)
+        if foreign:
+            raise NotOwner(self.name, foreign, self.peers.assignment.epoch)
         try:
             added = self.shard.enqueue(scoring)
         except StorageError as exc:

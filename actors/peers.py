@@ -7,9 +7,13 @@ or that died, raises :class:`PeerFault` (an infrastructure fault, never the URLs
 owner replaces it (``replace``: killed, then restarted by Ray).
 
 Workers never hold handles passed at creation: they look peers up by their stable names (and
-derive the partition owners from the config), so an actor restarted by Ray, whose ``__init__``
-runs again with nothing else, finds everything it needs by itself, and a handle stays valid
-across the restart of the actor it points to.
+read the partition owners from the crawl's assignment, ``raycrawl.storage.assignment``), so an
+actor restarted by Ray, whose ``__init__`` runs again with nothing else, finds everything it
+needs by itself, and a handle stays valid across the restart of the actor it points to.
+
+Rows go to the owner of their partition (:meth:`Peers.route`); a worker that does not own
+some of them refuses the call (:class:`NotOwner`), and they are routed again from the
+assignment read anew — until its owner takes them, within ``actor_timeout_s``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -25,12 +30,11 @@ import pyarrow as pa
 import ray
 
 from raycrawl.config import CrawlConfig
-from raycrawl.coordinator.phases import assign_partitions, owner_table
 from raycrawl.coordinator.reports import DBWorkerReport, StrategyWorkerReport
 from raycrawl.errors import StorageError
-from raycrawl.formats import schemas
 from raycrawl.formats.items import unified_schema
 from raycrawl.routing import split_by_owner
+from raycrawl.storage.assignment import Assignment, NotOwner, Role, read_assignment
 
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
 
@@ -76,6 +80,8 @@ async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, (PeerFault, StorageError)):  # the peer reports its own store
             raise PeerFault(f"{what}: {exc.cause}") from exc
+        if isinstance(exc.cause, NotOwner):  # rows to route again
+            raise exc.cause from None
         raise
 
 
@@ -200,17 +206,25 @@ def fresh_or_last(handles: list[Any], results: list[Any], last: tuple[Any, ...],
     return tuple(reports)
 
 
+Batches = tuple[pa.RecordBatch, ...]
+REROUTE_WAIT_S = 0.1  # refused by the owner the assignment names: read it again after this
+
+
 class Peers:
-    """Handles to a crawl's actors, looked up on first use and cached."""
+    """Handles to a crawl's actors, looked up on first use and cached, and the partitions'
+    owners (the crawl's assignment, read again when a worker refuses rows)."""
 
     def __init__(self, config: CrawlConfig) -> None:
         self.config = config
-        self.sw_owner = np.asarray(owner_table(
-            assign_partitions(config.partitions, config.strategy_workers)), dtype=np.int64)
-        self.db_owner = np.asarray(owner_table(
-            assign_partitions(config.partitions, config.db_workers)), dtype=np.int64)
         self._handles: dict[str, Any] = {}
         self.last_heartbeat = 0.0
+        self.reload()
+
+    def reload(self) -> Assignment:
+        self.assignment = read_assignment(self.config.state_dir)
+        self._owners = {role: np.asarray(self.assignment.owners[role], dtype=np.int64)
+                        for role in Role}
+        return self.assignment
 
     def _get(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -230,16 +244,43 @@ class Peers:
         name = coordinator_name(self.config.crawl_id)
         return CoordinatorClient(self._get(name), self.config.actor_timeout_s, name)
 
+    async def route(self, role: Role, batches: Batches,
+                    send: Callable[[int, Batches], Awaitable[Any]]) -> None:
+        """``send(worker, parts)`` the rows of ``batches`` (each with a ``partition`` column)
+        of each worker's partitions, to every worker with rows; returns once all of them took
+        theirs.  Rows a worker refused (:class:`NotOwner`: a partition moved) are routed again
+        from the assignment read anew; refused still past ``actor_timeout_s`` (the owner is
+        taking the partition over), :class:`PeerFault`."""
+        deadline = time.monotonic() + (self.config.actor_timeout_s or 60.0)
+        while True:
+            owners = self._owners[role]
+            split = [split_by_owner(b, owners) for b in batches]
+            workers = sorted(set().union(*split))
+            parts = {w: tuple(s.get(w, b.slice(0, 0)) for s, b in zip(split, batches))
+                     for w in workers}
+            results = await asyncio.gather(*(send(w, parts[w]) for w in workers),
+                                           return_exceptions=True)
+            refused = [parts[w] for w, r in zip(workers, results) if isinstance(r, NotOwner)]
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, NotOwner):
+                    raise r
+            if not refused:
+                return
+            batches = tuple(pa.concat_batches([r[i] for r in refused])
+                            for i in range(len(batches)))
+            epoch = self.assignment.epoch
+            if self.reload().epoch == epoch:  # not moved yet: its owner is taking it over
+                if time.monotonic() >= deadline:
+                    raise PeerFault(f"rows of partitions {sorted(_partitions(batches))[:8]} "
+                                    f"refused by their owners for {self.config.actor_timeout_s}"
+                                    f" s")
+                await asyncio.sleep(REROUTE_WAIT_S)
+
     async def hand_over(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
         """Send each strategy worker the pages and links of its partitions; return when all
         of them have processed theirs (and queued the links they scheduled)."""
-        page_parts = split_by_owner(pages, self.sw_owner)
-        link_parts = split_by_owner(links, self.sw_owner)
-        await asyncio.gather(*(
-            self.strategy_worker(w).process_spider_log(
-                page_parts.get(w, schemas.FetchOutcome.empty()),
-                link_parts.get(w, schemas.LinkFound.empty()))
-            for w in set(page_parts) | set(link_parts)))
+        await self.route(Role.STRATEGY, (pages, links), lambda w, parts: (
+            self.strategy_worker(w).process_spider_log(*parts)))
 
     def heartbeat(self) -> None:
         """Tell the coordinator this worker is alive, every few seconds (a restarted
@@ -250,7 +291,12 @@ class Peers:
             self.coordinator().heartbeat()
 
     def strategy_workers(self) -> list[StrategyWorkerHandle]:
-        return [self.strategy_worker(i) for i in range(self.config.strategy_workers)]
+        return [self.strategy_worker(i)
+                for i in range(self.assignment.workers[Role.STRATEGY])]
 
     def db_workers(self) -> list[DBWorkerHandle]:
-        return [self.db_worker(i) for i in range(self.config.db_workers)]
+        return [self.db_worker(i) for i in range(self.assignment.workers[Role.DB])]
+
+
+def _partitions(batches: Batches) -> set[int]:
+    return {p for b in batches for p in b.column("partition").to_pylist()}

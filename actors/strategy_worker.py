@@ -13,10 +13,11 @@ from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.errors import StorageError
-from raycrawl.routing import split_by_owner
+from raycrawl.routing import not_owned
+from raycrawl.storage.assignment import NotOwner, Role
 from raycrawl.storage.ownership import check_shared_state
 from raycrawl.storage.store import Store
-from raycrawl.strategy_worker.runner import StrategyRunner
+from raycrawl.strategy_worker.runner import STRATEGY_TABLES, StrategyRunner
 
 from .logs import tag_logs
 from .options import strategy_worker_name
@@ -38,10 +39,11 @@ class StrategyWorker:
         tag_logs(config.crawl_id, f"strategy-worker-{index}")
         self.config = config
         self.index = index
+        self.name = strategy_worker_name(config.crawl_id, index)
         check_shared_state(config.state_dir, config.crawl_id,
                            strategy_worker_name(config.crawl_id, index))
         self.store = Store(os.path.join(config.state_dir, f"strategy-worker-{index}"),
-                           sync=config.sync_writes)
+                           sync=config.sync_writes, tables=STRATEGY_TABLES)
         self.runner = StrategyRunner(config, self.store)
         self.peers = Peers(config)
         self.lock = asyncio.Lock()
@@ -49,18 +51,26 @@ class StrategyWorker:
 
     async def add_seeds(self, seeds: pa.RecordBatch) -> int:
         async with self.lock:
+            self._check_owned(seeds)
             return await self._commit(self.runner.add_seeds(seeds))
 
     async def process_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> int:
         async with self.lock:
+            self._check_owned(pages, links)
             return await self._commit(self.runner.process_spider_log(pages, links))
+
+    def _check_owned(self, *batches: pa.RecordBatch) -> None:
+        """Refuse rows of partitions this worker does not own (:class:`NotOwner`)."""
+        owned = self.peers.assignment.owned(Role.STRATEGY, self.index)
+        foreign = not_owned(batches, owned)
+        if foreign:
+            raise NotOwner(self.name, foreign, self.peers.assignment.epoch)
 
     async def _commit(self, scoring: pa.RecordBatch) -> int:
         self._fault_point("strategy-worker.decided")
         try:
-            parts = split_by_owner(scoring, self.peers.db_owner)
-            await asyncio.gather(*(self.peers.db_worker(w).enqueue(part)
-                                   for w, part in parts.items()))
+            await self.peers.route(Role.DB, (scoring,), lambda w, parts: (
+                self.peers.db_worker(w).enqueue(parts[0])))
         except BaseException:
             self.runner.discard()
             raise

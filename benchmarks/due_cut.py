@@ -48,7 +48,7 @@ def drain(path: str, due: int, waiting: int, hosts: int) -> dict[str, float]:
         cpu += spent
         cuts += 1
         taken += len(got)
-    left = queue.waiting
+    left = queue.not_due
     queue.store.close()
     return {"due": due, "waiting": waiting, "taken": taken, "cuts": cuts, "left_waiting": left,
             "us_per_url": 1e6 * cpu / max(1, taken)}

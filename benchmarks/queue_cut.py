@@ -32,18 +32,23 @@ from raycrawl.config import CrawlConfig
 from raycrawl.db_worker.politeness import HostSlots
 from raycrawl.db_worker.queue import Entry, FrontierQueue
 from raycrawl.storage.store import Store
+from raycrawl.urls import partition_of
 
 IN_FLIGHT = 6
 
 
-def _entries(urls: int, hosts: int, run: int, seed: int = 1) -> list[Entry]:
+def _entries(urls: int, hosts: int, run: int, seed: int = 1,
+             partitions: int = CrawlConfig().partitions) -> list[Entry]:
+    """``urls`` entries of ``hosts`` hosts, in runs of ``run`` of one host, each in its
+    host's partition (of ``partitions``)."""
     rng = random.Random(seed)
     out: list[Entry] = []
     while len(out) < urls:
         host = f"h{rng.randrange(hosts)}.test"
         for _ in range(min(run, urls - len(out))):
             fp = len(out)
-            out.append(Entry(f"http://{host}/{fp}", fp, host, 0, 1, 1.0))
+            out.append(Entry(f"http://{host}/{fp}", fp, host, partition_of(host, partitions), 1,
+                             1.0))
     return out
 
 
@@ -54,7 +59,7 @@ def cut_once(queue: FrontierQueue, slots: HostSlots, in_flight: deque[tuple[int,
     ``IN_FLIGHT`` are (or nothing was cut), releasing its hosts.  Returns (CPU s, cut)."""
     defaults = CrawlConfig()
     start = time.process_time()
-    if promote and queue.waiting:
+    if promote and queue.not_due:
         queue.promote(time.time())
     batch_id, got = queue.cut(defaults.batch_size, defaults.host_batch_cap, slots, None)
     cpu = time.process_time() - start
@@ -63,7 +68,7 @@ def cut_once(queue: FrontierQueue, slots: HostSlots, in_flight: deque[tuple[int,
     if len(in_flight) >= IN_FLIGHT or (in_flight and not got):
         done_id, done = in_flight.popleft()
         wb = queue.store.batch()
-        completion = queue.complete(wb, done_id, [e.fingerprint for e in done])
+        completion = queue.complete(wb, done_id, [(e.partition, e.fingerprint) for e in done])
         queue.store.write(wb)
         queue.apply(completion)
         slots.release({e.host for e in done}, time.monotonic())
@@ -76,7 +81,6 @@ def drain(entries: list[Entry], path: str, from_first_key: bool,
     queue = FrontierQueue(Store(path), layered=False)
     for i in range(0, len(entries), 5000):
         queue.push(entries[i:i + 5000])
-    first_key = queue.head
     slots: HostSlots = HostSlots(0.0)
     in_flight: deque[tuple[int, list[Entry]]] = deque()
     step = len(entries) / tenths
@@ -85,7 +89,7 @@ def drain(entries: list[Entry], path: str, from_first_key: bool,
     cuts = taken = mark = 0
     while queue.queued or in_flight:
         if from_first_key:
-            queue.head = first_key
+            queue.head = {}  # each partition's first key
         spent, got = cut_once(queue, slots, in_flight)
         cpu += spent
         cuts += 1

@@ -37,7 +37,7 @@ class CrawlConfig:
     max_pages: int | None = None
     max_depth: int | None = None
     strategy: str = "bfs"
-    partitions: int = 64
+    partitions: int = 256
     strategy_workers: int = 1
     db_workers: int = 1
     fetch_concurrency: int = 32  # requests in flight per fetch worker (its batches share them)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def split_by_owner(batch: pa.RecordBatch, owners: np.ndarray,
@@ -17,3 +20,12 @@ def split_by_owner(batch: pa.RecordBatch, owners: np.ndarray,
         result[int(worker)] = batch.filter(pa.array(owner == worker))
     return result
 
+
+
+def not_owned(batches: Iterable[pa.RecordBatch], owned: Collection[int]) -> list[int]:
+    """The partitions of rows in ``batches`` that are not in ``owned``, sorted."""
+    found: set[int] = set()
+    for batch in batches:
+        if batch.num_rows:
+            found.update(pc.unique(batch.column("partition")).to_pylist())
+    return sorted(p for p in found if p not in owned)

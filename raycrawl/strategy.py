@@ -30,6 +30,13 @@ class CrawlingStrategy:
     requests deeper than ``max_depth`` and URLs already queued or crawled are not queued again,
     whatever the strategy asks, so the crawl stays exactly-once.  ``at`` (epoch seconds) sets
     when a URL is due: a new URL's first fetch, or a fetched URL's next visit (a revisit).
+
+    **State.** What the worker keeps for a strategy is per URL — its state, depth and score —
+    and lives in the worker's store with the URL's partition: it survives restarts and moves
+    with the partition to another worker.  Anything a strategy keeps on ``self`` is that
+    worker process's only: it is lost when the worker restarts and is not moved with a
+    partition, so keep there only what can be rebuilt (caches, counters for logging), never
+    what decides which URLs are crawled.
     """
 
     def __init__(self, config: CrawlConfig, sink: ScheduleSink) -> None:

@@ -1,24 +1,30 @@
 """Finish detection and partition assignment, without Ray."""
 
-from raycrawl.coordinator.phases import (
-    FinishDetector,
-    Phase,
-    Verdict,
-    assign_partitions,
-    owner_table,
-)
+from raycrawl.coordinator.phases import FinishDetector, Phase, Verdict
 from raycrawl.coordinator.reports import DBWorkerReport
+from raycrawl.storage.assignment import (
+    Assignment,
+    Role,
+    read_assignment,
+    write_assignment,
+)
 
 
 def idle(activity, queued=0, at_gate=0):
     return DBWorkerReport(queued=queued, queued_at_gate=at_gate, in_flight=0, activity=activity)
 
 
-def test_assignment_covers_every_partition_once():
-    parts = assign_partitions(64, 3)
-    assert sorted(p for ps in parts for p in ps) == list(range(64))
-    owners = owner_table(parts)
-    assert all(p in parts[owners[p]] for p in range(64))
+def test_assignment_covers_every_partition_once_and_moves_one_an_epoch(tmp_path):
+    first = Assignment.initial(64, 3, 2)
+    parts = first.by_worker(Role.DB)
+    assert sorted(p for ps in parts for p in ps) == list(range(64)) and len(parts) == 3
+    assert all(p in first.owned(Role.DB, first.owners[Role.DB][p]) for p in range(64))
+    assert first.owned(Role.STRATEGY, 1) == frozenset(range(1, 64, 2))
+    moved = first.moved(Role.STRATEGY, 3, 0)
+    assert moved.epoch == first.epoch + 1 and moved.owners[Role.STRATEGY][3] == 0
+    assert first.owners[Role.STRATEGY][3] == 1 and moved.owners[Role.DB] == first.owners[Role.DB]
+    write_assignment(str(tmp_path), moved)
+    assert read_assignment(str(tmp_path)) == moved
 
 
 def test_finish_needs_two_identical_quiet_snapshots():

@@ -8,6 +8,7 @@ from raycrawl.coordinator.budget import Allowance, BudgetPlanner, Move, Share
 from raycrawl.coordinator.control import CrawlControl
 from raycrawl.coordinator.phases import Phase, Verdict
 from raycrawl.coordinator.reports import CrawlStatus, DBWorkerReport, StrategyWorkerReport
+from raycrawl.storage.assignment import Role, read_assignment
 
 
 def config(tmp_path, **kw):
@@ -24,7 +25,9 @@ def test_a_restarted_coordinator_adopts_the_phase(tmp_path):
     first = CrawlControl(cfg, generation=1)
     assert not first.adopted and first.phase is Phase.STARTING
     manifest = json.loads((tmp_path / "out" / "state" / "manifest.json").read_text())
-    assert manifest["generation"] == 1 and len(manifest["db_workers"]) == 1
+    assert manifest["generation"] == 1
+    assignment = read_assignment(str(tmp_path / "out" / "state"))
+    assert assignment.epoch == 1 and assignment.workers == {Role.DB: 1, Role.STRATEGY: 1}
     first.set_phase(Phase.RUNNING)
     again = CrawlControl(cfg, generation=1)  # Ray restarted it: same generation
     assert again.adopted and again.phase is Phase.RUNNING

@@ -4,7 +4,7 @@ import time
 
 from raycrawl.db_worker.politeness import HostSlots
 from raycrawl.db_worker.queue import Entry, FrontierQueue
-from raycrawl.storage.store import Store
+from raycrawl.storage.store import LAYOUT_KEY, Store
 
 
 def entry(i, host="a.com", depth=0, score=1.0):
@@ -58,10 +58,10 @@ def test_layers_gate_the_cut(store):
 def complete(q, store, batch_id, fps):
     """Complete a batch in a write of its own; returns the fingerprints done first."""
     wb = store.batch()
-    completion = q.complete(wb, batch_id, fps)
+    completion = q.complete(wb, batch_id, [(0, fp) for fp in fps])
     store.write(wb)
     q.apply(completion)
-    return completion.fresh
+    return [fp for _, fp in completion.fresh]
 
 
 def test_complete_outputs_each_url_once(store):
@@ -120,14 +120,14 @@ def test_crawl_delay_raises_the_host_delay():
 
 def test_cut_seeks_past_what_was_taken_and_never_skips_a_live_entry(store):
     starts = []
-    scan = store.scan
+    iterate_from = store.iterate_from
 
-    def recording_scan(start, stop):
+    def recording(start):
         starts.append(start)
-        return scan(start, stop)
+        return iterate_from(start)
 
     q = FrontierQueue(store, layered=True)
-    store.scan = recording_scan
+    store.iterate_from = recording
     slots = HostSlots(0)
     q.push([entry(i, f"h{i}.com", depth=1) for i in range(50)] + [entry(100, "busy.com", depth=1)])
     first_id, first = q.cut(20, 1, slots, None, 1000)
@@ -176,23 +176,42 @@ def test_the_tables_of_a_db_worker_store_have_distinct_prefixes():
     from raycrawl.output import durable as output
 
     prefixes = [queue._Q, queue._F, queue._L, queue._P, queue._C, queue._D, queue._W, queue._O,
-                shard._COOKIES, robots._PREFIX, budget._KEY, output.PAGE_KEYS.staged,
+                shard._COOKIES, robots.TABLE, budget._KEY, output.PAGE_KEYS.staged,
                 output.PAGE_KEYS.recorded, output.ITEM_KEYS.staged, output.ITEM_KEYS.recorded]
     assert len(prefixes) == len(set(prefixes)) == 15
+    assert all(p[:1] != LAYOUT_KEY[:1] for p in prefixes)
+    # the partitioned ones: the queue's but the leases and counters, cookies, robots.txt
+    assert set(shard.TABLES) == set(queue._Q + queue._F + queue._P + queue._D + queue._W
+                                    + queue._O + shard._COOKIES + robots.TABLE)
+
+
+class _Counting:
+    """A store iterator that records the keys it reads."""
+
+    def __init__(self, it, read):
+        self.it, self.read = it, read
+
+    def valid(self):
+        return self.it.valid()
+
+    def key(self):
+        key = self.it.key()
+        self.read.append(key)
+        return key
+
+    def value(self):
+        return self.it.value()
+
+    def next(self):
+        self.it.next()
 
 
 def test_a_cut_stops_reading_once_every_host_with_urls_is_busy_or_full(store):
     read = []
-    scan = store.scan
-
-    def counting_scan(start, stop):
-        for item in scan(start, stop):
-            read.append(item[0])
-            yield item
-
+    iterate_from = store.iterate_from
     q = FrontierQueue(store, layered=False)
     q.push([entry(i * 50 + h, f"h{h}.com") for i in range(20) for h in range(50)])
-    store.scan = counting_scan
+    store.iterate_from = lambda start: _Counting(iterate_from(start), read)
     slots = HostSlots(0)
     slots.lease({f"h{h}.com" for h in range(49)})  # all but h49 busy
     _, got = q.cut(100, 2, slots, None)

@@ -146,21 +146,23 @@ def test_completion_records_one_row_per_visit_and_puts_the_next_one(store):
     batch, [e] = q.cut(10, 10, HostSlots(0), None, 100)
     nxt = dataclasses.replace(e, visit=2, not_before=time.time() - 1)
     wb = store.batch()
-    done = q.complete(wb, batch, [e.fingerprint], visits=[1], revisit={e.fingerprint: nxt})
+    done = q.complete(wb, batch, [(0, e.fingerprint)], visits=[1],
+                    revisit={(0, e.fingerprint): nxt})
     store.write(wb)
     q.apply(done)
-    assert done.fresh == [e.fingerprint] and q.not_due == 1
+    assert done.fresh == [(0, e.fingerprint)] and q.not_due == 1
     wb = store.batch()  # the same visit again (a batch fetched twice): no row, no second entry
-    again = q.complete(wb, batch, [e.fingerprint], visits=[1], revisit={e.fingerprint: nxt})
-    assert again.fresh == [] and again.not_due == 0
+    again = q.complete(wb, batch, [(0, e.fingerprint)], visits=[1],
+                    revisit={(0, e.fingerprint): nxt})
+    assert again.fresh == [] and not again.not_due
     q.promote(time.time())
     batch2, [e2] = q.cut(10, 10, HostSlots(0), None, 100)
     assert e2.visit == 2 and q.due == {}
     wb = store.batch()
-    second = q.complete(wb, batch2, [e.fingerprint], visits=[2])
+    second = q.complete(wb, batch2, [(0, e.fingerprint)], visits=[2])
     store.write(wb)
     q.apply(second)
-    assert second.fresh == [e.fingerprint] and q.done_total == 2
+    assert second.fresh == [(0, e.fingerprint)] and q.done_total == 2
 
 
 def test_overdue_counts_revisits_due_long_ago_until_cut(store):
@@ -170,7 +172,7 @@ def test_overdue_counts_revisits_due_long_ago_until_cut(store):
     for i, late in enumerate([100, 50, 1]):
         q._put_waiting(wb, entry(i, visit=2, not_before=now - late))
     store.write(wb)
-    q.not_due = 3
+    q.not_due, q.not_due_by[0] = 3, 3
     q.promote(now)
     assert sum(q.due.values()) == 3 and q.overdue(now, 10) == 2
     assert FrontierQueue(store, layered=False, revisits=True).overdue(now, 10) == 2
@@ -184,7 +186,7 @@ def visited(q: FrontierQueue, store, e: Entry, due: float, fetched: float = 0.0)
     batch, [leased] = q.cut(10, 10, HostSlots(0), None, 100)
     wb = store.batch()
     nxt = dataclasses.replace(leased, visit=2, not_before=due, fetched_s=fetched or None)
-    q.apply(q.complete(wb, batch, [e.fingerprint], revisit={e.fingerprint: nxt}))
+    q.apply(q.complete(wb, batch, [(0, e.fingerprint)], revisit={(0, e.fingerprint): nxt}))
     store.write(wb)
 
 
@@ -199,7 +201,8 @@ def test_a_strategys_at_moves_a_waiting_visit_or_waits_for_the_one_in_flight(sto
     q.push([dataclasses.replace(waiting, not_before=now - 1),
             dataclasses.replace(flying, not_before=now + 60)])  # known: rescheduled
     assert (q.not_due, q.queued) == (0, 1)  # due now: into the queue
-    assert q.overrides([flying.fingerprint, waiting.fingerprint]) == {flying.fingerprint: now + 60}
+    assert q.overrides([(0, flying.fingerprint), (0, waiting.fingerprint)]) == {
+        (0, flying.fingerprint): now + 60}
     assert [(e.url, e.visit) for e in cut_all(q)] == [(waiting.url, 2)]
 
 
@@ -210,7 +213,7 @@ def test_a_sitemaps_lastmod_makes_a_page_fetched_before_its_change_due(store):
     visited(q, store, old, now + 3600, fetched=now - 100)
     visited(q, store, recent, now + 3600, fetched=now - 10)
     assert q.not_due == 2
-    q.changed({old.fingerprint: now - 50, recent.fingerprint: now - 50, 99: now})
+    q.changed({(0, old.fingerprint): now - 50, (0, recent.fingerprint): now - 50, (0, 99): now})
     assert (q.not_due, q.queued) == (1, 1)
     assert [e.url for e in cut_all(q)] == [old.url]
 

@@ -67,7 +67,7 @@ def test_state_is_durable_and_replay_is_harmless(runner_for, tmp_path):
     r.process_spider_log(pages, links)  # the same spider log twice
     assert r.counters["request_errors"] == 1 and r.counters["duplicate_pages"] == 1
     fp = url_info("http://a.com/", P).fingerprint
-    r.states.refresh([fp])
+    r.states.refresh([url_info("http://a.com/", P).partition], [fp])
     assert r.states.state(fp) is URLState.ERROR
 
 

@@ -11,7 +11,7 @@ from raycrawl.strategy_worker.traps import TrapGuard, path_template, repeated_se
 
 
 def test_repeated_path_segments_are_a_trap(store):
-    guard = TrapGuard(store, max_segment_repeats=3, max_query_variants=100,
+    guard = TrapGuard(store, 64, max_segment_repeats=3, max_query_variants=100,
                       max_pages_per_host=None)
     assert repeated_segments("/a/b/a/b/a/b/a") == 4
     assert guard.verdict("http://h.com/a/b/a/b/a/b/a", "h.com") == "trap"
@@ -19,34 +19,34 @@ def test_repeated_path_segments_are_a_trap(store):
 
 
 def test_query_shape_limit_stops_an_infinite_calendar(store):
-    guard = TrapGuard(store, 3, max_query_variants=5, max_pages_per_host=None)
+    guard = TrapGuard(store, 64, 3, max_query_variants=5, max_pages_per_host=None)
     verdicts = [guard.verdict(f"http://h.com/cal?day={d}", "h.com") for d in range(8)]
     assert verdicts == [None] * 5 + ["trap"] * 3
     # Another path, or other keys, is another shape.
     assert guard.verdict("http://h.com/cal?day=1&view=week", "h.com") is None
     assert guard.verdict("http://other.com/cal?day=99", "other.com") is None
     guard.flush()
-    again = TrapGuard(store, 3, max_query_variants=5, max_pages_per_host=None)
+    again = TrapGuard(store, 64, 3, max_query_variants=5, max_pages_per_host=None)
     assert again.verdict("http://h.com/cal?day=100", "h.com") == "trap"  # durable counts
 
 
 def test_per_host_budget(store):
-    guard = TrapGuard(store, 3, 100, max_pages_per_host=2)
+    guard = TrapGuard(store, 64, 3, 100, max_pages_per_host=2)
     assert [guard.verdict(f"http://h.com/{i}", "h.com") for i in range(3)] == [
         None, None, "host-budget"]
     assert guard.verdict("http://g.com/0", "g.com") is None
 
 
 def test_host_hops_limit_and_seed_hosts_are_durable(store):
-    guard = TrapGuard(store, 3, 100, None, max_host_hops=1)
+    guard = TrapGuard(store, 64, 3, 100, None, max_host_hops=1)
     guard.seed_hosts(["a.com", "a.com"])
     assert [guard.hops("a.com", 5), guard.hops("b.com", 5), guard.hops("b.com", 0)] == [0, 5, 0]
     assert guard.verdict("http://b.com/", "b.com", 1) is None
     assert guard.verdict("http://c.com/", "c.com", 2) == "trap"
     guard.flush()
-    again = TrapGuard(store, 3, 100, None, max_host_hops=1)
+    again = TrapGuard(store, 64, 3, 100, None, max_host_hops=1)
     assert again.hops("a.com", 3) == 0  # the seed hosts survive a restart
-    off = TrapGuard(store, 3, 100, None)
+    off = TrapGuard(store, 64, 3, 100, None)
     assert off.hops("b.com", 7) == 7 and off.verdict("http://c.com/", "c.com", 99) is None
 
 
@@ -71,10 +71,10 @@ def test_rules_bom_and_crawl_delay():
 
 
 def test_robots_cache_is_durable_and_expires(store):
-    cache = RobotsCache(store)
+    cache = RobotsCache(store, 64)
     before = RobotsPolicy(RobotsKind.UNAVAILABLE, "", 990.0, 2, failing_since=980.0)
     cache.put("http://h.com", RobotsPolicy.from_fetch(500, b"", 1000.0, 100, 10, before))
-    fresh = RobotsCache(store)
+    fresh = RobotsCache(store, 64)
     assert fresh.get("http://h.com", now=1005.0).failures == 3
     assert fresh.get("http://h.com", now=1039.0).failing_since == 980.0  # 10 s x 2**2
     assert fresh.get("http://h.com", now=1041.0) is None
@@ -136,7 +136,7 @@ def test_a_calendar_in_the_path_is_one_template_and_capped(store):
     assert path_template("/item/5f3e2a9b11") == "/item/{h}"
     assert path_template("/about/deadbeef") == "/about/deadbeef"  # a word, not an id
     assert path_template("/2020-01-31/post-7.html") == "/{n}-{n}-{n}/post-{n}.html"
-    guard = TrapGuard(store, 3, 100, None, max_path_variants=4, max_path_segments=6)
+    guard = TrapGuard(store, 64, 3, 100, None, max_path_variants=4, max_path_segments=6)
     verdicts = [guard.verdict(f"http://h.com/cal/{2000 + i}/{i % 12}", "h.com")
                 for i in range(6)]
     assert verdicts == [None] * 4 + ["trap"] * 2

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.budget import BudgetPlanner, Move, Share
-from raycrawl.coordinator.phases import FinishDetector, Phase, Verdict, assign_partitions
+from raycrawl.coordinator.phases import FinishDetector, Phase, Verdict
 from raycrawl.coordinator.reports import (
     CrawlStatus,
     DBWorkerReport,
@@ -27,6 +27,11 @@ from raycrawl.coordinator.reports import (
 from raycrawl.db_worker.politeness import Wait
 from raycrawl.errors import CrawlStateError, InvalidURL, StorageError
 from raycrawl.formats import schemas
+from raycrawl.storage.assignment import (
+    Assignment,
+    read_assignment_if_present,
+    write_assignment,
+)
 from raycrawl.storage.ownership import RENEW_S, release_lease, renew_lease, take_lease
 from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
 from raycrawl.urls import url_info
@@ -128,10 +133,10 @@ class CrawlControl:
             write_json(config.state_dir, MANIFEST, {
                 "crawl_id": config.crawl_id,
                 "created_at": manifest.get("created_at", self.started),
-                "generation": generation, "config": config.to_dict(),
-                "strategy_workers": assign_partitions(config.partitions,
-                                                      config.strategy_workers),
-                "db_workers": assign_partitions(config.partitions, config.db_workers)})
+                "generation": generation, "config": config.to_dict()})
+            if read_assignment_if_present(config.state_dir) is None:  # a new crawl
+                write_assignment(config.state_dir, Assignment.initial(
+                    config.partitions, config.db_workers, config.strategy_workers))
             self._save()
         self.budget = (None if config.max_pages is None else
                        BudgetPlanner(config.max_pages, step=2 * config.batch_size))

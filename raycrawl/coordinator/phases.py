@@ -35,20 +35,6 @@ class Phase(enum.StrEnum):
         return self in (Phase.STOPPED, Phase.FINISHED, Phase.FAILED)
 
 
-def assign_partitions(partitions: int, workers: int) -> list[list[int]]:
-    """Partitions of each worker, round robin: worker ``i`` owns ``p`` with ``p % workers == i``."""
-    return [list(range(i, partitions, workers)) for i in range(workers)]
-
-
-def owner_table(assignment: list[list[int]]) -> list[int]:
-    """partition -> worker index, from an assignment."""
-    owners = [-1] * sum(len(parts) for parts in assignment)
-    for worker, parts in enumerate(assignment):
-        for p in parts:
-            owners[p] = worker
-    return owners
-
-
 class Verdict(enum.Enum):
     CONTINUE = "continue"
     ADVANCE_GATE = "advance-gate"

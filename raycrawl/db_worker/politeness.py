@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from typing import Any
 
 from raycrawl.errors import ErrorKind
 
@@ -102,6 +103,33 @@ class HostSlots:
             self.parked[host] = reason
             if until is not None:
                 self.parked_until[host] = until
+
+    def export(self, hosts: set[str], now: float) -> dict[str, Any]:
+        """What is kept of ``hosts`` (not leased: a move waits for their batches), with times
+        as seconds from ``now``: another process's monotonic clock is not this one's."""
+        return {
+            "wait": {h: (t - now, self.why[h].value) for h, t in self.ready_at.items()
+                     if h in hosts and t > now},
+            "crawl_delay": {h: d for h, d in self.crawl_delay.items() if h in hosts},
+            "failures": {h: n for h, n in self.failures.items() if h in hosts},
+            "parked": {h: (r.value, self.parked_until[h] - now if h in self.parked_until
+                           else None) for h, r in self.parked.items() if h in hosts}}
+
+    def adopt(self, state: dict[str, Any], now: float) -> None:
+        """Take over what :meth:`export` wrote (``now``: this process's monotonic clock)."""
+        for host, (wait, why) in state.get("wait", {}).items():
+            self.push_back(host, now + wait, Wait(why))
+        self.crawl_delay.update(state.get("crawl_delay", {}))
+        self.failures.update(state.get("failures", {}))
+        for host, (reason, left) in state.get("parked", {}).items():
+            self.park(host, ErrorKind(reason), None if left is None else now + left)
+
+    def forget(self, hosts: set[str]) -> None:
+        """Drop what is kept of ``hosts`` (their partition moved away)."""
+        for table in (self.ready_at, self.why, self.crawl_delay, self.failures, self.parked,
+                      self.parked_until):
+            for host in hosts.intersection(table):
+                del table[host]
 
     def counts(self) -> dict[str, int]:
         """Hosts by state: ``active`` (leased to a batch), ``backed-off`` (failing, not

@@ -1,21 +1,27 @@
 """The DB worker's queue: scheduled URLs in RocksDB, cut into polite spider-feed batches.
 
-Keys::
+Keys (``P``: the URL's partition, 2 bytes; see ``raycrawl.storage.store``)::
 
-    q <layer:u16> <-score:sortable f64> <seq:u64>   -> queued entry (msgpack)
-    f <fingerprint:u64>                             -> b"" once a URL was ever enqueued here
-    l <batch:u64> <seq:u64>                         -> an entry leased to an in-flight batch
-    p <fingerprint:u64>                             -> the last visit whose page row was output
-                                                       (u32; b"" for visit 1)
-    d <due:u64 ms> <seq:u64>                        -> an entry waiting for its due time
-    v <fingerprint:u64>                             -> its ``d`` key
-    n <fingerprint:u64>                             -> a due time (f64) a strategy set for a URL
-                                                       in flight: its next visit's
-    c                                               -> counters (next seq, next batch id)
+    q <P> <layer:u16> <-score:sortable f64> <seq:u64> -> queued entry (msgpack)
+    f <P> <fingerprint:u64>                           -> b"" once a URL was ever enqueued here
+    p <P> <fingerprint:u64>                           -> the last visit whose page row was
+                                                         output (u32; b"" for visit 1)
+    d <P> <due:u64 ms> <seq:u64>                      -> an entry waiting for its due time
+    v <P> <fingerprint:u64>                           -> its ``d`` key
+    n <P> <fingerprint:u64>                           -> a due time (f64) a strategy set for a
+                                                         URL in flight: its next visit's
+    l <batch:u64> <seq:u64>                           -> an entry leased to an in-flight batch
+    c                                                 -> counters (next seq, next batch id,
+                                                         URLs done)
 
-``layer`` is the URL's depth when the crawl advances depth by depth (``--max-depth``), else 0,
-so a cut can stop at the current depth gate.  Within a layer, higher scores come first and
-equal scores in arrival order.
+The first six tables are the partitions' (they move with them); leases and counters are the
+worker's own.  ``layer`` is the URL's depth when the crawl advances depth by depth
+(``--max-depth``), else 0, so a cut can stop at the current depth gate.
+
+Each partition is a queue of its own, in (layer, score, arrival) order; a cut merges the
+partitions' queues by (layer, score) — higher scores first, as one queue would — and takes
+the partitions tied on those in turn, starting one further each cut, so none waits on
+another's backlog.
 
 Revisits (and URLs a strategy schedules for later) wait in the time index ``d``; once due,
 :meth:`FrontierQueue.promote` moves them into ``q``, where they take their turn by score.  A
@@ -26,26 +32,39 @@ cut therefore never reads an entry that is not due, and a URL has one entry at a
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import heapq
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
 from raycrawl.db_worker.politeness import HostSlots
 from raycrawl.formats.entry import HOST, NOT_BEFORE, Entry
-from raycrawl.storage.store import Store, WriteBatch, read_u64, sortable_float, u64
+from raycrawl.storage.store import Store, WriteBatch, part_key, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
+TABLES = _Q + _F + _P + _D + _W + _O  # the partitioned tables (see raycrawl.storage.store)
 _DUE = struct.Struct(">d")
 PROMOTE_LIMIT = 10_000  # entries one promote moves at most (the next cut moves the rest)
+
+Key = tuple[int, int]  # (partition, fingerprint): where a URL's keys are
+Layers = Counter[tuple[int, int]]  # queued entries by (partition, layer)
 
 
 def due_key_ms(due: float) -> bytes:
     return u64(max(0, int(due * 1000)))
+
+
+def _url_key(table: bytes, key: Key) -> bytes:
+    return part_key(table, key[0]) + u64(key[1])
+
+
+def _key_of(entry: Entry) -> Key:
+    return entry.partition, entry.fingerprint
 
 
 def _visit_bytes(visit: int) -> bytes:
@@ -64,6 +83,7 @@ class HostQueue:
     """A host's queued URLs: how many, and of those the ones with a time before which they
     are not fetched (a retry's backoff, a revisit's due time), by second (wall clock)."""
 
+    partition: int
     queued: int = 0
     later: Counter[int] = field(default_factory=Counter)
 
@@ -79,49 +99,121 @@ class HostQueue:
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A batch's completion added to a WriteBatch, to :meth:`FrontierQueue.apply` once it is
-    written: the fingerprints done for the first time, the retries queued per layer."""
+    written: the URLs done for the first time, the retries queued per partition and layer."""
 
-    fresh: list[int]
-    layers: Counter[int] = field(default_factory=Counter)
+    fresh: list[Key]
+    layers: Layers = field(default_factory=Counter)
     queued: tuple[Entry, ...] = ()  # retries queued again
     released: int = 0  # leases dropped
-    not_due: int = 0  # next visits put in the time index
+    not_due: Counter[int] = field(default_factory=Counter)  # next visits put in the time index
     due: Counter[int] = field(default_factory=Counter)  # revisits queued, by due second
 
 
-class FrontierQueue:
-    """Durable queue of one DB worker; every mutation is one atomic WriteBatch."""
+class _Cut:
+    """What one cut took and where it stopped, partition by partition."""
 
-    def __init__(self, store: Store, layered: bool, revisits: bool = False) -> None:
+    def __init__(self, max_urls: int, scan_limit: int, host_cap: int, hosts: int) -> None:
+        self.max_urls, self.scan_limit, self.host_cap, self.hosts = (
+            max_urls, scan_limit, host_cap, hosts)
+        self.scanned = 0
+        self.per_host: Counter[str] = Counter()
+        self.blocked: set[str] = set()
+        self.full = 0  # hosts at host_cap
+        self.taken: list[tuple[bytes, Entry]] = []
+        self.first_left: dict[int, bytes] = {}  # per partition: the first key seen, not taken
+        self.left: dict[int, bytes] = {}  # per partition read: its next key, not read
+        self.last_taken: dict[int, bytes] = {}
+        self.part_busy: Counter[int] = Counter()  # per partition: hosts blocked or full
+
+    def over(self) -> bool:
+        """The cut is done: enough taken or scanned, or every host is busy or full."""
+        return (self.scanned >= self.scan_limit or len(self.taken) >= self.max_urls
+                or len(self.blocked) + self.full >= self.hosts)
+
+
+class FrontierQueue:
+    """Durable queue of one DB worker's partitions; every mutation is one atomic WriteBatch."""
+
+    def __init__(self, store: Store, layered: bool, revisits: bool = False,
+                 owned: Collection[int] | None = None) -> None:
         self.store = store
         self.layered = layered
+        # Partitions whose entries are counted and cut (None: all); keys of others are left
+        # alone (see DBShard.owned).
+        self.owned = None if owned is None else set(owned)
         raw = store.get(_C)
         counters: tuple[int, int, int] = tuple(msgpack.unpackb(raw)) if raw else (0, 1, 0)
         self.next_seq, self.next_batch, self.done_total = counters
-        self.not_due = sum(1 for _ in store.scan(_D, _D + b"\xff"))  # URLs not due yet
-        self.has_overrides = next(store.scan(_O, _O + b"\xff"), None) is not None
-        # Revisits due and queued, by due second (for ``overdue``): read from the entries only
-        # when the crawl revisits.
-        self.due: Counter[int] = Counter()
-        track = revisits or self.not_due > 0
+        self.track_due = revisits
         self.by_layer: Counter[int] = Counter()
+        self.by_part: Counter[int] = Counter()  # queued URLs per partition
+        self.not_due = 0  # URLs waiting in the time index
+        self.not_due_by: Counter[int] = Counter()  # the same per partition
+        self.due_next: dict[int, int] = {}  # per partition: its first waiting entry's due (ms)
+        # Revisits due and queued, by due second (for ``overdue``).
+        self.due: Counter[int] = Counter()
         # Queued entries by host, and of those the ones not to be fetched before a time (a
         # retry's backoff), by second: why URLs wait (see DBShard.reasons).
         self.hosts: dict[str, HostQueue] = {}
-        for key, raw_entry in store.scan(_Q, _Q + b"\xff"):
-            self.by_layer[int.from_bytes(key[1:3], "big")] += 1
-            entry = Entry.unpack(raw_entry)
-            self._count_in((entry,))
-            if track and entry.visit > 1:
-                self.due[int(entry.not_before)] += 1
+        self.part_hosts: dict[int, set[str]] = {}
+        # Per partition, no queued key sorts below ``head[p]``: a cut seeks there instead of
+        # to the partition's first key, past the deletions of entries leased earlier (RocksDB
+        # keeps them as tombstones until compaction, and an iterator walks every one).  Cuts
+        # move it up, any put of a smaller key moves it down.  ``due_head`` does the same for
+        # the time index.
+        self.head: dict[int, bytes] = {}
+        self.head_band: dict[int, bytes] = {}  # a lower bound of its first key's band
+        self.due_head: dict[int, bytes] = {}
+        self.has_overrides = False
+        self.rotation = 0  # which of the partitions tied in a cut goes first
+        self._recount(_Q, _D, _O)
         self.leased_total = sum(1 for _ in store.scan(_L, _L + b"\xff"))  # URLs under lease
         self.enqueued_total = 0
-        # No queued key sorts below ``head``: a cut seeks there instead of to the first queue
-        # key, past the deletions of entries leased earlier (RocksDB keeps them as tombstones
-        # until compaction, and an iterator walks every one).  Cuts move it up, any put of a
-        # smaller key moves it down.  ``due_head`` does the same for the time index.
-        self.head = _Q
-        self.due_head = _D
+
+    def _recount(self, q_start: bytes, d_start: bytes, o_start: bytes,
+                 sign: int = 1) -> None:
+        """Count the queued and waiting entries from ``q_start``/``d_start`` to the end of
+        their partition's range (every partition's, from the table's letter alone) in or
+        (``sign`` -1) out of the counts kept in memory."""
+        waiting: Counter[int] = Counter()
+        owned = self.owned
+        for key, _ in self.store.scan(d_start, _stop(d_start)):
+            part = int.from_bytes(key[1:3], "big")
+            if owned is not None and part not in owned:
+                continue
+            waiting[part] += 1
+            if sign > 0 and part not in self.due_next:
+                self.due_next[part] = read_u64(key, 3)
+        self._count_waiting(waiting, sign)
+        if sign < 0:
+            for part in waiting:
+                self.due_next.pop(part, None)
+                self.due_head.pop(part, None)
+        layers: Layers = Counter()
+        entries: list[Entry] = []
+        for key, raw_entry in self.store.scan(q_start, _stop(q_start)):
+            part = int.from_bytes(key[1:3], "big")
+            if owned is not None and part not in owned:
+                continue
+            layers[part, int.from_bytes(key[3:5], "big")] += 1
+            entries.append(Entry.unpack(raw_entry))
+        self._add_layers(layers, sign)
+        if sign > 0:
+            self._count_in(entries)
+        else:
+            self._count_out(entries)
+        if self.track_due or self.not_due > 0 or waiting:
+            self.due.update({s: sign * n for s, n in self._due_seconds(entries).items()})
+            self.due = +self.due
+        self.has_overrides = self.has_overrides or next(
+            self.store.scan(o_start, _stop(o_start)), None) is not None
+
+    def _add_layers(self, layers: Layers, sign: int = 1) -> None:
+        for (part, layer), n in layers.items():
+            self.by_layer[layer] += sign * n
+            self.by_part[part] += sign * n
+        if sign < 0:
+            self.by_layer, self.by_part = +self.by_layer, +self.by_part
 
     def _counters(self, done_delta: int = 0) -> bytes:
         return msgpack.packb((self.next_seq, self.next_batch, self.done_total + done_delta))
@@ -135,16 +227,17 @@ class FrontierQueue:
 
     def _key(self, entry: Entry, seq: int) -> tuple[bytes, int]:
         layer = min(entry.depth, 0xFFFF) if self.layered else 0
-        return _Q + layer.to_bytes(2, "big") + sortable_float(-entry.score) + u64(seq), layer
+        return (part_key(_Q, entry.partition) + layer.to_bytes(2, "big")
+                + sortable_float(-entry.score) + u64(seq), layer)
 
     def push(self, entries: list[Entry]) -> int:
         """Queue the entries not enqueued here before; durable on return. Returns how many."""
         if not entries:
             return 0
-        unique = list({e.fingerprint: e for e in entries}.values())
-        known = self.store.multi_get([_F + u64(e.fingerprint) for e in unique])
+        unique = list({_key_of(e): e for e in entries}.values())
+        known = self.store.multi_get([_url_key(_F, _key_of(e)) for e in unique])
         fresh = [e for e, k in zip(unique, known) if k is None]
-        again = {e.fingerprint: e.not_before for e, k in zip(unique, known)
+        again = {_key_of(e): e.not_before for e, k in zip(unique, known)
                  if k is not None and e.not_before}
         if again:  # a strategy's ``at`` for a URL fetched before: its next visit
             self.reschedule(again)
@@ -152,7 +245,7 @@ class FrontierQueue:
             return 0
         wb = self.store.batch()
         for entry in fresh:
-            wb.put(_F + u64(entry.fingerprint), b"")
+            wb.put(_url_key(_F, _key_of(entry)), b"")
         now = time.time()
         later = [e for e in fresh if e.not_before > now]  # a strategy's ``at``
         for entry in later:
@@ -160,9 +253,9 @@ class FrontierQueue:
         queued = [e for e in fresh if e.not_before <= now] if later else fresh
         layers = self._put_entries(wb, queued)
         self.store.write(wb)
-        self.by_layer.update(layers)
+        self._add_layers(layers)
         self._count_in(queued)
-        self.not_due += len(later)
+        self._count_waiting(Counter(e.partition for e in later))
         self.enqueued_total += len(fresh)
         return len(fresh)
 
@@ -170,72 +263,99 @@ class FrontierQueue:
 
     def _put_waiting(self, wb: WriteBatch, entry: Entry) -> None:
         """Add to ``wb`` an entry that waits until its ``not_before`` (count it once written)."""
-        key = _D + due_key_ms(entry.not_before) + u64(self.next_seq)
+        part = entry.partition
+        due = due_key_ms(entry.not_before)
+        key = part_key(_D, part) + due + u64(self.next_seq)
         self.next_seq += 1
-        if key < self.due_head:
-            self.due_head = key
+        if key < self.due_head.get(part, b"\xff"):
+            self.due_head[part] = key
+        # (early if the write fails: a promote then finds nothing due)
+        self.due_next[part] = min(self.due_next.get(part, 1 << 63), read_u64(due))
         wb.put(key, entry.pack())
-        wb.put(_W + u64(entry.fingerprint), key)
+        wb.put(_url_key(_W, _key_of(entry)), key)
+
+    def _count_waiting(self, parts: Counter[int], sign: int = 1) -> None:
+        for part, n in parts.items():
+            self.not_due_by[part] += sign * n
+            self.not_due += sign * n
+        if sign < 0:
+            self.not_due_by = +self.not_due_by
 
     def promote(self, now: float, limit: int = PROMOTE_LIMIT) -> int:
         """Move the entries due by ``now`` (wall clock) from the time index into the queue,
         at most ``limit``, in one atomic write; returns how many."""
-        stop = _D + due_key_ms(now) + b"\xff"
-        moved = [(key, Entry.unpack(raw)) for key, raw in
-                 itertools.islice(self.store.scan(self.due_head, stop), limit)]
-        if not moved:
-            return 0
-        wb = self.store.batch()
-        for key, entry in moved:
-            wb.delete(key)
-            wb.delete(_W + u64(entry.fingerprint))
-        entries = [e for _, e in moved]
-        layers = self._put_entries(wb, entries)
-        self.store.write(wb, sync=False)  # lost with the machine: still due, moved again
-        self.by_layer.update(layers)
-        self._count_in(entries)
-        self.not_due -= len(moved)
-        self.due.update(self._due_seconds(entries))
-        self.due_head = moved[-1][0]
+        now_ms = read_u64(due_key_ms(now))
+        moved: list[tuple[bytes, Entry]] = []
+        heads: dict[int, bytes] = {}
+        nexts: dict[int, int | None] = {}
+        for part in [p for p, due in self.due_next.items() if due <= now_ms]:
+            start = self.due_head.get(part, part_key(_D, part))
+            nexts[part] = None
+            for key, raw in self.store.scan(start, part_key(_D, part + 1)):
+                if read_u64(key, 3) > now_ms or len(moved) >= limit:
+                    nexts[part] = read_u64(key, 3)
+                    break
+                moved.append((key, Entry.unpack(raw)))
+                heads[part] = key
+            if len(moved) >= limit:
+                break
+        if moved:
+            wb = self.store.batch()
+            for key, entry in moved:
+                wb.delete(key)
+                wb.delete(_url_key(_W, _key_of(entry)))
+            entries = [e for _, e in moved]
+            layers = self._put_entries(wb, entries)
+            self.store.write(wb, sync=False)  # lost with the machine: still due, moved again
+            self._add_layers(layers)
+            self._count_in(entries)
+            self._count_waiting(Counter(e.partition for e in entries), -1)
+            self.due.update(self._due_seconds(entries))
+            self.due_head.update(heads)
+        for part, nxt in nexts.items():
+            if nxt is None:
+                self.due_next.pop(part, None)
+            else:
+                self.due_next[part] = nxt
         return len(moved)
 
-    def reschedule(self, due_at: dict[int, float]) -> None:
+    def reschedule(self, due_at: dict[Key, float]) -> None:
         """Set the due time of URLs already known here (a strategy's ``at``): one waiting in
         the time index moves; one queued or in flight gets it for its next visit (see
         :meth:`overrides`)."""
         waiting = self._waiting_keys(list(due_at))
-        self._move_waiting(waiting, lambda e: due_at[e.fingerprint])
-        others = [fp for fp in due_at if fp not in waiting]
+        self._move_waiting(waiting, lambda e: due_at[_key_of(e)])
+        others = [k for k in due_at if k not in waiting]
         if others:
             wb = self.store.batch()
-            for fp in others:
-                wb.put(_O + u64(fp), _DUE.pack(due_at[fp]))
+            for k in others:
+                wb.put(_url_key(_O, k), _DUE.pack(due_at[k]))
             self.store.write(wb)
             self.has_overrides = True
 
-    def changed(self, modified_at: dict[int, float]) -> None:
+    def changed(self, modified_at: dict[Key, float]) -> None:
         """Pages that changed at the given times (a sitemap's lastmod): those waiting for a
         visit and last fetched before their change are due now."""
         now = time.time()
         self._move_waiting(self._waiting_keys(list(modified_at)), lambda e: (
-            now if (e.fetched_s or 0.0) < modified_at[e.fingerprint] else None))
+            now if (e.fetched_s or 0.0) < modified_at[_key_of(e)] else None))
 
-    def _waiting_keys(self, fingerprints: list[int]) -> dict[int, bytes]:
-        keys = self.store.multi_get([_W + u64(fp) for fp in fingerprints])
-        return {fp: key for fp, key in zip(fingerprints, keys) if key is not None}
+    def _waiting_keys(self, keys: list[Key]) -> dict[Key, bytes]:
+        found = self.store.multi_get([_url_key(_W, k) for k in keys])
+        return {k: d for k, d in zip(keys, found) if d is not None}
 
-    def _move_waiting(self, waiting: dict[int, bytes],
+    def _move_waiting(self, waiting: dict[Key, bytes],
                       due_of: Callable[[Entry], float | None]) -> None:
-        """Give waiting entries (fingerprint -> ``d`` key) the due time ``due_of`` says (None:
-        leave the entry as it is), in one atomic write: into the queue if it has come, else to
-        its place in the index."""
+        """Give waiting entries (URL -> ``d`` key) the due time ``due_of`` says (None: leave
+        the entry as it is), in one atomic write: into the queue if it has come, else to its
+        place in the index."""
         if not waiting:
             return
         raws = self.store.multi_get(list(waiting.values()))
         wb = self.store.batch()
         now = time.time()
         to_queue: list[Entry] = []
-        for (fp, key), raw in zip(waiting.items(), raws):
+        for (k, d_key), raw in zip(waiting.items(), raws):
             if raw is None:
                 continue
             entry = Entry.unpack(raw)
@@ -243,25 +363,25 @@ class FrontierQueue:
             if due is None:
                 continue
             entry = dataclasses.replace(entry, not_before=due)
-            wb.delete(key)
-            wb.delete(_W + u64(fp))
+            wb.delete(d_key)
+            wb.delete(_url_key(_W, k))
             if due <= now:
                 to_queue.append(entry)
             else:
                 self._put_waiting(wb, entry)
         layers = self._put_entries(wb, to_queue)
         self.store.write(wb)
-        self.by_layer.update(layers)
+        self._add_layers(layers)
         self._count_in(to_queue)
-        self.not_due -= len(to_queue)
+        self._count_waiting(Counter(e.partition for e in to_queue), -1)
         self.due.update(self._due_seconds(to_queue))
 
-    def overrides(self, fingerprints: list[int]) -> dict[int, float]:
+    def overrides(self, keys: list[Key]) -> dict[Key, float]:
         """Due times strategies set for URLs while they were queued or in flight."""
         if not self.has_overrides:
             return {}
-        raws = self.store.multi_get([_O + u64(fp) for fp in fingerprints])
-        return {fp: _DUE.unpack(raw)[0] for fp, raw in zip(fingerprints, raws) if raw}
+        raws = self.store.multi_get([_url_key(_O, k) for k in keys])
+        return {k: _DUE.unpack(raw)[0] for k, raw in zip(keys, raws) if raw}
 
     def overdue(self, now: float, grace_s: float) -> int:
         """Queued revisits due more than ``grace_s`` before ``now``."""
@@ -272,98 +392,162 @@ class FrontierQueue:
     def _due_seconds(entries: list[Entry] | tuple[Entry, ...]) -> Counter[int]:
         return Counter(int(e.not_before) for e in entries if e.visit > 1)
 
+    # -- cutting a batch ---------------------------------------------------------------------
+
     def cut(self, max_urls: int, host_cap: int, slots: HostSlots, max_layer: int | None,
-            scan_limit: int | None = None) -> tuple[int, list[Entry]]:
+            scan_limit: int | None = None, skip: Iterable[int] = ()) -> tuple[int, list[Entry]]:
         """Lease up to ``max_urls`` entries, at most ``host_cap`` per host, from hosts that are
         available; scan at most ``scan_limit`` entries (default: 20 per URL wanted, at least
-        1000).  Returns (batch id, entries); the entries move to the lease table in one atomic
-        write."""
+        1000); take nothing of the partitions in ``skip``.  Returns (batch id, entries); the
+        entries move to the lease table in one atomic write.
+
+        The partitions' queues are merged by (layer, score) (see the module docstring): a
+        partition is read while its entries' (layer, score) stays the lowest of all heads, and
+        left once every host of it with queued URLs is busy or full."""
         if max_urls <= 0:
             return 0, []
-        if scan_limit is None:
-            scan_limit = max(1000, 20 * max_urls)
         now, wall = time.monotonic(), time.time()
-        stop = _Q + ((max_layer + 1).to_bytes(2, "big") if max_layer is not None else b"\xff")
-        per_host: Counter[str] = Counter()
-        blocked: set[str] = set()
-        full = 0  # hosts at host_cap
-        taken: list[tuple[bytes, Entry]] = []
-        first_left: bytes | None = None  # the first key seen and not taken
-        for scanned, (key, raw) in enumerate(self.store.scan(self.head, stop)):
-            if scanned >= scan_limit or len(taken) >= max_urls:
-                first_left = first_left or key
-                break
+        cut = _Cut(max_urls, scan_limit or max(1000, 20 * max_urls), host_cap, len(self.hosts))
+        suffix = (max_layer + 1).to_bytes(2, "big") if max_layer is not None else b"\xff\xff"
+        gate = (part_key(_Q, 0) + suffix)[3:5]
+        skipped = set(skip)
+        parts = [p for p in sorted(self.part_hosts) if p not in skipped]
+        self.rotation += 1
+        # Partitions are opened (an iterator, a seek) only when their turn comes: a cut takes
+        # its URLs from a few of them.  Until then a partition sorts by ``head_band``, a lower
+        # bound of its first key's (layer, score) (unknown: first).
+        heap: list[tuple[bytes, int, int, bytes | None, bytes, Any]] = []
+        for i, part in enumerate(parts):
+            band = self.head_band.get(part, b"")
+            if band[:2] < gate:
+                heap.append((band, (i - self.rotation) % len(parts), part, None, b"", None))
+        heapq.heapify(heap)
+        while heap and not cut.over():
+            band, turn, part, key, raw, it = heapq.heappop(heap)
+            stop = part_key(_Q, part) + suffix
+            if it is None:  # its turn: open it
+                it = self.store.iterate_from(self.head.get(part, part_key(_Q, part)))
+                first: bytes | None = it.key() if it.valid() else None
+                if first is not None and first < stop:
+                    heapq.heappush(heap, (first[3:13], turn, part, first, it.value(), it))
+                elif first is not None and first[:3] == stop[:3]:  # past the gate: not before
+                    self.head_band[part] = first[3:13]  # it moves
+                else:
+                    self.head_band.pop(part, None)
+                continue
+            assert key is not None
+            nxt = self._cut_band(cut, part, band, key, raw, it, stop, slots, now, wall)
+            if nxt is not None:
+                cut.left[part] = nxt[0]
+                heapq.heappush(heap, (nxt[0][3:13], turn, part, *nxt, it))
+            else:
+                cut.left.pop(part, None)
+        for _, _, part, key, _, it in heap:
+            if it is not None and key is not None:  # opened, not read: its band is known
+                self.head_band[part] = key[3:13]
+        for part, key in [*cut.last_taken.items(), *cut.first_left.items()]:
+            self.head[part] = key  # (first_left wins: later in the list)
+        for part in cut.last_taken.keys() | cut.first_left.keys():
+            first = cut.first_left.get(part) or cut.left.get(part)
+            if first is None:  # all it had up to the gate was taken
+                self.head_band.pop(part, None)
+            else:
+                self.head_band[part] = first[3:13]
+        if not cut.taken:
+            return 0, []
+        return self._lease(cut, slots)
+
+    def _cut_band(self, cut: _Cut, part: int, band: bytes, key: bytes, raw: bytes, it: object,
+                  stop: bytes, slots: HostSlots, now: float, wall: float
+                  ) -> tuple[bytes, bytes] | None:
+        """Take from ``part`` while its keys are in ``band`` (and the cut goes on); returns
+        the partition's next key and value to merge again, or None once it is done with."""
+        hosts = len(self.part_hosts[part])
+        per_host, blocked = cut.per_host, cut.blocked
+        while True:
+            if cut.over() or cut.part_busy[part] >= hosts:
+                cut.first_left.setdefault(part, key)
+                return None
+            cut.scanned += 1
             fields = msgpack.unpackb(raw)  # an Entry is built only for what is taken
             host = fields[HOST]
-            take = host not in blocked and per_host[host] < host_cap and fields[NOT_BEFORE] <= wall
+            take = host not in blocked and per_host[host] < cut.host_cap and \
+                fields[NOT_BEFORE] <= wall
             if take and not per_host[host] and not slots.available(host, now):
                 blocked.add(host)
+                cut.part_busy[part] += 1
                 take = False
             if take:
                 per_host[host] += 1
-                full += per_host[host] == host_cap
-                taken.append((key, Entry.of_fields(fields)))
-            elif first_left is None:
-                first_left = key
-            if len(blocked) + full >= len(self.hosts):
-                break  # every host with URLs queued is busy or full: nothing more to take
-        if not taken:
-            if first_left is not None:
-                self.head = first_left
-            return 0, []
+                if per_host[host] == cut.host_cap:
+                    cut.full += 1
+                    cut.part_busy[part] += 1
+                cut.taken.append((key, Entry.of_fields(fields)))
+                cut.last_taken[part] = key
+            else:
+                cut.first_left.setdefault(part, key)
+            it.next()  # type: ignore[attr-defined]
+            if not it.valid():  # type: ignore[attr-defined]
+                return None
+            key = it.key()  # type: ignore[attr-defined]
+            if key >= stop:
+                return None
+            raw = it.value()  # type: ignore[attr-defined]
+            if key[3:13] != band:
+                return key, raw
+
+    def _lease(self, cut: _Cut, slots: HostSlots) -> tuple[int, list[Entry]]:
         batch_id = self.next_batch
         self.next_batch += 1
         wb = self.store.batch()
-        layers: Counter[int] = Counter()
-        for i, (key, entry) in enumerate(taken):
+        layers: Layers = Counter()
+        for i, (key, entry) in enumerate(cut.taken):
             wb.delete(key)
             wb.put(_L + u64(batch_id) + u64(i), entry.pack())
-            layers[int.from_bytes(key[1:3], "big")] += 1
+            layers[entry.partition, int.from_bytes(key[3:5], "big")] += 1
         wb.put(_C, self._counters())
         # Not synced: a lease lost with the machine leaves its URLs queued, to be cut again.
         self.store.write(wb, sync=False)
-        self.by_layer.subtract(layers)  # counted once the leases are written
-        self._count_out([e for _, e in taken])
-        for second, n in self._due_seconds([e for _, e in taken]).items():
+        self._add_layers(layers, -1)  # counted once the leases are written
+        entries = [e for _, e in cut.taken]
+        self._count_out(entries)
+        for second, n in self._due_seconds(entries).items():
             if (left := self.due[second] - n) > 0:
                 self.due[second] = left
             else:  # (a counter recovered without the revisits may lack it)
                 del self.due[second]
-        self.leased_total += len(taken)
-        # Everything below the first key left behind was taken; if none was left, everything
-        # up to the last one taken (its tombstone is the only one the next seek meets).
-        self.head = first_left or taken[-1][0]
-        slots.lease(set(per_host))
-        return batch_id, [e for _, e in taken]
+        self.leased_total += len(entries)
+        slots.lease(set(cut.per_host))
+        return batch_id, entries
 
-    def complete(self, wb: WriteBatch, batch_id: int, fingerprints: list[int],
+    def complete(self, wb: WriteBatch, batch_id: int, keys: list[Key],
                  retry: tuple[Entry, ...] | list[Entry] = (), visits: list[int] | None = None,
-                 revisit: dict[int, Entry] | None = None) -> Completion:
-        """Add to ``wb`` the completion of a batch: drop its leases, record ``fingerprints``
-        as done (each at its visit, default 1), queue the ``retry`` entries again (their URLs
-        get another attempt) and put the ``revisit`` entries (fingerprint -> next visit) of
-        the visits recorded now in the time index, each waiting until its ``not_before``.
+                 revisit: dict[Key, Entry] | None = None) -> Completion:
+        """Add to ``wb`` the completion of a batch: drop its leases, record the URLs of
+        ``keys`` as done (each at its visit, default 1), queue the ``retry`` entries again
+        (their URLs get another attempt) and put the ``revisit`` entries (URL -> next visit)
+        of the visits recorded now in the time index, each waiting until its ``not_before``.
         Once ``wb`` is written, :meth:`apply` the result.
 
-        ``Completion.fresh`` holds the fingerprints whose visit was not recorded before (the
-        rows to output): completing the same batch twice outputs nothing the second time."""
-        done = self.store.multi_get([_P + u64(fp) for fp in fingerprints])
-        visits = visits or [1] * len(fingerprints)
-        fresh: dict[int, int] = {}
-        for fp, stored, visit in zip(fingerprints, done, visits):
+        ``Completion.fresh`` holds the URLs whose visit was not recorded before (the rows to
+        output): completing the same batch twice outputs nothing the second time."""
+        done = self.store.multi_get([_url_key(_P, k) for k in keys])
+        visits = visits or [1] * len(keys)
+        fresh: dict[Key, int] = {}
+        for k, stored, visit in zip(keys, done, visits):
             if _stored_visit(stored) < visit:
-                fresh[fp] = visit
+                fresh[k] = visit
         released = 0
         for key, _ in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
             wb.delete(key)
             released += 1
-        not_due = 0
-        for fp, visit in fresh.items():
-            wb.put(_P + u64(fp), _visit_bytes(visit))
-            if revisit and (entry := revisit.get(fp)) is not None:
+        not_due: Counter[int] = Counter()
+        for k, visit in fresh.items():
+            wb.put(_url_key(_P, k), _visit_bytes(visit))
+            if revisit and (entry := revisit.get(k)) is not None:
                 self._put_waiting(wb, entry)
-                wb.delete(_O + u64(fp))
-                not_due += 1
+                wb.delete(_url_key(_O, k))
+                not_due[k[0]] += 1
         layers = self._put_entries(wb, retry, done_delta=len(fresh))
         return Completion(list(fresh), layers, tuple(retry), released, not_due,
                           self._due_seconds(retry))
@@ -371,17 +555,18 @@ class FrontierQueue:
     def apply(self, completion: Completion) -> None:
         """Count a completion whose WriteBatch was written."""
         self.done_total += len(completion.fresh)
-        self.by_layer.update(completion.layers)
+        self._add_layers(completion.layers)
         self._count_in(completion.queued)
         self.leased_total -= completion.released
-        self.not_due += completion.not_due
+        self._count_waiting(completion.not_due)
         self.due.update(completion.due)
 
     def _count_in(self, entries: Iterable[Entry]) -> None:
         for entry in entries:
             host = self.hosts.get(entry.host)
             if host is None:
-                host = self.hosts[entry.host] = HostQueue()
+                host = self.hosts[entry.host] = HostQueue(entry.partition)
+                self.part_hosts.setdefault(entry.partition, set()).add(entry.host)
             host.queued += 1
             if entry.not_before > time.time() - 1:  # a time to come
                 host.later[int(entry.not_before)] += 1
@@ -398,19 +583,26 @@ class FrontierQueue:
                     del host.later[second]
             if not host.queued:
                 del self.hosts[entry.host]
+                hosts = self.part_hosts[entry.partition]
+                hosts.discard(entry.host)
+                if not hosts:
+                    del self.part_hosts[entry.partition]
 
     def _put_entries(self, wb: WriteBatch, entries: tuple[Entry, ...] | list[Entry],
-                     done_delta: int = 0) -> Counter[int]:
+                     done_delta: int = 0) -> Layers:
         """Add queue keys for ``entries`` to ``wb`` (with the counters, ``done_delta`` more
-        URLs done); returns the per-layer counts to apply once ``wb`` is written."""
-        layers: Counter[int] = Counter()
+        URLs done); returns the counts to add once ``wb`` is written."""
+        layers: Layers = Counter()
         for entry in entries:
             key, layer = self._key(entry, self.next_seq)
             self.next_seq += 1
-            if key < self.head:
-                self.head = key
+            if key < self.head.get(entry.partition, b"\xff"):
+                self.head[entry.partition] = key
+            band = self.head_band.get(entry.partition)
+            if band is not None and key[3:13] < band:
+                self.head_band[entry.partition] = key[3:13]
             wb.put(key, entry.pack())
-            layers[layer] += 1
+            layers[entry.partition, layer] += 1
         wb.put(_C, self._counters(done_delta))
         return layers
 
@@ -425,3 +617,39 @@ class FrontierQueue:
         for key, _ in self.store.scan(_L, _L + b"\xff"):
             ids.add(read_u64(key, 1))
         return sorted(ids)
+
+    # -- partitions moving (see raycrawl.storage.moves) --------------------------------------
+
+    def leased_partitions(self) -> set[int]:
+        """Partitions with URLs leased to a batch in flight."""
+        return {Entry.unpack(raw).partition for _, raw in self.store.scan(_L, _L + b"\xff")}
+
+    def forget(self, partition: int) -> None:
+        """Take ``partition``'s entries out of the counts (before its keys are dropped)."""
+        self._recount(part_key(_Q, partition), part_key(_D, partition),
+                      part_key(_O, partition), -1)
+        if self.owned is not None:
+            self.owned.discard(partition)
+        for table in (self.head, self.head_band, self.due_head, self.due_next):
+            table.pop(partition, None)
+
+    def adopt(self, partition: int, next_seq: int) -> None:
+        """Count ``partition``'s entries, ingested from another worker whose sequence numbers
+        went up to ``next_seq`` (ours go on above them: no key of it is ever written again)."""
+        if self.owned is not None:
+            self.owned.add(partition)
+        self.next_seq = max(self.next_seq, next_seq)
+        wb = self.store.batch()
+        wb.put(_C, self._counters())
+        self.store.write(wb)
+        for table in (self.head, self.head_band, self.due_head, self.due_next):
+            table.pop(partition, None)
+        self._recount(part_key(_Q, partition), part_key(_D, partition),
+                      part_key(_O, partition))
+
+
+def _stop(start: bytes) -> bytes:
+    """The end of the range ``start`` begins: its partition's, or its table's."""
+    if len(start) == 1:
+        return start + b"\xff\xff\xff"
+    return part_key(start[:1], int.from_bytes(start[1:3], "big") + 1)

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 import msgpack
 from protego import Protego
 
-from raycrawl.storage.store import Store
+from raycrawl.storage.store import Store, part_key
+from raycrawl.urls import host_of, partition_of
 
 MAX_ROBOTS_BYTES = 500 * 1024
 MAX_CRAWL_DELAY_S = 60.0
-_PREFIX = b"r"
+TABLE = b"r"  # partitioned (see raycrawl.storage.store)
 
 
 class RobotsKind(enum.Enum):
@@ -113,8 +114,9 @@ class RobotsPolicy:
 class RobotsCache:
     """origin -> policy, in memory (bounded) over RocksDB; expired policies read as missing."""
 
-    def __init__(self, store: Store, max_in_memory: int = 10_000) -> None:
+    def __init__(self, store: Store, partitions: int, max_in_memory: int = 10_000) -> None:
         self.store = store
+        self.partitions = partitions
         self.max_in_memory = max_in_memory
         self.memory: dict[str, RobotsPolicy] = {}
 
@@ -129,7 +131,7 @@ class RobotsCache:
         """The last policy of ``origin``, fresh or not (its failure count matters)."""
         policy = self.memory.get(origin)
         if policy is None:
-            raw = self.store.get(_PREFIX + origin.encode())
+            raw = self.store.get(self._key(origin))
             if raw is None:
                 return None
             policy = self._remember(origin, RobotsPolicy.unpack(raw))
@@ -138,9 +140,14 @@ class RobotsCache:
     def put(self, origin: str, policy: RobotsPolicy) -> None:
         """Store durably, then cache."""
         wb = self.store.batch()
-        wb.put(_PREFIX + origin.encode(), policy.pack())
+        wb.put(self._key(origin), policy.pack())
         self.store.write(wb)
         self._remember(origin, policy)
+
+    def _key(self, origin: str) -> bytes:
+        """r <partition of its host> <origin>"""
+        return part_key(TABLE, partition_of(host_of(origin + "/"), self.partitions)) + \
+            origin.encode()
 
     def _remember(self, origin: str, policy: RobotsPolicy) -> RobotsPolicy:
         if len(self.memory) >= self.max_in_memory:

@@ -32,20 +32,25 @@ from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.budget import Allowance
 from raycrawl.coordinator.reports import DBWorkerReport
 from raycrawl.db_worker.politeness import HostSlots, Wait
+from raycrawl.db_worker.queue import TABLES as QUEUE_TABLES
 from raycrawl.db_worker.queue import Entry, FrontierQueue
 from raycrawl.db_worker.revisits import OVERDUE_S, RevisitPolicy, Visit
+from raycrawl.db_worker.robots import TABLE as ROBOTS_TABLE
 from raycrawl.db_worker.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
 from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ScoreUpdate, ended_rows
 from raycrawl.output.shard import ShardOutput
-from raycrawl.storage.store import Store
+from raycrawl.storage.moves import PartitionCopy, export_partition, ingest_partition
+from raycrawl.storage.store import Store, part_key
+from raycrawl.urls import partition_of
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Why a queued URL is not being fetched now (see DBShard.reasons)
 REASONS = ("ready", "politeness", "host-backoff", "retry-after", "robots-retry", "host-busy",
            "retry-backoff", "parked", "depth-gate", "budget", "paused")
-_COOKIES = b"k"  # k <host> -> the host's cookies (Set-Cookie lines, msgpack)
+_COOKIES = b"k"  # k <partition> <host> -> the host's cookies (Set-Cookie lines, msgpack)
+TABLES = QUEUE_TABLES + _COOKIES + ROBOTS_TABLE  # a DB worker's partitioned tables
 CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
 
 
@@ -108,17 +113,21 @@ class DBShard:
     runs between an output file's rename and its recording (a crash point).
     """
 
-    def __init__(self, config: CrawlConfig, index: int,
+    def __init__(self, config: CrawlConfig, index: int, owned: Collection[int] | None = None,
                  on_file_written: Callable[[], None] = lambda: None) -> None:
         self.config = config
+        # The partitions this shard owns (None: all); keys of others in its store are left
+        # alone (a move's copy not committed yet, or not dropped yet).
+        self.owned = frozenset(range(config.partitions) if owned is None else owned)
         self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"),
-                           sync=config.sync_writes)
+                           sync=config.sync_writes, tables=TABLES)
         self.queue = FrontierQueue(self.store, layered=config.max_depth is not None,
-                                   revisits=config.recrawl_after_s is not None)
+                                   revisits=config.recrawl_after_s is not None,
+                                   owned=self.owned)
         self.revisits = RevisitPolicy(config)
         self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
                                config.host_park_after)
-        self.robots = RobotsCache(self.store) if config.robots else None
+        self.robots = RobotsCache(self.store, config.partitions) if config.robots else None
         # A host parked because its robots.txt cannot be read is tried again, in a crawl that
         # revisits, once its URLs may be due again (None: it stays parked).
         self.revisit_park_s = config.revisit_floor_s
@@ -148,7 +157,8 @@ class DBShard:
         strategy's ``at``): then that is its next visit's.  Returns how many were queued."""
         rows = ScoreUpdate.from_batch(scoring.filter(scoring.column("schedule")))
         entries, ended = [], []
-        changed = {r.fingerprint: r.modified_at for r in rows if r.modified_at is not None}
+        changed = {(r.partition, r.fingerprint): r.modified_at for r in rows
+                   if r.modified_at is not None}
         for r in rows:
             entry = Entry(r.url, r.fingerprint, r.host, r.partition, r.depth, r.score, 0,
                           r.redirect_chain, not_before=r.not_before or 0.0,
@@ -227,8 +237,9 @@ class DBShard:
         entries = [e for e, _ in fetch]
         cookies = None
         if self.config.cookies:
-            hosts = list(dict.fromkeys(e.host for e in entries))
-            jars = dict(zip(hosts, self.store.multi_get([_COOKIES + h.encode() for h in hosts])))
+            hosts = list({e.host: e.partition for e in entries}.items())
+            jars = dict(zip([h for h, _ in hosts], self.store.multi_get(
+                [part_key(_COOKIES, p) + h.encode() for h, p in hosts])))
             cookies = [jars[e.host] for e in entries]
         return schemas.feed_rows(entries, [self.slots.delay(e.host) for e in entries],
                                  [needed for _, needed in fetch], cookies)
@@ -241,7 +252,8 @@ class DBShard:
         wb = self.store.batch()
         for host, raw in zip(cookies.column("host").to_pylist(),
                              cookies.column("cookies").to_pylist()):
-            wb.put(_COOKIES + host.encode(), raw)
+            wb.put(part_key(_COOKIES, partition_of(host, self.config.partitions)) + host.encode(),
+                   raw)
         self.store.write(wb, sync=False)  # lost with the machine: the host sets them again
 
     def learn_robots(self, robots: pa.RecordBatch) -> Counter[str]:
@@ -343,12 +355,13 @@ class DBShard:
         gets no second row, and its items are not written again).  Durable when this returns;
         counters change only after the write.  Returns the rows committed now."""
         wb = self.store.batch()
-        fps = pages.column("fingerprint").to_pylist()
+        keys = list(zip(pages.column("partition").to_pylist(),
+                        pages.column("fingerprint").to_pylist()))
         visits = pages.column("visit").to_pylist()
-        completion = self.queue.complete(wb, batch_id, fps, list(retry), visits,
+        completion = self.queue.complete(wb, batch_id, keys, list(retry), visits,
                                          self._next_visits(pages, entries))
         rows = pages
-        fresh = pa.array(completion.fresh, type=pa.uint64())
+        fresh = pa.array([fp for _, fp in completion.fresh], type=pa.uint64())
         if len(completion.fresh) < pages.num_rows:
             rows = pages.filter(pc.is_in(pages.column("fingerprint"), value_set=fresh))
         staged = self.output.stage(wb, rows, fresh, items)
@@ -371,9 +384,10 @@ class DBShard:
         self.output.flush_if_due()
         return rows
 
-    def _next_visits(self, pages: pa.RecordBatch, entries: Sequence[Entry]) -> dict[int, Entry]:
-        """fingerprint -> the entry of its next visit, for the pages whose URL is revisited
-        (a strategy's ``at`` for it wins over its interval)."""
+    def _next_visits(self, pages: pa.RecordBatch, entries: Sequence[Entry]
+                     ) -> dict[tuple[int, int], Entry]:
+        """(partition, fingerprint) -> the entry of its next visit, for the pages whose URL
+        is revisited (a strategy's ``at`` for it wins over its interval)."""
         if not entries or pages.num_rows == 0 or (
                 self.revisits.after_s is None and not self.queue.has_overrides
                 and all(e.interval_s is None for e in entries)):  # fetched once, all of them
@@ -381,16 +395,18 @@ class DBShard:
         by_fp = {e.fingerprint: e for e in entries}
         cols = pages.select(["fingerprint", "status", "error", "fetched_at", "changed", "etag",
                              "last_modified", "digest"]).to_pydict()
-        overrides = self.queue.overrides(cols["fingerprint"])
-        nexts: dict[int, Entry] = {}
+        overrides = self.queue.overrides([(by_fp[fp].partition, fp)
+                                           for fp in cols["fingerprint"] if fp in by_fp])
+        nexts: dict[tuple[int, int], Entry] = {}
         for fp, status, error, at, changed, etag, modified, digest in zip(*cols.values()):
             entry = by_fp.get(fp)
             if entry is None:
                 continue
+            key = (entry.partition, fp)
             nxt = self.revisits.next_visit(entry, Visit(status, error, at, bool(changed), etag,
-                                                        modified, digest), overrides.get(fp))
+                                                        modified, digest), overrides.get(key))
             if nxt is not None:
-                nexts[fp] = nxt
+                nexts[key] = nxt
         return nexts
 
     def finish_batch(self) -> None:
@@ -415,6 +431,40 @@ class DBShard:
              else back).append(e)
         self.complete(batch_id, ended_rows([(e, ErrorKind.INTERNAL_ERROR) for e in given_up]),
                       back)
+
+    # -- partitions moving (see raycrawl.storage.moves) -------------------------------------
+
+    def _hosts_of(self, partition: int) -> set[str]:
+        """The hosts of ``partition`` this shard keeps anything of in memory."""
+        slots = self.slots
+        known = {*slots.ready_at, *slots.crawl_delay, *slots.failures, *slots.parked}
+        return {h for h in known if partition_of(h, self.config.partitions) == partition}
+
+    def export_partition(self, partition: int) -> PartitionCopy:
+        """A copy of ``partition``'s state (its keys, its hosts' politeness), taken while
+        none of its URLs is leased (the move's fence waits for that)."""
+        hosts = self._hosts_of(partition)
+        return export_partition(self.store, partition, self.queue.next_seq,
+                                {"hosts": self.slots.export(hosts, time.monotonic())})
+
+    def adopt_partition(self, copy: PartitionCopy) -> None:
+        """Own ``copy.partition`` from now on, with the copy's state (replacing whatever this
+        shard held of it)."""
+        if copy.partition in self.owned:
+            self.queue.forget(copy.partition)
+        ingest_partition(self.store, copy)
+        self.queue.adopt(copy.partition, copy.next_seq)
+        self.slots.adopt(copy.memory.get("hosts", {}), time.monotonic())
+        self.owned = self.owned | {copy.partition}
+        self._reasons = None
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget ``partition`` and delete its keys (it moved to another worker)."""
+        self.queue.forget(partition)
+        self.slots.forget(self._hosts_of(partition))
+        self.store.drop(partition)
+        self.owned = self.owned - {partition}
+        self._reasons = None
 
     # -- reporting and closing --------------------------------------------------------------
 

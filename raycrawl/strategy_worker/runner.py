@@ -17,10 +17,14 @@ from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.formats.entry import pack_meta, unpack_meta
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest, LinkFound, ScoreUpdate
 from raycrawl.models import Request, Response, URLState
+from raycrawl.storage.moves import PartitionCopy, export_partition, ingest_partition
 from raycrawl.storage.store import Store
 from raycrawl.strategy import CrawlingStrategy, load_strategy
+from raycrawl.strategy_worker import states, traps
 from raycrawl.strategy_worker.states import URLStates
 from raycrawl.strategy_worker.traps import TrapGuard
+
+STRATEGY_TABLES = states.TABLE + traps.TABLES  # a strategy worker's partitioned tables
 
 
 class StrategyRunner:
@@ -29,10 +33,10 @@ class StrategyRunner:
     def __init__(self, config: CrawlConfig, store: Store) -> None:
         self.config = config
         self.states = URLStates(store)
-        self.traps = TrapGuard(store, config.max_segment_repeats, config.max_query_variants,
-                               config.max_pages_per_host, config.max_path_variants,
-                               config.max_path_segments, config.max_host_hops,
-                               config.max_template_chain)
+        self.traps = TrapGuard(store, config.partitions, config.max_segment_repeats,
+                               config.max_query_variants, config.max_pages_per_host,
+                               config.max_path_variants, config.max_path_segments,
+                               config.max_host_hops, config.max_template_chain)
         self._chains: dict[int, int] = {}  # new links' steps along a template chain
         self.strategy = load_strategy(config.strategy).from_config(config, self._on_schedule)
         self._out = ScoreUpdate.columns()  # filled column-wise: a row per link
@@ -50,7 +54,7 @@ class StrategyRunner:
                 if queue and not known else None)
         state = (URLState.ERROR if skip else URLState.QUEUED) if queue and not known else (
             self.states.state(request.fingerprint))
-        self.states.set(request.fingerprint, state, request.depth, score)
+        self.states.set(request.partition, request.fingerprint, state, request.depth, score)
         request.state = state
         if queue:
             self._row(request, score, skip, at)
@@ -81,6 +85,22 @@ class StrategyRunner:
         out["not_before"].append(at)
         out["modified_at"].append(modified_at)
         out["hops"].append(request.hops)
+
+    # -- partitions moving (see raycrawl.storage.moves) -------------------------------------
+    # A strategy's own state is its URLs' records (state, depth, score) and the trap counts,
+    # all in the store: they move with their partition.  What a strategy keeps in memory
+    # stays with the worker (see CrawlingStrategy).
+
+    def export_partition(self, partition: int) -> PartitionCopy:
+        return export_partition(self.states.store, partition)
+
+    def adopt_partition(self, copy: PartitionCopy) -> None:
+        ingest_partition(self.states.store, copy)
+        self.traps.forget()
+
+    def drop_partition(self, partition: int) -> None:
+        self.states.store.drop(partition)
+        self.traps.forget()
 
     def report(self) -> StrategyWorkerReport:
         c = self.counters
@@ -115,7 +135,8 @@ class StrategyRunner:
 
     def add_seeds(self, seeds: pa.RecordBatch) -> pa.RecordBatch:
         """Seeds (spider-feed schema) in, scoring log out (commit or discard after)."""
-        self.states.refresh(seeds.column("fingerprint").to_pylist())
+        self.states.refresh(seeds.column("partition").to_pylist(),
+                            seeds.column("fingerprint").to_pylist())
         self.traps.seed_hosts(seeds.column("host").to_pylist())
         # With reseed_every_s, seeds are revisited that often (pyspider's @every).
         self.strategy.add_seeds(self._requests(seeds, self.config.reseed_every_s))
@@ -128,7 +149,9 @@ class StrategyRunner:
         Idempotent: a page already CRAWLED/ERROR is not reported to the strategy again, and a
         link already known is not shown as new.
         """
-        self.states.refresh(pages.column("fingerprint").to_pylist()
+        self.states.refresh(pages.column("partition").to_pylist()
+                            + links.column("partition").to_pylist(),
+                            pages.column("fingerprint").to_pylist()
                             + links.column("fingerprint").to_pylist())
         for page in FetchOutcome.from_batch(pages):
             url, fp, depth, status = page.url, page.fingerprint, page.depth, page.status
@@ -153,12 +176,12 @@ class StrategyRunner:
                                                         content_type=page.content_type))
                 continue
             if status is None:
-                self.states.set(fp, URLState.ERROR, depth, score)
+                self.states.set(page.partition, fp, URLState.ERROR, depth, score)
                 request.state = URLState.ERROR
                 self.strategy.request_error(request, error or "unknown")
                 self.counters["request_errors"] += 1
             else:
-                self.states.set(fp, URLState.CRAWLED, depth, score)
+                self.states.set(page.partition, fp, URLState.CRAWLED, depth, score)
                 request.state = URLState.CRAWLED
                 self.strategy.page_crawled(Response(url=url, status_code=status,
                                                     request=request,

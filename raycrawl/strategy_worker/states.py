@@ -11,11 +11,11 @@ import struct
 from dataclasses import dataclass
 
 from raycrawl.models import URLState
-from raycrawl.storage.store import Store, u64
+from raycrawl.storage.store import Store, part_key, u64
 
 _RECORD = struct.Struct(">Bid")  # state, depth, score
 _STATES = tuple(sorted(URLState))  # by value: URLState(n) without the enum call
-_PREFIX = b"s"
+TABLE = b"s"  # s <partition> <fingerprint> -> record (partitioned: raycrawl.storage.store)
 
 
 @dataclass(slots=True)
@@ -37,12 +37,15 @@ class URLStates:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.cache: dict[int, StateRecord | bytes | None] = {}
-        self.dirty: set[int] = set()
+        self.dirty: dict[int, int] = {}  # fingerprint -> partition, of the records changed
 
-    def refresh(self, fingerprints: list[int]) -> None:
+    def refresh(self, partitions: list[int], fingerprints: list[int]) -> None:
+        """Read the records of the URLs of ``fingerprints`` (in ``partitions``) not cached."""
         cache = self.cache
-        missing = [fp for fp in set(fingerprints) if fp not in cache]
-        cache.update(zip(missing, self.store.multi_get([_PREFIX + u64(fp) for fp in missing])))
+        missing = [(fp, p) for fp, p in dict(zip(fingerprints, partitions)).items()
+                   if fp not in cache]
+        cache.update(zip([fp for fp, _ in missing], self.store.multi_get(
+            [part_key(TABLE, p) + u64(fp) for fp, p in missing])))
 
     def get(self, fingerprint: int) -> StateRecord | None:
         """The record of a refreshed fingerprint; None when the URL was never seen."""
@@ -58,9 +61,10 @@ class URLStates:
             return URLState.NOT_CRAWLED
         return _STATES[record[0]] if isinstance(record, bytes) else record.state
 
-    def set(self, fingerprint: int, state: URLState, depth: int, score: float) -> None:
+    def set(self, partition: int, fingerprint: int, state: URLState, depth: int,
+            score: float) -> None:
         self.cache[fingerprint] = StateRecord(state, depth, score)
-        self.dirty.add(fingerprint)
+        self.dirty[fingerprint] = partition
 
     def discard(self) -> None:
         """Forget unwritten changes and the cache."""
@@ -71,10 +75,11 @@ class URLStates:
         """Write changed records atomically, then forget the cache."""
         if self.dirty:
             wb = self.store.batch()
-            for fp in self.dirty:
+            for fp, partition in self.dirty.items():
                 rec = self.cache[fp]
                 assert isinstance(rec, StateRecord)  # set() always stores a record
-                wb.put(_PREFIX + u64(fp), _RECORD.pack(int(rec.state), rec.depth, rec.score))
+                wb.put(part_key(TABLE, partition) + u64(fp),
+                       _RECORD.pack(int(rec.state), rec.depth, rec.score))
             self.store.write(wb)
         self.cache.clear()
         self.dirty.clear()

@@ -43,15 +43,17 @@ from urllib.parse import parse_qsl, urlsplit
 import xxhash
 
 from raycrawl.errors import ErrorKind
-from raycrawl.storage.store import Store, u64
-from raycrawl.urls import fingerprint, host_of
+from raycrawl.storage.store import Store, part_key, u64
+from raycrawl.urls import fingerprint, host_of, partition_of
 
-_SHAPE = b"t"  # t <hash of host, path, query keys> -> URLs seen with that shape
-_TEMPLATE = b"T"  # T <hash of host, path template> -> URLs seen with that template
-_HOST = b"h"  # h <hash of host> -> URLs of the host scheduled
-_SEED_HOST = b"g"  # g <hash of host> -> 1: a seed's host
-_CHAIN = b"c"  # c <fingerprint> -> its step along a template chain (stored when > 0)
-_CHAIN_DEEP = b"C"  # C <hash of host, template> -> URLs scheduled 2+ steps along its chains
+# Every key starts with its table's letter and the partition of its host (P, 2 bytes).
+_SHAPE = b"t"  # t <P> <hash of host, path, query keys> -> URLs seen with that shape
+_TEMPLATE = b"T"  # T <P> <hash of host, path template> -> URLs seen with that template
+_HOST = b"h"  # h <P> <hash of host> -> URLs of the host scheduled
+_SEED_HOST = b"g"  # g <P> <hash of host> -> 1: a seed's host
+_CHAIN = b"c"  # c <P> <fingerprint> -> its step along a template chain (stored when > 0)
+_CHAIN_DEEP = b"C"  # C <P> <hash of host, template> -> URLs scheduled 2+ steps along its chains
+TABLES = _SHAPE + _TEMPLATE + _HOST + _SEED_HOST + _CHAIN + _CHAIN_DEEP
 CHAIN_LINKS = 2  # a page with at most this many links of its own host and template is a chain's
 _HEX_ID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{8,}")
 _NUMBER = re.compile(r"\d+")
@@ -94,12 +96,14 @@ def repeated_segments(path: str) -> int:
 class TrapGuard:
     """Counts URL shapes and per-host schedules in a strategy worker's store."""
 
-    def __init__(self, store: Store, max_segment_repeats: int, max_query_variants: int | None,
+    def __init__(self, store: Store, partitions: int, max_segment_repeats: int,
+                 max_query_variants: int | None,
                  max_pages_per_host: int | None, max_path_variants: int | None = None,
                  max_path_segments: int | None = None,
                  max_host_hops: int | None = None, max_template_chain: int | None = None
                  ) -> None:
         self.store = store
+        self.partitions = partitions
         self.max_template_chain = max_template_chain
         self.max_host_hops = max_host_hops
         self.max_segment_repeats = max_segment_repeats
@@ -109,6 +113,18 @@ class TrapGuard:
         self.max_path_segments = max_path_segments
         self.counts: dict[bytes, int] = {}
         self.dirty: set[bytes] = set()
+
+    def _key(self, table: bytes, host: str, value: int | str) -> bytes:
+        """``table``'s key of ``value`` (a fingerprint, or a text hashed) for a URL of
+        ``host``."""
+        if isinstance(value, str):
+            value = xxhash.xxh64_intdigest(value.encode())
+        return part_key(table, partition_of(host, self.partitions)) + u64(value)
+
+    def forget(self) -> None:
+        """Drop the counts read (partitions moved in or out: theirs are read again)."""
+        if not self.dirty:
+            self.counts.clear()
 
     def _count(self, key: bytes) -> int:
         if key not in self.counts:
@@ -124,7 +140,7 @@ class TrapGuard:
         """Remember the hosts of seeds: their URLs are 0 host hops from a seed's host."""
         if self.max_host_hops is not None:
             for host in set(hosts):
-                key = _SEED_HOST + u64(xxhash.xxh64_intdigest(host.encode()))
+                key = self._key(_SEED_HOST, host, host)
                 if not self._count(key):
                     self._bump(key)
 
@@ -132,7 +148,7 @@ class TrapGuard:
         """The host hops of a URL of ``host`` found at ``hops``: 0 on a seed's host."""
         if self.max_host_hops is None or not hops:
             return hops
-        return 0 if self._count(_SEED_HOST + u64(xxhash.xxh64_intdigest(host.encode()))) else hops
+        return 0 if self._count(self._key(_SEED_HOST, host, host)) else hops
 
     def chains(self, parent: str, links: list[tuple[str, str, int, bool]]) -> dict[int, int]:
         """The chain steps of a page's links (see the module docstring): ``parent`` is the
@@ -156,7 +172,7 @@ class TrapGuard:
                 return {}
         if not same:
             return {}
-        step = self._count(_CHAIN + u64(fingerprint(parent))) + 1
+        step = self._count(self._key(_CHAIN, host, fingerprint(parent))) + 1
         return {fp: step for fp in same}
 
     def verdict(self, url: str, host: str, hops: int = 0, chain: int = 0) -> ErrorKind | None:
@@ -166,13 +182,12 @@ class TrapGuard:
         if self.max_host_hops is not None and hops > self.max_host_hops:
             return ErrorKind.TRAP
         if chain >= 2 and self.max_template_chain is not None:
-            deep = _CHAIN_DEEP + u64(xxhash.xxh64_intdigest(
-                f"{host}\n{url_template(url)}".encode()))
+            deep = self._key(_CHAIN_DEEP, host, f"{host}\n{url_template(url)}")
             if self._count(deep) >= self.max_template_chain:
                 return ErrorKind.TRAP
             self._bump(deep)
         if chain:
-            key = _CHAIN + u64(fingerprint(url))
+            key = self._key(_CHAIN, host, fingerprint(url))
             self.counts[key] = chain
             self.dirty.add(key)
         parts = urlsplit(url)
@@ -182,20 +197,18 @@ class TrapGuard:
                 and parts.path.count("/") > self.max_path_segments):
             return ErrorKind.TRAP
         if self.max_path_variants is not None:
-            digest = xxhash.xxh64_intdigest(f"{host}\n{path_template(parts.path)}".encode())
-            template = _TEMPLATE + u64(digest)
+            template = self._key(_TEMPLATE, host, f"{host}\n{path_template(parts.path)}")
             if self._count(template) >= self.max_path_variants:
                 return ErrorKind.TRAP
             self._bump(template)
         if parts.query and self.max_query_variants is not None:
             keys = ",".join(sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}))
-            digest = xxhash.xxh64_intdigest(f"{host}\n{parts.path}\n{keys}".encode())
-            shape = _SHAPE + u64(digest)
+            shape = self._key(_SHAPE, host, f"{host}\n{parts.path}\n{keys}")
             if self._count(shape) >= self.max_query_variants:
                 return ErrorKind.TRAP
             self._bump(shape)
         if self.max_pages_per_host is not None:
-            per_host = _HOST + u64(xxhash.xxh64_intdigest(host.encode()))
+            per_host = self._key(_HOST, host, host)
             if self._count(per_host) >= self.max_pages_per_host:
                 return ErrorKind.HOST_BUDGET
             self._bump(per_host)
