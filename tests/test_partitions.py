@@ -176,3 +176,15 @@ def test_a_store_of_the_old_layout_is_refused_with_one_line(tmp_path):
     assert fresh.get(LAYOUT_KEY) == b"2"
     fresh.close()
     assert Store(str(tmp_path / "new")).get(LAYOUT_KEY) == b"2"
+
+
+def test_a_reopened_queue_cuts_older_entries_after_a_requeue(tmp_path):
+    store = Store(str(tmp_path / "db"))
+    q = FrontierQueue(store, layered=False)
+    q.push([Entry(f"http://h{i}.test/", i, f"h{i}.test", 0, 0, 1.0) for i in range(3)])
+    store.close()
+    store = Store(str(tmp_path / "db"))
+    q = FrontierQueue(store, layered=False)  # no seek point known yet
+    q.push([Entry("http://late.test/", 99, "late.test", 0, 0, 1.0)])  # a newer key
+    _, got = q.cut(10, 1, HostSlots(0), None)
+    assert sorted(e.fingerprint for e in got) == [0, 1, 2, 99]

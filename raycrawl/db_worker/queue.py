@@ -267,7 +267,8 @@ class FrontierQueue:
         due = due_key_ms(entry.not_before)
         key = part_key(_D, part) + due + u64(self.next_seq)
         self.next_seq += 1
-        if key < self.due_head.get(part, b"\xff"):
+        head = self.due_head.get(part)  # (none: the partition's first key)
+        if head is not None and key < head:
             self.due_head[part] = key
         # (early if the write fails: a promote then finds nothing due)
         self.due_next[part] = min(self.due_next.get(part, 1 << 63), read_u64(due))
@@ -596,7 +597,8 @@ class FrontierQueue:
         for entry in entries:
             key, layer = self._key(entry, self.next_seq)
             self.next_seq += 1
-            if key < self.head.get(entry.partition, b"\xff"):
+            head = self.head.get(entry.partition)  # (none: the partition's first key)
+            if head is not None and key < head:
                 self.head[entry.partition] = key
             band = self.head_band.get(entry.partition)
             if band is not None and key[3:13] < band:
