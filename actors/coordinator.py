@@ -10,6 +10,7 @@ survives in ``coordinator.json``, the budget's allowances in the DB workers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -27,14 +28,16 @@ from raycrawl.coordinator.reports import (
     SeedReply,
     StrategyWorkerReport,
 )
+from raycrawl.coordinator.rescale import Mover, Rescaler, next_move, plan_goal
 from raycrawl.coordinator.sharing import CrawlEntry, split_share, wants, within_share
-from raycrawl.errors import CrawlStateError
-from raycrawl.storage.assignment import Role
+from raycrawl.errors import ConfigError, CrawlStateError
+from raycrawl.storage.assignment import Assignment, Role, read_assignment, write_assignment
 
 from . import db_worker, strategy_worker
 from .logs import tag_logs
 from .options import actor_options, db_worker_name, strategy_worker_name
 from .peers import (
+    DRAIN_TIMEOUTS,
     DBWorkerHandle,
     PeerFault,
     Peers,
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 _MAX_FAILED_PASSES = 100
 SHARE_EVERY_S = 1.0  # how often the crawl renews its registration and CPU share
 ROTATE_S = 10.0  # a DB worker left without a fetch worker gets one after this long
+RESCALE_RETRY_S = 1.0  # a step of a rescale that failed is tried again after this long
 
 
 class Coordinator:
@@ -65,10 +69,14 @@ class Coordinator:
         self.failed_passes = 0
         self.closed = False
         self.peers = Peers(config)
-        adopt = self.control.adopted  # restarted by Ray: adopt the running crawl's workers
-        self.db_workers: list[DBWorkerHandle] = self.peers.db_workers() if adopt else []
-        self.strategy_workers: list[StrategyWorkerHandle] = (
-            self.peers.strategy_workers() if adopt else [])
+        self.assignment = self.peers.assignment
+        self.db_workers: list[DBWorkerHandle] = []
+        self.strategy_workers: list[StrategyWorkerHandle] = []
+        if self.control.adopted:  # restarted by Ray: adopt the running crawl's workers
+            self._spawn()
+        self.rescaler = Rescaler(config.state_dir, self._mover,
+                                 lease_timeout_s=DRAIN_TIMEOUTS * config.actor_timeout_s)
+        self.rescale_task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
         self.loop_task: asyncio.Task[None] | None = None
         self.registry = RegistryHandle(config.actor_timeout_s)
@@ -84,21 +92,10 @@ class Coordinator:
     async def start(self, seeds: list[str]) -> SeedReply:
         """Create the workers (or find the ones of an earlier generation's state), queue the
         seeds, start fetching; returns the seed reply once the seeds are durably queued."""
-        cfg = self.config
         if self.phase is not Phase.STARTING:  # a restarted coordinator: already running
             self._ensure_loop()
             return SeedReply()
-        sw_cls, db_cls = strategy_worker.remote_class(), db_worker.remote_class()
-        timeout = cfg.actor_timeout_s
-        workers = self.peers.assignment.workers  # (a resume's: its crawl may have been scaled)
-        names = [strategy_worker_name(cfg.crawl_id, i) for i in range(workers[Role.STRATEGY])]
-        self.strategy_workers = [StrategyWorkerHandle(
-            sw_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
-            for i, name in enumerate(names)]
-        names = [db_worker_name(cfg.crawl_id, i) for i in range(workers[Role.DB])]
-        self.db_workers = [DBWorkerHandle(
-            db_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout, name)
-            for i, name in enumerate(names)]
+        self._spawn()  # as many as the assignment says (a resume's crawl may have been scaled)
         try:
             await asyncio.gather(*(w.ready() for w in [*self.strategy_workers, *self.db_workers]))
         except PeerFault as exc:  # e.g. a store that does not open: one line, not a traceback
@@ -110,9 +107,134 @@ class Coordinator:
         self._ensure_loop()
         return reply
 
+    def _spawn(self) -> None:
+        """Handles to every worker the assignment counts, creating those not running (a
+        rescale's new workers, or ones it retired and brought back)."""
+        cfg, timeout = self.config, self.config.actor_timeout_s
+        workers = self.assignment.workers
+        sw_cls, db_cls = strategy_worker.remote_class(), db_worker.remote_class()
+        for i in range(len(self.strategy_workers), workers[Role.STRATEGY]):
+            name = strategy_worker_name(cfg.crawl_id, i)
+            self.strategy_workers.append(StrategyWorkerHandle(
+                sw_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout,
+                name))
+        for i in range(len(self.db_workers), workers[Role.DB]):
+            name = db_worker_name(cfg.crawl_id, i)
+            self.db_workers.append(DBWorkerHandle(
+                db_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout,
+                name))
+
     def _ensure_loop(self) -> None:
         if (self.loop_task is None or self.loop_task.done()) and not self.closed:
             self.loop_task = asyncio.get_running_loop().create_task(self._loop())
+        if (self.assignment.rescaling and not self.closed and self.phase.active
+                and (self.rescale_task is None or self.rescale_task.done())):
+            self.rescale_task = asyncio.get_running_loop().create_task(self._rescale())
+
+    # -- rescaling (see raycrawl.coordinator.rescale) ----------------------------------------
+
+    def _mover(self, role: Role, worker: int) -> Mover:
+        return (self.db_workers if role is Role.DB else self.strategy_workers)[worker]
+
+    def _set_assignment(self, assignment: Assignment) -> None:
+        self.assignment = assignment
+        self.peers.reload()
+
+    async def scale(self, db_workers: int | None = None,
+                    strategy_workers: int | None = None) -> dict[str, int]:
+        """Rescale to ``db_workers`` DB workers and ``strategy_workers`` strategy workers
+        (None: as many as now): the goal is recorded and the new workers are started when
+        this returns; the partitions then move a few at a time (:meth:`rescaling`).  Returns
+        the workers asked for, by role."""
+        async with self.lock:
+            if not self.phase.active:
+                raise CrawlStateError(f"the crawl is {self.phase}: only a running or paused "
+                                      f"crawl is scaled (a stopped one: resume --db-workers)")
+            a = read_assignment(self.config.state_dir)
+            asked = {Role.DB: db_workers, Role.STRATEGY: strategy_workers}
+            queued = [0] * a.partitions
+            for found in await asyncio.gather(*(w.queued_by_partition()
+                                                for w in self.db_workers)):
+                for p, n in found.items():
+                    queued[p] += n
+            goal, workers = {}, dict(a.workers)
+            for role in Role:
+                now = max(a.goal[role]) + 1 if role in a.goal else a.workers[role]
+                wanted = asked[role] or now
+                if not 1 <= wanted <= a.partitions:
+                    raise ConfigError(f"{role.value.replace('_', ' ')} must be 1 to the "
+                                      f"number of partitions ({a.partitions}), not {wanted}")
+                target = plan_goal(a.owners[role], wanted, queued)
+                if target != a.owners[role] or wanted != a.workers[role]:
+                    goal[role] = target
+                workers[role] = max(a.workers[role], wanted)
+            a = dataclasses.replace(a, goal=goal, workers=workers)
+            write_assignment(self.config.state_dir, a)
+            self._set_assignment(a)
+            new = [*self.strategy_workers, *self.db_workers]
+            self._spawn()
+            new = [w for w in [*self.strategy_workers, *self.db_workers] if w not in new]
+            await asyncio.gather(*(w.ready(self.config.actor_timeout_s) for w in new))
+            log.info("rescaling to %s", {str(r): max(g) + 1 for r, g in goal.items()})
+        self._ensure_loop()
+        return {str(role): max(g) + 1 for role, g in goal.items()}
+
+    async def rescaling(self) -> int:
+        """Partitions still to move: 0 once the last rescale is done (or the crawl ended: the
+        rest is carried on if it is resumed), at least 1 until then (its last step retires
+        the workers it left without partitions)."""
+        self._ensure_loop()
+        a = self.assignment
+        return max(1, _left(a)) if a.rescaling and self.phase.active else 0
+
+    async def _rescale(self) -> None:
+        """Carry the rescale on, one move at a time, then retire the workers left without
+        partitions.  A step that fails (a worker dead or restarting) is tried again."""
+        while self.phase.active and not self.closed:
+            try:
+                a = read_assignment(self.config.state_dir)
+                self.assignment = a
+                if a.moving is not None:
+                    self._set_assignment(await self.rescaler.move(a))
+                    continue
+                move = next_move(a, Role.DB) or next_move(a, Role.STRATEGY)
+                if move is not None:
+                    self._set_assignment(self.rescaler.record(a, move))
+                elif a.goal:
+                    await self._retire(a)
+                else:
+                    return
+            except Exception:
+                log.exception("a step of the rescale failed; trying again in %g s",
+                              RESCALE_RETRY_S)
+                await asyncio.sleep(RESCALE_RETRY_S)
+
+    async def _retire(self, a: Assignment) -> None:
+        """Retire the workers the goal left without partitions: a DB worker drains (its
+        output written), gives its unused budget back, and its last report is kept
+        (``CrawlControl.retire``); then they are ended and the assignment counts them out."""
+        for role, goal in a.goal.items():
+            keep = max(goal) + 1
+            if role is Role.DB:
+                for i in range(keep, len(self.db_workers)):
+                    w = self.db_workers[i]
+                    await w.drain()
+                    await w.shrink_allowance(0)
+                    self.control.retire(i, (await w.report()).replace(running=False))
+                gone: list[Any] = self.db_workers[keep:]
+                del self.db_workers[keep:]
+            else:
+                gone = self.strategy_workers[keep:]
+                del self.strategy_workers[keep:]
+            await asyncio.gather(*(w.close() for w in gone), return_exceptions=True)
+            for w in gone:
+                w.kill()
+            goals = {r: g for r, g in a.goal.items() if r is not role}
+            a = dataclasses.replace(a.with_workers(role, keep), goal=goals)
+            write_assignment(self.config.state_dir, a)
+            self._set_assignment(a)
+        log.info("rescaled: %d DB workers, %d strategy workers", a.workers[Role.DB],
+                 a.workers[Role.STRATEGY])
 
     async def heartbeat(self) -> None:  # from the workers: a restarted coordinator's loop resumes
         self._ensure_loop()
@@ -204,7 +326,8 @@ class Coordinator:
             log.exception("reading the workers failed (%d passes in a row)",
                           self.failed_passes + 1)
             return False
-        step = self.control.step(status, self.controls_pending)
+        moving = self.assignment.moving is not None  # (no finish while a move is under way)
+        step = self.control.step(status, self.controls_pending + moving)
         if step.stall:
             log.warning("%s", step.stall)
         ok = True
@@ -255,8 +378,8 @@ class Coordinator:
                 await self.registry.unregister(cfg.crawl_id)
                 return
             entry, cpus, crawls = await self.registry.register(CrawlEntry(
-                cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase), str(self.phase),
-                status.fetched, status.pages_per_s))
+                cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase, len(self.db_workers)),
+                str(self.phase), status.fetched, status.pages_per_s))
             self.share, self.waiting = entry.share, entry.waiting(cpus, crawls)
         except (TimeoutError, ray.exceptions.RayError) as exc:
             log.warning("the crawl registry did not answer: %s", exc)
@@ -300,8 +423,11 @@ class Coordinator:
         db = fresh_or_last(self.db_workers, db_results, last.db_workers, DBWorkerReport)
         sw = fresh_or_last(self.strategy_workers, sw_results, last.strategy_workers,
                            StrategyWorkerReport)
+        a = self.assignment
         self.last_status = self.control.status(db, sw, force_write, self.share or 0,
-                                               self.waiting)
+                                               self.waiting, rescale=dict(
+            moving="" if a.moving is None else str(a.moving), moves_left=_left(a),
+            rescale_to={str(r): max(g) + 1 for r, g in a.goal.items()}))
         faults = [r for r in [*db_results, *sw_results] if isinstance(r, PeerFault)]
         if faults:
             raise faults[0]
@@ -331,6 +457,12 @@ class Coordinator:
             log.exception("leaving the crawl registry failed")
         for w in workers:
             w.kill()
+
+
+def _left(a: Assignment) -> int:
+    """Partitions still to move toward ``a``'s goal."""
+    return sum(1 for role, goal in a.goal.items()
+               for now, then in zip(a.owners[role], goal) if now != then)
 
 
 def remote_class() -> Any:

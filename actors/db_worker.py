@@ -30,6 +30,7 @@ from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.records import Record
 from raycrawl.routing import not_owned
 from raycrawl.storage.assignment import NotOwner, Role
+from raycrawl.storage.moves import PartitionCopy
 from raycrawl.storage.ownership import check_shared_state
 
 from .fetch import FetchPool
@@ -62,6 +63,7 @@ class DBWorker:
         tag_logs(config.crawl_id, f"db-worker-{index}")
         self.config = config
         self.name = db_worker_name(config.crawl_id, index)
+        self.index = index
         check_shared_state(config.state_dir, config.crawl_id, self.name)
         self.peers = Peers(config)
         self.shard = DBShard(config, index, self.peers.assignment.owned(Role.DB, index),
@@ -91,7 +93,10 @@ class DBWorker:
     def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Queue the scheduled rows of a scoring-log batch; durable when this returns, and
         idempotent (see ``DBShard.enqueue``)."""
-        foreign = not_owned((scoring,), self.shard.owned)
+        foreign = not_owned((scoring,), self.shard.accepting)
+        if foreign:  # moved here since this worker last read the assignment?
+            self.sync()
+            foreign = not_owned((scoring,), self.shard.accepting)
         if foreign:
             raise NotOwner(self.name, foreign, self.peers.assignment.epoch)
         try:
@@ -102,6 +107,38 @@ class DBWorker:
         if added:
             self.wakeup.set()
         return added
+
+    # -- a partition's move (see raycrawl.coordinator.rescale) ------------------------------
+
+    def fence(self, partitions: list[int]) -> int:
+        """Cut nothing more of ``partitions``; returns how many of their URLs are leased."""
+        n = self.shard.fence(partitions)
+        self.wakeup.set()
+        return n
+
+    def export_partitions(self, partitions: list[int]) -> list[PartitionCopy]:
+        copies = [self.shard.export_partition(p) for p in partitions]
+        self._fault_point("db-worker.exported")
+        return copies
+
+    def adopt_partitions(self, copies: list[PartitionCopy]) -> None:
+        for copy in copies:
+            self.shard.adopt_partition(copy)
+        self._fault_point("db-worker.adopted")
+
+    def queued_by_partition(self) -> dict[int, int]:
+        """URLs queued in each partition it owns (a rescale balances by them)."""
+        return dict(self.shard.queue.by_part)
+
+    def sync(self) -> None:
+        """Read the assignment; own the partitions it names this worker's owner of."""
+        self.shard.take(self.peers.reload().owned(Role.DB, self.index))
+        self.wakeup.set()
+
+    def drop_partitions(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.shard.drop_partition(p)
+        self._fault_point("db-worker.dropped")
 
     def set_gate(self, gate: int | None) -> None:
         self.gate = gate

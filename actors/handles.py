@@ -117,6 +117,15 @@ class CoordinatorHandle:
         phase: Phase = self._get(self.actor.resume.remote())
         return phase
 
+    def scale(self, db_workers: int | None, strategy_workers: int | None) -> dict[str, int]:
+        """Record a rescale's goal and start its new workers (the moves follow)."""
+        asked: dict[str, int] = self._get(self.actor.scale.remote(db_workers, strategy_workers))
+        return asked
+
+    def rescaling(self) -> int:
+        """Partitions still to move (at least 1 until the rescale is done; 0 when it is)."""
+        return int(self._get(self.actor.rescaling.remote()))
+
     def stop(self) -> Phase:
         """Returns once the batches in flight are drained (however long that takes)."""
         phase: Phase = self._get(self.actor.stop.remote(), timeout=None)

@@ -57,6 +57,10 @@ METRICS = (
     Metric("raycrawl_revisits", "gauge",
            "URLs of a revisiting crawl by state: not-due (waiting for their next visit), due "
            "(queued), overdue (due more than 10 s ago)", ("state",)),
+    Metric("raycrawl_partitions", "gauge", "partitions the DB worker owns"),
+    Metric("raycrawl_partitions_moved", "gauge",
+           "partitions moved to (in) and away from (out) the DB worker since it started",
+           ("direction",)),
 )
 
 _BASE_TAGS = ("crawl_id", "worker")
@@ -139,6 +143,10 @@ class CrawlMetrics:
             self._m["raycrawl_revisits"].set(n, tags={**self.tags, "state": state})
         for state, n in hosts.items():
             self._m["raycrawl_hosts"].set(n, tags={**self.tags, "state": state})
+        self._m["raycrawl_partitions"].set(report.partitions_owned, tags=self.tags)
+        for direction, n in (("in", report.moved_in), ("out", report.moved_out)):
+            self._m["raycrawl_partitions_moved"].set(n, tags={**self.tags,
+                                                              "direction": direction})
 
 
 def _value_counts(column: pa.Array | pa.ChunkedArray) -> dict[Any, int]:

@@ -35,6 +35,7 @@ from raycrawl.errors import StorageError
 from raycrawl.formats.items import unified_schema
 from raycrawl.routing import split_by_owner
 from raycrawl.storage.assignment import Assignment, NotOwner, Role, read_assignment
+from raycrawl.storage.moves import PartitionCopy
 
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
 
@@ -113,7 +114,27 @@ class _Handle:
         ray.kill(self.actor, no_restart=False)
 
 
-class StrategyWorkerHandle(_Handle):
+class _MoverHandle(_Handle):
+    """A worker's part in a partition's move (``raycrawl.coordinator.rescale.Mover``)."""
+
+    async def fence(self, partitions: list[int]) -> int:
+        return int(await self._call("fence", partitions))
+
+    async def export(self, partitions: list[int]) -> list[PartitionCopy]:
+        copies: list[PartitionCopy] = await self._call("export_partitions", partitions)
+        return copies
+
+    async def adopt(self, copies: list[PartitionCopy]) -> None:
+        await self._call("adopt_partitions", copies)
+
+    async def sync(self) -> None:
+        await self._call("sync")
+
+    async def drop(self, partitions: list[int]) -> None:
+        await self._call("drop_partitions", partitions)
+
+
+class StrategyWorkerHandle(_MoverHandle):
     async def add_seeds(self, seeds: pa.RecordBatch) -> int:
         return int(await self._call("add_seeds", seeds))
 
@@ -126,7 +147,7 @@ class StrategyWorkerHandle(_Handle):
         return report
 
 
-class DBWorkerHandle(_Handle):
+class DBWorkerHandle(_MoverHandle):
     async def enqueue(self, scoring: pa.RecordBatch) -> int:
         """Durable in the DB worker when this returns; idempotent."""
         return int(await self._call("enqueue", scoring))
@@ -164,6 +185,10 @@ class DBWorkerHandle(_Handle):
 
     async def shrink_allowance(self, to: int) -> int:
         return int(await self._call("shrink_allowance", to))
+
+    async def queued_by_partition(self) -> dict[int, int]:
+        found: dict[int, int] = await self._call("queued_by_partition")
+        return found
 
 
 class CoordinatorClient(_Handle):
@@ -229,7 +254,10 @@ class Peers:
     def _get(self, name: str) -> Any:
         handle = self._handles.get(name)
         if handle is None:
-            handle = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+            try:
+                handle = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:  # not created yet, or retired by a rescale
+                raise PeerFault(f"{name}: no such actor") from None
         return handle
 
     def strategy_worker(self, index: int) -> StrategyWorkerHandle:
@@ -258,18 +286,26 @@ class Peers:
             workers = sorted(set().union(*split))
             parts = {w: tuple(s.get(w, b.slice(0, 0)) for s, b in zip(split, batches))
                      for w in workers}
-            results = await asyncio.gather(*(send(w, parts[w]) for w in workers),
+            results = await asyncio.gather(*(_sent(send, w, parts[w]) for w in workers),
                                            return_exceptions=True)
             refused = [parts[w] for w, r in zip(workers, results) if isinstance(r, NotOwner)]
-            for r in results:
-                if isinstance(r, BaseException) and not isinstance(r, NotOwner):
-                    raise r
+            failed = [(w, r) for w, r in zip(workers, results)
+                      if isinstance(r, BaseException) and not isinstance(r, NotOwner)]
+            epoch = self.assignment.epoch
+            if failed or refused:
+                self.reload()
+            if failed:
+                self._handles.clear()  # (a worker retired and made again is a new actor)
+                if self.assignment.epoch == epoch:
+                    raise failed[0][1]
+                # The assignment changed meanwhile (a partition moved, a worker retired):
+                # their rows go to their owners now (taken twice, they change nothing).
+                refused += [parts[w] for w, _ in failed]
             if not refused:
                 return
             batches = tuple(pa.concat_batches([r[i] for r in refused])
                             for i in range(len(batches)))
-            epoch = self.assignment.epoch
-            if self.reload().epoch == epoch:  # not moved yet: its owner is taking it over
+            if self.assignment.epoch == epoch:  # not moved yet: its owner is taking it over
                 if time.monotonic() >= deadline:
                     raise PeerFault(f"rows of partitions {sorted(_partitions(batches))[:8]} "
                                     f"refused by their owners for {self.config.actor_timeout_s}"
@@ -296,6 +332,12 @@ class Peers:
 
     def db_workers(self) -> list[DBWorkerHandle]:
         return [self.db_worker(i) for i in range(self.assignment.workers[Role.DB])]
+
+
+async def _sent(send: Callable[[int, Batches], Awaitable[Any]], worker: int,
+                parts: Batches) -> Any:
+    """``send(worker, parts)``, its errors raised inside the coroutine (gathered)."""
+    return await send(worker, parts)
 
 
 def _partitions(batches: Batches) -> set[int]:

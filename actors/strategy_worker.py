@@ -14,7 +14,8 @@ from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.errors import StorageError
 from raycrawl.routing import not_owned
-from raycrawl.storage.assignment import NotOwner, Role
+from raycrawl.storage.assignment import NotOwner, Role, ranges
+from raycrawl.storage.moves import PartitionCopy
 from raycrawl.storage.ownership import check_shared_state
 from raycrawl.storage.store import Store
 from raycrawl.strategy_worker.runner import STRATEGY_TABLES, StrategyRunner
@@ -60,11 +61,48 @@ class StrategyWorker:
             return await self._commit(self.runner.process_spider_log(pages, links))
 
     def _check_owned(self, *batches: pa.RecordBatch) -> None:
-        """Refuse rows of partitions this worker does not own (:class:`NotOwner`)."""
-        owned = self.peers.assignment.owned(Role.STRATEGY, self.index)
-        foreign = not_owned(batches, owned)
+        """Refuse rows of partitions this worker does not own, or that move away
+        (:class:`NotOwner`); before it does, it reads the assignment again."""
+        foreign = not_owned(batches, self._accepting())
+        if foreign:
+            self.peers.reload()
+            foreign = not_owned(batches, self._accepting())
         if foreign:
             raise NotOwner(self.name, foreign, self.peers.assignment.epoch)
+
+    def _accepting(self) -> frozenset[int]:
+        return self.peers.assignment.owned(Role.STRATEGY, self.index) - self.runner.fenced
+
+    # -- a partition's move (see raycrawl.coordinator.rescale) ------------------------------
+
+    async def fence(self, partitions: list[int]) -> int:
+        """Take no more rows of ``partitions`` (nothing of them is ever in flight here)."""
+        async with self.lock:
+            self.runner.fence(partitions)
+            return 0
+
+    async def export_partitions(self, partitions: list[int]) -> list[PartitionCopy]:
+        async with self.lock:
+            copies = [self.runner.export_partition(p) for p in partitions]
+            self._fault_point("strategy-worker.exported")
+            return copies
+
+    async def adopt_partitions(self, copies: list[PartitionCopy]) -> None:
+        async with self.lock:
+            for copy in copies:
+                self.runner.adopt_partition(copy)
+            self._fault_point("strategy-worker.adopted")
+
+    async def sync(self) -> None:
+        async with self.lock:
+            self.peers.reload()
+
+    async def drop_partitions(self, partitions: list[int]) -> None:
+        async with self.lock:
+            for p in partitions:
+                self.runner.drop_partition(p)
+            self.peers.reload()
+            self._fault_point("strategy-worker.dropped")
 
     async def _commit(self, scoring: pa.RecordBatch) -> int:
         self._fault_point("strategy-worker.decided")
@@ -84,7 +122,10 @@ class StrategyWorker:
         return scoring.num_rows
 
     def report(self) -> StrategyWorkerReport:
-        return self.runner.report().replace(storage_error=self.storage_error)
+        owned = self.peers.assignment.owned(Role.STRATEGY, self.index)
+        return self.runner.report().replace(storage_error=self.storage_error,
+                                            partitions=ranges(owned),
+                                            partitions_owned=len(owned))
 
     def _fault_point(self, point: str) -> None:
         faultpoints.reach(point, self.config.state_dir)

@@ -6,7 +6,7 @@ import html
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 SNAPSHOT_TIMEOUT_S = 10.0  # a repr or live view falls back to status.json after this
 COORDINATOR_MISSES = 3  # status calls in a row the coordinator may miss before wait() gives up
 
+
+T = TypeVar("T")
 
 def read_seeds_file(path: str, strategy: str = "bfs") -> list[str]:
     """Seed URLs from a file, parsed by the strategy's ``read_seeds``."""
@@ -130,6 +132,42 @@ class Crawl:
     def resume(self) -> Phase:
         return self._coordinator().resume()
 
+    def scale(self, db_workers: int | None = None, strategy_workers: int | None = None,
+              wait: bool = True, timeout: float | None = None,
+              interval_s: float = 0.2) -> CrawlStatus:
+        """Rescale the running crawl to ``db_workers`` DB workers and ``strategy_workers``
+        strategy workers (None: as many as now).  Partitions move between workers while it
+        crawls, a few at a time, balanced by the URLs they hold; with ``wait`` this returns
+        once every move is done (and the workers left without partitions are retired), else
+        once the new workers are up.  A coordinator restarted meanwhile carries the rescale
+        on.  On ``timeout`` the rescale goes on and :class:`TimeoutError` is raised."""
+        coordinator = self._coordinator()
+        coordinator.scale(db_workers, strategy_workers)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while wait:
+            left = self._ask(coordinator.rescaling)
+            if left == 0:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"crawl {self.crawl_id}: {left} partitions still to move")
+            time.sleep(interval_s)
+        return self.stats()
+
+    def _ask(self, read: Callable[[], T]) -> T:
+        """``read()`` from the coordinator; one that does not answer (hung or restarting) is
+        replaced once — Ray restarts it and it adopts the crawl —, then given up on
+        (:class:`CrawlUnavailable`)."""
+        misses = 0
+        while True:
+            try:
+                return read()
+            except CrawlUnavailable:
+                misses += 1
+                if misses > COORDINATOR_MISSES:
+                    raise
+                if misses == 1:
+                    self._coordinator().replace()
+
     def stop(self) -> CrawlStatus:
         """Drain batches in flight, write all output, end the actors."""
         self._coordinator().stop()
@@ -155,18 +193,8 @@ class Crawl:
                 bar.close(final)
         report = progress if callable(progress) else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        misses = 0
         while True:
-            try:
-                stats = self.stats()
-                misses = 0
-            except CrawlUnavailable:  # hung or restarting: replaced once, then given up on
-                misses += 1
-                if misses > COORDINATOR_MISSES:
-                    raise
-                if misses == 1:
-                    self._coordinator().replace()
-                continue
+            stats = self._ask(self.stats)
             if stats.phase.terminal:
                 break
             if report is not None:

@@ -88,6 +88,13 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+def _scale_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db-workers", type=int, metavar="N",
+                   help="rescale to N DB workers (default: as many as now)")
+    p.add_argument("--strategy-workers", type=int, metavar="M",
+                   help="rescale to M strategy workers (default: as many as now)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="raycrawl", description="A distributed crawl frontier on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -96,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--state", metavar="DIR", required=True)
     resume.add_argument("--address", metavar="RAY_ADDRESS")
     resume.add_argument("--quiet", action="store_true", help="no progress lines")
+    _scale_flags(resume)
+    scale = sub.add_parser("scale", help="move a running crawl's partitions to more or fewer "
+                                         "workers")
+    scale.add_argument("--state", metavar="DIR", required=True)
+    scale.add_argument("--address", metavar="RAY_ADDRESS")
+    _scale_flags(scale)
     status = sub.add_parser("status", help="what a crawl is doing / did")
     status.add_argument("--state", metavar="DIR", default=os.path.join("out", "state"))
     listing = sub.add_parser("list", help="the crawls on a Ray cluster, one line each")
@@ -215,6 +228,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(args: argparse.Namespace) -> str:
+    return ", ".join(f"{n} {what}" for n, what in ((args.db_workers, "DB workers"),
+                                                  (args.strategy_workers, "strategy workers"))
+                     if n)
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Rescale a running crawl; returns once every partition has moved."""
+    from actors.handles import CoordinatorHandle, connect
+    from raycrawl.api import Crawl, read_manifest
+
+    if not (args.db_workers or args.strategy_workers):
+        raise RaycrawlError("give --db-workers N and/or --strategy-workers M")
+    crawl_id = read_manifest(args.state)["crawl_id"]
+    connect(args.address)
+    handle = CoordinatorHandle.lookup(crawl_id)
+    if handle is None or not handle.alive():
+        raise RaycrawlError(f"crawl {crawl_id} is not running on this cluster: "
+                            f"`raycrawl resume --state {args.state} --db-workers N` rescales "
+                            f"a stopped crawl")
+    crawl = Crawl.attach(args.state, address=args.address)
+    print(f"crawl {crawl_id}: rescaling to {_workers(args)}", flush=True)
+    started = time.monotonic()
+    stats = crawl.scale(args.db_workers, args.strategy_workers)
+    took = time.monotonic() - started
+    if stats.moves_left or stats.moving:
+        print(f"crawl {crawl_id} {stats.phase} after {took:.1f} s with {stats.moves_left} "
+              f"partitions still to move (a resume carries the rescale on)", flush=True)
+        return 1
+    print(f"crawl {crawl_id}: rescaled in {took:.1f} s: {len(stats.db_workers)} DB workers, "
+          f"{len(stats.strategy_workers)} strategy workers", flush=True)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """One line per crawl on the cluster, its id first."""
     from actors.handles import connect
@@ -300,11 +347,16 @@ def main(argv: list[str] | None = None) -> int:
 
             crawl = Crawl.attach(args.state, address=args.address)
             print(f"crawl {crawl.crawl_id} resumed from {args.state}", flush=True)
+            if args.db_workers or args.strategy_workers:
+                crawl.scale(args.db_workers, args.strategy_workers, wait=False)
+                print(f"rescaling to {_workers(args)}", flush=True)
             stats = _follow(crawl, args.quiet)
             print(_summary(stats))
             return _exit_status(stats, crawl.config)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "scale":
+            return cmd_scale(args)
         if args.command == "list":
             return cmd_list(args)
         if args.command == "demo":

@@ -14,6 +14,14 @@ fetch worker), ``db-worker.fetched`` (spider log received), ``strategy-worker.de
 not yet written), ``db-worker.handed-over`` (strategy workers done, batch not yet completed),
 ``db-worker.completed`` (leases released, rows staged), ``db-worker.output-written`` (Parquet
 file in place, not yet recorded in the state).
+
+Points of a partition's move (``raycrawl.coordinator.rescale``), in its order:
+``rescale.fenced`` (the source cuts nothing of them, their batches ended), ``<kind>.exported``
+(in the source: frozen and copied), ``rescale.exported``, ``<kind>.adopted`` (in the target:
+copy ingested), ``rescale.adopted``, ``rescale.committed`` (the assignment names the target),
+``<kind>.dropped`` (in the source), ``rescale.dropped``.  ``rescale.*`` are reached by the
+coordinator, the others by the worker moving the partitions (``<kind>``: ``db-worker`` or
+``strategy-worker``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ log = logging.getLogger(__name__)
 POINTS = ("db-worker.cut", "fetch-task.start", "db-worker.fetched", "strategy-worker.decided",
           "strategy-worker.routed", "db-worker.handed-over", "db-worker.completed",
           "db-worker.output-written")
+MOVE_POINTS = ("rescale.fenced", "db-worker.exported", "strategy-worker.exported",
+               "rescale.exported", "db-worker.adopted", "strategy-worker.adopted",
+               "rescale.adopted", "rescale.committed", "db-worker.dropped",
+               "strategy-worker.dropped", "rescale.dropped")
 ENV = "RAYCRAWL_FAULT_HOOK"
 
 Hook = Callable[[str, str], None]

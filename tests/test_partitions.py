@@ -85,9 +85,19 @@ def test_a_partition_moves_between_db_shards_whole(tmp_path):
     before = (a.queue.queued, a.queue.not_due, a.queue.by_part[part], a.queue.not_due_by[part])
     b = DBShard(config(tmp_path), 1, owned=set())
     assert b.queue.queued == 0
+    with pytest.raises(ValueError, match="before it was fenced"):
+        a.export_partition(part)
+    assert a.fence([part]) == 0 and part in a.accepting  # rows queued until it is copied
+    batch_id, others = a.cut(1000, None)
+    assert others and all(e.partition != part for e in others)  # fenced: never cut
+    a.give_back(batch_id, others)
+    a.release_hosts({e.host for e in others})
     copy = a.export_partition(part)
+    assert part not in a.accepting  # copied: frozen, its rows are sent again
     b.adopt_partition(copy)
     b.adopt_partition(copy)  # a step done again: the same result
+    assert b.queue.queued == 0 and part not in b.accepting  # inert until taken
+    b.take([part])
     a.drop_partition(part)
     assert a.store.count(part) == 0 and b.store.count(part) == copy.keys > 0
     assert a.queue.queued + b.queue.queued == before[0]
@@ -142,6 +152,9 @@ def test_strategy_state_moves_with_its_partition(tmp_path):
     part = url_info("http://a.com/", SP).partition
     keys = keys_by_partition(a.states.store, STRATEGY_TABLES)
     assert set(keys) == {part}
+    with pytest.raises(ValueError, match="before it was fenced"):
+        a.export_partition(part)
+    a.fence([part])
     b.adopt_partition(a.export_partition(part))
     a.drop_partition(part)
     assert a.states.store.count(part) == 0

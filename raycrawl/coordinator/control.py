@@ -43,6 +43,9 @@ STALL_S = 10.0
 # The reasons of DBShard.reasons that end at a time of their own (a host's delay, backoff, ...)
 TIMED_REASONS = frozenset({*(w.value for w in Wait), "host-busy", "retry-backoff"})
 STATUS_WRITE_S = 1.0  # status.json is rewritten at most this often (and at every end)
+# The last reports of DB workers a rescale retired (index -> report): their pages done and
+# their share of the page budget still count (see CrawlControl.retire).
+RETIRED = "retired.json"
 
 
 def seed_feed(urls: list[str], partitions: int) -> tuple[pa.RecordBatch, SeedReply]:
@@ -140,6 +143,21 @@ class CrawlControl:
             self._save()
         self.budget = (None if config.max_pages is None else
                        BudgetPlanner(config.max_pages, step=2 * config.batch_size))
+        self.retired = {int(i): DBWorkerReport.from_dict(r) for i, r in
+                        (_read_or_none(config.state_dir, RETIRED) or {}).items()}
+
+    def retire(self, index: int, report: DBWorkerReport) -> None:
+        """Keep the last report of DB worker ``index``, retired by a rescale (durable on
+        return): the crawl's totals and page budget go on counting what it did.  Its store
+        stays: a later rescale that brings worker ``index`` back goes on from it (and its
+        report here is no longer counted)."""
+        self.retired[index] = report
+        write_json(self.config.state_dir, RETIRED,
+                   {str(i): r.to_dict() for i, r in self.retired.items()})
+
+    def _retired(self, workers: int) -> tuple[DBWorkerReport, ...]:
+        """The retired workers' last reports, those of workers not running again."""
+        return tuple(r for i, r in sorted(self.retired.items()) if i >= workers)
 
     def _save(self) -> None:
         self._write(COORDINATOR, {
@@ -187,18 +205,21 @@ class CrawlControl:
 
     def status(self, db: tuple[DBWorkerReport, ...], sw: tuple[StrategyWorkerReport, ...],
                force_write: bool = False, fetch_workers: int = 0,
-               waiting: str = "") -> CrawlStatus:
-        """The status from the workers' reports (and the crawl's CPU share); written to
-        ``status.json`` at most once a second (always with ``force_write``)."""
+               waiting: str = "", rescale: dict[str, Any] | None = None) -> CrawlStatus:
+        """The status from the workers' reports (and the crawl's CPU share, and the rescale
+        under way: ``CrawlStatus.moving`` and the next fields); written to ``status.json``
+        at most once a second (always with ``force_write``)."""
         self.renew_lease()
         now = self.clock()
         status = CrawlStatus.aggregate(
-            db, sw, crawl_id=self.config.crawl_id, generation=self.generation,
+            db + self._retired(len(db)), sw, crawl_id=self.config.crawl_id,
+            generation=self.generation,
             phase=self.phase, reason=self.reason, depth_gate=self.detector.gate,
             elapsed_s=round(now - self.started, 1), out=self.config.out,
             state=self.config.state_dir, updated_at=now, fetch_workers=fetch_workers,
-            waiting=waiting, stalls=self.stalls)
+            waiting=waiting, stalls=self.stalls, **(rescale or {}))
         status = status.replace(
+            db_workers=db,
             pages_per_s=round(self.rate.observe(now, status.fetched), 1),
             revisits_per_s=round(self.revisit_rate.observe(now, status.revisits), 1))
         if force_write or now - self.last_status_write >= STATUS_WRITE_S:
@@ -220,7 +241,7 @@ class CrawlControl:
         restart = tuple(i for i, r in enumerate(status.db_workers) if not r.running)
         finished = all(s.strategy_finished for s in status.strategy_workers)
         shares = [Share(r.allowance, r.held, r.queued_at_gate, r.in_flight)
-                  for r in status.db_workers]
+                  for r in status.db_workers + self._retired(len(status.db_workers))]
         left = None if self.budget is None else self.budget.left(shares)
         verdict = self.detector.observe(status.db_workers, controls_pending, left, finished)
         end = (Phase.FINISHED, self.detector.reason) if verdict is Verdict.FINISH else None

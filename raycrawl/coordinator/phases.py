@@ -34,6 +34,11 @@ class Phase(enum.StrEnum):
     def terminal(self) -> bool:
         return self in (Phase.STOPPED, Phase.FINISHED, Phase.FAILED)
 
+    @property
+    def active(self) -> bool:
+        """Running or paused: its workers are up and may be rescaled."""
+        return self in (Phase.RUNNING, Phase.PAUSED)
+
 
 class Verdict(enum.Enum):
     CONTINUE = "continue"

@@ -96,6 +96,10 @@ class DBWorkerReport(_Record):
     revisits: int = 0  # rows committed for visits after the first (this incarnation)
     # Why its queued URLs are not being fetched, each counted once (DBShard.reasons' words)
     queued_by_reason: Mapping[str, int] = field(default_factory=dict)
+    partitions: str = ""  # the partitions it owns, as ranges ("0-63,128")
+    partitions_owned: int = 0
+    moved_in: int = 0  # partitions moved to it (this incarnation)
+    moved_out: int = 0  # partitions moved away from it (this incarnation)
 
     def replace(self, **changes: Any) -> DBWorkerReport:
         return dataclasses.replace(self, **changes)
@@ -113,7 +117,8 @@ class StrategyWorkerReport(_Record):
     duplicate_pages: int = 0
     skipped: Mapping[str, int] = field(default_factory=dict)  # by error kind (trap, ...)
     storage_error: str = ""
-
+    partitions: str = ""  # the partitions it owns, as ranges ("0-63,128")
+    partitions_owned: int = 0
 
     def replace(self, **changes: Any) -> StrategyWorkerReport:
         return dataclasses.replace(self, **changes)
@@ -190,6 +195,11 @@ class CrawlStatus(_Record):
     db_workers: tuple[DBWorkerReport, ...] = ()
     strategy_workers: tuple[StrategyWorkerReport, ...] = ()
     updated_at: float = 0.0
+    # Rescaling (raycrawl.coordinator.rescale): the move in progress ("" when none), how many
+    # partitions are still to move, and the workers asked for ({} when not rescaling).
+    moving: str = ""
+    moves_left: int = 0
+    rescale_to: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Built from JSON (status.json) the nested reports and the phase arrive as plain values.

@@ -31,16 +31,17 @@ def workers_for(batches: int) -> int:
     return -(-batches // BATCHES_PER_WORKER)
 
 
-def wants(config: CrawlConfig, phase: Phase) -> int:
+def wants(config: CrawlConfig, phase: Phase, db_workers: int | None = None) -> int:
     """The fetch workers a crawl could use in ``phase``: none unless it is starting or running
     (a paused crawl holds no CPU); else its ``fetch_workers`` cap, else three batches a worker
-    of an explicit ``batches_in_flight`` per DB worker, else any number."""
+    of an explicit ``batches_in_flight`` per DB worker (``db_workers`` of them: as many as
+    it runs now), else any number."""
     if phase not in (Phase.STARTING, Phase.RUNNING):
         return 0
     if config.fetch_workers is not None:
         return config.fetch_workers
     if config.batches_in_flight is not None:
-        return config.db_workers * workers_for(config.batches_in_flight)
+        return (db_workers or config.db_workers) * workers_for(config.batches_in_flight)
     return ANY
 
 

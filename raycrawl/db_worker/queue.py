@@ -36,7 +36,7 @@ import heapq
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -622,9 +622,9 @@ class FrontierQueue:
 
     # -- partitions moving (see raycrawl.storage.moves) --------------------------------------
 
-    def leased_partitions(self) -> set[int]:
-        """Partitions with URLs leased to a batch in flight."""
-        return {Entry.unpack(raw).partition for _, raw in self.store.scan(_L, _L + b"\xff")}
+    def leases(self) -> Iterator[Entry]:
+        """The entries leased to batches in flight."""
+        return (Entry.unpack(raw) for _, raw in self.store.scan(_L, _L + b"\xff"))
 
     def forget(self, partition: int) -> None:
         """Take ``partition``'s entries out of the counts (before its keys are dropped)."""
@@ -635,15 +635,20 @@ class FrontierQueue:
         for table in (self.head, self.head_band, self.due_head, self.due_next):
             table.pop(partition, None)
 
-    def adopt(self, partition: int, next_seq: int) -> None:
-        """Count ``partition``'s entries, ingested from another worker whose sequence numbers
-        went up to ``next_seq`` (ours go on above them: no key of it is ever written again)."""
+    def reserve(self, next_seq: int) -> None:
+        """Keys up to ``next_seq`` were written by another worker (a partition ingested from
+        it): ours go on above them, so no key of it is ever written again.  Durable."""
+        if next_seq > self.next_seq:
+            self.next_seq = next_seq
+            wb = self.store.batch()
+            wb.put(_C, self._counters())
+            self.store.write(wb)
+
+    def adopt(self, partition: int) -> None:
+        """Count ``partition``'s entries (ingested from another worker, see :meth:`reserve`)
+        and cut them from now on."""
         if self.owned is not None:
             self.owned.add(partition)
-        self.next_seq = max(self.next_seq, next_seq)
-        wb = self.store.batch()
-        wb.put(_C, self._counters())
-        self.store.write(wb)
         for table in (self.head, self.head_band, self.due_head, self.due_next):
             table.pop(partition, None)
         self._recount(part_key(_Q, partition), part_key(_D, partition),

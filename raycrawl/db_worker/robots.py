@@ -144,6 +144,10 @@ class RobotsCache:
         self.store.write(wb)
         self._remember(origin, policy)
 
+    def forget(self) -> None:
+        """Empty the memory (a partition's keys were dropped under it)."""
+        self.memory.clear()
+
     def _key(self, origin: str) -> bytes:
         """r <partition of its host> <origin>"""
         return part_key(TABLE, partition_of(host_of(origin + "/"), self.partitions)) + \

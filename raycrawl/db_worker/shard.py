@@ -41,6 +41,7 @@ from raycrawl.errors import ErrorKind
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ScoreUpdate, ended_rows
 from raycrawl.output.shard import ShardOutput
+from raycrawl.storage.assignment import ranges
 from raycrawl.storage.moves import PartitionCopy, export_partition, ingest_partition
 from raycrawl.storage.store import Store, part_key
 from raycrawl.urls import partition_of
@@ -121,6 +122,10 @@ class DBShard:
         self.owned = frozenset(range(config.partitions) if owned is None else owned)
         self.store = Store(os.path.join(config.state_dir, f"db-worker-{index}"),
                            sync=config.sync_writes, tables=TABLES)
+        fences = self.store.fences()  # moving away: see fence
+        self.fenced = frozenset(fences)
+        self.frozen = frozenset(p for p, frozen in fences.items() if frozen)
+        self.moved: Counter[str] = Counter()  # partitions moved in and out (this incarnation)
         self.queue = FrontierQueue(self.store, layered=config.max_depth is not None,
                                    revisits=config.recrawl_after_s is not None,
                                    owned=self.owned)
@@ -199,7 +204,7 @@ class DBShard:
         if self.queue.not_due:
             self.queue.promote(time.time())
         batch_id, entries = self.queue.cut(max_urls, self.config.host_batch_cap, self.slots,
-                                           gate)
+                                           gate, skip=self.fenced)
         if entries:
             self.counters.batches_cut += 1
         return batch_id, entries
@@ -434,6 +439,23 @@ class DBShard:
 
     # -- partitions moving (see raycrawl.storage.moves) -------------------------------------
 
+    @property
+    def accepting(self) -> frozenset[int]:
+        """The partitions whose rows this shard takes: owned and not frozen."""
+        return self.owned - self.frozen
+
+    def fence(self, partitions: Collection[int]) -> int:
+        """Fence ``partitions`` (durably): no cut takes their URLs any more (rows of them are
+        still queued, until the copy freezes them).  Returns how many of their URLs are still
+        leased (their batches in flight): the move waits for none."""
+        new = [p for p in partitions if p not in self.fenced]
+        if new:
+            self.store.fence(new)
+            self.fenced = self.fenced | frozenset(new)
+            self._reasons = None
+        wanted = set(partitions)
+        return sum(1 for e in self.queue.leases() if e.partition in wanted)
+
     def _hosts_of(self, partition: int) -> set[str]:
         """The hosts of ``partition`` this shard keeps anything of in memory."""
         slots = self.slots
@@ -441,32 +463,48 @@ class DBShard:
         return {h for h in known if partition_of(h, self.config.partitions) == partition}
 
     def export_partition(self, partition: int) -> PartitionCopy:
-        """A copy of ``partition``'s state (its keys, its hosts' politeness), taken while
-        none of its URLs is leased (the move's fence waits for that)."""
+        """A copy of fenced ``partition``'s state (its keys, its hosts' politeness), taken
+        once none of its URLs is leased."""
+        if partition not in self.fenced or self.fence([partition]):
+            raise ValueError(f"partition {partition} is exported before it was fenced and "
+                             f"its batches ended")
+        if partition not in self.frozen:  # from now on its rows are refused (sent again)
+            self.store.fence([partition], frozen=True)
+            self.frozen = self.frozen | {partition}
         hosts = self._hosts_of(partition)
         return export_partition(self.store, partition, self.queue.next_seq,
                                 {"hosts": self.slots.export(hosts, time.monotonic())})
 
     def adopt_partition(self, copy: PartitionCopy) -> None:
-        """Own ``copy.partition`` from now on, with the copy's state (replacing whatever this
-        shard held of it)."""
+        """Hold ``copy``'s state (replacing whatever this shard held of it), not yet owned:
+        its keys stay inert until :meth:`take` (the move's commit point names this worker)."""
         if copy.partition in self.owned:
-            self.queue.forget(copy.partition)
+            raise ValueError(f"partition {copy.partition} is adopted by its owner")
         ingest_partition(self.store, copy)
-        self.queue.adopt(copy.partition, copy.next_seq)
+        self.queue.reserve(copy.next_seq)
         self.slots.adopt(copy.memory.get("hosts", {}), time.monotonic())
-        self.owned = self.owned | {copy.partition}
+
+    def take(self, partitions: Collection[int]) -> None:
+        """Own ``partitions`` from now on (the assignment names this worker): their queued
+        URLs are counted and cut."""
+        for p in sorted(set(partitions) - self.owned):
+            self.queue.adopt(p)
+            self.owned = self.owned | {p}
+            self.moved["in"] += 1
         self._reasons = None
 
     def drop_partition(self, partition: int) -> None:
         """Forget ``partition`` and delete its keys (it moved to another worker)."""
-        self.queue.forget(partition)
+        if partition in self.owned:
+            self.queue.forget(partition)
+            self.moved["out"] += 1
         self.slots.forget(self._hosts_of(partition))
         self.store.drop(partition)
+        if self.robots is not None:
+            self.robots.forget()
         self.owned = self.owned - {partition}
+        self.fenced, self.frozen = self.fenced - {partition}, self.frozen - {partition}
         self._reasons = None
-
-    # -- reporting and closing --------------------------------------------------------------
 
     def reasons(self, gate: int | None, fetching: bool) -> dict[str, int]:
         """Why each queued URL is not being fetched now, counted (every queued URL once):
@@ -539,7 +577,9 @@ class DBShard:
             out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
             warc_records=c.warc_records, not_due=q.not_due, due=sum(q.due.values()),
             queued_by_reason=self.reasons(gate, running and fetch_quota != 0),
-            overdue=q.overdue(time.time(), OVERDUE_S), revisits=c.revisits)
+            overdue=q.overdue(time.time(), OVERDUE_S), revisits=c.revisits,
+            partitions=ranges(self.owned), partitions_owned=len(self.owned),
+            moved_in=self.moved["in"], moved_out=self.moved["out"])
 
     def flush(self) -> None:
         """Write buffered output rows (and items) to files now."""

@@ -1,9 +1,12 @@
 """Which worker owns each partition: the crawl's assignment, durable, with an epoch.
 
 ``STATE/assignment.json`` holds, for DB workers and strategy workers alike, the owner of
-every partition and the number of workers, and an *epoch* that grows with every change.  It
-is the one place ownership is read from: the coordinator writes it (when the crawl is created,
-and at the commit point of a partition's move), and everyone who routes rows reads it —
+every partition and the number of workers, and an *epoch* that grows with every change of
+owner.  While a crawl is rescaled it also holds the *goal* (the owners once every move is
+done, see ``raycrawl.coordinator.rescale``) and the move in progress, so a coordinator
+restarted at any step carries the rescale on.  It is the one place ownership is read from: the
+coordinator writes it (when the crawl is created, and at every step of a rescale; a move's
+commit point is the write that names the new owner), and everyone who routes rows reads it —
 ``actors.peers.Peers`` for the DB workers' hand-over, the strategy workers' scoring log and
 the coordinator's seeds.  A worker takes only rows of partitions it owns at its epoch and
 refuses the others (:class:`NotOwner`); the sender reads the assignment again and sends them
@@ -13,7 +16,8 @@ to their owner, which is safe because applying a row twice changes nothing.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from raycrawl.storage.statefiles import read_json, read_json_if_present, write_json
@@ -45,12 +49,39 @@ def round_robin(partitions: int, workers: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionMove:
+    """``partitions`` of ``role`` moving from worker ``source`` to worker ``target``."""
+
+    role: Role
+    source: int
+    target: int
+    partitions: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": str(self.role), "source": self.source, "target": self.target,
+                "partitions": list(self.partitions)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartitionMove:
+        return cls(Role(data["role"]), int(data["source"]), int(data["target"]),
+                   tuple(int(p) for p in data["partitions"]))
+
+    def __str__(self) -> str:
+        kind = "DB" if self.role is Role.DB else "strategy"
+        return (f"{kind} partitions {ranges(self.partitions)}: worker {self.source} -> "
+                f"{self.target}")
+
+
+@dataclass(frozen=True, slots=True)
 class Assignment:
-    """The owner of each partition, per role, at ``epoch``."""
+    """The owner of each partition, per role, at ``epoch``; while rescaling, the ``goal``
+    owners per role and the move in progress (``moving``)."""
 
     epoch: int
     owners: dict[Role, tuple[int, ...]]
     workers: dict[Role, int]
+    goal: dict[Role, tuple[int, ...]] = field(default_factory=dict)
+    moving: PartitionMove | None = None
 
     @classmethod
     def initial(cls, partitions: int, db_workers: int, strategy_workers: int) -> Assignment:
@@ -79,18 +110,55 @@ class Assignment:
         table = list(owners[role])
         table[partition] = worker
         owners[role] = tuple(table)
-        return Assignment(self.epoch + 1, owners, self.workers)
+        return replace(self, epoch=self.epoch + 1, owners=owners)
+
+    def committed(self, move: PartitionMove) -> Assignment:
+        """The assignment once ``move`` is committed (the next epoch): its partitions are
+        the target's."""
+        owners = dict(self.owners)
+        table = list(owners[move.role])
+        for p in move.partitions:
+            table[p] = move.target
+        owners[move.role] = tuple(table)
+        return replace(self, epoch=self.epoch + 1, owners=owners)
+
+    def with_workers(self, role: Role, workers: int) -> Assignment:
+        return replace(self, workers={**self.workers, role: workers})
+
+    @property
+    def rescaling(self) -> bool:
+        """A rescale is under way (its goal not reached, or its last step not done)."""
+        return bool(self.goal) or self.moving is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch,
-                **{str(role): {"workers": self.workers[role], "owners": list(self.owners[role])}
-                   for role in Role}}
+        out: dict[str, Any] = {"epoch": self.epoch}
+        for role in Role:
+            out[str(role)] = {"workers": self.workers[role], "owners": list(self.owners[role])}
+            if role in self.goal:
+                out[str(role)]["goal"] = list(self.goal[role])
+        out["moving"] = None if self.moving is None else self.moving.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Assignment:
+        moving = data.get("moving")
         return cls(int(data["epoch"]),
                    {role: tuple(int(w) for w in data[role]["owners"]) for role in Role},
-                   {role: int(data[role]["workers"]) for role in Role})
+                   {role: int(data[role]["workers"]) for role in Role},
+                   {role: tuple(int(w) for w in data[role]["goal"]) for role in Role
+                    if data[role].get("goal") is not None},
+                   None if moving is None else PartitionMove.from_dict(moving))
+
+
+def ranges(partitions: Iterable[int]) -> str:
+    """``0-3,7``: sorted partitions as ranges."""
+    runs: list[list[int]] = []
+    for p in sorted(partitions):
+        if runs and runs[-1][1] == p - 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def read_assignment(state_dir: str) -> Assignment:

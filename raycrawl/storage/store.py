@@ -41,6 +41,7 @@ __all__ = ["Store", "WriteBatch", "part_key", "sortable_float", "u64"]
 _U64 = struct.Struct(">Q")
 LAYOUT = 2
 LAYOUT_KEY = b"\x00layout"  # -> the layout's number (ASCII); sorts before every table
+FENCE_KEY = b"\x00fence"  # + partition (2 bytes): fenced for a move (see Store.fence)
 
 
 def part_key(table: bytes, partition: int) -> bytes:
@@ -207,11 +208,28 @@ class Store:
                 self.db.ingest_external_file([path])
 
     def drop(self, partition: int) -> None:
-        """Delete every key of ``partition`` in one atomic, durable write."""
+        """Delete every key of ``partition``, and its fence, in one atomic, durable write."""
         wb = self.batch()
         for start, stop in self._ranges(partition):
             wb.delete_range(start, stop)
+        wb.delete(part_key(FENCE_KEY, partition))
         self.write(wb)
+
+    def fence(self, partitions: list[int], frozen: bool = False) -> None:
+        """Record, durably, that ``partitions`` are fenced — moving away: their worker starts
+        no new work of them —, and ``frozen`` — copied: it takes no more rows of them either.
+        A restarted worker reads :meth:`fences` and stays so.  The fence ends with the
+        partition's :meth:`drop`."""
+        wb = self.batch()
+        for p in partitions:
+            wb.put(part_key(FENCE_KEY, p), b"1" if frozen else b"")
+        self.write(wb)
+
+    def fences(self) -> dict[int, bool]:
+        """The partitions fenced here, each with whether it is frozen."""
+        n = len(FENCE_KEY)
+        return {int.from_bytes(key[n:n + 2], "big"): value == b"1"
+                for key, value in self.scan(FENCE_KEY, FENCE_KEY + b"\xff\xff\xff")}
 
     def count(self, partition: int) -> int:
         """How many keys ``partition`` holds here (a scan: for tests and tools)."""

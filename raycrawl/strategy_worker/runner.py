@@ -9,6 +9,7 @@ CRAWLED and a link QUEUED in the state only once the links are durably queued.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 
 import pyarrow as pa
 
@@ -42,6 +43,7 @@ class StrategyRunner:
         self._out = ScoreUpdate.columns()  # filled column-wise: a row per link
         self.counters: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # by error kind
+        self.fenced = frozenset(store.fences())  # moving away: see fence
 
     def _on_schedule(self, request: Request, score: float, queue: bool,
                      at: float | None = None) -> None:
@@ -91,7 +93,17 @@ class StrategyRunner:
     # all in the store: they move with their partition.  What a strategy keeps in memory
     # stays with the worker (see CrawlingStrategy).
 
+    def fence(self, partitions: Collection[int]) -> None:
+        """Fence ``partitions`` (durably, frozen at once: a strategy worker has nothing in
+        flight): their rows are refused until they are dropped."""
+        new = [p for p in partitions if p not in self.fenced]
+        if new:
+            self.states.store.fence(new, frozen=True)
+            self.fenced = self.fenced | frozenset(new)
+
     def export_partition(self, partition: int) -> PartitionCopy:
+        if partition not in self.fenced:
+            raise ValueError(f"partition {partition} is exported before it was fenced")
         return export_partition(self.states.store, partition)
 
     def adopt_partition(self, copy: PartitionCopy) -> None:
@@ -100,6 +112,7 @@ class StrategyRunner:
 
     def drop_partition(self, partition: int) -> None:
         self.states.store.drop(partition)
+        self.fenced = self.fenced - {partition}
         self.traps.forget()
 
     def report(self) -> StrategyWorkerReport:
