@@ -195,7 +195,9 @@ class Coordinator:
                 a = read_assignment(self.config.state_dir)
                 self.assignment = a
                 if a.moving is not None:
+                    started = time.monotonic()
                     self._set_assignment(await self.rescaler.move(a))
+                    log.info("moved %s in %.2f s", a.moving, time.monotonic() - started)
                     continue
                 move = next_move(a, Role.DB) or next_move(a, Role.STRATEGY)
                 if move is not None:

@@ -221,10 +221,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("storage_error", w.storage_error)) if value)
         print(f"  db-worker-{i}: queued {w.queued}, in flight {w.in_flight}, "
               f"fetched {w.fetched}, errors {w.errors}, fetch workers {w.fetch_workers}"
-              f"{trouble}")
+              f"{trouble}; partitions {w.partitions or 'none'}")
     for i, sw in enumerate(s.strategy_workers):
         print(f"  strategy-worker-{i}: crawled {sw.pages_crawled}, "
-              f"request errors {sw.request_errors}, scheduled {sw.scheduled}")
+              f"request errors {sw.request_errors}, scheduled {sw.scheduled}; "
+              f"partitions {sw.partitions or 'none'}")
+    if s.rescale_to or s.moving:
+        to = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in s.rescale_to.items())
+        print(f"rescaling{f' to {to}' if to else ''}: {s.moves_left} partitions to move"
+              + (f"; moving {s.moving}" if s.moving else ""))
     return 0
 
 
@@ -234,13 +239,21 @@ def _workers(args: argparse.Namespace) -> str:
                      if n)
 
 
+def _check_scale_flags(args: argparse.Namespace) -> None:
+    for flag, value in (("--db-workers", args.db_workers),
+                        ("--strategy-workers", args.strategy_workers)):
+        if value is not None and value < 1:
+            raise RaycrawlError(f"{flag} must be at least 1, not {value}")
+
+
 def cmd_scale(args: argparse.Namespace) -> int:
     """Rescale a running crawl; returns once every partition has moved."""
     from actors.handles import CoordinatorHandle, connect
     from raycrawl.api import Crawl, read_manifest
 
-    if not (args.db_workers or args.strategy_workers):
+    if args.db_workers is None and args.strategy_workers is None:
         raise RaycrawlError("give --db-workers N and/or --strategy-workers M")
+    _check_scale_flags(args)
     crawl_id = read_manifest(args.state)["crawl_id"]
     connect(args.address)
     handle = CoordinatorHandle.lookup(crawl_id)
@@ -345,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             from raycrawl.api import Crawl
 
+            _check_scale_flags(args)
             crawl = Crawl.attach(args.state, address=args.address)
             print(f"crawl {crawl.crawl_id} resumed from {args.state}", flush=True)
             if args.db_workers or args.strategy_workers:

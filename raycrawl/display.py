@@ -69,23 +69,29 @@ def status_html(s: CrawlStatus) -> str:
         counters.append(("WARC records", s.warc_records))
     if s.out_of_scope:
         counters.append(("links out of scope", s.out_of_scope))
+    if s.rescale_to or s.moving:
+        to = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in s.rescale_to.items())
+        counters.append(("rescaling", f"{to}: {s.moves_left} partitions to move"
+                         + (f"; moving {s.moving}" if s.moving else "")))
     counters.append(("output", s.out))
     rows = "".join(f"<tr><th style='text-align:left'>{e(str(k))}</th>"
                    f"<td style='text-align:left'>{e(str(v))}</td></tr>" for k, v in counters)
     kinds = ", ".join(f"{e(k)} {n}" for k, n in sorted(s.error_kinds.items())) or "none"
     workers = "".join(
         f"<tr><td>db-worker-{i}</td><td>{w.queued}</td><td>{w.leased_urls}</td>"
-        f"<td>{w.fetched}</td><td>{w.errors}</td><td>{w.fetch_workers}</td></tr>"
+        f"<td>{w.fetched}</td><td>{w.errors}</td><td>{w.fetch_workers}</td>"
+        f"<td>{e(w.partitions)}</td></tr>"
         for i, w in enumerate(s.db_workers))
     strategy = "".join(
         f"<tr><td>strategy-worker-{i}</td><td colspan='5'>crawled {w.pages_crawled}, "
-        f"scheduled {w.scheduled}, request errors {w.request_errors}</td></tr>"
+        f"scheduled {w.scheduled}, request errors {w.request_errors}</td>"
+        f"<td>{e(w.partitions)}</td></tr>"
         for i, w in enumerate(s.strategy_workers))
     return (f"<div class='raycrawl-status'><b>crawl {e(s.crawl_id)}</b>"
             f"<table>{rows}<tr><th style='text-align:left'>errors by kind</th>"
             f"<td style='text-align:left'>{kinds}</td></tr></table>"
             "<table><tr><th>worker</th><th>queued</th><th>in flight (URLs)</th>"
-            "<th>fetched</th><th>errors</th><th>fetch workers</th></tr>"
+            "<th>fetched</th><th>errors</th><th>fetch workers</th><th>partitions</th></tr>"
             f"{workers}{strategy}</table></div>")
 
 

@@ -19,6 +19,11 @@ from raycrawl.cli import main
     (["crawl", "http://a.com/", "--out", "o", "--config", "/nonexistent.toml"], "cannot read"),
     (["status", "--state", "/nonexistent/state"], "no crawl state"),
     (["resume", "--state", "/nonexistent/state"], "no crawl state"),
+    (["resume", "--state", "/nonexistent/state", "--db-workers", "two"], "invalid int value"),
+    (["resume", "--state", "/nonexistent/state", "--db-workers", "0"], "at least 1"),
+    (["scale", "--state", "/nonexistent/state"], "give --db-workers"),
+    (["scale", "--state", "/nonexistent/state", "--strategy-workers", "-1"], "at least 1"),
+    (["scale", "--state", "/nonexistent/state", "--db-workers", "2"], "no crawl state"),
     (["frobnicate"], "invalid choice"),
     (["crawl", "http://a.com/", "--out", "o", "--fetch-workers", "0"], "fetch_workers"),
 ])

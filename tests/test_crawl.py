@@ -214,6 +214,7 @@ def test_cli_crawl_and_status(ray_session, web, tmp_path):
                              str(out / "state")], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "finished" in status.stdout
     assert "db-worker-1" in status.stdout
+    assert "partitions 1,3,5,7" in status.stdout  # (each worker's partitions)
     # The same --out for a second crawl (another state): refused before anything is touched.
     files = sorted(p.name for p in (out / "pages").iterdir())
     again = subprocess.run(

@@ -18,9 +18,13 @@ STATUS = CrawlStatus(
     crawl_id="c<1>", phase=Phase.RUNNING, fetched=40, queued=60, errors=3,
     error_kinds={"timeout": 2, "robots": 1}, pages_per_s=12.5, fetch_workers=1,
     waiting="waiting for CPUs: 3 crawls share 2",
-    db_workers=(DBWorkerReport(queued=30, leased_urls=8, fetched=20, fetch_workers=1),
-                DBWorkerReport(queued=30, fetched=20)),
-    strategy_workers=(StrategyWorkerReport(pages_crawled=40, scheduled=100),))
+    db_workers=(DBWorkerReport(queued=30, leased_urls=8, fetched=20, fetch_workers=1,
+                               partitions="0-127"),
+                DBWorkerReport(queued=30, fetched=20, partitions="128-255")),
+    strategy_workers=(StrategyWorkerReport(pages_crawled=40, scheduled=100,
+                                           partitions="0-255"),),
+    moving="DB partitions 3,9: worker 0 -> 2", moves_left=12,
+    rescale_to={"db_workers": 3})
 
 
 def test_the_line_and_the_table_say_what_the_crawl_does():
@@ -32,6 +36,9 @@ def test_the_line_and_the_table_say_what_the_crawl_does():
     assert "timeout 2" in html and "robots 1" in html
     assert html.count("<td>db-worker-") == 2 and "strategy-worker-0" in html
     assert "waiting for CPUs" in html
+    assert "<td>128-255</td>" in html and "<td>0-255</td>" in html  # each worker's partitions
+    assert "3 db workers: 12 partitions to move; moving DB partitions 3,9: worker 0 -&gt; 2" \
+        in html
 
 
 def test_the_line_says_what_queued_urls_wait_for_when_nothing_is_in_flight():
