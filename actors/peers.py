@@ -281,7 +281,9 @@ class Peers:
         taking the partition over), :class:`PeerFault`."""
         deadline = time.monotonic() + (self.config.actor_timeout_s or 60.0)
         while True:
-            owners = self._owners[role]
+            # (the epoch of the owners these rows go by: a route running alongside may read
+            # the assignment anew while this one waits for its workers)
+            owners, epoch = self._owners[role], self.assignment.epoch
             split = [split_by_owner(b, owners) for b in batches]
             workers = sorted(set().union(*split))
             parts = {w: tuple(s.get(w, b.slice(0, 0)) for s, b in zip(split, batches))
@@ -291,7 +293,6 @@ class Peers:
             refused = [parts[w] for w, r in zip(workers, results) if isinstance(r, NotOwner)]
             failed = [(w, r) for w, r in zip(workers, results)
                       if isinstance(r, BaseException) and not isinstance(r, NotOwner)]
-            epoch = self.assignment.epoch
             if failed or refused:
                 self.reload()
             if failed:
