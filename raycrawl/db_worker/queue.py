@@ -36,14 +36,14 @@ import heapq
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from raycrawl.db_worker.politeness import HostSlots
-from raycrawl.formats.entry import HOST, NOT_BEFORE, Entry
+from raycrawl.formats.entry import HOST, NOT_BEFORE, VISIT, Entry
 from raycrawl.storage.store import Store, WriteBatch, part_key, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
@@ -131,6 +131,18 @@ class _Cut:
                 or len(self.blocked) + self.full >= self.hosts)
 
 
+class _Counted(NamedTuple):
+    """What the counts kept in memory need of a queued entry (read without making one)."""
+
+    host: str
+    partition: int
+    not_before: float
+    visit: int
+
+
+_CHUNK = 10_000  # entries counted at a time when a queue's counts are rebuilt
+
+
 class FrontierQueue:
     """Durable queue of one DB worker's partitions; every mutation is one atomic WriteBatch."""
 
@@ -190,20 +202,31 @@ class FrontierQueue:
                 self.due_next.pop(part, None)
                 self.due_head.pop(part, None)
         layers: Layers = Counter()
-        entries: list[Entry] = []
+        count = self._count_in if sign > 0 else self._count_out
+        track_due = self.track_due or self.not_due > 0 or bool(waiting)
+        due: Counter[int] = Counter()
+        chunk: list[_Counted] = []
+        # Only what the counts need of each entry, a chunk at a time: an Entry per queued URL,
+        # all held at once, took 60 s and 4.8 GB to open a 10M-URL store.
         for key, raw_entry in self.store.scan(q_start, _stop(q_start)):
             part = int.from_bytes(key[1:3], "big")
             if owned is not None and part not in owned:
                 continue
             layers[part, int.from_bytes(key[3:5], "big")] += 1
-            entries.append(Entry.unpack(raw_entry))
+            fields = msgpack.unpackb(raw_entry)
+            chunk.append(_Counted(fields[HOST], part, fields[NOT_BEFORE],
+                                  (fields[VISIT] if len(fields) > VISIT else None) or 1))
+            if len(chunk) >= _CHUNK:
+                count(chunk)
+                if track_due:
+                    due.update(self._due_seconds(chunk))
+                chunk.clear()
+        count(chunk)
+        if track_due:
+            due.update(self._due_seconds(chunk))
         self._add_layers(layers, sign)
-        if sign > 0:
-            self._count_in(entries)
-        else:
-            self._count_out(entries)
-        if self.track_due or self.not_due > 0 or waiting:
-            self.due.update({s: sign * n for s, n in self._due_seconds(entries).items()})
+        if track_due:
+            self.due.update({s: sign * n for s, n in due.items()})
             self.due = +self.due
         self.has_overrides = self.has_overrides or next(
             self.store.scan(o_start, _stop(o_start)), None) is not None
@@ -390,7 +413,7 @@ class FrontierQueue:
         return sum(n for second, n in self.due.items() if second < limit)
 
     @staticmethod
-    def _due_seconds(entries: list[Entry] | tuple[Entry, ...]) -> Counter[int]:
+    def _due_seconds(entries: Sequence[Entry | _Counted]) -> Counter[int]:
         return Counter(int(e.not_before) for e in entries if e.visit > 1)
 
     # -- cutting a batch ---------------------------------------------------------------------
@@ -562,7 +585,7 @@ class FrontierQueue:
         self._count_waiting(completion.not_due)
         self.due.update(completion.due)
 
-    def _count_in(self, entries: Iterable[Entry]) -> None:
+    def _count_in(self, entries: Iterable[Entry | _Counted]) -> None:
         for entry in entries:
             host = self.hosts.get(entry.host)
             if host is None:
@@ -572,7 +595,7 @@ class FrontierQueue:
             if entry.not_before > time.time() - 1:  # a time to come
                 host.later[int(entry.not_before)] += 1
 
-    def _count_out(self, entries: Iterable[Entry]) -> None:
+    def _count_out(self, entries: Iterable[Entry | _Counted]) -> None:
         for entry in entries:
             host = self.hosts[entry.host]
             host.queued -= 1
