@@ -98,7 +98,11 @@ def test_a_partition_moves_between_db_shards_whole(tmp_path):
     b.adopt_partition(copy)  # a step done again: the same result
     assert b.queue.queued == 0 and part not in b.accepting  # inert until taken
     b.take([part])
+    other = next(e.host for e in cut if e.partition != part)
     a.drop_partition(part)
+    # its robots.txt policies are forgotten, the other partitions' stay in memory
+    assert origin_of(f"http://{host}/") not in a.robots.memory
+    assert origin_of(f"http://{other}/") in a.robots.memory
     assert a.store.count(part) == 0 and b.store.count(part) == copy.keys > 0
     assert a.queue.queued + b.queue.queued == before[0]
     assert a.queue.not_due + b.queue.not_due == before[1]

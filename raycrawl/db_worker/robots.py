@@ -144,9 +144,11 @@ class RobotsCache:
         self.store.write(wb)
         self._remember(origin, policy)
 
-    def forget(self) -> None:
-        """Empty the memory (a partition's keys were dropped under it)."""
-        self.memory.clear()
+    def forget(self, partition: int) -> None:
+        """Forget the policies of ``partition``'s origins (its keys were dropped)."""
+        for origin in [o for o in self.memory
+                       if partition_of(host_of(o + "/"), self.partitions) == partition]:
+            del self.memory[origin]
 
     def _key(self, origin: str) -> bytes:
         """r <partition of its host> <origin>"""

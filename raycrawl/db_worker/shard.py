@@ -501,7 +501,7 @@ class DBShard:
         self.slots.forget(self._hosts_of(partition))
         self.store.drop(partition)
         if self.robots is not None:
-            self.robots.forget()
+            self.robots.forget(partition)
         self.owned = self.owned - {partition}
         self.fenced, self.frozen = self.fenced - {partition}, self.frozen - {partition}
         self._reasons = None
