@@ -152,10 +152,11 @@ class Coordinator:
                                       f"crawl is scaled (a stopped one: resume --db-workers)")
             a = read_assignment(self.config.state_dir)
             asked = {Role.DB: db_workers, Role.STRATEGY: strategy_workers}
-            queued = [0] * a.partitions
+            queued = [0] * a.partitions  # (a worker that does not answer: its count as 0)
             for found in await asyncio.gather(*(w.queued_by_partition()
-                                                for w in self.db_workers)):
-                for p, n in found.items():
+                                                for w in self.db_workers),
+                                              return_exceptions=True):
+                for p, n in ({} if isinstance(found, BaseException) else found).items():
                     queued[p] += n
             goal, workers = {}, dict(a.workers)
             for role in Role:
