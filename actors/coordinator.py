@@ -161,7 +161,7 @@ class Coordinator:
             goal, workers = {}, dict(a.workers)
             for role in Role:
                 now = max(a.goal[role]) + 1 if role in a.goal else a.workers[role]
-                wanted = asked[role] or now
+                wanted = now if asked[role] is None else asked[role]
                 if not 1 <= wanted <= a.partitions:
                     raise ConfigError(f"{role.value.replace('_', ' ')} must be 1 to the "
                                       f"number of partitions ({a.partitions}), not {wanted}")
