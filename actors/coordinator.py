@@ -161,7 +161,9 @@ class Coordinator:
             goal, workers = {}, dict(a.workers)
             for role in Role:
                 now = max(a.goal[role]) + 1 if role in a.goal else a.workers[role]
-                wanted = now if asked[role] is None else asked[role]
+                wanted = asked[role]
+                if wanted is None:
+                    wanted = now
                 if not 1 <= wanted <= a.partitions:
                     raise ConfigError(f"{role.value.replace('_', ' ')} must be 1 to the "
                                       f"number of partitions ({a.partitions}), not {wanted}")
