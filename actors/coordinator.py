@@ -160,10 +160,9 @@ class Coordinator:
                     queued[p] += n
             goal, workers = {}, dict(a.workers)
             for role in Role:
-                now = max(a.goal[role]) + 1 if role in a.goal else a.workers[role]
                 wanted = asked[role]
                 if wanted is None:
-                    wanted = now
+                    wanted = a.wanted(role)
                 if not 1 <= wanted <= a.partitions:
                     raise ConfigError(f"{role.value.replace('_', ' ')} must be 1 to the "
                                       f"number of partitions ({a.partitions}), not {wanted}")
@@ -178,9 +177,9 @@ class Coordinator:
             self._spawn()
             new = [w for w in [*self.strategy_workers, *self.db_workers] if w not in new]
             await asyncio.gather(*(w.ready(self.config.actor_timeout_s) for w in new))
-            log.info("rescaling to %s", {str(r): max(g) + 1 for r, g in goal.items()})
+            log.info("rescaling to %s", a.rescale_to)
         self._ensure_loop()
-        return {str(role): max(g) + 1 for role, g in goal.items()}
+        return a.rescale_to
 
     async def rescaling(self) -> int:
         """Partitions still to move: 0 once the last rescale is done (or the crawl ended: the
@@ -188,7 +187,7 @@ class Coordinator:
         the workers it left without partitions)."""
         self._ensure_loop()
         a = self.assignment
-        return max(1, _left(a)) if a.rescaling and self.phase.active else 0
+        return max(1, a.to_move) if a.rescaling and self.phase.active else 0
 
     async def _rescale(self) -> None:
         """Carry the rescale on, one move at a time, then retire the workers left without
@@ -218,8 +217,8 @@ class Coordinator:
         """Retire the workers the goal left without partitions: a DB worker drains (its
         output written), gives its unused budget back, and its last report is kept
         (``CrawlControl.retire``); then they are ended and the assignment counts them out."""
-        for role, goal in a.goal.items():
-            keep = max(goal) + 1
+        for role in list(a.goal):
+            keep = a.wanted(role)
             if role is Role.DB:
                 for i in range(keep, len(self.db_workers)):
                     w = self.db_workers[i]
@@ -431,8 +430,8 @@ class Coordinator:
         a = self.assignment
         self.last_status = self.control.status(db, sw, force_write, self.share or 0,
                                                self.waiting, rescale=dict(
-            moving="" if a.moving is None else str(a.moving), moves_left=_left(a),
-            rescale_to={str(r): max(g) + 1 for r, g in a.goal.items()}))
+            moving="" if a.moving is None else str(a.moving), moves_left=a.to_move,
+            rescale_to=a.rescale_to))
         faults = [r for r in [*db_results, *sw_results] if isinstance(r, PeerFault)]
         if faults:
             raise faults[0]
@@ -462,12 +461,6 @@ class Coordinator:
             log.exception("leaving the crawl registry failed")
         for w in workers:
             w.kill()
-
-
-def _left(a: Assignment) -> int:
-    """Partitions still to move toward ``a``'s goal."""
-    return sum(1 for role, goal in a.goal.items()
-               for now, then in zip(a.owners[role], goal) if now != then)
 
 
 def remote_class() -> Any:

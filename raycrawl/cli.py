@@ -12,7 +12,13 @@ from typing import Any, NoReturn
 from raycrawl.config import CODECS, LINK_PARSERS
 from raycrawl.coordinator.phases import Phase
 from raycrawl.coordinator.reports import CrawlStatus
-from raycrawl.display import ProgressBar, reasons_text, revisit_counters, status_line
+from raycrawl.display import (
+    ProgressBar,
+    reasons_text,
+    rescale_text,
+    revisit_counters,
+    status_line,
+)
 from raycrawl.errors import CrawlUnavailable, RaycrawlError
 
 
@@ -226,10 +232,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  strategy-worker-{i}: crawled {sw.pages_crawled}, "
               f"request errors {sw.request_errors}, scheduled {sw.scheduled}; "
               f"partitions {sw.partitions or 'none'}")
-    if s.rescale_to or s.moving:
-        to = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in s.rescale_to.items())
-        print(f"rescaling{f' to {to}' if to else ''}: {s.moves_left} partitions to move"
-              + (f"; moving {s.moving}" if s.moving else ""))
+    if rescale := rescale_text(s):
+        print("rescaling" + (" to " if s.rescale_to else "") + rescale)
     return 0
 
 

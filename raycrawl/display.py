@@ -32,6 +32,16 @@ def reasons_text(s: CrawlStatus) -> str:
                                                    key=lambda kv: -kv[1]))
 
 
+def rescale_text(s: CrawlStatus) -> str:
+    """The rescale under way ("" when none): the workers asked for, partitions left to move,
+    the move in progress."""
+    if not (s.rescale_to or s.moving):
+        return ""
+    to = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in s.rescale_to.items())
+    return (f"{to}: {s.moves_left} partitions to move"
+            + (f"; moving {s.moving}" if s.moving else ""))
+
+
 def status_line(s: CrawlStatus) -> str:
     """One line: phase, counters, pages/s (and why it waits, if it does)."""
     waiting = f", {s.waiting}" if s.waiting else ""
@@ -69,10 +79,8 @@ def status_html(s: CrawlStatus) -> str:
         counters.append(("WARC records", s.warc_records))
     if s.out_of_scope:
         counters.append(("links out of scope", s.out_of_scope))
-    if s.rescale_to or s.moving:
-        to = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in s.rescale_to.items())
-        counters.append(("rescaling", f"{to}: {s.moves_left} partitions to move"
-                         + (f"; moving {s.moving}" if s.moving else "")))
+    if rescale := rescale_text(s):
+        counters.append(("rescaling", rescale))
     counters.append(("output", s.out))
     rows = "".join(f"<tr><th style='text-align:left'>{e(str(k))}</th>"
                    f"<td style='text-align:left'>{e(str(v))}</td></tr>" for k, v in counters)

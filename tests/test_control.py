@@ -4,6 +4,7 @@ from raycrawl.coordinator.phases import FinishDetector, Phase, Verdict
 from raycrawl.coordinator.reports import DBWorkerReport
 from raycrawl.storage.assignment import (
     Assignment,
+    PartitionMove,
     Role,
     read_assignment,
     write_assignment,
@@ -20,7 +21,7 @@ def test_assignment_covers_every_partition_once_and_moves_one_an_epoch(tmp_path)
     assert sorted(p for ps in parts for p in ps) == list(range(64)) and len(parts) == 3
     assert all(p in first.owned(Role.DB, first.owners[Role.DB][p]) for p in range(64))
     assert first.owned(Role.STRATEGY, 1) == frozenset(range(1, 64, 2))
-    moved = first.moved(Role.STRATEGY, 3, 0)
+    moved = first.committed(PartitionMove(Role.STRATEGY, 1, 0, (3,)))
     assert moved.epoch == first.epoch + 1 and moved.owners[Role.STRATEGY][3] == 0
     assert first.owners[Role.STRATEGY][3] == 1 and moved.owners[Role.DB] == first.owners[Role.DB]
     write_assignment(str(tmp_path), moved)

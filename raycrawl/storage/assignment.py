@@ -104,14 +104,6 @@ class Assignment:
             parts[w].append(p)
         return parts
 
-    def moved(self, role: Role, partition: int, worker: int) -> Assignment:
-        """The assignment once ``partition`` moved to ``worker`` (the next epoch)."""
-        owners = dict(self.owners)
-        table = list(owners[role])
-        table[partition] = worker
-        owners[role] = tuple(table)
-        return replace(self, epoch=self.epoch + 1, owners=owners)
-
     def committed(self, move: PartitionMove) -> Assignment:
         """The assignment once ``move`` is committed (the next epoch): its partitions are
         the target's."""
@@ -124,6 +116,21 @@ class Assignment:
 
     def with_workers(self, role: Role, workers: int) -> Assignment:
         return replace(self, workers={**self.workers, role: workers})
+
+    def wanted(self, role: Role) -> int:
+        """The workers of ``role`` the rescale under way asks for (as many as now: none)."""
+        return max(self.goal[role]) + 1 if role in self.goal else self.workers[role]
+
+    @property
+    def rescale_to(self) -> dict[str, int]:
+        """The workers asked for, by role, of the roles being rescaled."""
+        return {str(role): self.wanted(role) for role in self.goal}
+
+    @property
+    def to_move(self) -> int:
+        """Partitions still to move toward the goal."""
+        return sum(1 for role, goal in self.goal.items()
+                   for now, then in zip(self.owners[role], goal) if now != then)
 
     @property
     def rescaling(self) -> bool:

@@ -1,17 +1,11 @@
 """A partition's state as one value that can cross processes and machines: a copy of its key
 range (an SST file's bytes) and what its worker keeps of it in memory.
 
-These are the steps a move of partition ``p`` from worker A to worker B is made of (the
-protocol that orders them, fences ``p`` and commits the assignment is the coordinator's):
-
-1. ``A.export_partition(p)`` — a :class:`PartitionCopy` from one snapshot of A's store;
-2. ``B.adopt_partition(copy)`` — B drops whatever it held of ``p`` (a half-done earlier try),
-   ingests the copy and counts it;
-3. the assignment names B the owner of ``p`` (the commit point);
-4. ``A.drop_partition(p)`` — A forgets ``p`` and deletes its keys.
-
-Each step can be done again with the same result, so a step cut short by a crash is simply
-done again.
+:func:`export_partition` makes the copy from one snapshot of the source's store;
+:func:`ingest_partition` replaces whatever the target's store held of the partition by it (a
+half-done earlier try included), so it can be done again with the same result.  The protocol
+that orders a move's steps — fence, wait for its batches, freeze and copy, ingest, commit in
+the assignment, take, drop — is ``raycrawl.coordinator.rescale``'s.
 """
 
 from __future__ import annotations
