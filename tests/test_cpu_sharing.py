@@ -32,7 +32,10 @@ def wait_for(what, deadline_s: float = 60.0) -> None:
 def test_a_second_crawl_gets_half_the_cpus_and_the_first_gives_one_back(ray_session, tmp_path):
     """Two crawls on 2 CPUs hold one fetch worker each; a third waits, says so, and gets a
     CPU when one ends; every crawl finishes whole, and a share given back is no fault."""
-    webs = [SyntheticWeb(hosts=6, pages_per_host=30, seed=s).start() for s in (21, 22, 24)]
+    # The first two crawls must still run when the third starts: 60 pages a host at 0.2 s
+    # take 12 s at least (30 did not always outlast three crawls' start on a loaded machine).
+    webs = [SyntheticWeb(hosts=6, pages_per_host=p, seed=s).start()
+            for p, s in ((60, 21), (60, 22), (30, 24))]
     try:
         first = Crawl(seeds=[webs[0].seed_url], out=str(tmp_path / "a"), **SLOW).start()
         wait_for(lambda: held(first) == (2, 2))  # alone: every CPU
