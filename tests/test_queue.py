@@ -122,9 +122,9 @@ def test_cut_seeks_past_what_was_taken_and_never_skips_a_live_entry(store):
     starts = []
     iterate_from = store.iterate_from
 
-    def recording(start):
+    def recording(start, stop):
         starts.append(start)
-        return iterate_from(start)
+        return iterate_from(start, stop)
 
     q = FrontierQueue(store, layered=True)
     store.iterate_from = recording
@@ -211,7 +211,12 @@ def test_a_cut_stops_reading_once_every_host_with_urls_is_busy_or_full(store):
     iterate_from = store.iterate_from
     q = FrontierQueue(store, layered=False)
     q.push([entry(i * 50 + h, f"h{h}.com") for i in range(20) for h in range(50)])
-    store.iterate_from = lambda start: _Counting(iterate_from(start), read)
+
+    def counting(start, stop):
+        it, bound = iterate_from(start, stop)
+        return _Counting(it, read), bound
+
+    store.iterate_from = counting
     slots = HostSlots(0)
     slots.lease({f"h{h}.com" for h in range(49)})  # all but h49 busy
     _, got = q.cut(100, 2, slots, None)

@@ -116,7 +116,7 @@ class _Cut:
         self.max_urls, self.scan_limit, self.host_cap, self.hosts = (
             max_urls, scan_limit, host_cap, hosts)
         self.scanned = 0
-        self.per_host: Counter[str] = Counter()
+        self.per_host: dict[str, int] = {}
         self.blocked: set[str] = set()
         self.full = 0  # hosts at host_cap
         self.taken: list[tuple[bytes, Entry]] = []
@@ -446,11 +446,16 @@ class FrontierQueue:
             if band[:2] < gate:
                 heap.append((band, (i - self.rotation) % len(parts), part, None, b"", None))
         heapq.heapify(heap)
+        bounds: list[object] = []
         while heap and not cut.over():
             band, turn, part, key, raw, it = heapq.heappop(heap)
             stop = part_key(_Q, part) + suffix
-            if it is None:  # its turn: open it
-                it = self.store.iterate_from(self.head.get(part, part_key(_Q, part)))
+            if it is None:  # its turn: open it, unless every host of it is busy
+                if self._busy(cut, part, slots, now):
+                    continue
+                it, bound = self.store.iterate_from(self.head.get(part, part_key(_Q, part)),
+                                                    _stop(part_key(_Q, part)))
+                bounds.append(bound)  # alive as long as its iterator (see iterate_from)
                 first: bytes | None = it.key() if it.valid() else None
                 if first is not None and first < stop:
                     heapq.heappush(heap, (first[3:13], turn, part, first, it.value(), it))
@@ -481,44 +486,67 @@ class FrontierQueue:
             return 0, []
         return self._lease(cut, slots)
 
-    def _cut_band(self, cut: _Cut, part: int, band: bytes, key: bytes, raw: bytes, it: object,
+    def _busy(self, cut: _Cut, part: int, slots: HostSlots, now: float) -> bool:
+        """Count the hosts of ``part`` that cannot be taken from now (in flight, waiting)
+        as blocked before reading it; returns whether none is left.  The partition is then
+        left as soon as its other hosts are full, instead of read on to learn it."""
+        hosts = self.part_hosts[part]
+        per_host, blocked = cut.per_host, cut.blocked
+        for host in hosts:
+            if host not in blocked and host not in per_host and not slots.available(host, now):
+                blocked.add(host)
+                cut.part_busy[part] += 1
+        return cut.part_busy[part] >= len(hosts)
+
+    def _cut_band(self, cut: _Cut, part: int, band: bytes, key: bytes, raw: bytes, it: Any,
                   stop: bytes, slots: HostSlots, now: float, wall: float
                   ) -> tuple[bytes, bytes] | None:
         """Take from ``part`` while its keys are in ``band`` (and the cut goes on); returns
-        the partition's next key and value to merge again, or None once it is done with."""
+        the partition's next key and value to merge again, or None once it is done with.
+
+        The hot loop of a cut: what ends it early (the cut's size, every host of the
+        partition or of the cut busy or full) is checked again only when it can change."""
         hosts = len(self.part_hosts[part])
-        per_host, blocked = cut.per_host, cut.blocked
-        while True:
-            if cut.over() or cut.part_busy[part] >= hosts:
-                cut.first_left.setdefault(part, key)
-                return None
-            cut.scanned += 1
-            fields = msgpack.unpackb(raw)  # an Entry is built only for what is taken
-            host = fields[HOST]
-            take = host not in blocked and per_host[host] < cut.host_cap and \
-                fields[NOT_BEFORE] <= wall
-            if take and not per_host[host] and not slots.available(host, now):
-                blocked.add(host)
-                cut.part_busy[part] += 1
-                take = False
-            if take:
-                per_host[host] += 1
-                if per_host[host] == cut.host_cap:
-                    cut.full += 1
+        per_host, blocked, taken, cap = cut.per_host, cut.blocked, cut.taken, cut.host_cap
+        first_left, unpack, of_fields = cut.first_left, msgpack.unpackb, Entry.of_fields
+        step, valid, key_of, value_of = it.next, it.valid, it.key, it.value
+        scanned, limit = 0, cut.scan_limit - cut.scanned
+        over = cut.over() or cut.part_busy[part] >= hosts
+        # The band's keys end below the first key of the next (layer, score), or at ``stop``.
+        end = min(stop, _successor(key[:13]))
+        try:
+            while not over and scanned < limit:
+                scanned += 1
+                fields = unpack(raw)  # an Entry is built only for what is taken
+                host = fields[HOST]
+                count = per_host.get(host, 0)
+                if host in blocked or count >= cap or fields[NOT_BEFORE] > wall:
+                    first_left.setdefault(part, key)
+                elif not count and not slots.available(host, now):
+                    blocked.add(host)
                     cut.part_busy[part] += 1
-                cut.taken.append((key, Entry.of_fields(fields)))
-                cut.last_taken[part] = key
-            else:
-                cut.first_left.setdefault(part, key)
-            it.next()  # type: ignore[attr-defined]
-            if not it.valid():  # type: ignore[attr-defined]
-                return None
-            key = it.key()  # type: ignore[attr-defined]
-            if key >= stop:
-                return None
-            raw = it.value()  # type: ignore[attr-defined]
-            if key[3:13] != band:
-                return key, raw
+                    first_left.setdefault(part, key)
+                    over = cut.part_busy[part] >= hosts or cut.over()
+                else:
+                    per_host[host] = count + 1
+                    taken.append((key, of_fields(fields)))
+                    cut.last_taken[part] = key
+                    if count + 1 == cap:
+                        cut.full += 1
+                        cut.part_busy[part] += 1
+                        over = cut.part_busy[part] >= hosts or cut.over()
+                    over = over or len(taken) >= cut.max_urls
+                step()
+                if not valid():
+                    return None
+                key = key_of()
+                if key >= end:
+                    return (key, value_of()) if key < stop else None
+                raw = value_of()
+            first_left.setdefault(part, key)
+            return None
+        finally:
+            cut.scanned += scanned
 
     def _lease(self, cut: _Cut, slots: HostSlots) -> tuple[int, list[Entry]]:
         batch_id = self.next_batch
@@ -683,3 +711,8 @@ def _stop(start: bytes) -> bytes:
     if len(start) == 1:
         return start + b"\xff\xff\xff"
     return part_key(start[:1], int.from_bytes(start[1:3], "big") + 1)
+
+
+def _successor(prefix: bytes) -> bytes:
+    """The least key above every key that starts with ``prefix`` (not all 0xff)."""
+    return (int.from_bytes(prefix, "big") + 1).to_bytes(len(prefix), "big")

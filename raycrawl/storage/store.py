@@ -23,12 +23,14 @@ import contextlib
 import os
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 from rocksdict import (
     AccessType,
     BlockBasedOptions,
     Options,
     Rdict,
+    ReadOptions,
     SstFileWriter,
     WriteBatch,
     WriteOptions,
@@ -53,6 +55,13 @@ def part_range(table: bytes, partition: int) -> tuple[bytes, bytes]:
     """[start, stop) of ``partition``'s keys in ``table``."""
     return part_key(table, partition), part_key(table, partition + 1) if partition < 0xFFFF \
         else table + b"\xff\xff\xff"
+
+
+def _bounded(stop: bytes) -> ReadOptions:
+    """Read options that end iteration at ``stop`` (exclusive)."""
+    options = ReadOptions()
+    options.set_iterate_upper_bound(stop)
+    return options
 
 
 def fsync_dir(path: str) -> None:
@@ -150,23 +159,27 @@ class Store:
         with self._errors("read"):
             return self.db.get(key)
 
-    def iterate_from(self, start: bytes):  # a rocksdict iterator (its stubs are untyped)
-        """A raw iterator at the first key ``>= start`` (for a reader that merges several)."""
+    def iterate_from(self, start: bytes, stop: bytes) -> tuple[Any, ReadOptions]:
+        """A raw iterator at the first key ``>= start``, valid while below ``stop`` (for a
+        reader that merges several), and its options.  The bound lets RocksDB stop at
+        ``stop`` instead of walking the tombstones past it (half the cut's read time).
+
+        Keep the options alive as long as the iterator: rocksdict's iterator (0.3.29) does
+        not hold them, and would read its bound from freed memory."""
         with self._errors("read"):
-            it = self.db.iter()
+            options = _bounded(stop)
+            it = self.db.iter(options)
             it.seek(start)
-        return it
+        return it, options
 
     def scan(self, start: bytes, stop: bytes):
         """Key/value pairs with ``start <= key < stop`` in key order."""
         with self._errors("read"):
-            it = self.db.iter()
+            options = _bounded(stop)  # alive as long as the generator
+            it = self.db.iter(options)
             it.seek(start)
             while it.valid():
-                key = it.key()
-                if key >= stop:
-                    break
-                yield key, it.value()
+                yield it.key(), it.value()
                 it.next()
 
     # -- partitions (see the module docstring) -----------------------------------------------
