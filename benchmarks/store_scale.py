@@ -25,9 +25,10 @@ Then it measures:
    size), ``adopt_partition`` into a new store, ``drop_partition`` at the source, for the DB
    shard and the strategy runner;
 3. in a fresh process, the time (wall, CPU) and memory (RSS growth and peak) to open the DB
-   shard (``DBShard(...)``: ``FrontierQueue.__init__`` reads every queued entry) and the
-   strategy store, then a cProfile of ``DBShard(...)`` in another fresh process (hot spots by
-   own time, file:line);
+   shard (``DBShard(...)``) after a clean close (``FrontierQueue.close`` kept its counts) and
+   as after a crash (``FrontierQueue.__init__`` counts every queued entry: its peak is the
+   process's, after the first open), and the strategy store, then a cProfile of
+   ``DBShard(...)`` in another fresh process (hot spots by own time, file:line);
 4. the fill's wall and CPU time per step, and its rate (URLs seen per second).
 
 Results go to ``results/store-scale.json`` (``--out``); the stores are made under ``--tmp``
@@ -66,6 +67,7 @@ from rocksdict import SstFileWriter
 
 from benchmarks.queue_cut import save
 from raycrawl.config import CrawlConfig
+from raycrawl.db_worker.queue import COUNTS_KEY
 from raycrawl.db_worker.shard import DBShard
 from raycrawl.formats.schemas import FetchOutcome, LinkFound, RobotsFetch, ended_rows, feed_batch
 from raycrawl.storage.store import Store, _options
@@ -392,14 +394,16 @@ def _rss() -> dict[str, int]:
     return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
 
 
-def open_child(root: str, profile: bool) -> dict[str, Any]:
-    """Open the stores of ``root`` (run in a fresh process)."""
+def open_child(root: str, profile: bool, moved: int) -> dict[str, Any]:
+    """Open the stores of ``root`` (run in a fresh process), the DB shard owning what it
+    owned when it closed: every partition but ``moved``."""
     config = make_config(root)
+    owned = set(range(config.partitions)) - {moved}
     before = _rss()
     if profile:
         prof = cProfile.Profile()
         prof.enable()
-        shard = DBShard(config, 0)
+        shard = DBShard(config, 0, owned)
         prof.disable()
         shard.close()
         stats = pstats.Stats(prof)
@@ -411,7 +415,7 @@ def open_child(root: str, profile: bool) -> dict[str, Any]:
                                   f":{line}({func})", "calls": calls, "own_s": round(tt, 2),
                          "cum_s": round(ct, 2)})
         return {"profiled_total_s": round(total, 2), "hot": rows}
-    (shard, t) = timed(DBShard, config, 0)
+    (shard, t) = timed(DBShard, config, 0, owned)
     after = _rss()
     result = {"db_shard": {**t, "queued": shard.queue.queued, "hosts": len(shard.queue.hosts),
                            "rss_growth_mib": round((after["VmRSS"] - before["VmRSS"]) / MIB),
@@ -422,6 +426,17 @@ def open_child(root: str, profile: bool) -> dict[str, Any]:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     result["db_shard"]["rss_growth_after_malloc_trim_mib"] = round(
         (_rss()["VmRSS"] - before["VmRSS"]) / MIB)
+    shard.close()
+    # As after a crash (no clean close kept the counts): every queued entry is counted again.
+    store = Store(os.path.join(config.state_dir, "db-worker-0"), False, b"")
+    wb = store.batch()
+    wb.delete(COUNTS_KEY)
+    store.write(wb)
+    store.close()
+    (shard, t) = timed(DBShard, config, 0, owned)
+    result["db_shard_recounted"] = {**t, "queued": shard.queue.queued,
+                                    "peak_rss_growth_mib": round(
+                                        (_rss()["VmHWM"] - before["VmRSS"]) / MIB)}
     shard.close()
     store_t = timed(Store, os.path.join(config.state_dir, "db-worker-0"), False,
                     b"")
@@ -435,8 +450,9 @@ def open_child(root: str, profile: bool) -> dict[str, Any]:
     return result
 
 
-def run_child(root: str, profile: bool) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.store_scale", "--open-child", root]
+def run_child(root: str, profile: bool, moved: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.store_scale", "--open-child", root, "--moved",
+           str(moved)]
     if profile:
         cmd.append("--profile")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -465,9 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       "store-scale.json"))
     parser.add_argument("--open-child", help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--moved", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.open_child:
-        print(json.dumps(open_child(args.open_child, args.profile)))
+        print(json.dumps(open_child(args.open_child, args.profile, args.moved)))
         return 0
 
     root = tempfile.mkdtemp(prefix="store-scale-", dir=args.tmp)
@@ -483,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     config = make_config(root)
     result: dict[str, Any] = {"args": {k: v for k, v in vars(args).items()
-                                       if k not in ("open_child", "profile")},
+                                       if k not in ("open_child", "profile", "moved")},
                               "partitions": config.partitions, "sync_writes": False}
     print(f"filling {root} to {args.urls:,} URLs seen", flush=True)
     shard, runner, result["fill"] = fill(args, config)
@@ -502,10 +519,11 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     shard.close()
     runner.states.store.close()
 
-    result["open"] = run_child(root, profile=False)
+    moved = result["move"]["db"]["partition"]
+    result["open"] = run_child(root, profile=False, moved=moved)
     print("open:", result["open"], flush=True)
     if not args.no_profile:
-        result["open_profile"] = run_child(root, profile=True)
+        result["open_profile"] = run_child(root, profile=True, moved=moved)
         print("open profile:", json.dumps(result["open_profile"], indent=1), flush=True)
 
     # Compacted, and per table (one partition fewer: the one moved out)

@@ -1,9 +1,10 @@
 """The DB worker's queue: durable, deduplicated, polite batch cutting."""
 
+import dataclasses
 import time
 
 from raycrawl.db_worker.politeness import HostSlots
-from raycrawl.db_worker.queue import Entry, FrontierQueue
+from raycrawl.db_worker.queue import COUNTS_KEY, Entry, FrontierQueue
 from raycrawl.storage.store import LAYOUT_KEY, Store
 
 
@@ -225,3 +226,60 @@ def test_a_cut_stops_reading_once_every_host_with_urls_is_busy_or_full(store):
     read.clear()
     assert q.cut(100, 2, slots, None) == (0, [])  # every host busy
     assert len(read) <= 150  # until h49's next URL (its first two were taken): not 2000
+
+
+def _counts(q: FrontierQueue) -> tuple:
+    """Everything a queue keeps in memory about its keys."""
+    hosts = {h: (v.partition, v.queued, dict(v.later)) for h, v in q.hosts.items()}
+    return (hosts, q.part_hosts, +q.by_layer, +q.by_part, q.not_due, +q.not_due_by, q.due_next,
+            +q.due, q.has_overrides, q.leased_total, q.queued, q.done_total)
+
+
+def test_a_clean_close_keeps_the_counts_and_any_other_open_counts_again(tmp_path):
+    path = str(tmp_path / "db")
+    s = Store(path)
+    q = FrontierQueue(s, layered=True, revisits=True, owned={0, 1, 2})
+    now = time.time()
+    fresh = [dataclasses.replace(entry(i, f"h{i % 7}.com", depth=i % 3, score=i % 4),
+                                 partition=i % 7 % 3) for i in range(60)]
+    later = [dataclasses.replace(e, fingerprint=e.fingerprint + 1, url=e.url + "?later",
+                                 not_before=now + 600, attempts=1) for e in fresh[:9]]
+    q.push(fresh + later)
+    batch, leased = q.cut(20, 3, HostSlots(0), None)
+    wb = s.batch()  # half done, a revisit each; half retried; another batch left in flight
+    revisit = {(e.partition, e.fingerprint): dataclasses.replace(e, visit=2, not_before=now + 60)
+               for e in leased[:10]}
+    q.apply(q.complete(wb, batch, list(revisit), retry=leased[10:], revisit=revisit))
+    s.write(wb)
+    q.reschedule({(e.partition, e.fingerprint): now + 5 for e in leased[:2]})
+    q.cut(5, 1, HostSlots(0), None)
+    counted = _counts(q)
+    assert counted[4] == 10 + 9 and counted[9] == 5 and counted[8] is False  # (9: later)
+    q.close()
+    s.close()
+
+    s = Store(path)
+    restored = FrontierQueue(s, layered=True, revisits=True, owned={0, 1, 2})
+    assert _counts(restored) == counted and s.get(COUNTS_KEY) is None  # read, then deleted
+    s.close()  # not a clean close (a crash): the keys are counted again
+    s = Store(path)
+    recounted = FrontierQueue(s, layered=True, revisits=True, owned={0, 1, 2})
+    assert _counts(recounted) == counted
+    recounted.close()
+    s.close()
+    s = Store(path)  # kept for partitions 0-2, opened for 0-1: counted again, for those
+    fewer = FrontierQueue(s, layered=True, revisits=True, owned={0, 1})
+    assert set(fewer.by_part) == {0, 1} and fewer.queued < counted[10]
+    kept = _counts(fewer)
+    fewer.close()
+    s.close()
+    s = Store(path)
+    again = FrontierQueue(s, layered=True, revisits=True, owned={0, 1})
+    assert _counts(again) == kept
+    slots = HostSlots(0)
+    for _ in range(20):  # what was restored is what the cut works with: it drains
+        _, got = again.cut(100, 100, slots, None)
+        if not got:
+            break
+    assert again.queued == 0 and again.not_due == kept[4] > 0 and not again.hosts
+    s.close()

@@ -13,6 +13,8 @@ Keys (``P``: the URL's partition, 2 bytes; see ``raycrawl.storage.store``)::
     l <batch:u64> <seq:u64>                           -> an entry leased to an in-flight batch
     c                                                 -> counters (next seq, next batch id,
                                                          URLs done)
+    \x00counts                                        -> the counts kept in memory, written
+                                                         at a clean close, deleted on open
 
 The first six tables are the partitions' (they move with them); leases and counters are the
 worker's own.  ``layer`` is the URL's depth when the crawl advances depth by depth
@@ -49,6 +51,8 @@ from raycrawl.storage.store import Store, WriteBatch, part_key, read_u64, sortab
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
 TABLES = _Q + _F + _P + _D + _W + _O  # the partitioned tables (see raycrawl.storage.store)
 _DUE = struct.Struct(">d")
+COUNTS_KEY = b"\x00counts"  # the counts at a clean close (see FrontierQueue.close)
+_COUNTS_VERSION = 1
 PROMOTE_LIMIT = 10_000  # entries one promote moves at most (the next cut moves the rest)
 
 Key = tuple[int, int]  # (partition, fingerprint): where a URL's keys are
@@ -178,7 +182,8 @@ class FrontierQueue:
         self.due_head: dict[int, bytes] = {}
         self.has_overrides = False
         self.rotation = 0  # which of the partitions tied in a cut goes first
-        self._recount(_Q, _D, _O)
+        if not self._restore_counts():
+            self._recount(_Q, _D, _O)
         self.leased_total = sum(1 for _ in store.scan(_L, _L + b"\xff"))  # URLs under lease
         self.enqueued_total = 0
 
@@ -230,6 +235,47 @@ class FrontierQueue:
             self.due = +self.due
         self.has_overrides = self.has_overrides or next(
             self.store.scan(o_start, _stop(o_start)), None) is not None
+
+    def close(self) -> None:
+        """Keep the counts held in memory in the store, for the next open to read instead of
+        counting every queued entry again (about 3 µs a queued URL: 30 s at 10M).  Call it
+        last, with nothing written after it: the open that reads them deletes them first."""
+        hosts = [(h, q.partition, q.queued, list(q.later.items())) for h, q in self.hosts.items()]
+        wb = self.store.batch()
+        wb.put(COUNTS_KEY, msgpack.packb((
+            _COUNTS_VERSION, self._identity(), hosts, list(self.by_layer.items()),
+            list(self.by_part.items()), list(self.not_due_by.items()),
+            list(self.due_next.items()), list(self.due.items()), self.has_overrides)))
+        self.store.write(wb, sync=True)
+
+    def _identity(self) -> tuple[list[int] | None, bool]:
+        """What counts depend on besides the keys: the partitions counted, revisits on."""
+        return None if self.owned is None else sorted(self.owned), self.track_due
+
+    def _restore_counts(self) -> bool:
+        """Read the counts a clean close kept (see :meth:`close`); False: there are none, or
+        they were kept for other partitions or another mode (count the keys then).  They are
+        deleted first, durably: a write after this open makes them stale, and a crash before
+        the next clean close must count the keys again."""
+        raw = self.store.get(COUNTS_KEY)
+        if raw is None:
+            return False
+        wb = self.store.batch()
+        wb.delete(COUNTS_KEY)
+        self.store.write(wb, sync=True)  # before anything else is written
+        (version, identity, hosts, by_layer, by_part, not_due_by, due_next, due,
+         overrides) = msgpack.unpackb(raw, strict_map_key=False)
+        if version != _COUNTS_VERSION or tuple(identity) != self._identity():
+            return False
+        for host, part, queued, later in hosts:
+            self.hosts[host] = HostQueue(part, queued, Counter(dict(later)))
+            self.part_hosts.setdefault(part, set()).add(host)
+        self.by_layer, self.by_part = Counter(dict(by_layer)), Counter(dict(by_part))
+        self.not_due_by = Counter(dict(not_due_by))
+        self.not_due = sum(self.not_due_by.values())
+        self.due_next, self.due = dict(due_next), Counter(dict(due))
+        self.has_overrides = overrides
+        return True
 
     def _add_layers(self, layers: Layers, sign: int = 1) -> None:
         for (part, layer), n in layers.items():
