@@ -2,6 +2,7 @@
 
 from raycrawl.api import Crawl
 from raycrawl.config import CrawlConfig
+from raycrawl.debugger import Parsed, parse
 from raycrawl.errors import (
     ConfigError,
     CrawlStateError,
@@ -25,6 +26,7 @@ __all__ = [
     "DecodeError",
     "Follow",
     "InvalidURL",
+    "Parsed",
     "RaycrawlError",
     "Request",
     "Response",
@@ -34,5 +36,6 @@ __all__ = [
     "SpiderResponse",
     "StrategyError",
     "URLState",
+    "parse",
 ]
 __version__ = "0.1.0"

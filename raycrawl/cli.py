@@ -1,4 +1,4 @@
-"""The ``raycrawl`` command: crawl, resume, status, list, demo, synthweb."""
+"""The ``raycrawl`` command: crawl, resume, scale, status, list, parse, demo, synthweb."""
 
 from __future__ import annotations
 
@@ -29,7 +29,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _fetch_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of how a URL is fetched and its links kept (``crawl`` and ``parse``)."""
+    p.add_argument("--no-robots", action="store_const", const=False, dest="robots")
+    p.add_argument("--allow-network", action="append", metavar="CIDR")
+    p.add_argument("--user-agent", metavar="UA", help="User-Agent header and robots.txt name")
+    p.add_argument("--link-parser", choices=LINK_PARSERS,
+                   help="HTML parser of link extraction (lexbor)")
+    p.add_argument("--allow-domain", action="append", metavar="DOMAIN",
+                   help="follow links of this domain and its subdomains only (repeatable)")
+    p.add_argument("--include", action="append", metavar="REGEX",
+                   help="follow only links whose canonical URL matches (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="REGEX",
+                   help="do not follow links whose canonical URL matches (repeatable)")
+    p.add_argument("--proxy", metavar="URL", help="send every request through this proxy")
+    p.add_argument("--config", metavar="FILE.toml")
+
+
 def _crawl_flags(p: argparse.ArgumentParser) -> None:
+    _fetch_flags(p)
     p.add_argument("seeds", nargs="*", metavar="SEED", help="seed URLs")
     p.add_argument("--seeds-file", metavar="PATH", help="file with one seed URL per line")
     p.add_argument("--out", metavar="DIR", help="output folder (pages land in DIR/pages)")
@@ -49,29 +67,17 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-ip", type=int, metavar="N",
                    help="at most N requests at once to one IP address (per fetch worker), "
                         "whichever hosts they are for")
-    p.add_argument("--no-robots", action="store_const", const=False, dest="robots")
-    p.add_argument("--allow-network", action="append", metavar="CIDR")
-    p.add_argument("--user-agent", metavar="UA", help="User-Agent header and robots.txt name")
     p.add_argument("--max-pages-per-host", type=int, metavar="N")
     p.add_argument("--max-host-hops", type=int, metavar="N",
                    help="end as trap a URL more than N host changes away from a seed's host")
     p.add_argument("--log-streams", action="store_const", const=True,
                    help="also write the spider log to OUT/streams (Frontera protocol)")
     p.add_argument("--codec", choices=CODECS, help="codec of the stream files")
-    p.add_argument("--link-parser", choices=LINK_PARSERS,
-                   help="HTML parser of link extraction (lexbor)")
     p.add_argument("--spider", metavar="FILE.py:Class",
                    help="the spider whose callbacks extract items and choose the links "
                         "(or package.module:Class)")
-    p.add_argument("--allow-domain", action="append", metavar="DOMAIN",
-                   help="follow links of this domain and its subdomains only (repeatable)")
-    p.add_argument("--include", action="append", metavar="REGEX",
-                   help="follow only links whose canonical URL matches (repeatable)")
-    p.add_argument("--exclude", action="append", metavar="REGEX",
-                   help="do not follow links whose canonical URL matches (repeatable)")
     p.add_argument("--cookies", action="store_const", const=True,
                    help="keep the cookies each host sets and send them back to it")
-    p.add_argument("--proxy", metavar="URL", help="send every request through this proxy")
     p.add_argument("--warc", action="store_const", const=True,
                    help="write every response to OUT/warc as WARC/1.1")
     p.add_argument("--recrawl-after", type=float, metavar="SECONDS", dest="recrawl_after_s",
@@ -88,7 +94,6 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                    help="fetch the seeds again this often (their new links are followed)")
     p.add_argument("--sitemaps", action="store_const", const=True,
                    help="also crawl the URLs of the sitemaps robots.txt files name")
-    p.add_argument("--config", metavar="FILE.toml")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -127,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db-workers", type=int, default=2)
     demo.add_argument("--strategy-workers", type=int, default=2)
     demo.add_argument("--address", metavar="RAY_ADDRESS")
+    parse = sub.add_parser("parse", help="fetch one URL and run a spider's callback on it (no "
+                                         "crawl): its items, follows and links")
+    parse.add_argument("url", metavar="URL")
+    parse.add_argument("--spider", metavar="FILE.py:Class", required=True,
+                       help="the spider (or package.module:Class)")
+    parse.add_argument("--callback", metavar="NAME", help="the callback (default: parse)")
+    parse.add_argument("--meta", metavar="JSON", help="response.meta, a JSON object")
+    parse.add_argument("--json", action="store_true", help="print one JSON object")
+    _fetch_flags(parse)
     web = sub.add_parser("synthweb", help="serve the synthetic web on loopback until Ctrl-C")
     web.add_argument("--hosts", type=int, default=20)
     web.add_argument("--pages", type=int, default=50, help="pages per host")
@@ -333,6 +347,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_parse(args: argparse.Namespace) -> int:
+    """One callback on one URL: the items, follows and links it gives on stdout (one JSON
+    object with ``--json``), its traceback on stderr; 0 when it ran and returned normally,
+    1 when it raised or did not run (the reason printed), 2 for bad input."""
+    import json
+
+    from raycrawl.config import read_toml
+    from raycrawl.debugger import parse
+
+    try:
+        meta = json.loads(args.meta) if args.meta is not None else None
+    except json.JSONDecodeError as exc:
+        raise RaycrawlError(f"--meta: not JSON: {exc}") from None
+    settings: dict[str, Any] = read_toml(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if v is not None and k not in (
+        "command", "config", "url", "spider", "callback", "meta", "json")})
+    settings.pop("out", None)  # (a crawl's config file may name one: nothing is written)
+    result = parse(args.url, args.spider, args.callback, meta, **settings)
+    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else result.text())
+    if result.traceback:
+        print(result.traceback, file=sys.stderr, end="")
+    return 0 if result.ok else 1
+
+
 def cmd_synthweb(args: argparse.Namespace) -> int:
     from raycrawl.testing.synthweb import SyntheticWeb
 
@@ -379,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "parse":
+            return cmd_parse(args)
         return cmd_synthweb(args)
     except CrawlUnavailable as exc:  # not bad input: the crawl may go on, `resume` follows it
         print(f"raycrawl: error: {exc}", file=sys.stderr)

@@ -12,8 +12,9 @@ README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 def test_all_is_pinned():
     assert raycrawl.__all__ == [
         "ConfigError", "Crawl", "CrawlConfig", "CrawlStateError", "CrawlingStrategy",
-        "DecodeError", "Follow", "InvalidURL", "RaycrawlError", "Request", "Response",
-        "SeedError", "Spider", "SpiderError", "SpiderResponse", "StrategyError", "URLState"]
+        "DecodeError", "Follow", "InvalidURL", "Parsed", "RaycrawlError", "Request",
+        "Response", "SeedError", "Spider", "SpiderError", "SpiderResponse", "StrategyError",
+        "URLState", "parse"]
     assert all(hasattr(raycrawl, name) for name in raycrawl.__all__)
 
 
