@@ -30,6 +30,7 @@ from raycrawl.coordinator.reports import (
 )
 from raycrawl.coordinator.rescale import Mover, Rescaler, next_move, plan_goal
 from raycrawl.coordinator.sharing import CrawlEntry, split_share, wants, within_share
+from raycrawl.db_worker.ratelimit import crawl_rate, split_rate
 from raycrawl.errors import ConfigError, CrawlStateError
 from raycrawl.storage.assignment import Assignment, Role, read_assignment, write_assignment
 
@@ -337,8 +338,9 @@ class Coordinator:
         ok = True
         try:
             await self._share_cpus(status)
+            await self._share_rate(status)
         except Exception:
-            log.exception("sharing the cluster's CPUs failed")
+            log.exception("sharing the cluster's CPUs or the crawl's rate failed")
             ok = False
         if step.restart:
             try:
@@ -405,6 +407,19 @@ class Coordinator:
         await asyncio.gather(*(w.set_fetch_quota(q)
                                for w, q, r in zip(self.db_workers, quotas, reports)
                                if force or r.fetch_quota != q))
+
+    async def _share_rate(self, status: CrawlStatus) -> None:
+        """Split the crawl's --max-rate between the DB workers with URLs to fetch (see
+        ``raycrawl.db_worker.ratelimit``); a worker is told only when its part changes (a
+        restarted one reports none)."""
+        rate = crawl_rate(self.config)
+        reports = status.db_workers
+        if rate is None or len(reports) != len(self.db_workers):
+            return
+        parts = split_rate(*rate, [r.queued > 0 or r.in_flight > 0 for r in reports])
+        await asyncio.gather(*(w.set_rate(*part) for w, part, r in
+                               zip(self.db_workers, parts, reports)
+                               if (r.rate_s, r.rate_burst) != part))
 
     async def _move(self, move: Move) -> None:
         """Apply one allowance move (a grow carries an id: applied twice, it counts once)."""

@@ -19,6 +19,7 @@ from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.reports import DBWorkerReport
 from raycrawl.db_worker.queue import Entry
+from raycrawl.db_worker.ratelimit import TokenBucket, crawl_rate, split_rate
 from raycrawl.db_worker.shard import DBShard
 from raycrawl.errors import StorageError
 from raycrawl.fetch.collect import FetchResult
@@ -78,6 +79,14 @@ class DBWorker:
         # Fetch workers this worker may hold: its part of the crawl's share of the cluster's
         # CPUs, set by the coordinator (None until it did: nothing is fetched before).
         self.fetch_quota: int | None = None
+        # Its part of the crawl's --max-rate (see raycrawl.db_worker.ratelimit): an equal one
+        # until the coordinator splits the rate by who has work.
+        rate = crawl_rate(config)
+        self.rate: TokenBucket | None = None
+        if rate is not None:
+            workers = self.peers.assignment.workers[Role.DB]
+            part, burst = split_rate(*rate, [True] * workers)[0]
+            self.rate = TokenBucket(part, burst, time.monotonic())
         self.metrics = CrawlMetrics(config.crawl_id, f"db-worker-{index}")
         self.running = False
         self.in_flight: dict[int, asyncio.Task[None]] = {}
@@ -149,6 +158,13 @@ class DBWorker:
         self.fetch_quota = quota
         self.wakeup.set()
 
+    def set_rate(self, rate_s: float, burst: float) -> None:
+        """Cut at most ``rate_s`` URLs a second, ``burst`` at once (its part of the crawl's
+        --max-rate and --burst)."""
+        if self.rate is not None:
+            self.rate.set(rate_s, burst, time.monotonic())
+            self.wakeup.set()
+
     def start(self, gate: int | None = None) -> None:
         """Start (or resume) cutting batches from layers up to ``gate``; returns at once
         (not after a storage error: that ends the crawl)."""
@@ -205,7 +221,9 @@ class DBWorker:
                                    self.loop_errors, self.timers, self.storage_error,
                                    self.fetchers.rerun.faults, self.fetch_quota or 0).replace(
             fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
-            fetch_workers=self.fetchers.size)
+            fetch_workers=self.fetchers.size,
+            rate_s=self.rate.rate_s if self.rate else 0.0,
+            rate_burst=self.rate.capacity if self.rate else 0.0)
         self.metrics.report(report, self.shard.slots.counts())
         return report
 
@@ -240,7 +258,16 @@ class DBWorker:
         if len(self.fetching) >= allowed or len(self.in_flight) >= 2 * allowed:
             await self._wait(1.0)  # a fetch ends, a batch completes or the quota changes
             return
-        batch_id, entries = self.shard.cut(self.shard.wanted(self.gate), self.gate)
+        wanted = self.shard.wanted(self.gate)
+        if self.rate is not None:  # the crawl's --max-rate: a token a URL
+            tokens = self.rate.available(time.monotonic())
+            if tokens < 1:
+                await self._wait(self.rate.wait_s(time.monotonic()))  # (or a new part)
+                return
+            wanted = min(wanted, tokens)
+        batch_id, entries = self.shard.cut(wanted, self.gate)
+        if self.rate is not None:
+            self.rate.take(len(entries), time.monotonic())
         if not entries:
             self.shard.output.flush_if_due()
             # Nothing to cut: wait for new work, a released host or a delay to pass.
@@ -267,6 +294,8 @@ class DBWorker:
         committed = False
         try:
             triage = shard.triage(entries)
+            if self.rate is not None and triage.ended:  # ended unrequested: no fetch
+                self.rate.give_back(len(triage.ended), time.monotonic())
             fetched = _Fetched(shard, self.metrics, triage.fetch, held)
             if triage.fetch:
                 await self._fetch_and_hand_over(batch_id, triage.fetch, fetched)

@@ -161,6 +161,9 @@ class DBWorkerHandle(_MoverHandle):
     async def set_fetch_quota(self, quota: int) -> None:
         await self._call("set_fetch_quota", quota)
 
+    async def set_rate(self, rate_s: float, burst: float) -> None:
+        await self._call("set_rate", rate_s, burst)
+
     async def drain(self) -> None:
         """Returns once the batches in flight are done.  Each batch is bounded by its own
         fetch and hand-over bounds, so the call is bounded only loosely, by ten times

@@ -64,6 +64,14 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                         "share of the cluster)")
     p.add_argument("--delay", type=float, metavar="SECONDS", dest="delay_s")
     p.add_argument("--per-host", type=int, metavar="N")
+    p.add_argument("--max-rate", type=float, metavar="PAGES_PER_S", dest="max_pages_per_s",
+                   help="at most this many fetches a second over the whole crawl (all its DB "
+                        "workers), beside the per-host limits")
+    p.add_argument("--burst", type=int, metavar="N",
+                   help="fetches that may start at once beyond --max-rate (default: one "
+                        "second's worth)")
+    p.add_argument("--auto-throttle", action="store_const", const=True,
+                   help="a host's delay follows its response times (never below --delay)")
     p.add_argument("--per-ip", type=int, metavar="N",
                    help="at most N requests at once to one IP address (per fetch worker), "
                         "whichever hosts they are for")

@@ -107,6 +107,15 @@ class CrawlConfig:
     # Requests at once to one IP address per fetch worker, whatever their hosts (None: no
     # limit beyond per_host): virtual hosts of one server share it (see raycrawl.fetch.limits).
     per_ip: int | None = None
+    # The crawl's rate and burst, beside the per-host limits: at most ``burst`` fetches at once
+    # beyond ``max_pages_per_s`` a second, over every DB worker together (a token bucket split
+    # between them, see raycrawl.db_worker.ratelimit).  None: no limit; burst None: one
+    # second's worth.  Flags --max-rate and --burst.
+    max_pages_per_s: float | None = None
+    burst: int | None = None
+    # A host's delay follows its response times, never below delay_s (see
+    # raycrawl.db_worker.politeness.HostSlots).
+    auto_throttle: bool = False
     # The spider: FILE.py:Class or package.module:Class (see raycrawl.spider).  Set by the
     # driver for the workers: spider_source, the text of a FILE.py; spider_code, a class of
     # __main__ pickled by Crawl(spider=cls).
@@ -182,6 +191,15 @@ class CrawlConfig:
             check(value is None or (isinstance(value, (int, float))
                                     and not isinstance(value, bool) and value > 0),
                   name, "must be a number of seconds > 0")
+        check(self.max_pages_per_s is None or (
+            isinstance(self.max_pages_per_s, (int, float))
+            and not isinstance(self.max_pages_per_s, bool) and self.max_pages_per_s > 0),
+            "max_pages_per_s", "must be a number of pages a second > 0")
+        check(self.burst is None or (isinstance(self.burst, int)
+                                     and not isinstance(self.burst, bool) and self.burst >= 1),
+              "burst", "must be an integer >= 1")
+        check(self.burst is None or self.max_pages_per_s is not None, "burst",
+              "needs max_pages_per_s (--max-rate)")
         check(not self.adaptive or self.recrawl_after_s is not None, "adaptive",
               "needs recrawl_after_s (the interval it starts from)")
         check(isinstance(self.adaptive_grow, (int, float)) and self.adaptive_grow > 1,
@@ -281,7 +299,8 @@ _TUPLE_FIELDS = frozenset(f.name for f in fields(CrawlConfig) if "tuple" in str(
 # Flags whose name differs from the field (``--delay`` sets ``delay_s``).
 ALIASES = {"delay": "delay_s", "no_robots": "robots", "recrawl_after": "recrawl_after_s",
            "run_for": "run_for_s", "reseed_every": "reseed_every_s",
-           "recrawl_min": "recrawl_min_s", "recrawl_max": "recrawl_max_s"}
+           "recrawl_min": "recrawl_min_s", "recrawl_max": "recrawl_max_s",
+           "max_rate": "max_pages_per_s"}
 
 
 def normalise_key(key: str) -> str:
@@ -325,5 +344,3 @@ def read_toml(path: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [crawl] must be a table")
     return dict(table)
-
-

@@ -109,6 +109,16 @@ class ErrorKind(enum.StrEnum):
         return self not in _NOT_FETCHED
 
 
+def retryable(kind: ErrorKind | None, status: int | None) -> bool:
+    """A fetch that gets another attempt: a timeout or connection error, a 429 or 5xx.  Not a
+    timeout after the status came: the server answers, too slowly to finish the body (a
+    drip), and would do it again; the page ends with its status and error ``timeout``."""
+    if kind is None:
+        return status in RETRYABLE_STATUS
+    return kind.retryable and not (kind is ErrorKind.TIMEOUT and status is not None)
+
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 _RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION})
 _NOT_FETCHED = frozenset({
     ErrorKind.BLOCKED_ADDRESS, ErrorKind.ROBOTS, ErrorKind.ROBOTS_UNAVAILABLE,

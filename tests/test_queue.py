@@ -283,3 +283,29 @@ def test_a_clean_close_keeps_the_counts_and_any_other_open_counts_again(tmp_path
             break
     assert again.queued == 0 and again.not_due == kept[4] > 0 and not again.hosts
     s.close()
+
+
+def test_auto_throttle_follows_a_hosts_response_times_and_never_goes_below_the_delay():
+    slots = HostSlots(delay_s=0.5, auto_throttle=True)
+    slots.observe("slow.com", 4.0, True)
+    assert slots.delay("slow.com") == 2.25  # halfway from the delay to the answer's time
+    slots.observe("slow.com", 4.0, True)
+    assert slots.delay("slow.com") == 3.125
+    slots.observe("slow.com", 0.1, False)  # an error answer never shortens it...
+    assert slots.delay("slow.com") == 3.125
+    slots.observe("slow.com", 10.0, False)  # ...but lengthens it
+    assert slots.delay("slow.com") == 6.5625
+    slots.observe("fast.com", 0.01, True)
+    assert slots.delay("fast.com") == 0.5  # never below the delay
+    for _ in range(30):
+        slots.observe("hung.com", 1000.0, False)
+    assert slots.delay("hung.com") <= 60.0
+    slots.lease({"slow.com"})
+    slots.release({"slow.com"}, 100.0)
+    assert slots.ready_at["slow.com"] == 100.0 + 6.5625  # the next batch waits the learnt delay
+    moved = HostSlots(delay_s=0.5, auto_throttle=True)  # a partition's move carries it
+    moved.adopt(slots.export({"slow.com"}, 100.0), 50.0)
+    assert moved.delay("slow.com") == 6.5625
+    off = HostSlots(delay_s=0.5)
+    off.observe("slow.com", 4.0, True)
+    assert off.delay("slow.com") == 0.5

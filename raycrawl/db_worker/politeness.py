@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from raycrawl.errors import ErrorKind
+from raycrawl.fetch.limits import throttled
 
 
 class Wait(enum.StrEnum):
@@ -27,11 +28,17 @@ class HostSlots:
     is ``delay_s`` or the host's robots Crawl-delay, whichever is longer.  A host whose batches
     keep failing is backed off exponentially and, after ``park_after`` failures in a row,
     parked: its queued URLs then end with the park reason instead of being fetched.
+
+    With ``auto_throttle`` a host's delay follows its response times
+    (:func:`raycrawl.fetch.limits.throttled`: each answer moves it halfway to that answer's
+    duration, an error answer never shortens it, never below ``delay_s``).
     """
 
     def __init__(self, delay_s: float, backoff_s: float = 1.0, max_backoff_s: float = 600.0,
-                 park_after: int = 5) -> None:
+                 park_after: int = 5, auto_throttle: bool = False) -> None:
         self.delay_s = delay_s
+        self.auto_throttle = auto_throttle
+        self.auto_delay: dict[str, float] = {}  # a host's delay learnt from its answers
         self.backoff_s, self.max_backoff_s, self.park_after = backoff_s, max_backoff_s, park_after
         self.leased: set[str] = set()
         self.ready_at: dict[str, float] = {}
@@ -42,7 +49,15 @@ class HostSlots:
         self.why: dict[str, Wait] = {}  # why a host waits until its ready_at
 
     def delay(self, host: str) -> float:
-        return max(self.delay_s, self.crawl_delay.get(host, 0.0))
+        return max(self.delay_s, self.crawl_delay.get(host, 0.0), self.auto_delay.get(host, 0.0))
+
+    def observe(self, host: str, duration_s: float, answered_ok: bool) -> None:
+        """With ``auto_throttle``: one of ``host``'s requests took ``duration_s`` (its answer
+        was usable, or not: a 429/5xx, a timeout)."""
+        if not self.auto_throttle:
+            return
+        was = self.auto_delay.get(host, self.delay_s)
+        self.auto_delay[host] = throttled(was, duration_s, answered_ok, self.delay_s)
 
     def available(self, host: str, now: float) -> bool:
         if self.park_reason(host, now) is not None:
@@ -71,6 +86,8 @@ class HostSlots:
         if len(self.ready_at) > 100_000:  # forget hosts whose wait is over
             self.ready_at = {h: t for h, t in self.ready_at.items() if t > now}
             self.why = {h: w for h, w in self.why.items() if h in self.ready_at}
+        if len(self.auto_delay) > 100_000:  # forget learnt delays that are the crawl's own
+            self.auto_delay = {h: d for h, d in self.auto_delay.items() if d > self.delay_s}
 
     def push_back(self, host: str, until: float, why: Wait) -> None:
         """No request to ``host`` starts before ``until`` (monotonic clock)."""
@@ -111,6 +128,7 @@ class HostSlots:
             "wait": {h: (t - now, self.why[h].value) for h, t in self.ready_at.items()
                      if h in hosts and t > now},
             "crawl_delay": {h: d for h, d in self.crawl_delay.items() if h in hosts},
+            "auto_delay": {h: d for h, d in self.auto_delay.items() if h in hosts},
             "failures": {h: n for h, n in self.failures.items() if h in hosts},
             "parked": {h: (r.value, self.parked_until[h] - now if h in self.parked_until
                            else None) for h, r in self.parked.items() if h in hosts}}
@@ -120,14 +138,15 @@ class HostSlots:
         for host, (wait, why) in state.get("wait", {}).items():
             self.push_back(host, now + wait, Wait(why))
         self.crawl_delay.update(state.get("crawl_delay", {}))
+        self.auto_delay.update(state.get("auto_delay", {}))
         self.failures.update(state.get("failures", {}))
         for host, (reason, left) in state.get("parked", {}).items():
             self.park(host, ErrorKind(reason), None if left is None else now + left)
 
     def forget(self, hosts: set[str]) -> None:
         """Drop what is kept of ``hosts`` (their partition moved away)."""
-        for table in (self.ready_at, self.why, self.crawl_delay, self.failures, self.parked,
-                      self.parked_until):
+        for table in (self.ready_at, self.why, self.crawl_delay, self.auto_delay, self.failures,
+                      self.parked, self.parked_until):
             for host in hosts.intersection(table):
                 del table[host]
 

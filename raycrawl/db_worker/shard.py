@@ -37,7 +37,7 @@ from raycrawl.db_worker.queue import Entry, FrontierQueue
 from raycrawl.db_worker.revisits import OVERDUE_S, RevisitPolicy, Visit
 from raycrawl.db_worker.robots import TABLE as ROBOTS_TABLE
 from raycrawl.db_worker.robots import RobotsCache, RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.errors import ErrorKind
+from raycrawl.errors import ErrorKind, retryable
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ScoreUpdate, ended_rows
 from raycrawl.output.shard import ShardOutput
@@ -46,22 +46,12 @@ from raycrawl.storage.moves import PartitionCopy, export_partition, ingest_parti
 from raycrawl.storage.store import Store, part_key
 from raycrawl.urls import partition_of
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Why a queued URL is not being fetched now (see DBShard.reasons)
 REASONS = ("ready", "politeness", "host-backoff", "retry-after", "robots-retry", "host-busy",
            "retry-backoff", "parked", "depth-gate", "budget", "paused")
 _COOKIES = b"k"  # k <partition> <host> -> the host's cookies (Set-Cookie lines, msgpack)
 TABLES = QUEUE_TABLES + _COOKIES + ROBOTS_TABLE  # a DB worker's partitioned tables
 CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
-
-
-def retryable(kind: ErrorKind | None, status: int | None) -> bool:
-    """A fetch that gets another attempt: a timeout or connection error, a 429 or 5xx.  Not a
-    timeout after the status came: the server answers, too slowly to finish the body (a
-    drip), and would do it again; the page ends with its status and error ``timeout``."""
-    if kind is None:
-        return status in RETRYABLE_STATUS
-    return kind.retryable and not (kind is ErrorKind.TIMEOUT and status is not None)
 
 
 def _kind(error: str | None) -> ErrorKind | None:
@@ -131,7 +121,7 @@ class DBShard:
                                    owned=self.owned)
         self.revisits = RevisitPolicy(config)
         self.slots = HostSlots(config.delay_s, config.retry_backoff_s, config.max_backoff_s,
-                               config.host_park_after)
+                               config.host_park_after, config.auto_throttle)
         self.robots = RobotsCache(self.store, config.partitions) if config.robots else None
         # A host parked because its robots.txt cannot be read is tried again, in a crawl that
         # revisits, once its URLs may be due again (None: it stays parked).
@@ -310,13 +300,16 @@ class DBShard:
         by_fp = {e.fingerprint: e for e in entries}
         now = time.monotonic()
         keep, retry = [], []
-        rows = pages.select(["fingerprint", "host", "status", "error", "retry_after_s"])
-        for i, (fp, host, status, error, after) in enumerate(zip(*rows.to_pydict().values())):
+        rows = pages.select(["fingerprint", "host", "status", "error", "retry_after_s",
+                             "duration_s"])
+        for i, (fp, host, status, error, after, took) in enumerate(
+                zip(*rows.to_pydict().values())):
             outcome = self._outcomes.setdefault(host, _HostOutcome())
             outcome.rowed.add(fp)
             kind = _kind(error)
             failed = retryable(kind, status)
             if kind is None or kind.fetched:
+                self.slots.observe(host, took, not failed and status is not None)
                 outcome.fetched = True
                 outcome.healthy = outcome.healthy or not failed
                 outcome.answered = outcome.answered or status is not None
@@ -459,7 +452,8 @@ class DBShard:
     def _hosts_of(self, partition: int) -> set[str]:
         """The hosts of ``partition`` this shard keeps anything of in memory."""
         slots = self.slots
-        known = {*slots.ready_at, *slots.crawl_delay, *slots.failures, *slots.parked}
+        known = {*slots.ready_at, *slots.crawl_delay, *slots.auto_delay, *slots.failures,
+                 *slots.parked}
         return {h for h in known if partition_of(h, self.config.partitions) == partition}
 
     def export_partition(self, partition: int) -> PartitionCopy:

@@ -8,10 +8,11 @@ import asyncio
 import time
 
 from raycrawl.db_worker.robots import RobotsKind, RobotsPolicy, agent_token, origin_of
-from raycrawl.errors import ErrorKind
+from raycrawl.errors import ErrorKind, retryable
 from raycrawl.fetch import sitemaps
 from raycrawl.fetch.collect import Collector, Link, Parent
 from raycrawl.fetch.cookies import dump_cookies, load_cookies
+from raycrawl.fetch.limits import throttled
 from raycrawl.fetch.page import PageFetcher
 from raycrawl.fetch.robots_fetch import fetch_robots
 from raycrawl.fetch.sitemaps import SITEMAP
@@ -53,7 +54,7 @@ class HostFetcher:
         jar = load_cookies(rows[0].host, rows[0].cookies) if self.opts.cookies else None
 
         async def worker() -> None:
-            nonlocal next_start
+            nonlocal next_start, delay
             while pending:
                 row = pending.pop()
                 now = time.monotonic()
@@ -61,10 +62,15 @@ class HostFetcher:
                 next_start = max(now, next_start) + delay
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if await self.pages.fetch(row, self.out, jar) is not None:
+                f = await self.pages.fetch(row, self.out, jar)
+                if f.retry_after is not None:
                     # The host asked for a pause: its other URLs are not fetched (no row), the
                     # DB worker queues them again behind the Retry-After.
                     pending.clear()
+                if self.opts.auto_throttle and (f.error is None or f.error.fetched):
+                    # (within the batch it only grows: the DB worker's delay is the floor)
+                    delay = throttled(delay, f.took, not retryable(f.error, f.status),
+                                      row.delay_s)
                 if self.opts.per_host == 1:
                     # One at a time: count the delay from the end of the request, so the
                     # server sees arrivals ``delay`` apart whatever the network jitter.

@@ -20,6 +20,19 @@ import time
 from collections.abc import AsyncIterator
 
 DNS_TTL_S = 60.0
+AUTO_MAX_DELAY_S = 60.0  # --auto-throttle never spaces a host's requests further apart
+
+
+def throttled(delay_s: float, took_s: float, usable: bool, floor_s: float) -> float:
+    """``--auto-throttle``'s next delay of a host whose delay is ``delay_s`` and whose last
+    request took ``took_s``: halfway to ``took_s`` (Scrapy's AutoThrottle with a target of one
+    request at a time, Heritrix's delay factor 1), never shorter after an answer that was not
+    ``usable`` (a 429/5xx, a timeout), within [``floor_s``, ``AUTO_MAX_DELAY_S``].  The DB
+    worker applies it between batches, the fetch worker within one."""
+    new = (delay_s + min(took_s, AUTO_MAX_DELAY_S)) / 2
+    if not usable and new < delay_s:
+        return delay_s
+    return max(floor_s, new)
 
 
 class RequestLimit:

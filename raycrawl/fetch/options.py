@@ -40,6 +40,7 @@ class FetchOptions:
     warc_max_bytes: int = 256 * 1024 * 1024
     per_ip: int | None = None  # requests at once to one IP address (raycrawl.fetch.limits)
     robots_timeout_s: float = 10.0
+    auto_throttle: bool = False  # a host's delay follows its response times (limits.throttled)
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
@@ -57,4 +58,4 @@ class FetchOptions:
             scope=Scope.build(c.allow_domain, c.include, c.exclude),
             warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes,
             cookies=c.cookies, proxy=c.proxy, sitemaps=c.sitemaps, per_ip=c.per_ip,
-            robots_timeout_s=c.robots_timeout_s)
+            robots_timeout_s=c.robots_timeout_s, auto_throttle=c.auto_throttle)

@@ -86,6 +86,7 @@ class Fetch:
     detail: str | None = None
     items: list[bytes] = field(default_factory=list)
     location: str | None = None  # a redirect's target
+    took: float = 0.0  # seconds from the request's start to its answer read (no callback)
 
     def sent(self) -> None:
         """The request leaves now (not when it began to wait for a slot): a revisit is due
@@ -155,9 +156,10 @@ class PageFetcher:
         self.follow_links = callbacks is None or callbacks.spider.follow_links
 
     async def fetch(self, req: FetchRequest, out: Collector,
-                    jar: aiohttp.CookieJar | None = None) -> float | None:
+                    jar: aiohttp.CookieJar | None = None) -> Fetch:
         """Fetch ``req`` into ``out`` (with the host's cookies in ``jar``, which takes the ones
-        the response sets); returns the seconds of a 429/503 Retry-After."""
+        the response sets); returns what the stages made of it (its ``retry_after``: the
+        seconds of a 429/503 Retry-After)."""
         f = Fetch(req)
         if self.guard.check_host_literal(req.host) is not None:
             f.error = ErrorKind.BLOCKED_ADDRESS
@@ -166,10 +168,11 @@ class PageFetcher:
                 await self.send(f, jar)
             except Exception as exc:  # mapped to a kind, or raised again, by error_kind
                 f.error = error_kind(exc)
+        f.took = time.monotonic() - f.started
         self.archive(f)
         await self.callback(f)
         self.emit(f, out)
-        return f.retry_after
+        return f
 
     async def send(self, f: Fetch, jar: aiohttp.CookieJar | None) -> None:
         req = f.req
@@ -272,7 +275,7 @@ class PageFetcher:
         out.page(FetchOutcome(
             req.url, req.fingerprint, req.host, req.partition, req.depth, status=f.status,
             content_type=f.content_type, error=f.error, fetched_at=f.fetched_at,
-            size_bytes=len(f.body), duration_s=time.monotonic() - f.started,
+            size_bytes=len(f.body), duration_s=f.took,
             links_count=links, attempts=req.attempts + (1 if fetched else 0),
             redirect_chain=req.redirect_chain, retry_after_s=f.retry_after,
             error_detail=f.detail, items_count=len(f.items), out_of_scope=out_of_scope,
