@@ -219,7 +219,9 @@ class DBWorker:
     def report(self) -> DBWorkerReport:
         report = self.shard.report(self.running, len(self.in_flight), self.gate,
                                    self.loop_errors, self.timers, self.storage_error,
-                                   self.fetchers.rerun.faults, self.fetch_quota or 0).replace(
+                                   self.fetchers.rerun.faults, self.fetch_quota or 0,
+                                   self.rate is not None
+                                   and self.rate.available(time.monotonic()) < 1).replace(
             fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
             fetch_workers=self.fetchers.size,
             rate_s=self.rate.rate_s if self.rate else 0.0,

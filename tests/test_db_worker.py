@@ -269,6 +269,8 @@ def test_every_queued_url_has_a_reason_and_they_add_up(worker, monkeypatch):
     clock.now += 10  # every wait passed
     reasons = worker.reasons(0, fetching=False)
     assert reasons == {"host-busy": 3, "parked": 1, "paused": 5}
+    reasons = worker.reasons(None, fetching=True, rate_limited=True)  # no token of --max-rate
+    assert reasons == {"host-busy": 3, "parked": 1, "max-rate": 5}
 
 
 def test_a_revisiting_crawl_tries_robots_txt_again_once_its_urls_are_due(tmp_path, monkeypatch):

@@ -41,7 +41,8 @@ RATE_WINDOW_S = 5.0  # pages/s is measured over this window
 # (a bug to fix: the reasons say what holds the URLs), logged and counted.
 STALL_S = 10.0
 # The reasons of DBShard.reasons that end at a time of their own (a host's delay, backoff, ...)
-TIMED_REASONS = frozenset({*(w.value for w in Wait), "host-busy", "retry-backoff"})
+TIMED_REASONS = frozenset({*(w.value for w in Wait), "host-busy", "retry-backoff",
+                           "max-rate"})
 STATUS_WRITE_S = 1.0  # status.json is rewritten at most this often (and at every end)
 # The last reports of DB workers a rescale retired (index -> report): their pages done and
 # their share of the page budget still count (see CrawlControl.retire).

@@ -132,7 +132,7 @@ class DBShard:
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self._outcomes: dict[str, _HostOutcome] = {}  # hosts of batches still fetching
-        self._reasons: tuple[tuple[int | None, bool, int], float, dict[str, int]] | None = None
+        self._reasons: tuple[tuple[int | None, bool, bool, int], float, dict[str, int]] | None = None
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         for batch_id in self.queue.stale_leases():
             leased = self.queue.leased(batch_id)
@@ -500,7 +500,8 @@ class DBShard:
         self.fenced, self.frozen = self.fenced - {partition}, self.frozen - {partition}
         self._reasons = None
 
-    def reasons(self, gate: int | None, fetching: bool) -> dict[str, int]:
+    def reasons(self, gate: int | None, fetching: bool,
+                rate_limited: bool = False) -> dict[str, int]:
         """Why each queued URL is not being fetched now, counted (every queued URL once):
 
         =================  ==============================================================
@@ -515,14 +516,15 @@ class DBShard:
         ``depth-gate``     it is deeper than the depth being crawled (``--max-depth``)
         ``budget``         the crawl's ``max_pages`` is held by URLs done or in flight
         ``paused``         this worker cuts no batch (paused, or no fetch worker yet)
+        ``max-rate``       this worker's part of the crawl's ``--max-rate`` is used up
         =================  ==============================================================
 
-        The first seven end at a time of their own, ``paused`` when the crawl resumes or gets
-        CPUs; ``ready``, ``parked``, ``depth-gate`` and ``budget`` with nothing in flight for
-        long mean the crawl is stalled (see ``CrawlControl``).  Read at most once a second
-        (it visits every host with queued URLs)."""
+        The first seven and ``max-rate`` end at a time of their own, ``paused`` when the
+        crawl resumes or gets CPUs; ``ready``, ``parked``, ``depth-gate`` and ``budget`` with
+        nothing in flight for long mean the crawl is stalled (see ``CrawlControl``).  Read at
+        most once a second (it visits every host with queued URLs)."""
         now, wall = time.monotonic(), time.time()
-        key = (gate, fetching, self.queue.queued)  # the counts add up to the queue's, always
+        key = (gate, fetching, rate_limited, self.queue.queued)  # (they add up to queued)
         if self._reasons is not None and self._reasons[0] == key and now - self._reasons[1] < 1.0:
             return self._reasons[2]
         reasons: Counter[str] = Counter()
@@ -546,6 +548,8 @@ class DBShard:
             reasons["budget"] += ready
         elif not fetching:
             reasons["paused"] += ready
+        elif rate_limited:
+            reasons["max-rate"] += ready
         else:
             reasons["ready"] += ready
         counted = {k: n for k, n in reasons.items() if n}
@@ -554,7 +558,8 @@ class DBShard:
 
     def report(self, running: bool, in_flight: int, gate: int | None, loop_errors: int,
                timers: dict[str, float], storage_error: str = "",
-               fetch_faults: int = 0, fetch_quota: int | None = None) -> DBWorkerReport:
+               fetch_faults: int = 0, fetch_quota: int | None = None,
+               rate_limited: bool = False) -> DBWorkerReport:
         c, q = self.counters, self.queue
         return DBWorkerReport(
             queued=q.queued, queued_at_gate=q.queued if gate is None else q.queued_up_to(gate),
@@ -570,7 +575,7 @@ class DBShard:
             items_total=self.output.items_total, items_written=self.output.items_written,
             out_of_scope=c.out_of_scope, callback_errors=tuple(c.callback_errors),
             warc_records=c.warc_records, not_due=q.not_due, due=sum(q.due.values()),
-            queued_by_reason=self.reasons(gate, running and fetch_quota != 0),
+            queued_by_reason=self.reasons(gate, running and fetch_quota != 0, rate_limited),
             overdue=q.overdue(time.time(), OVERDUE_S), revisits=c.revisits,
             partitions=ranges(self.owned), partitions_owned=len(self.owned),
             moved_in=self.moved["in"], moved_out=self.moved["out"])
