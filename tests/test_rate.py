@@ -25,7 +25,7 @@ def test_max_rate_holds_a_crawl_of_many_hosts_with_two_db_workers(ray_session, t
     try:
         assert len(web.reachable()) > RATE * (WINDOW_S + 10)  # it cannot run out first
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), max_pages_per_s=RATE,
-                      db_workers=2, delay_s=0.05, robots=False,
+                      db_workers=2, delay_s=0.05, robots=False, retry_backoff_s=0.05,
                       allow_network=("127.0.0.0/8",), poll_interval_s=0.05).start()
         deadline = time.monotonic() + 60
         while not web.starts:
@@ -53,11 +53,11 @@ def test_auto_throttle_spaces_a_slow_hosts_requests_by_its_response_time(ray_ses
     """Answers that take 0.2 s, no delay: with --auto-throttle a host's next request starts
     at least 0.1 s after the previous answer (the learnt delay grows towards 0.2 s); without,
     right after it (the test web records the starts)."""
-    web = SyntheticWeb(hosts=2, pages_per_host=10, seed=73, latency_s=0.2).start()
+    web = SyntheticWeb(hosts=2, pages_per_host=6, seed=73, latency_s=0.2).start()
     try:
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), auto_throttle=True,
                       delay_s=0.0, robots=False, allow_network=("127.0.0.0/8",),
-                      poll_interval_s=0.05).start()
+                      poll_interval_s=0.05, retry_backoff_s=0.05).start()
         final = crawl.wait(timeout=120, interval_s=0.2)
         assert final.phase == "finished" and final.fetched == len(web.reachable())
         for host, times in web.starts.items():

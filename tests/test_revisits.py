@@ -24,6 +24,7 @@ from tests.test_faults import actor_named
 
 pytestmark = pytest.mark.ray
 
+LATE_S = 8.0  # a visit due may wait this long for its batch on a loaded machine
 FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
         "partitions": 8, "retry_backoff_s": 0.05, "robots": False}
 
@@ -67,9 +68,16 @@ def test_a_revisiting_crawl_revisits_every_page_when_due_and_conditionally(
         rows = visits_by_url(pages)
         reachable = set(web.reachable())
         assert set(rows) == reachable
+        # Every visit due was made: none of a URL's next visits was due long before the
+        # crawl's last fetch.  (Not "three visits each": on a loaded CI machine the start took
+        # 10 s and a batch's round trip seconds, and the seed, fetched first, saw only two.)
+        last_fetch = max(r["fetched_at"] for vs in rows.values() for r in vs).timestamp()
         for url, visits in rows.items():
             assert [r["visit"] for r in visits] == list(range(1, len(visits) + 1)), url
-            assert len(visits) >= 3, f"{url} was not revisited: {len(visits)} visits"
+            assert len(visits) >= 2, f"{url} was not revisited"
+            due = visits[-1]["fetched_at"].timestamp() + 3.0
+            assert due + LATE_S >= last_fetch, f"{url}: a visit due {last_fetch - due:.1f} s " \
+                f"before the last fetch was not made ({len(visits)} visits)"
             assert visits[0]["changed"] is True
             for before, after in zip(visits, visits[1:]):  # never before it is due
                 gap = (after["fetched_at"] - before["fetched_at"]).total_seconds()
@@ -87,7 +95,8 @@ def test_a_revisiting_crawl_revisits_every_page_when_due_and_conditionally(
                 if not changes:
                     assert row["changed"] is False, (url, row)
                     assert hit.status == (304 if send_etag or send_modified else 200)
-            if changes:  # at 3 s visits and a 4 s period, a change is seen
+            span = (visits[-1]["fetched_at"] - visits[0]["fetched_at"]).total_seconds()
+            if changes and span >= 4.0:  # visits over a whole 4 s period: a change is seen
                 assert any(r["changed"] for r in visits[1:]), url
                 assert all(r["changed"] == (r["status"] == 200) for r in visits[1:]
                            if send_etag or send_modified)
