@@ -26,7 +26,7 @@ from tests.hostile import (
     HostileWeb,
 )
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("safety")]  # (one hostile crawl)
 
 
 @pytest.fixture(scope="module")

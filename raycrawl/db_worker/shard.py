@@ -132,7 +132,9 @@ class DBShard:
         self.allowance = Allowance(self.store)  # used with max_pages only
         self.counters = ShardCounters()
         self._outcomes: dict[str, _HostOutcome] = {}  # hosts of batches still fetching
-        self._reasons: tuple[tuple[int | None, bool, bool, int], float, dict[str, int]] | None = None
+        # the last reasons counted: (their key, when, the counts)
+        self._reasons: tuple[tuple[int | None, bool, bool, int], float,
+                             dict[str, int]] | None = None
         self.failures: Counter[int] = Counter()  # fingerprint -> failed batches it was in
         for batch_id in self.queue.stale_leases():
             leased = self.queue.leased(batch_id)
