@@ -123,7 +123,12 @@ def parse(url: str, spider: str | type[Spider], callback: str | None = None,
     if name.startswith("_") or not callable(getattr(cls, name, None)):
         raise SpiderError(f"spider {spec!r} has no callback {name!r}")
     request = _request(url, name, meta, config)
-    runner = _Recorder(cls(), config.callback_timeout_s, config.max_items_per_page,
+    try:
+        instance = cls()
+    except Exception as exc:  # the user's __init__
+        raise SpiderError(f"spider {spec!r}: {cls.__name__}() raised "
+                          f"{type(exc).__name__}: {exc}") from None
+    runner = _Recorder(instance, config.callback_timeout_s, config.max_items_per_page,
                        config.max_links_per_page)
     try:
         result = _run(_fetch(request, FetchOptions.from_config(config), runner))

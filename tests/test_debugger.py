@@ -166,7 +166,10 @@ def test_bad_input_is_one_line_and_exit_2(spider, capsys, argv, message):
 def test_a_spider_that_does_not_load_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text("import nothing_of_the_kind\n")
-    for spec in (f"{bad}:S", f"{tmp_path}/none.py:S", "no-colon"):
+    init = tmp_path / "init.py"
+    init.write_text("import raycrawl\nclass S(raycrawl.Spider):\n"
+                    "    def __init__(self):\n        raise RuntimeError('no config')\n")
+    for spec in (f"{bad}:S", f"{tmp_path}/none.py:S", "no-colon", f"{init}:S"):
         assert main(["parse", "http://127.0.0.1:1/", "--spider", spec]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
