@@ -29,9 +29,11 @@ from tests.hostile import (
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("safety")]  # (one hostile crawl)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hostile_crawl(ray_session, tmp_path_factory):
-    """One crawl of the hostile web, shared by the assertions below."""
+    """One crawl of the hostile web, shared by the assertions below.  (Session-scoped: the
+    xdist worker that runs this file's group may run other files' tests between its tests,
+    and a module fixture would crawl again after each.)"""
     web = HostileWeb().start()
     out = tmp_path_factory.mktemp("hostile") / "out"
     try:
