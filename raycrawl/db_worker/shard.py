@@ -48,7 +48,7 @@ from raycrawl.urls import partition_of
 
 # Why a queued URL is not being fetched now (see DBShard.reasons)
 REASONS = ("ready", "politeness", "host-backoff", "retry-after", "robots-retry", "host-busy",
-           "retry-backoff", "parked", "depth-gate", "budget", "paused")
+           "retry-backoff", "parked", "depth-gate", "budget", "paused", "max-rate")
 _COOKIES = b"k"  # k <partition> <host> -> the host's cookies (Set-Cookie lines, msgpack)
 TABLES = QUEUE_TABLES + _COOKIES + ROBOTS_TABLE  # a DB worker's partitioned tables
 CALLBACK_ERROR_SAMPLES = 5  # callback errors a DB worker reports (url: detail), the latest
