@@ -20,9 +20,9 @@ from raycrawl.output.durable import read_pages
 from raycrawl.testing.synthweb import Link, SyntheticWeb
 from tests.test_faults import IN_FLIGHT
 
-# Every test of the ray start cluster (a session fixture) is in this file, one xdist group: one
-# worker starts the cluster, once.
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray-cluster")]
+# Every test of the ray start cluster (a session fixture) is in this file: scripts/test runs
+# pytest-xdist with --dist loadfile, so one worker starts the cluster, once.
+pytestmark = pytest.mark.ray
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAYCRAWL = os.path.join(os.path.dirname(sys.executable), "raycrawl")

@@ -26,14 +26,12 @@ from tests.hostile import (
     HostileWeb,
 )
 
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("safety")]  # (one hostile crawl)
+pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hostile_crawl(ray_session, tmp_path_factory):
-    """One crawl of the hostile web, shared by the assertions below.  (Session-scoped: the
-    xdist worker that runs this file's group may run other files' tests between its tests,
-    and a module fixture would crawl again after each.)"""
+    """One crawl of the hostile web, shared by the assertions below."""
     web = HostileWeb().start()
     out = tmp_path_factory.mktemp("hostile") / "out"
     try:
