@@ -157,15 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    from raycrawl.config import config_from_mapping, read_toml
+def _settings(args: argparse.Namespace, *not_settings: str) -> dict[str, Any]:
+    """The config file's settings (``--config``), overridden by the flags given (all of
+    ``args`` but ``command``, ``config`` and ``not_settings``)."""
+    from raycrawl.config import read_toml
 
     values: dict[str, Any] = read_toml(args.config) if args.config else {}
-    flags = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("command", "config", "quiet", "seeds")}
+    values.update({k: v for k, v in vars(args).items()
+                   if v is not None and k not in ("command", "config", *not_settings)})
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from raycrawl.config import config_from_mapping
+
+    values = _settings(args, "quiet", "seeds")
     if args.seeds:
-        flags["seeds"] = args.seeds
-    values.update(flags)
+        values["seeds"] = args.seeds
     if "out" not in values:
         raise RaycrawlError("--out DIR is required (or 'out' in the config file)")
     return config_from_mapping(values)
@@ -361,16 +369,13 @@ def cmd_parse(args: argparse.Namespace) -> int:
     1 when it raised or did not run (the reason printed), 2 for bad input."""
     import json
 
-    from raycrawl.config import read_toml
     from raycrawl.debugger import parse
 
     try:
         meta = json.loads(args.meta) if args.meta is not None else None
     except json.JSONDecodeError as exc:
         raise RaycrawlError(f"--meta: not JSON: {exc}") from None
-    settings: dict[str, Any] = read_toml(args.config) if args.config else {}
-    settings.update({k: v for k, v in vars(args).items() if v is not None and k not in (
-        "command", "config", "url", "spider", "callback", "meta", "json")})
+    settings = _settings(args, "url", "spider", "callback", "meta", "json")
     settings.pop("out", None)  # (a crawl's config file may name one: nothing is written)
     result = parse(args.url, args.spider, args.callback, meta, **settings)
     print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else result.text())

@@ -28,7 +28,7 @@ import msgpack
 from raycrawl.config import CrawlConfig, config_from_mapping
 from raycrawl.errors import ConfigError, ErrorKind, SpiderError
 from raycrawl.fetch.batch import fetch_hosts
-from raycrawl.fetch.callbacks import CallbackRunner, Outcome
+from raycrawl.fetch.callbacks import CallbackRunner, Outcome, callback_of
 from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats.entry import pack_meta
@@ -120,7 +120,7 @@ def parse(url: str, spider: str | type[Spider], callback: str | None = None,
     config = config_from_mapping({**settings, "spider": spec, "spider_code": code})
     cls = load_spider(spec, code, config.spider_source)
     name = callback or DEFAULT_CALLBACK
-    if name.startswith("_") or not callable(getattr(cls, name, None)):
+    if callback_of(cls, name) is None:
         raise SpiderError(f"spider {spec!r} has no callback {name!r}")
     request = _request(url, name, meta, config)
     try:

@@ -176,6 +176,13 @@ def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
         future.set_result(outcome)
 
 
+def callback_of(spider: Spider | type[Spider], name: str) -> Callable[..., Any] | None:
+    """The callback ``name`` of a spider (or its class): a public method; None if it has
+    none by that name."""
+    callback = getattr(spider, name, None)
+    return None if name.startswith("_") or not callable(callback) else callback
+
+
 class CallbackRunner:
     """Calls one spider instance's callbacks, one at a time, each within ``timeout_s``."""
 
@@ -189,8 +196,8 @@ class CallbackRunner:
         self.abandoned = 0  # threads left stuck in a callback
 
     def _call(self, name: str, response: SpiderResponse) -> Outcome:
-        callback = getattr(self.spider, name, None)
-        if name.startswith("_") or not callable(callback):
+        callback = callback_of(self.spider, name)
+        if callback is None:
             return Outcome(error=f"the spider has no callback {name!r}")
         try:
             return collect(callback(response), self.max_items, self.max_follows)

@@ -57,13 +57,6 @@ def part_range(table: bytes, partition: int) -> tuple[bytes, bytes]:
         else table + b"\xff\xff\xff"
 
 
-def _bounded(stop: bytes) -> ReadOptions:
-    """Read options that end iteration at ``stop`` (exclusive)."""
-    options = ReadOptions()
-    options.set_iterate_upper_bound(stop)
-    return options
-
-
 def fsync_dir(path: str) -> None:
     """Make the entries of directory ``path`` (a file renamed into it) durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -167,17 +160,16 @@ class Store:
         Keep the options alive as long as the iterator: rocksdict's iterator (0.3.29) does
         not hold them, and would read its bound from freed memory."""
         with self._errors("read"):
-            options = _bounded(stop)
+            options = ReadOptions()
+            options.set_iterate_upper_bound(stop)
             it = self.db.iter(options)
             it.seek(start)
         return it, options
 
     def scan(self, start: bytes, stop: bytes):
         """Key/value pairs with ``start <= key < stop`` in key order."""
+        it, _options = self.iterate_from(start, stop)  # (alive as long as the generator)
         with self._errors("read"):
-            options = _bounded(stop)  # alive as long as the generator
-            it = self.db.iter(options)
-            it.seek(start)
             while it.valid():
                 yield it.key(), it.value()
                 it.next()
