@@ -384,7 +384,8 @@ class Coordinator:
                 await self.registry.unregister(cfg.crawl_id)
                 return
             entry, cpus, crawls = await self.registry.register(CrawlEntry(
-                cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase, len(self.db_workers)),
+                cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase, len(self.db_workers),
+                                                      _cluster_memory(cfg)),
                 str(self.phase), status.fetched, status.pages_per_s))
             self.share, self.waiting = entry.share, entry.waiting(cpus, crawls)
         except (TimeoutError, ray.exceptions.RayError) as exc:
@@ -481,3 +482,14 @@ class Coordinator:
 def remote_class() -> Any:
     """The actor class; options (name, namespace, resources) come from ``actors.options``."""
     return ray.remote(Coordinator)
+
+
+def _cluster_memory(config: CrawlConfig) -> float | None:
+    """The memory Ray schedules on the cluster (bytes), for a crawl that renders pages
+    (None: it renders none, or Ray cannot say)."""
+    if not config.render_rule.may_render:
+        return None
+    try:
+        return float(ray.cluster_resources().get("memory", 0)) or None
+    except Exception:  # noqa: BLE001 (a GCS that does not answer: no cap this time)
+        return None

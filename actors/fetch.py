@@ -35,6 +35,7 @@ from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun, Sink
 
+from .browser import BrowserClient
 from .logs import tag_logs
 from .options import fetcher_options
 
@@ -56,6 +57,7 @@ class FetchWorker:
         self.limit: RequestLimit | None = None
         # The spider instance (one per worker) and the thread its callbacks run on.
         self.callbacks = callback_runner(options) if options.spider is not None else None
+        self.browser = BrowserClient(options, name)  # started at the first render
 
     async def fetch(self, feed: pa.RecordBatch) -> AsyncGenerator[tuple[list[str], FetchResult]]:
         """Fetch every request of ``feed``; a Ray streaming generator of (hosts, their rows) as
@@ -64,7 +66,8 @@ class FetchWorker:
             self.session = open_session(self.options)
             self.limit = RequestLimit(self.options.concurrency, self.options.per_ip)
         async with contextlib.aclosing(fetch_hosts(feed, self.options, self.session, self.limit,
-                                                   self.callbacks, self.warc)) as parts:
+                                                   self.callbacks, self.warc,
+                                                   self.browser)) as parts:
             async for part in parts:
                 yield part
 
@@ -72,6 +75,13 @@ class FetchWorker:
         """Close the HTTP session (its keep-alive connections) before the worker is ended."""
         if self.session is not None and not self.session.closed:
             await self.session.close()
+        await self.browser.close()
+
+    async def browser_stats(self) -> dict[str, int] | None:
+        """The browser worker's stats (None: none started)."""
+        if self.browser.actor is None:
+            return None
+        return await self.browser.actor.stats.remote()
 
 
 _REMOTE_FETCH_WORKER = ray.remote(FetchWorker)

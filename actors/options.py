@@ -47,6 +47,15 @@ def fetcher_options(name: str) -> dict[str, Any]:
             "max_concurrency": 8}
 
 
+def browser_options(name: str, memory_mb: int, concurrency: int) -> dict[str, Any]:
+    """Options of a fetch worker's browser: owned by it, no CPU (its fetch worker's covers
+    the pages it renders for it), ``memory_mb`` reserved, restarted when it dies; its calls
+    are not retried (the fetch worker renders a page again itself)."""
+    return {"name": f"{name}/browser", "namespace": NAMESPACE, "num_cpus": 0,
+            "memory": memory_mb * 1024 * 1024, "max_restarts": -1, "max_task_retries": 0,
+            "max_concurrency": concurrency + 4}
+
+
 REGISTRY_NAME = "crawl-registry"  # one per cluster; crawl actors' names all hold a "/"
 
 

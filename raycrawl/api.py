@@ -10,13 +10,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from raycrawl.config import RETIRED_FIELDS, CrawlConfig, config_from_mapping
+from raycrawl.config import RETIRED_FIELDS, CrawlConfig, config_from_mapping, render_settings
 from raycrawl.coordinator.phases import Phase
 from raycrawl.coordinator.reports import CrawlStatus, SeedReply
 from raycrawl.display import LiveView, ProgressBar, status_html, status_line
-from raycrawl.errors import CrawlStateError, CrawlUnavailable, InvalidURL, SeedError
+from raycrawl.errors import (
+    ConfigError,
+    CrawlStateError,
+    CrawlUnavailable,
+    InvalidURL,
+    SeedError,
+)
 from raycrawl.formats.items import read_items
 from raycrawl.output.durable import read_pages
+from raycrawl.render.browser import BrowserUnavailable, find_browser
 from raycrawl.spider import load_spider, read_source, spider_file, spider_spec
 from raycrawl.storage.ownership import check_new_state, claim_out, take_lease
 from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
@@ -108,6 +115,14 @@ class Crawl:
             spider = load_spider(spec, self.config.spider_code, self.config.spider_source)
             if not seeds:
                 seeds = [str(url) for url in spider.start_urls]
+            if spider.render:  # the crawl's rule from now on (its workers' bounds know it)
+                self.config = self.config.replace(**render_settings(spider.render))
+        if self.config.render_rule.may_render and self.config.address is None \
+                and not os.environ.get("RAY_ADDRESS"):
+            try:  # a crawl on this machine: no browser here is a bad setup, said now
+                find_browser(self.config.browser_path)
+            except BrowserUnavailable as exc:
+                raise ConfigError(f"render: {exc}") from None
         if not seeds:
             raise SeedError("no seed URLs given")
         for url in seeds:

@@ -20,6 +20,7 @@ from raycrawl.display import (
     status_line,
 )
 from raycrawl.errors import CrawlUnavailable, RaycrawlError
+from raycrawl.render.spec import WAITS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +44,23 @@ def _fetch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", action="append", metavar="REGEX",
                    help="do not follow links whose canonical URL matches (repeatable)")
     p.add_argument("--proxy", metavar="URL", help="send every request through this proxy")
+    p.add_argument("--render", action="store_const", const=True,
+                   help="render every page in a headless Chromium (JavaScript run) before "
+                        "its links and items are read")
+    p.add_argument("--render-include", action="append", metavar="REGEX",
+                   help="render the pages whose canonical URL matches (repeatable)")
+    p.add_argument("--render-wait", choices=WAITS,
+                   help="load state a render waits for (load)")
+    p.add_argument("--render-wait-for", metavar="SELECTOR",
+                   help="then wait until this CSS selector is in the DOM")
+    p.add_argument("--render-script", metavar="JS",
+                   help="then run this JavaScript in the page")
+    p.add_argument("--render-timeout", type=float, metavar="SECONDS", dest="render_timeout_s",
+                   help="a render's bound (30); past it the page ends as render-timeout")
+    p.add_argument("--screenshot", action="store_const", const=True,
+                   help="store a PNG of each rendered page in its row")
+    p.add_argument("--browser", metavar="PATH", dest="browser_path",
+                   help="Chromium's executable (default: chromium on PATH)")
     p.add_argument("--config", metavar="FILE.toml")
 
 
@@ -102,6 +120,9 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                    help="fetch the seeds again this often (their new links are followed)")
     p.add_argument("--sitemaps", action="store_const", const=True,
                    help="also crawl the URLs of the sitemaps robots.txt files name")
+    p.add_argument("--render-memory", type=int, metavar="MB", dest="render_memory_mb",
+                   help="memory reserved per browser (1024); the crawl runs no more fetch "
+                        "workers than the cluster's memory holds browsers")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

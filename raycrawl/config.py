@@ -12,10 +12,12 @@ import ipaddress
 import os
 import tomllib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from raycrawl.errors import ConfigError
+from raycrawl.render.spec import RenderRule, RenderSpec, RenderSpecError
 from raycrawl.scope import Scope
 
 CODECS = ("msgpack", "json")
@@ -151,6 +153,23 @@ class CrawlConfig:
     adaptive_shrink: float = 0.8  # a changed one shortens it this much
     reseed_every_s: float | None = None  # revisit the seeds this often (pyspider's @every)
     sitemaps: bool = False  # add the URLs of the sitemaps that robots.txt files name
+    # JavaScript rendering by headless Chromium (see raycrawl.render): every page (render),
+    # pages whose canonical URL matches a render_include pattern, besides a spider's render
+    # attribute and a follow's render=.  How a page is rendered: wait for a load state, then
+    # a selector, run a script, within render_timeout_s, a PNG with screenshot.  The browsers:
+    # Chromium's executable (default: found on PATH), memory reserved per browser (one per
+    # fetch worker), pages before a browser is replaced, pages at once per browser.
+    render: bool = False
+    render_include: tuple[str, ...] = ()
+    render_wait: str = "load"
+    render_wait_for: str | None = None
+    render_script: str | None = None
+    render_timeout_s: float = 30.0
+    screenshot: bool = False
+    browser_path: str | None = None
+    render_memory_mb: int = 1024
+    browser_restart_pages: int = 200
+    render_concurrency: int = 4
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, why: str) -> None:
@@ -162,7 +181,8 @@ class CrawlConfig:
                      "max_body_bytes", "max_links_per_page", "max_url_length",
                      "output_rows_per_file", "host_park_after", "max_redirects",
                      "max_items_per_page", "warc_max_bytes",
-                     "max_segment_repeats", "max_path_segments"):
+                     "max_segment_repeats", "max_path_segments", "render_memory_mb",
+                     "browser_restart_pages", "render_concurrency"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   name, "must be an integer >= 1")
@@ -233,6 +253,10 @@ class CrawlConfig:
               "proxy", "must be an http:// or https:// URL")
         check(self.callback_timeout_s > 0, "callback_timeout_s", "must be more than 0")
         Scope.build(self.allow_domain, self.include, self.exclude)  # raises on a bad pattern
+        try:
+            self.render_rule  # noqa: B018 (raises on a bad render option or pattern)
+        except RenderSpecError as exc:
+            raise ConfigError(str(exc)) from None
         check(self.spider is None or (isinstance(self.spider, str) and ":" in self.spider),
               "spider", "must be FILE.py:Class or package.module:Class")
         if not self.crawl_id:
@@ -267,6 +291,13 @@ class CrawlConfig:
         return min(floors) if floors else None
 
     @property
+    def render_rule(self) -> RenderRule:
+        """Which URLs the crawl renders by its flags, and how (a spider may add to it)."""
+        return RenderRule(self.render, self.render_include, RenderSpec(
+            self.render_wait, self.render_wait_for, self.render_script,
+            self.render_timeout_s, self.screenshot))
+
+    @property
     def pages_dir(self) -> str:
         """The ``OUT/pages`` Parquet dataset."""
         return os.path.join(self.out, "pages")
@@ -291,6 +322,24 @@ class CrawlConfig:
                 for f in fields(self)}
 
 
+# A render spec's options (a spider's ``render`` dict) as the crawl's settings.
+RENDER_FIELDS = {"wait": "render_wait", "wait_for": "render_wait_for",
+                 "script": "render_script", "timeout_s": "render_timeout_s",
+                 "screenshot": "screenshot"}
+
+
+def render_settings(render: bool | Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a spider's ``render`` attribute (True, or a dict of options)."""
+    settings: dict[str, Any] = {"render": True}
+    if isinstance(render, Mapping):
+        try:
+            RenderSpec().overlay(render)
+        except RenderSpecError as exc:
+            raise ConfigError(f"the spider's render: {exc}") from None
+        settings.update({RENDER_FIELDS[k]: v for k, v in render.items()})
+    return settings
+
+
 FIELD_NAMES = frozenset(f.name for f in fields(CrawlConfig))
 # Fields earlier versions wrote into a state folder's manifest and this one ignores there
 # (``crash_points``: fault injection is a hook now, ``raycrawl.faultpoints``).
@@ -300,7 +349,8 @@ _TUPLE_FIELDS = frozenset(f.name for f in fields(CrawlConfig) if "tuple" in str(
 ALIASES = {"delay": "delay_s", "no_robots": "robots", "recrawl_after": "recrawl_after_s",
            "run_for": "run_for_s", "reseed_every": "reseed_every_s",
            "recrawl_min": "recrawl_min_s", "recrawl_max": "recrawl_max_s",
-           "max_rate": "max_pages_per_s"}
+           "max_rate": "max_pages_per_s", "render_timeout": "render_timeout_s",
+           "browser": "browser_path", "render_memory": "render_memory_mb"}
 
 
 def normalise_key(key: str) -> str:

@@ -56,7 +56,9 @@ class Parsed:
     ``handle_status`` does not list, a redirect: ``location`` is its target).  ``items`` are
     the items as ``OUT/items`` stores them; ``follows`` what the callback yielded with
     ``response.follow``; ``links`` the URLs the crawl would queue from the page (follows first,
-    canonical, in scope); ``traceback`` the callback's when it raised."""
+    canonical, in scope); ``traceback`` the callback's when it raised; ``rendered``: the
+    callback and links saw the DOM a browser rendered (``render=True``, ``render_include``,
+    the spider's ``render``), with its PNG in ``screenshot`` when asked for."""
 
     url: str
     callback: str
@@ -69,6 +71,8 @@ class Parsed:
     follows: list[Follow] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     traceback: str | None = None
+    rendered: bool = False
+    screenshot: bytes | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -78,16 +82,18 @@ class Parsed:
     def to_dict(self) -> dict[str, Any]:
         """Plain values (bytes as text), as ``raycrawl parse --json`` prints them."""
         out = dataclasses.asdict(self)
-        out["follows"] = [{k: v for k, v in dataclasses.asdict(f).items() if v is not None}
+        out["follows"] = [{k: msgpack.unpackb(v) if k == "render" else v
+                           for k, v in dataclasses.asdict(f).items() if v is not None}
                           for f in self.follows]
         out["ok"] = self.ok
+        out["screenshot"] = None if self.screenshot is None else len(self.screenshot)  # bytes
         return _plain(out)
 
     def text(self) -> str:
         """What ``raycrawl parse`` prints: the answer, the items, the follows, the links."""
         lines = [f"{self.url} -> {self.status if self.status is not None else 'no answer'}"
                  + (f" {self.content_type}" if self.content_type else "")
-                 + f"  callback {self.callback}"]
+                 + f"  callback {self.callback}" + ("  (rendered)" if self.rendered else "")]
         if self.error is not None:
             lines.append(f"not parsed: {self.error}" + (f": {self.detail}" if self.detail else "")
                          + (f" (to {self.location})" if self.location else ""))
@@ -210,12 +216,14 @@ def _parsed(request: FetchRequest, callback: str, result: FetchResult,
     links = [row.url for row in LinkFound.from_batch(result.links)]
     return Parsed(request.url, callback, page.status, page.content_type, error, detail,
                   page.location, items, runner.follows if error is None else [], links,
-                  runner.traceback)
+                  runner.traceback, bool(page.rendered), page.screenshot)
 
 
 def _follow_text(f: Follow) -> str:
     extra = {k: v for k, v in (("callback", f.callback), ("meta", f.meta),
-                               ("priority", f.priority), ("age_s", f.age_s))
+                               ("priority", f.priority), ("age_s", f.age_s),
+                               ("render", None if f.render is None else
+                                msgpack.unpackb(f.render)))
              if v is not None}
     method = "" if f.method == "GET" else f"{f.method} "
     return method + f.url + "".join(f"  {k}={json.dumps(_plain(v))}" for k, v in extra.items())

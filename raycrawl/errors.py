@@ -97,6 +97,11 @@ class ErrorKind(enum.StrEnum):
     INTERNAL_ERROR = "internal-error"  # its batch kept failing in raycrawl itself
     CALLBACK_ERROR = "callback-error"  # the spider's callback raised, yielded junk or ran too long
     BAD_SITEMAP = "bad-sitemap"  # a sitemap that is not one (not its XML, bad gzip; status kept)
+    # a rendered page did not reach its wait (load state, wait_for selector) in its render
+    # timeout (status kept)
+    RENDER_TIMEOUT = "render-timeout"
+    # the render's script or the page failed, or no browser could start (status kept, detail)
+    RENDER_ERROR = "render-error"
 
     @property
     def retryable(self) -> bool:

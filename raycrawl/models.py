@@ -44,6 +44,7 @@ class Request:
     interval_s: float | None = None  # its revisit interval (a spider follow's age)
     visit: int = 1  # which fetch of the URL a page crawled is (revisits count on)
     hops: int = 0  # host changes on its path from a seed's host
+    render: bytes | None = None  # a spider follow's render choice (raycrawl.render.spec)
 
 
 @dataclass(slots=True)

@@ -46,6 +46,7 @@ from parsel import Selector, SelectorList
 from w3lib.encoding import html_to_unicode
 
 from raycrawl.errors import SpiderError
+from raycrawl.render.spec import RenderSpecError, pack_render
 
 DEFAULT_CALLBACK = "parse"
 _BASE_TAG = re.compile(rb"<base[\s>/]", re.IGNORECASE)
@@ -56,7 +57,9 @@ class Spider:
 
     Class attributes: ``follow_links`` (also follow every link of every HTML page, with
     ``parse``), ``start_urls`` (seeds used when the crawl is given none), ``handle_status``
-    (statuses besides 2xx whose pages reach the callbacks, e.g. ``{404}``).
+    (statuses besides 2xx whose pages reach the callbacks, e.g. ``{404}``), ``render``
+    (True, or a dict of render options: every page of the crawl is rendered by a browser; see
+    ``raycrawl.render``).
 
     One instance per fetch worker, made with no arguments; its callbacks run one at a time.
     """
@@ -64,6 +67,7 @@ class Spider:
     follow_links: bool = False
     start_urls: tuple[str, ...] | list[str] = ()
     handle_status: frozenset[int] | set[int] = frozenset()
+    render: bool | Mapping[str, Any] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,7 @@ class Follow:
     headers: Mapping[str, str] | None = None
     body: bytes | None = None
     age_s: float | None = None  # revisit the page this often (None: the crawl's rule)
+    render: bytes | None = None  # packed render choice (None: the crawl's rule)
 
 
 def callback_name(callback: str | Callable[..., Any] | None) -> str | None:
@@ -144,7 +149,8 @@ class SpiderResponse:
                method: str = "GET", headers: Mapping[str, str] | None = None,
                body: bytes | str | None = None,
                formdata: Mapping[str, str] | None = None,
-               age: float | None = None) -> Follow:
+               age: float | None = None,
+               render: bool | Mapping[str, Any] | None = None) -> Follow:
         """A request for ``url`` (relative to this page, or an ``<a>`` selector) whose page
         ``callback`` parses (default ``parse``); ``meta`` becomes that page's
         ``response.meta``; a ``priority`` replaces the strategy's score (higher first).
@@ -156,7 +162,12 @@ class SpiderResponse:
 
         ``age`` (seconds) revisits the page that often, whatever the crawl's
         ``--recrawl-after`` (pyspider's ``age`` with auto-recrawl); the first follow of a URL
-        sets it."""
+        sets it.
+
+        ``render`` sends the URL to a browser (True, or a dict of options: ``wait``,
+        ``wait_for``, ``script``, ``timeout_s``, ``screenshot``; see ``raycrawl.render``);
+        False fetches it plainly whatever the crawl's ``--render`` rule; None follows that
+        rule."""
         if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float))
                                 or not age > 0):
             raise TypeError(f"follow: age must be a number of seconds > 0, not {age!r}")
@@ -181,10 +192,15 @@ class SpiderResponse:
             method = "POST" if method == "GET" else method
         if isinstance(body, str):
             body = body.encode("utf-8")
+        try:
+            packed = pack_render(render)
+        except RenderSpecError as exc:
+            raise TypeError(f"follow: {exc}") from None
         return Follow(self.urljoin(url), callback_name(callback),
                       dict(meta) if meta else None,
                       None if priority is None else float(priority), method.upper(),
-                      extra or None, body or None, None if age is None else float(age))
+                      extra or None, body or None, None if age is None else float(age),
+                      packed)
 
 
 def spider_file(spec: str) -> str | None:

@@ -31,18 +31,25 @@ def workers_for(batches: int) -> int:
     return -(-batches // BATCHES_PER_WORKER)
 
 
-def wants(config: CrawlConfig, phase: Phase, db_workers: int | None = None) -> int:
+def wants(config: CrawlConfig, phase: Phase, db_workers: int | None = None,
+          memory_bytes: float | None = None) -> int:
     """The fetch workers a crawl could use in ``phase``: none unless it is starting or running
     (a paused crawl holds no CPU); else its ``fetch_workers`` cap, else three batches a worker
     of an explicit ``batches_in_flight`` per DB worker (``db_workers`` of them: as many as
-    it runs now), else any number."""
+    it runs now), else any number.  A crawl that renders pages (one browser per fetch
+    worker, ``render_memory_mb`` each) wants no more than the cluster's ``memory_bytes``
+    hold browsers."""
     if phase not in (Phase.STARTING, Phase.RUNNING):
         return 0
     if config.fetch_workers is not None:
-        return config.fetch_workers
-    if config.batches_in_flight is not None:
-        return (db_workers or config.db_workers) * workers_for(config.batches_in_flight)
-    return ANY
+        want = config.fetch_workers
+    elif config.batches_in_flight is not None:
+        want = (db_workers or config.db_workers) * workers_for(config.batches_in_flight)
+    else:
+        want = ANY
+    if config.render_rule.may_render and memory_bytes is not None:
+        want = min(want, max(1, int(memory_bytes // (config.render_memory_mb * 2**20))))
+    return want
 
 
 @dataclass(frozen=True, slots=True)

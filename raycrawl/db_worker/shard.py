@@ -160,7 +160,8 @@ class DBShard:
             entry = Entry(r.url, r.fingerprint, r.host, r.partition, r.depth, r.score, 0,
                           r.redirect_chain, not_before=r.not_before or 0.0,
                           callback=r.callback, meta=r.meta, method=r.method, headers=r.headers,
-                          body=r.body, interval_s=r.interval_s, hops=r.hops or 0)
+                          body=r.body, interval_s=r.interval_s, hops=r.hops or 0,
+                          render=r.render)
             if r.skip is None:
                 entries.append(entry)
             else:

@@ -29,41 +29,57 @@ from raycrawl.fetch.client import open_session
 from raycrawl.fetch.collect import Collector, FetchResult
 from raycrawl.fetch.hosts import HostFetcher
 from raycrawl.fetch.limits import RequestLimit
+from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.page import PageFetcher
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats.schemas import FetchRequest
 from raycrawl.formats.warc import WarcFiles, repair
+from raycrawl.render.browser import CRASH_TRIES, LAUNCH_TIMEOUT_S, LocalRenderer, Renderer
 from raycrawl.spider import load_spider
 
 
 def feed_bound_s(feed: pa.RecordBatch, opts: FetchOptions) -> float | None:
     """How long fetching ``feed`` can take at most: its hosts run side by side, each host's
     URLs one after another, each request within ``total_timeout_s`` plus its host's delay,
-    after up to six robots.txt requests; with a spider, plus every URL's callback at its
-    bound, in turn (a worker runs one callback at a time).  None when requests have no total
+    after up to six robots.txt requests, plus its render timeout if it may be rendered; with
+    a spider, plus every URL's callback at its bound, in turn (a worker runs one callback at
+    a time), and the renders waiting for a browser's pages.  None when requests have no total
     timeout."""
     if not opts.total_timeout_s or feed.num_rows == 0:
         return None
     per_host: dict[str, float] = defaultdict(float)
     robots = MAX_ROBOTS_REDIRECTS + 1
-    for host, delay, needed in zip(feed.column("host").to_pylist(),
-                                   feed.column("delay_s").to_pylist(),
-                                   feed.column("robots_needed").to_pylist()):
+    renders = render_bounds_s(feed, opts)
+    for host, delay, needed, render in zip(feed.column("host").to_pylist(),
+                                           feed.column("delay_s").to_pylist(),
+                                           feed.column("robots_needed").to_pylist(), renders):
         if needed and host not in per_host:
             per_host[host] += robots * opts.total_timeout_s + delay
-        per_host[host] += opts.total_timeout_s + delay
+        per_host[host] += opts.total_timeout_s + delay + render
     callbacks = 0.0 if opts.spider is None else feed.num_rows * (opts.callback_timeout_s + 1.0)
     # With per_ip, hosts on one address take turns: all of them, at worst.
     hosts = sum(per_host.values()) if opts.per_ip is not None else max(per_host.values())
-    return hosts + callbacks
+    return hosts + callbacks + sum(renders) / opts.render_concurrency
+
+
+def render_bounds_s(feed: pa.RecordBatch, opts: FetchOptions) -> list[float]:
+    """Per URL of ``feed``, how long its render can take (0: not rendered): its render
+    timeout and a browser's start, once more for each crash retry."""
+    rule = opts.render
+    packed = feed.column("render").to_pylist()
+    if not rule.may_render and not any(packed):
+        return [0.0] * feed.num_rows
+    specs = (rule.spec_for(url, raw) for url, raw in zip(feed.column("url").to_pylist(), packed))
+    return [0.0 if spec is None else (spec.timeout_s + LAUNCH_TIMEOUT_S) * CRASH_TRIES
+            for spec in specs]
 
 
 async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
                       session: aiohttp.ClientSession | None = None,
                       limit: RequestLimit | None = None,
                       callbacks: CallbackRunner | None = None,
-                      warc: WarcFiles | None = None
+                      warc: WarcFiles | None = None, renderer: Renderer | None = None
                       ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
     """Fetch every request of a spider-feed batch, its hosts side by side; yields (hosts,
     rows: spider log, robots.txt fetches, items, cookies) as hosts end, every host once (the
@@ -83,7 +99,9 @@ async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
     the requests in flight over every batch that shares it (default: ``opts.concurrency``
     for this batch alone).  With a spider, ``callbacks`` runs its callbacks (a runner of this
     batch's own when not given).  With ``opts.warc_dir``, every response goes to ``warc``
-    (files of this batch's own when not given), synced before its part is yielded."""
+    (files of this batch's own when not given), synced before its part is yielded.  Pages
+    the crawl renders go to ``renderer`` (a browser of this batch's own, started at its first
+    render, when not given)."""
     faultpoints.reach("fetch-task.start", opts.state_dir)
     by_host: defaultdict[str, list[FetchRequest]] = defaultdict(list)
     for req in FetchRequest.from_batch(feed):
@@ -94,11 +112,16 @@ async def fetch_hosts(feed: pa.RecordBatch, opts: FetchOptions,
     own_warc = warc is None and opts.warc_dir is not None
     if own_warc:
         warc = warc_files(opts, f"fetch-{os.getpid()}-{secrets.token_hex(3)}")
+    own_renderer = None
+    if renderer is None:
+        renderer = own_renderer = local_renderer(opts)
     try:
         async with contextlib.AsyncExitStack() as stack:
+            if own_renderer is not None:
+                stack.push_async_callback(own_renderer.close)
             if session is None:
                 session = await stack.enter_async_context(open_session(opts))
-            pages = PageFetcher(session, opts, limit, callbacks, warc)
+            pages = PageFetcher(session, opts, limit, callbacks, warc, renderer=renderer)
             parts = await stack.enter_async_context(contextlib.aclosing(
                 _host_parts(pages, by_host)))
             async for part in parts:
@@ -117,6 +140,12 @@ def warc_files(opts: FetchOptions, prefix: str) -> WarcFiles:
         raise ValueError("the crawl writes no WARC")
     repair(opts.warc_dir, prefix + "-")
     return WarcFiles(opts.warc_dir, prefix, opts.warc_max_bytes, opts.user_agent)
+
+
+def local_renderer(opts: FetchOptions) -> LocalRenderer:
+    """A browser of this process for the crawl's renders (started at the first)."""
+    return LocalRenderer(opts.browser_path, opts.user_agent, AddressGuard(opts.allow_network),
+                         opts.browser_restart_pages, opts.render_concurrency)
 
 
 def callback_runner(opts: FetchOptions) -> CallbackRunner:

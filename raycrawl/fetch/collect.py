@@ -65,13 +65,14 @@ class Link(NamedTuple):
     body: bytes | None = None
     interval_s: float | None = None  # revisit interval
     modified_at: float | None = None  # when the page last changed (a sitemap's <lastmod>)
+    render: bytes | None = None  # a follow's render choice (raycrawl.render.spec)
 
     @classmethod
     def follow(cls, f: Follow) -> Link:
         """A spider's follow (the user's ``age`` is the link's revisit interval)."""
         return cls(f.url, f.callback, pack_meta(dict(f.meta or {})), f.priority,
                    None if f.method == "GET" else f.method, pack_meta(dict(f.headers or {})),
-                   f.body, f.age_s)
+                   f.body, f.age_s, None, f.render)
 
 
 # The link columns a follow sets (Link's fields past its URL): null for plain links.

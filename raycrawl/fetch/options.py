@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raycrawl.config import CrawlConfig
+from raycrawl.render.spec import RenderRule
 from raycrawl.scope import Scope
 
 
@@ -41,6 +42,11 @@ class FetchOptions:
     per_ip: int | None = None  # requests at once to one IP address (raycrawl.fetch.limits)
     robots_timeout_s: float = 10.0
     auto_throttle: bool = False  # a host's delay follows its response times (limits.throttled)
+    render: RenderRule = RenderRule()  # the URLs rendered by the crawl's flags (raycrawl.render)
+    browser_path: str | None = None
+    render_memory_mb: int = 1024
+    browser_restart_pages: int = 200
+    render_concurrency: int = 4
 
     @classmethod
     def from_config(cls, c: CrawlConfig) -> FetchOptions:
@@ -58,4 +64,7 @@ class FetchOptions:
             scope=Scope.build(c.allow_domain, c.include, c.exclude),
             warc_dir=c.warc_dir if c.warc else None, warc_max_bytes=c.warc_max_bytes,
             cookies=c.cookies, proxy=c.proxy, sitemaps=c.sitemaps, per_ip=c.per_ip,
-            robots_timeout_s=c.robots_timeout_s, auto_throttle=c.auto_throttle)
+            robots_timeout_s=c.robots_timeout_s, auto_throttle=c.auto_throttle,
+            render=c.render_rule, browser_path=c.browser_path,
+            render_memory_mb=c.render_memory_mb, browser_restart_pages=c.browser_restart_pages,
+            render_concurrency=c.render_concurrency)

@@ -8,7 +8,8 @@
 4. **answer**, by kind: not modified (a revisit's 304), a redirect (its target is a link to
    follow, never followed here) or a body, read within ``max_body_bytes``, whose digest
    tells a changed page;
-5. **content**: a sitemap's URLs, or the page's links and the response a callback gets;
+5. **content**: a sitemap's URLs, or the page's links and the response a callback gets
+   (of the DOM a browser rendered, for a URL the crawl renders: ``raycrawl.render``);
 6. **archive**: the exchange's WARC records;
 7. **callback**: the spider's callback on the response (its follows, its items);
 8. **emit**: the link rows and the page row, into the host's collector.
@@ -42,6 +43,8 @@ from raycrawl.fetch.sitemaps import SITEMAP
 from raycrawl.formats.entry import unpack_meta
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest
 from raycrawl.formats.warc import IDENTICAL, NOT_MODIFIED, WarcFiles
+from raycrawl.render.browser import BrowserUnavailable, Renderer, RenderJob
+from raycrawl.render.spec import RenderSpec
 from raycrawl.spider import SpiderResponse
 from raycrawl.urls import url_info
 
@@ -87,6 +90,9 @@ class Fetch:
     items: list[bytes] = field(default_factory=list)
     location: str | None = None  # a redirect's target
     took: float = 0.0  # seconds from the request's start to its answer read (no callback)
+    render_s: float = 0.0  # seconds its browser took (not in ``took``)
+    rendered: bool = False
+    screenshot: bytes | None = None
 
     def sent(self) -> None:
         """The request leaves now (not when it began to wait for a slot): a revisit is due
@@ -131,8 +137,12 @@ def redirect_target(req: FetchRequest, location: str, status: int, opts: FetchOp
         return ErrorKind.TOO_MANY_REDIRECTS, []
     if same:
         return None, [Link(target, req.callback, req.meta, None, req.method, req.headers,
-                           req.body)]
-    return None, [Link(target, req.callback, req.meta, None, None, req.headers)]
+                           req.body, render=req.render)]
+    return None, [Link(target, req.callback, req.meta, None, None, req.headers,
+                       render=req.render)]
+
+
+RENDERED_TYPE = "text/html; charset=utf-8"  # a rendered DOM's (Playwright's page.content())
 
 
 def read_sitemap(body: bytes) -> tuple[ErrorKind | None, list[sitemaps.Listed]]:
@@ -148,12 +158,15 @@ class PageFetcher:
 
     def __init__(self, session: aiohttp.ClientSession, opts: FetchOptions,
                  limit: RequestLimit | None = None, callbacks: CallbackRunner | None = None,
-                 warc: WarcFiles | None = None, guard: AddressGuard | None = None) -> None:
+                 warc: WarcFiles | None = None, guard: AddressGuard | None = None,
+                 renderer: Renderer | None = None) -> None:
         self.session, self.opts, self.warc, self.callbacks = session, opts, warc, callbacks
         self.limit = limit or RequestLimit(opts.concurrency, opts.per_ip)
         self.guard = guard or AddressGuard(opts.allow_network)
         self.handle_status = frozenset(callbacks.spider.handle_status) if callbacks else frozenset()
         self.follow_links = callbacks is None or callbacks.spider.follow_links
+        self.renderer = renderer
+        self.render_rule = opts.render.with_spider(callbacks.spider.render if callbacks else None)
 
     async def fetch(self, req: FetchRequest, out: Collector,
                     jar: aiohttp.CookieJar | None = None) -> Fetch:
@@ -168,7 +181,7 @@ class PageFetcher:
                 await self.send(f, jar)
             except Exception as exc:  # mapped to a kind, or raised again, by error_kind
                 f.error = error_kind(exc)
-        f.took = time.monotonic() - f.started
+        f.took = time.monotonic() - f.started - f.render_s
         self.archive(f)
         await self.callback(f)
         self.emit(f, out)
@@ -222,17 +235,54 @@ class PageFetcher:
             if resp.status < 300:
                 f.error, f.listed = read_sitemap(f.body)
         else:
-            self.content(f, resp)
+            await self.content(f, resp)
 
-    def content(self, f: Fetch, resp: aiohttp.ClientResponse) -> None:
-        """A changed page's links, and the response its callback gets."""
-        status, ctype = resp.status, f.content_type
-        if self.follow_links and is_html(ctype) and status < 300:
-            f.targets += extract_links(str(resp.url), f.body, ctype, self.opts.link_parser)
-        if self.callbacks is not None and (200 <= status < 300 or status in self.handle_status):
-            f.response = SpiderResponse(str(resp.url), status, resp.headers, f.body,
+    async def content(self, f: Fetch, resp: aiohttp.ClientResponse) -> None:
+        """A changed page's links, and the response its callback gets: of its DOM once a
+        browser rendered it, when the crawl renders its URL."""
+        status, ctype, body = resp.status, f.content_type, f.body
+        links = self.follow_links and is_html(ctype) and status < 300
+        callback = self.callbacks is not None and (200 <= status < 300
+                                                   or status in self.handle_status)
+        spec = self.render_rule.spec_for(f.req.url, f.req.render) if links or callback else None
+        if spec is not None and is_html(ctype):
+            dom = await self.render(f, resp, spec)
+            if dom is None:
+                return
+            body, ctype = dom, RENDERED_TYPE
+        if links:
+            f.targets += extract_links(str(resp.url), body, ctype, self.opts.link_parser)
+        if callback:
+            f.response = SpiderResponse(str(resp.url), status, resp.headers, body,
                                         unpack_meta(f.req.meta), f.req.depth, ctype,
                                         f.req.visit)
+
+    async def render(self, f: Fetch, resp: aiohttp.ClientResponse, spec: RenderSpec
+                     ) -> bytes | None:
+        """The page's DOM as a browser rendered it (the URLs its scripts navigated to are
+        links), or None with the page's error.  A browser that died under it raises
+        (``BrowserCrashed``): an infrastructure fault, the URL is fetched again."""
+        started = time.monotonic()
+        cookie = resp.request_info.headers.get("Cookie", "")
+        job = RenderJob(str(resp.url), resp.status, list(resp.headers.items()), f.body, spec,
+                        [tuple(c.strip().split("=", 1)) for c in cookie.split(";")  # type: ignore[misc]
+                         if "=" in c])
+        try:
+            if self.renderer is None:
+                raise BrowserUnavailable("this fetch path has no browser")
+            out = await self.renderer.render(job)
+        except BrowserUnavailable as exc:
+            f.error, f.detail = ErrorKind.RENDER_ERROR, f"no browser: {exc}"
+            return None
+        finally:
+            f.render_s = time.monotonic() - started
+        if out.error is not None:
+            f.error = ErrorKind.RENDER_TIMEOUT if out.error == "timeout" else ErrorKind.RENDER_ERROR
+            f.detail = out.detail
+            return None
+        f.rendered, f.screenshot = True, out.screenshot
+        f.targets += out.navigations
+        return out.html
 
     def archive(self, f: Fetch) -> None:
         """The exchange's WARC records (a revisit record for an unchanged page).  On the
@@ -282,7 +332,8 @@ class PageFetcher:
             warc_file=f.archived[0] if f.archived else None,
             warc_offset=f.archived[1] if f.archived else None, visit=req.visit,
             etag=seen.etag, last_modified=seen.last_modified, digest=seen.digest,
-            changed=seen.changed, location=f.location), f.items)
+            changed=seen.changed, location=f.location, rendered=f.rendered,
+            screenshot=f.screenshot), f.items)
 
     def sitemap_links(self, f: Fetch, out: Collector) -> tuple[int, int]:
         """A sitemap's links: its pages at its depth, with their lastmod; an index's

@@ -53,6 +53,7 @@ class Entry:
     adapted_s: float | None = None
     fetched_s: float | None = None  # when the last visit started (epoch seconds)
     hops: int = 0  # host changes on its path from a seed's host (strategy_worker.traps)
+    render: bytes | None = None  # a follow's render choice (raycrawl.render.spec)
 
     def pack(self) -> bytes:
         fields = [self.url, self.fingerprint, self.host, self.partition, self.depth, self.score,
@@ -60,7 +61,7 @@ class Entry:
         extra = [self.callback, self.meta, self.method, self.headers, self.body,
                  None if self.visit == 1 else self.visit, self.etag, self.last_modified,
                  self.digest, self.interval_s, self.adapted_s, self.fetched_s,
-                 self.hops or None]
+                 self.hops or None, self.render]
         while extra and extra[-1] is None:
             extra.pop()
         return msgpack.packb(fields + extra)
@@ -74,9 +75,9 @@ class Entry:
         """The entry of a packed one's fields (``msgpack.unpackb`` of :meth:`pack`); a cut
         reads :data:`HOST` and :data:`NOT_BEFORE` there before it builds the entries it takes."""
         (url, fp, host, part, depth, score, attempts, chain, crashes, not_before) = fields[:10]
-        extra = fields[10:] + [None] * (23 - len(fields))
+        extra = fields[10:] + [None] * (24 - len(fields))
         (callback, meta, method, headers, body, visit, etag, modified, digest, interval, adapted,
-         fetched, hops) = extra
+         fetched, hops, render) = extra
         return cls(url, fp, host, part, depth, score, attempts, tuple(chain), crashes,
                    not_before, callback, meta, method, headers, body, visit or 1, etag, modified,
-                   digest, interval, adapted, fetched, hops or 0)
+                   digest, interval, adapted, fetched, hops or 0, render)

@@ -64,6 +64,7 @@ class FetchRequest(Located):
     last_modified: str | None = None
     digest: bytes | None = None
     hops: Int32 = 0  # host changes on its path from a seed's host
+    render: bytes | None = None  # a follow's render choice (raycrawl.render.spec)
 
     @classmethod
     def of(cls, e: Entry, delay_s: float = 0.0, robots_needed: bool = False,
@@ -72,7 +73,7 @@ class FetchRequest(Located):
         return cls(e.url, e.fingerprint, e.host, e.partition, e.depth, e.score, e.attempts,
                    e.redirect_chain, delay_s, robots_needed, e.callback, e.meta, e.method,
                    e.headers, e.body, cookies, e.visit, e.etag, e.last_modified, e.digest,
-                   e.hops)
+                   e.hops, e.render)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ class FetchOutcome(Located):
     digest: bytes | None = None
     changed: bool | None = None  # the body differs from the last visit's (always on visit 1)
     location: str | None = None  # a redirect's target (absolute), as its Location said
+    rendered: bool = False  # its DOM is a browser's (raycrawl.render)
+    screenshot: bytes | None = None  # a rendered page's PNG, when its render asked for one
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,7 @@ class LinkFound(Record):
     interval_s: float | None = None  # a follow's revisit interval
     modified_at: float | None = None  # when the page last changed (a sitemap's <lastmod>)
     hops: Int32 = 0
+    render: bytes | None = None  # a follow's render choice (raycrawl.render.spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,7 @@ class ScoreUpdate(Located):
     not_before: float | None = None  # epoch seconds (a strategy's ``at``)
     modified_at: float | None = None  # a fetched URL's page changed then: due now if before
     hops: Int32 = 0  # host changes from a seed's host (0 on a seed's host)
+    render: bytes | None = None  # a follow's render choice (raycrawl.render.spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +209,8 @@ class PageRow(Record):
     visit: Int32
     changed: bool | None
     location: str | None
+    rendered: bool
+    screenshot: bytes | None
 
 
 SPIDER_FEED = FetchRequest.schema()

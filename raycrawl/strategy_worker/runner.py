@@ -87,6 +87,7 @@ class StrategyRunner:
         out["not_before"].append(at)
         out["modified_at"].append(modified_at)
         out["hops"].append(request.hops)
+        out["render"].append(request.render)
 
     # -- partitions moving (see raycrawl.storage.moves) -------------------------------------
     # A strategy's own state is its URLs' records (state, depth, score) and the trap counts,
@@ -270,5 +271,5 @@ class StrategyRunner:
                         redirect_chain=list(k.redirect_chain), callback=k.callback,
                         meta=unpack_meta(k.meta), priority=k.priority,
                         method=k.method or "GET", headers=unpack_meta(k.headers), body=k.body,
-                        interval_s=k.interval_s, hops=k.hops or 0)
+                        interval_s=k.interval_s, hops=k.hops or 0, render=k.render)
                 for k in LinkFound.from_batch(links.take(pa.array(rows, type=pa.int64())))]

@@ -1,0 +1,367 @@
+"""One headless Chromium driven by Playwright: renders pages whose main document the fetch
+path already fetched (no Ray here; ``actors.browser`` runs one per actor).
+
+The browser never fetches the main document itself: the request for it is answered with the
+status, headers and body the HTTP path got (its robots.txt, address guard, conditional
+request, cookies, redirects, body cap and WARC record all stand as for any page).  What the
+page loads besides (scripts, XHR, CSS) the browser fetches, each request through the address
+guard; images, media and fonts are not loaded unless a screenshot is asked for.  A navigation
+the page's scripts start (``location = ...``) is not followed: its URL is reported, as a link.
+
+Each page gets a context of its own, closed after it; the browser is replaced after
+``restart_after`` pages (the old one closes once its pages end) and whenever its process dies.
+A page that was rendering when its browser or its renderer process died gets
+:class:`BrowserCrashed`: an infrastructure fault, not the URL's (its caller renders it again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import ipaddress
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from raycrawl.fetch.netguard import AddressGuard
+from raycrawl.render.spec import RenderSpec
+
+log = logging.getLogger(__name__)
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+ARGS = ("--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-extensions", "--mute-audio")
+BLOCKED_TYPES = frozenset({"image", "media", "font"})
+LAUNCH_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
+HOSTS_CACHED = 4096  # host names whose guard verdict a browser remembers
+
+
+class BrowserCrashed(Exception):
+    """The browser (or the page's renderer process) died under a render."""
+
+
+class BrowserUnavailable(Exception):
+    """No browser could be started (a one-line reason: not installed, fails to launch)."""
+
+
+def find_browser(path: str | None = None) -> str:
+    """The Chromium executable: ``path`` if given, else the first of :data:`BROWSERS` on
+    ``PATH``; :class:`BrowserUnavailable` names what to install when there is none (or when
+    Playwright is not installed)."""
+    if importlib.util.find_spec("playwright") is None:
+        raise BrowserUnavailable("Playwright is not installed (pip install 'raycrawl[render]')")
+    if path:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise BrowserUnavailable(f"browser {path!r} is not an executable file")
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise BrowserUnavailable("no Chromium found on PATH (install Debian's chromium package, "
+                             "or pass --browser PATH)")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """A page to render: the main document as the HTTP path fetched it."""
+
+    url: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    spec: RenderSpec = RenderSpec()
+    cookies: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A page rendered: its DOM (UTF-8 HTML), the URLs its scripts navigated to, the PNG
+    asked for; or ``error`` (``timeout``: the wait was not over in the spec's timeout;
+    ``script``: the page or its spec's script failed) with a one-line ``detail``."""
+
+    html: bytes = b""
+    navigations: tuple[str, ...] = ()
+    screenshot: bytes | None = None
+    error: str | None = None
+    detail: str | None = None
+    took_s: float = 0.0
+
+
+class Renderer(Protocol):
+    """What the fetch path renders with: a :class:`Browser`, :class:`LocalRenderer` or a
+    fetch worker's browser actor (``actors.browser.BrowserClient``)."""
+
+    async def render(self, job: RenderJob) -> Rendered: ...
+
+
+CRASH_TRIES = 3  # renders of one page on browsers that died under it, before it is given up
+
+
+class LocalRenderer:
+    """A browser of this process, started at the first render (``raycrawl parse``, fetches
+    without Ray); a page whose browser died under it is rendered again on a new one, up to
+    :data:`CRASH_TRIES` times."""
+
+    def __init__(self, executable: str | None = None, user_agent: str = "raycrawl",
+                 guard: AddressGuard | None = None, restart_after: int = 200,
+                 concurrency: int = 4) -> None:
+        self.args = (executable, user_agent, guard, restart_after, concurrency)
+        self.browser: Browser | None = None
+
+    async def render(self, job: RenderJob) -> Rendered:
+        if self.browser is None:
+            self.browser = Browser(*self.args)
+        for _ in range(CRASH_TRIES - 1):
+            with contextlib.suppress(BrowserCrashed):
+                return await self.browser.render(job)
+        return await self.browser.render(job)
+
+    async def close(self) -> None:
+        if self.browser is not None:
+            await self.browser.close()
+            self.browser = None
+
+
+class _Instance:
+    """One launched browser and the pages rendering on it."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser, self.pages, self.served = browser, 0, 0
+        self.dead = False
+        browser.on("disconnected", self._gone)
+
+    def _gone(self, _browser: Any) -> None:
+        self.dead = True
+
+
+class Browser:
+    """Renders :class:`RenderJob` s on one Chromium (see the module docstring); at most
+    ``concurrency`` pages at once."""
+
+    def __init__(self, executable: str | None = None, user_agent: str = "raycrawl",
+                 guard: AddressGuard | None = None, restart_after: int = 200,
+                 concurrency: int = 4, viewport: tuple[int, int] = (1280, 800)) -> None:
+        self.executable = find_browser(executable)
+        self.user_agent, self.guard = user_agent, guard or AddressGuard()
+        self.restart_after, self.viewport = max(1, restart_after), viewport
+        self.slots = asyncio.Semaphore(max(1, concurrency))
+        self.playwright: Any = None
+        self.current: _Instance | None = None
+        self.launches = 0
+        self.crashes = 0
+        self._launching = asyncio.Lock()
+        self._hosts: dict[str, str | None] = {}
+
+    async def render(self, job: RenderJob) -> Rendered:
+        """Render ``job``; :class:`BrowserCrashed` if the browser died under it,
+        :class:`BrowserUnavailable` if none can be started."""
+        async with self.slots:
+            inst = await self._instance()
+            inst.pages += 1
+            inst.served += 1
+            try:
+                return await self._render_on(inst, job)
+            finally:
+                inst.pages -= 1
+                if inst is not self.current and inst.pages == 0:
+                    await self._close(inst)
+
+    async def _instance(self) -> _Instance:
+        """The browser to render on: a new one when there is none, when it died, or when it
+        served ``restart_after`` pages (the old one is closed when its last page ends)."""
+        async with self._launching:
+            inst = self.current
+            if inst is not None and not inst.dead and inst.served < self.restart_after:
+                return inst
+            if inst is not None:
+                self.current = None
+                if inst.pages == 0:
+                    await self._close(inst)
+            self.current = await self._launch()
+            return self.current
+
+    async def _launch(self) -> _Instance:
+        from playwright.async_api import async_playwright
+
+        try:
+            if self.playwright is None:
+                self.playwright = await async_playwright().start()
+            browser = await self.playwright.chromium.launch(
+                executable_path=self.executable, headless=True, args=list(ARGS),
+                timeout=LAUNCH_TIMEOUT_S * 1000)
+        except Exception as exc:  # not installed, broken, a sandbox that will not start
+            raise BrowserUnavailable(f"{self.executable} does not start: "
+                                     f"{_one_line(exc)}") from None
+        self.launches += 1
+        return _Instance(browser)
+
+    async def _close(self, inst: _Instance) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(inst.browser.close(), CLOSE_TIMEOUT_S)
+
+    async def close(self) -> None:
+        """Close the browser and Playwright's driver."""
+        if self.current is not None:
+            await self._close(self.current)
+            self.current = None
+        if self.playwright is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.playwright.stop(), CLOSE_TIMEOUT_S)
+            self.playwright = None
+
+    async def _render_on(self, inst: _Instance, job: RenderJob) -> Rendered:
+        from playwright.async_api import Error
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        started = time.monotonic()
+        spec = job.spec
+        crashed, navigated = asyncio.Event(), asyncio.Event()
+        navigations: list[str] = []
+        try:
+            context = await inst.browser.new_context(
+                user_agent=self.user_agent, java_script_enabled=True,
+                viewport={"width": self.viewport[0], "height": self.viewport[1]})
+        except Error as exc:
+            raise BrowserCrashed(_one_line(exc)) from None
+        try:
+            if job.cookies:
+                await context.add_cookies([{"name": k, "value": v, "url": job.url}
+                                           for k, v in job.cookies])
+            page = await context.new_page()
+            page.on("crash", lambda _page: crashed.set())
+            await page.route("**/*", self._router(job, navigations, navigated))
+            page.set_default_timeout(spec.timeout_s * 1000)
+            deadline = started + spec.timeout_s
+            try:
+                await page.goto(job.url, wait_until="commit", timeout=spec.timeout_s * 1000)
+                await _settle(page, spec.wait, deadline, navigated)
+                if spec.wait_for:
+                    await page.wait_for_selector(spec.wait_for, state="attached",
+                                                 timeout=_ms_left(deadline))
+                if spec.script:
+                    await page.evaluate(spec.script)
+                html = (await page.content()).encode("utf-8")
+                shot = (await page.screenshot(type="png", timeout=_ms_left(deadline))
+                        if spec.screenshot else None)
+            except PlaywrightTimeout as exc:
+                if crashed.is_set() or inst.dead:
+                    raise BrowserCrashed("the browser died while rendering") from None
+                return Rendered(error="timeout", detail=_one_line(exc),
+                                took_s=time.monotonic() - started)
+            except Error as exc:
+                if crashed.is_set() or inst.dead or _is_crash(exc):
+                    self.crashes += 1
+                    raise BrowserCrashed(_one_line(exc)) from None
+                return Rendered(error="script", detail=_one_line(exc),
+                                took_s=time.monotonic() - started)
+            return Rendered(html, tuple(navigations), shot, took_s=time.monotonic() - started)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.close(), CLOSE_TIMEOUT_S)
+
+    def _router(self, job: RenderJob, navigations: list[str], navigated: asyncio.Event) -> Any:
+        """The page's request handler: the main document from ``job``, other navigations of
+        the main frame reported and not followed, the rest through the address guard."""
+        main = {"done": False}
+        headers = {k: v for k, v in job.headers if k.lower() not in _HOP_HEADERS}
+        block = BLOCKED_TYPES if not job.spec.screenshot else frozenset()
+
+        async def route(r: Any) -> None:
+            request = r.request
+            if request.is_navigation_request() and request.frame.parent_frame is None:
+                if not main["done"]:
+                    main["done"] = True
+                    await r.fulfill(status=job.status, headers=headers, body=job.body)
+                else:
+                    # 204: a browser stays on its document (an abort would leave it between
+                    # pages, and its load state never comes)
+                    navigations.append(request.url)
+                    navigated.set()
+                    await r.fulfill(status=204, body=b"")
+                return
+            if request.resource_type in block or not await self._allowed(request.url):
+                await r.abort("blockedbyclient")
+                return
+            await r.continue_()
+
+        return route
+
+    async def _allowed(self, url: str) -> bool:
+        """A subresource's host passes the address guard (names resolved once a browser)."""
+        parts = urlsplit(url)
+        if parts.scheme in ("data", "blob", "about"):
+            return True
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        host = parts.hostname
+        if host not in self._hosts:
+            if len(self._hosts) >= HOSTS_CACHED:
+                self._hosts.clear()
+            self._hosts[host] = await self._refusal(host)
+        return self._hosts[host] is None
+
+    async def _refusal(self, host: str) -> str | None:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host.strip("[]"))
+            return self.guard.check_host_literal(host)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None,
+                                                                 type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return f"{host} does not resolve: {exc}"
+        refusals = [self.guard.refusal(str(info[4][0])) for info in infos]
+        return next((r for r in refusals if r is not None), None) if refusals else "no address"
+
+
+async def _settle(page: Any, wait: str, deadline: float, navigated: asyncio.Event) -> None:
+    """Wait until the page reached ``wait``.  Once its scripts started a navigation (answered
+    204, not followed), Playwright's load states never come: the document's own
+    ``readyState`` tells then."""
+    if wait == "commit":
+        return
+    loaded = asyncio.ensure_future(page.wait_for_load_state(wait, timeout=_ms_left(deadline)))
+    moved = asyncio.ensure_future(navigated.wait())
+    await asyncio.wait({loaded, moved}, return_when=asyncio.FIRST_COMPLETED)
+    if loaded.done():
+        moved.cancel()
+        loaded.result()
+        return
+    loaded.cancel()
+    loaded.add_done_callback(_retrieve)
+    ready = "'interactive', 'complete'" if wait == "domcontentloaded" else "'complete'"
+    await page.wait_for_function(f"[{ready}].includes(document.readyState)",
+                                 timeout=_ms_left(deadline))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Read a cancelled wait's outcome (so it is not logged as never retrieved)."""
+    if not future.cancelled():
+        future.exception()
+
+
+_HOP_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding",
+                          "connection", "keep-alive"})
+_CRASH_WORDS = ("crash", "target closed", "browser has been closed", "context or browser has "
+                "been closed", "connection closed", "browser closed")
+
+
+def _is_crash(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in _CRASH_WORDS)
+
+
+def _ms_left(deadline: float) -> float:
+    return max(1.0, (deadline - time.monotonic()) * 1000)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
