@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 
 import msgpack
 import psutil
@@ -16,6 +17,7 @@ from raycrawl.config import CrawlConfig, render_settings
 from raycrawl.errors import ConfigError
 from raycrawl.fetch.batch import fetch_hosts, render_bounds_s
 from raycrawl.fetch.collect import FetchResult
+from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest, LinkFound
 from raycrawl.render.browser import (
@@ -112,6 +114,8 @@ def test_the_bound_of_a_feed_counts_only_the_urls_it_renders():
     bounds = render_bounds_s(FetchRequest.to_batch(rows), opts)
     assert bounds[0] > 5 and bounds[2] > 5 and bounds[1] == 0 and bounds[3] == 0
 
+
+LOOPBACK = AddressGuard(("127.0.0.0/8",))
 
 # -- a browser on the fetch path ----------------------------------------------------------------
 
@@ -212,22 +216,24 @@ def test_a_callback_gets_the_rendered_dom(jsweb):
 @needs_browser
 def test_a_browser_killed_under_a_page_renders_it_again_on_a_new_one(jsweb):
     async def run() -> tuple[int, bool, int]:
-        renderer = LocalRenderer()
+        renderer = LocalRenderer(guard=LOOPBACK)
         job = RenderJob(f"{jsweb.origin('127.0.0.1')}/p/0", 200,
                         [("Content-Type", "text/html")],
-                        b"<html><body><script>setTimeout(() => {document.body.innerHTML ="
-                        b" '<a href=/late>late</a>'}, 1500)</script></body></html>",
-                        RenderSpec(wait_for="a", timeout_s=20))
-        await renderer.render(job)  # started
-        browser = renderer.browser
-        assert browser is not None
-        task = asyncio.ensure_future(renderer.render(job))
-        await asyncio.sleep(0.7)
-        killed = kill_browsers()
-        out = await task
-        launches = browser.launches
-        await renderer.close()
-        return killed, b"/late" in out.html, launches
+                        b"<html><body><script src=/app.js></script><script>setTimeout(() => "
+                        b"{document.body.innerHTML = '<a href=/late>late</a>'}, 1500)"
+                        b"</script></body></html>", RenderSpec(wait_for="a", timeout_s=20))
+        try:
+            await renderer.render(job)  # started
+            browser = renderer.browser
+            assert browser is not None
+            loaded = jsweb.hits.get("127.0.0.1/app.js", 0)
+            task = asyncio.ensure_future(renderer.render(job))
+            await rendering(jsweb, loaded)
+            killed = kill_browsers()
+            out = await task
+            return killed, b"/late" in out.html, browser.launches
+        finally:
+            await renderer.close()
 
     killed, rendered, launches = asyncio.run(run())
     assert killed >= 1 and rendered and launches == 2
@@ -236,13 +242,14 @@ def test_a_browser_killed_under_a_page_renders_it_again_on_a_new_one(jsweb):
 @needs_browser
 def test_a_browser_that_keeps_dying_is_an_infrastructure_fault_not_a_page_error(jsweb):
     async def run() -> None:
-        browser = Browser()
-        job = RenderJob("http://127.0.0.1:9/", 200, [("Content-Type", "text/html")],
-                        b"<script>setTimeout(() => 0, 5000)</script>",
+        browser = Browser(guard=LOOPBACK)
+        job = RenderJob(f"{jsweb.origin('127.0.0.1')}/p/0", 200,
+                        [("Content-Type", "text/html")], b"<script src=/app.js></script>",
                         RenderSpec(wait_for="a", timeout_s=20))
+        loaded = jsweb.hits.get("127.0.0.1/app.js", 0)
         try:
             task = asyncio.ensure_future(browser.render(job))
-            await asyncio.sleep(0.7)
+            await rendering(jsweb, loaded)
             kill_browsers()
             with pytest.raises(BrowserCrashed):
                 await task
@@ -260,7 +267,12 @@ def test_a_browser_is_replaced_after_its_pages_and_leaves_no_process_behind(jswe
                         b"<p>x</p>")
         for _ in range(4):
             await asyncio.gather(*(browser.render(job) for _ in range(3)))
-        launches, running = browser.launches, len(main_browsers())
+        launches = browser.launches
+        for _ in range(200):  # a closed browser's process exits (bounded)
+            if len(main_browsers()) <= 1:
+                break
+            await asyncio.sleep(0.05)
+        running = len(main_browsers())
         await browser.close()
         return launches, running
 
@@ -268,17 +280,37 @@ def test_a_browser_is_replaced_after_its_pages_and_leaves_no_process_behind(jswe
     assert run_and_count(run) == ((4, 1), 0)
 
 
+async def rendering(jsweb: JSWeb, loaded: int) -> None:
+    """Until the page being rendered loaded its script (the browser is in the page)."""
+    for _ in range(600):
+        if jsweb.hits.get("127.0.0.1/app.js", 0) > loaded:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the page never loaded its script")
+
+
 def run_and_count(coro) -> tuple[int, int]:
+    """``coro``'s result, and the Chromium processes it left running (bounded wait for those
+    it closed to exit)."""
     before = set(browser_pids())
     out = asyncio.run(coro())
+    for _ in range(200):
+        if not set(browser_pids()) - before:
+            break
+        time.sleep(0.05)
     return out, len(set(browser_pids()) - before)
 
 
+def live(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE and "chrom" in p.name().lower()
+    except psutil.NoSuchProcess:
+        return False
+
+
 def browser_pids() -> list[int]:
-    """Chromium processes started by this process (any depth)."""
-    me = psutil.Process()
-    return [p.pid for p in me.children(recursive=True)
-            if "chrom" in (p.name() or "").lower()]
+    """Chromium processes started by this process (any depth), exited ones left out."""
+    return [p.pid for p in psutil.Process().children(recursive=True) if live(p)]
 
 
 def main_browsers() -> list[psutil.Process]:
@@ -286,8 +318,7 @@ def main_browsers() -> list[psutil.Process]:
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if "chrom" in p.name().lower() and not any(a.startswith("--type=")
-                                                       for a in p.cmdline()):
+            if live(p) and not any(a.startswith("--type=") for a in p.cmdline()):
                 found.append(p)
         except psutil.NoSuchProcess:
             pass

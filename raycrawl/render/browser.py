@@ -39,7 +39,7 @@ ARGS = ("--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-extensions", "--mute-audio")
 BLOCKED_TYPES = frozenset({"image", "media", "font"})
 LAUNCH_TIMEOUT_S = 30.0
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 20.0  # a browser closing on a loaded machine; Playwright.stop() ends any left
 HOSTS_CACHED = 4096  # host names whose guard verdict a browser remembers
 
 
