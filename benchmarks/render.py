@@ -5,7 +5,7 @@ The pages are ``tests/jsweb.py``'s (a front page and pages whose links an extern
 writes), on ``--hosts`` loopback hosts; each run fetches ``--pages`` URLs through the crawl's
 own fetch path (``fetch_hosts``, batches of 100 URLs, 20 hosts side by side), once plainly and
 once rendered by one browser (``render_concurrency`` pages at once, replaced every
-``--restart`` pages).  Every 100 rendered pages it samples the RSS of the browser's processes
+``--restart`` pages).  Every 100 rendered pages it samples the memory (PSS) of the browser's processes
 (Chromium and its renderers, Playwright's driver) and of this process.
 
     .venv/bin/python -m benchmarks.render --pages 2000
@@ -40,11 +40,13 @@ def urls(web: JSWeb, n: int) -> list[str]:
     return [pages[i % len(pages)] for i in range(n)]
 
 
-def rss_mb(pids: list[int]) -> float:
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size (a page shared by n processes counts 1/n to each): summed over
+    processes, unlike RSS, it does not count Chromium's shared pages once per process."""
     total = 0
     for pid in pids:
         try:
-            total += psutil.Process(pid).memory_info().rss
+            total += psutil.Process(pid).memory_full_info().pss
         except psutil.NoSuchProcess:
             pass
     return total / 2**20
@@ -73,8 +75,8 @@ async def run(all_urls: list[str], opts: FetchOptions, render: bool,
             rendered += sum(p.rendered for p in pages)
             errors += sum(p.error is not None for p in pages)
             if samples is not None:
-                samples.append({"pages": done, "browser_rss_mb": round(rss_mb(browser_tree()), 1),
-                                "python_rss_mb": round(rss_mb([os.getpid()]), 1),
+                samples.append({"pages": done, "browser_pss_mb": round(pss_mb(browser_tree()), 1),
+                                "python_pss_mb": round(pss_mb([os.getpid()]), 1),
                                 "processes": len(browser_tree())})
     finally:
         launches = renderer.browser.launches if renderer and renderer.browser else 0
@@ -118,9 +120,9 @@ def main() -> None:
           f"({rendered['rendered']} rendered, {rendered['errors']} errors, "
           f"{rendered['browser_launches']} launches) — a render costs "
           f"{out['render_cost']}x a plain fetch")
-    print("RSS (MB) every 100 pages: browser " + " ".join(
-        str(round(s["browser_rss_mb"])) for s in samples) + "; python " + " ".join(
-        str(round(s["python_rss_mb"])) for s in samples))
+    print("PSS (MB) every 100 pages: browser " + " ".join(
+        str(round(s["browser_pss_mb"])) for s in samples) + "; python " + " ".join(
+        str(round(s["python_pss_mb"])) for s in samples))
 
 
 if __name__ == "__main__":

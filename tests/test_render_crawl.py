@@ -19,8 +19,9 @@ from tests.test_render import needs_browser
 
 pytestmark = [pytest.mark.ray, needs_browser]
 
+# One page at a time per browser: the suite's other tests share the two cores
 FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
-        "partitions": 8, "retry_backoff_s": 0.05}
+        "partitions": 8, "retry_backoff_s": 0.05, "render_concurrency": 1}
 
 SPIDER = '''
 import raycrawl

@@ -8,7 +8,10 @@ page loads besides (scripts, XHR, CSS) the browser fetches, each request through
 guard; images, media and fonts are not loaded unless a screenshot is asked for.  A navigation
 the page's scripts start (``location = ...``) is not followed: its URL is reported, as a link.
 
-Each page gets a context of its own, closed after it; the browser is replaced after
+Pages render in tabs (a browser context with one page), as many as the pages rendering at
+once; a tab renders up to ``TAB_PAGES`` pages, then is closed.  Between pages it is blanked
+(the last page's scripts stop), and its cookies are cleared when its host changes (storage is
+per origin, as in any browser).  The browser is replaced after
 ``restart_after`` pages (the old one closes once its pages end) and whenever its process dies.
 A page that was rendering when its browser or its renderer process died gets
 :class:`BrowserCrashed`: an infrastructure fault, not the URL's (its caller renders it again).
@@ -41,6 +44,7 @@ BLOCKED_TYPES = frozenset({"image", "media", "font"})
 LAUNCH_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 20.0  # a browser closing on a loaded machine; Playwright.stop() ends any left
 HOSTS_CACHED = 4096  # host names whose guard verdict a browser remembers
+TAB_PAGES = 50  # pages a tab (a context and its page) renders before it is closed
 
 
 class BrowserCrashed(Exception):
@@ -142,6 +146,29 @@ class _Instance:
         self.dead = True
 
 
+class _Tab:
+    """A browser context with one page, kept for the next pages: a new context and page
+    cost 2.5 times the render of a simple page (benchmarks/README.md, rendering)."""
+
+    def __init__(self, inst: _Instance, host: str, context: Any, page: Any) -> None:
+        self.inst, self.host, self.context, self.page = inst, host, context, page
+        self.uses = 0
+        self.job: RenderJob | None = None
+        self.main_done = False
+        self.navigations: list[str] = []
+        self.navigated, self.crashed = asyncio.Event(), asyncio.Event()
+        page.on("crash", lambda _page: self.crashed.set())
+
+    def begin(self, job: RenderJob) -> None:
+        self.job, self.main_done, self.navigations = job, False, []
+        self.navigated.clear()
+        self.uses += 1
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.context.close(), CLOSE_TIMEOUT_S)
+
+
 class Browser:
     """Renders :class:`RenderJob` s on one Chromium (see the module docstring); at most
     ``concurrency`` pages at once."""
@@ -152,13 +179,15 @@ class Browser:
         self.executable = find_browser(executable)
         self.user_agent, self.guard = user_agent, guard or AddressGuard()
         self.restart_after, self.viewport = max(1, restart_after), viewport
-        self.slots = asyncio.Semaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency)
+        self.slots = asyncio.Semaphore(self.concurrency)
         self.playwright: Any = None
         self.current: _Instance | None = None
         self.launches = 0
         self.crashes = 0
         self._launching = asyncio.Lock()
         self._hosts: dict[str, str | None] = {}
+        self._idle: list[_Tab] = []  # at most ``concurrency``: one per page at once
 
     async def render(self, job: RenderJob) -> Rendered:
         """Render ``job``; :class:`BrowserCrashed` if the browser died under it,
@@ -209,6 +238,9 @@ class Browser:
 
     async def close(self) -> None:
         """Close the browser and Playwright's driver."""
+        for tab in self._idle:
+            await tab.close()
+        self._idle.clear()
         if self.current is not None:
             await self._close(self.current)
             self.current = None
@@ -223,26 +255,18 @@ class Browser:
 
         started = time.monotonic()
         spec = job.spec
-        crashed, navigated = asyncio.Event(), asyncio.Event()
-        navigations: list[str] = []
+        tab = await self._tab(inst, job)
+        keep = False
         try:
-            context = await inst.browser.new_context(
-                user_agent=self.user_agent, java_script_enabled=True,
-                viewport={"width": self.viewport[0], "height": self.viewport[1]})
-        except Error as exc:
-            raise BrowserCrashed(_one_line(exc)) from None
-        try:
-            if job.cookies:
-                await context.add_cookies([{"name": k, "value": v, "url": job.url}
-                                           for k, v in job.cookies])
-            page = await context.new_page()
-            page.on("crash", lambda _page: crashed.set())
-            await page.route("**/*", self._router(job, navigations, navigated))
+            page = tab.page
             page.set_default_timeout(spec.timeout_s * 1000)
             deadline = started + spec.timeout_s
             try:
+                if job.cookies:
+                    await tab.context.add_cookies([{"name": k, "value": v, "url": job.url}
+                                                   for k, v in job.cookies])
                 await page.goto(job.url, wait_until="commit", timeout=spec.timeout_s * 1000)
-                await _settle(page, spec.wait, deadline, navigated)
+                await _settle(page, spec.wait, deadline, tab.navigated)
                 if spec.wait_for:
                     await page.wait_for_selector(spec.wait_for, state="attached",
                                                  timeout=_ms_left(deadline))
@@ -252,41 +276,87 @@ class Browser:
                 shot = (await page.screenshot(type="png", timeout=_ms_left(deadline))
                         if spec.screenshot else None)
             except PlaywrightTimeout as exc:
-                if crashed.is_set() or inst.dead:
+                if tab.crashed.is_set() or inst.dead:
+                    self.crashes += 1
                     raise BrowserCrashed("the browser died while rendering") from None
                 return Rendered(error="timeout", detail=_one_line(exc),
                                 took_s=time.monotonic() - started)
             except Error as exc:
-                if crashed.is_set() or inst.dead or _is_crash(exc):
+                if tab.crashed.is_set() or inst.dead or _is_crash(exc):
                     self.crashes += 1
                     raise BrowserCrashed(_one_line(exc)) from None
                 return Rendered(error="script", detail=_one_line(exc),
                                 took_s=time.monotonic() - started)
-            return Rendered(html, tuple(navigations), shot, took_s=time.monotonic() - started)
+            keep = True
+            return Rendered(html, tuple(tab.navigations), shot,
+                            took_s=time.monotonic() - started)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(context.close(), CLOSE_TIMEOUT_S)
+            await self._done(tab, keep)
 
-    def _router(self, job: RenderJob, navigations: list[str], navigated: asyncio.Event) -> Any:
-        """The page's request handler: the main document from ``job``, other navigations of
+    async def _tab(self, inst: _Instance, job: RenderJob) -> _Tab:
+        """An idle tab of ``inst`` (the one that rendered the job's host last, if idle),
+        blanked, its cookies cleared if it served another host; else a new one.  Idle tabs of
+        a browser no longer current are closed first."""
+        from playwright.async_api import Error
+
+        stale = [t for t in self._idle if t.inst is not inst]
+        self._idle = [t for t in self._idle if t.inst is inst]
+        for idle in stale:
+            await idle.close()
+        host = urlsplit(job.url).netloc
+        tab = next((t for t in self._idle if t.host == host), None) or (
+            self._idle[-1] if self._idle else None)
+        try:
+            if tab is not None:
+                self._idle.remove(tab)
+                await tab.page.goto("about:blank")  # the last page's scripts stop
+                if tab.host != host:
+                    await tab.context.clear_cookies()
+                    tab.host = host
+            else:
+                context = await inst.browser.new_context(
+                    user_agent=self.user_agent, java_script_enabled=True,
+                    viewport={"width": self.viewport[0], "height": self.viewport[1]})
+                tab = _Tab(inst, host, context, await context.new_page())
+                await tab.page.route("**/*", self._router(tab))
+        except Error as exc:
+            if tab is not None:
+                await tab.close()
+            raise BrowserCrashed(_one_line(exc)) from None
+        tab.begin(job)
+        return tab
+
+    async def _done(self, tab: _Tab, keep: bool) -> None:
+        """Keep a tab that rendered its page for the next (at most ``TAB_PAGES`` pages, on
+        the current browser); close any other."""
+        tab.job = None
+        if keep and tab.uses < TAB_PAGES and tab.inst is self.current:
+            self._idle.append(tab)
+        else:
+            await tab.close()
+
+    def _router(self, tab: _Tab) -> Any:
+        """A tab's request handler: the main document from its job, other navigations of
         the main frame reported and not followed, the rest through the address guard."""
-        main = {"done": False}
-        headers = {k: v for k, v in job.headers if k.lower() not in _HOP_HEADERS}
-        block = BLOCKED_TYPES if not job.spec.screenshot else frozenset()
 
         async def route(r: Any) -> None:
-            request = r.request
+            request, job = r.request, tab.job
+            if job is None:  # between jobs: nothing of an old page goes out
+                await r.abort("aborted")
+                return
             if request.is_navigation_request() and request.frame.parent_frame is None:
-                if not main["done"]:
-                    main["done"] = True
+                if not tab.main_done:
+                    tab.main_done = True
+                    headers = {k: v for k, v in job.headers if k.lower() not in _HOP_HEADERS}
                     await r.fulfill(status=job.status, headers=headers, body=job.body)
                 else:
                     # 204: a browser stays on its document (an abort would leave it between
                     # pages, and its load state never comes)
-                    navigations.append(request.url)
-                    navigated.set()
+                    tab.navigations.append(request.url)
+                    tab.navigated.set()
                     await r.fulfill(status=204, body=b"")
                 return
+            block = BLOCKED_TYPES if not job.spec.screenshot else frozenset()
             if request.resource_type in block or not await self._allowed(request.url):
                 await r.abort("blockedbyclient")
                 return
