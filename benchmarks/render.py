@@ -5,8 +5,8 @@ The pages are ``tests/jsweb.py``'s (a front page and pages whose links an extern
 writes), on ``--hosts`` loopback hosts; each run fetches ``--pages`` URLs through the crawl's
 own fetch path (``fetch_hosts``, batches of 100 URLs, 20 hosts side by side), once plainly and
 once rendered by one browser (``render_concurrency`` pages at once, replaced every
-``--restart`` pages).  Every 100 rendered pages it samples the memory (PSS) of the browser's processes
-(Chromium and its renderers, Playwright's driver) and of this process.
+``--restart`` pages).  Every 100 rendered pages it samples the memory (PSS) of the browser's
+processes (Chromium and its renderers, Playwright's driver) and of this process.
 
     .venv/bin/python -m benchmarks.render --pages 2000
 """
