@@ -23,7 +23,7 @@ from raycrawl.errors import (
 )
 from raycrawl.formats.items import read_items
 from raycrawl.output.durable import read_pages
-from raycrawl.render.browser import BrowserUnavailable, find_browser
+from raycrawl.render.browser import BrowserUnavailable, check_browser
 from raycrawl.spider import load_spider, read_source, spider_file, spider_spec
 from raycrawl.storage.ownership import check_new_state, claim_out, take_lease
 from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
@@ -120,7 +120,7 @@ class Crawl:
         if self.config.render_rule.may_render and self.config.address is None \
                 and not os.environ.get("RAY_ADDRESS"):
             try:  # a crawl on this machine: no browser here is a bad setup, said now
-                find_browser(self.config.browser_path)
+                check_browser(self.config.browser_path)
             except BrowserUnavailable as exc:
                 raise ConfigError(f"render: {exc}") from None
         if not seeds:

@@ -46,8 +46,8 @@ class Titles(raycrawl.Spider):
 
 def fetched_urls(crawl: Crawl) -> list[str]:
     pages = crawl.pages()
-    assert pc.sum(pc.is_valid(pages.column("error"))).as_py() in (0, None), \
-        pages.filter(pc.is_valid(pages.column("error"))).to_pylist()
+    errors = pages.filter(pc.is_valid(pages.column("error")))
+    assert errors.num_rows == 0, errors.select(["url", "error", "error_detail"]).to_pylist()
     return pages.column("url").to_pylist()
 
 

@@ -20,6 +20,7 @@ A page that was rendering when its browser or its renderer process died gets
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import ipaddress
@@ -42,6 +43,7 @@ ARGS = ("--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-extensions", "--mute-audio")
 BLOCKED_TYPES = frozenset({"image", "media", "font"})
 LAUNCH_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 5.0  # a page that does not evaluate "1" in this long is not alive
 CLOSE_TIMEOUT_S = 20.0  # a browser closing on a loaded machine; Playwright.stop() ends any left
 HOSTS_CACHED = 4096  # host names whose guard verdict a browser remembers
 TAB_PAGES = 50  # pages a tab (a context and its page) renders before it is closed
@@ -52,7 +54,8 @@ class BrowserCrashed(Exception):
 
 
 class BrowserUnavailable(Exception):
-    """No browser could be started (a one-line reason: not installed, fails to launch)."""
+    """No browser to start (a one-line reason: Playwright or Chromium not installed, or, from
+    :func:`check_browser`, one that does not start)."""
 
 
 def find_browser(path: str | None = None) -> str:
@@ -71,6 +74,31 @@ def find_browser(path: str | None = None) -> str:
             return found
     raise BrowserUnavailable("no Chromium found on PATH (install Debian's chromium package, "
                              "or pass --browser PATH)")
+
+
+def check_browser(path: str | None = None) -> str:
+    """The Chromium executable, started once here to show it works (on the machine that
+    calls this); :class:`BrowserUnavailable` with a one-line reason if it does not."""
+    executable = find_browser(path)
+
+    async def start() -> str | None:
+        from playwright.async_api import async_playwright
+
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=executable, headless=True,
+                                                   args=list(ARGS),
+                                                   timeout=LAUNCH_TIMEOUT_S * 1000)
+                await browser.close()
+        except Exception as exc:  # noqa: BLE001 (whatever stops it: the reason is said)
+            return _one_line(exc)
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # (a notebook's loop may run here)
+        why = pool.submit(asyncio.run, start()).result()
+    if why is not None:
+        raise BrowserUnavailable(f"{executable} does not start: {why}")
+    return executable
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +254,11 @@ class Browser:
             browser = await self.playwright.chromium.launch(
                 executable_path=self.executable, headless=True, args=list(ARGS),
                 timeout=LAUNCH_TIMEOUT_S * 1000)
-        except Exception as exc:  # not installed, broken, a sandbox that will not start
-            raise BrowserUnavailable(f"{self.executable} does not start: "
-                                     f"{_one_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001
+            # Found but not started: a crash at start, a machine out of memory or processes.
+            # Infrastructure (the page is rendered again, its batch run again); a browser that
+            # never starts on this machine is what check_browser tells before a crawl starts.
+            raise BrowserCrashed(f"{self.executable} did not start: {_one_line(exc)}") from None
         self.launches += 1
         return _Instance(browser)
 
@@ -276,13 +306,13 @@ class Browser:
                 shot = (await page.screenshot(type="png", timeout=_ms_left(deadline))
                         if spec.screenshot else None)
             except PlaywrightTimeout as exc:
-                if tab.crashed.is_set() or inst.dead:
+                if not await _alive(inst, tab):
                     self.crashes += 1
                     raise BrowserCrashed("the browser died while rendering") from None
                 return Rendered(error="timeout", detail=_one_line(exc),
                                 took_s=time.monotonic() - started)
             except Error as exc:
-                if tab.crashed.is_set() or inst.dead or _is_crash(exc):
+                if _is_crash(exc) or not await _alive(inst, tab):
                     self.crashes += 1
                     raise BrowserCrashed(_one_line(exc)) from None
                 return Rendered(error="script", detail=_one_line(exc),
@@ -421,6 +451,18 @@ _HOP_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encodi
                           "connection", "keep-alive"})
 _CRASH_WORDS = ("crash", "target closed", "browser has been closed", "context or browser has "
                 "been closed", "connection closed", "browser closed")
+
+
+async def _alive(inst: _Instance, tab: _Tab) -> bool:
+    """The tab's page and browser still answer (a failure whose cause is their death is the
+    browser's, not the page's: its "disconnected" and "crash" events may come after it)."""
+    if tab.crashed.is_set() or inst.dead:
+        return False
+    try:
+        await asyncio.wait_for(tab.page.evaluate("1"), PROBE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 (whatever stops the probe: the page is not answering)
+        return False
+    return not (tab.crashed.is_set() or inst.dead)
 
 
 def _is_crash(exc: BaseException) -> bool:
