@@ -243,6 +243,16 @@ def revisits_so_far(state) -> int:
         return 0
 
 
+# The CLI with SIGINT handled as when a terminal starts it.  pytest-xdist's workers ignore
+# SIGINT, and a process started with SIGINT ignored keeps it ignored (Python installs no
+# KeyboardInterrupt handler then): a Ctrl-C sent to ``python -m raycrawl.cli`` started from a
+# worker was lost, and the crawl ran on, holding the session's CPUs, until the suite ended.
+CLI_AS_FROM_A_TERMINAL = [
+    sys.executable, "-c",
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'raycrawl'; runpy.run_module('raycrawl.cli', run_name='__main__')"]
+
+
 def test_the_cli_runs_a_revisiting_crawl_for_its_time_and_ctrl_c_ends_one_with_status_0(
         ray_session, tmp_path):
     web = changing_web()
@@ -272,7 +282,7 @@ def test_the_cli_runs_a_revisiting_crawl_for_its_time_and_ctrl_c_ends_one_with_s
             assert [r["visit"] for r in visits] == list(range(1, len(visits) + 1)), url
             assert len(visits) > len(before[url]), url
         # No --run-for: it runs until Ctrl-C, which stops it cleanly with exit status 0.
-        proc = subprocess.Popen([sys.executable, "-m", "raycrawl.cli", "crawl", web.seed_url,
+        proc = subprocess.Popen([*CLI_AS_FROM_A_TERMINAL, "crawl", web.seed_url,
                                  "--out", str(tmp_path / "b"), *flags],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
@@ -280,7 +290,12 @@ def test_the_cli_runs_a_revisiting_crawl_for_its_time_and_ctrl_c_ends_one_with_s
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # its crawl must not outlive the test
+            proc.kill()
+            Crawl.attach(str(tmp_path / "b" / "state")).stop()
+            raise
         assert proc.returncode == 0, err
         assert "stopped" in out
         rows = visits_by_url(read_pages(str(tmp_path / "b" / "pages")))
