@@ -49,7 +49,6 @@ class BrowserWorker:
         tag_logs(crawl_id, role)
         self.options = options
         self.browser: Browser | None = None
-        self.unavailable: str | None = None
 
     async def render(self, job: RenderJob) -> Rendered:
         """Render ``job``; raises ``BrowserCrashed`` if the browser died under it,
@@ -82,6 +81,8 @@ class BrowserClient:
     def __init__(self, options: FetchOptions, name: str) -> None:
         self.options, self.name = options, name
         self.actor: Any = None
+        # Pages beyond the browser's wait here, not in it: a call's bound is its render's.
+        self.slots = asyncio.Semaphore(max(1, options.render_concurrency))
 
     def _browser(self) -> Any:
         if self.actor is None:
@@ -97,6 +98,10 @@ class BrowserClient:
         """``job`` rendered on this worker's browser, again on a new one if it died under it
         (up to ``CRASH_TRIES`` times, then ``BrowserCrashed``); a browser that does not answer
         within the page's bound is killed (Ray starts it again)."""
+        async with self.slots:
+            return await self._render(job)
+
+    async def _render(self, job: RenderJob) -> Rendered:
         bound = job.spec.timeout_s + LAUNCH_TIMEOUT_S
         why = ""
         for _ in range(CRASH_TRIES):
