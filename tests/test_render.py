@@ -313,10 +313,11 @@ def browser_pids() -> list[int]:
     return [p.pid for p in psutil.Process().children(recursive=True) if live(p)]
 
 
-def main_browsers() -> list[psutil.Process]:
-    """The Chromium main processes (not their renderers) this process started."""
+def main_browsers(root: int | None = None) -> list[psutil.Process]:
+    """The Chromium main processes (not their renderers) under process ``root`` (default:
+    this one)."""
     found = []
-    for p in psutil.Process().children(recursive=True):
+    for p in psutil.Process(root).children(recursive=True):
         try:
             if live(p) and not any(a.startswith("--type=") for a in p.cmdline()):
                 found.append(p)
@@ -325,9 +326,10 @@ def main_browsers() -> list[psutil.Process]:
     return found
 
 
-def kill_browsers() -> int:
-    """Kill the Chromium main processes this process started; how many."""
-    found = main_browsers()
+def kill_browsers(root: int | None = None) -> int:
+    """Kill the Chromium main processes under process ``root`` (default: this one); how
+    many."""
+    found = main_browsers(root)
     for p in found:
         p.kill()
     return len(found)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-import psutil
 import pyarrow.compute as pc
 import pytest
 import ray
@@ -15,7 +14,7 @@ import ray
 from actors.options import NAMESPACE
 from raycrawl import Crawl
 from tests.jsweb import JSWeb
-from tests.test_render import needs_browser
+from tests.test_render import kill_browsers, needs_browser
 
 pytestmark = [pytest.mark.ray, needs_browser]
 
@@ -82,20 +81,6 @@ def browser_workers(crawl_id: str) -> list[ray.actor.ActorHandle]:
             and a["name"].endswith("/browser")]
 
 
-def kill_chromium_under(pid: int) -> int:
-    """Kill the Chromium main processes under process ``pid``; how many."""
-    killed = 0
-    for p in psutil.Process(pid).children(recursive=True):
-        try:
-            if "chrom" in p.name().lower() and not any(a.startswith("--type=")
-                                                       for a in p.cmdline()):
-                p.kill()
-                killed += 1
-        except psutil.NoSuchProcess:
-            pass
-    return killed
-
-
 def wait_fetched(crawl: Crawl, n: int) -> None:
     deadline = time.monotonic() + 90
     while crawl.stats()["fetched"] < n:
@@ -111,7 +96,7 @@ def test_browsers_killed_mid_crawl_cost_rerenders_not_error_rows(ray_session, tm
         wait_fetched(crawl, 10)
         killed = 0
         for browser in browser_workers(crawl.crawl_id):  # Chromium itself
-            killed += kill_chromium_under(ray.get(browser.stats.remote())["pid"])
+            killed += kill_browsers(ray.get(browser.stats.remote())["pid"])
         assert killed >= 1
         wait_fetched(crawl, 30)
         for browser in browser_workers(crawl.crawl_id):  # the browser actor's process
