@@ -191,7 +191,8 @@ class DBWorker:
             await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
         self.fetchers.release()
         if self.fetchers.rerun.faults > self.faults_seen:  # one may have died mid-write
-            self.shard.output.repair_warc()  # (reads the files whole: not after every drain)
+            self.shard.output.repair_warc(upload=False)  # (reads the files whole: not after
+            # every drain; its fetch workers may still be closing theirs)
             self.faults_seen = self.fetchers.rerun.faults
         try:
             self.shard.flush()

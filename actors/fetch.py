@@ -34,6 +34,7 @@ from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun, Sink
+from raycrawl.storage.location import is_local
 
 from .browser import BrowserClient
 from .logs import tag_logs
@@ -72,10 +73,13 @@ class FetchWorker:
                 yield part
 
     async def close(self) -> None:
-        """Close the HTTP session (its keep-alive connections) before the worker is ended."""
+        """Close the HTTP session (its keep-alive connections) and the WARC file (with an
+        ``OUT`` elsewhere, that uploads it) before the worker is ended."""
         if self.session is not None and not self.session.closed:
             await self.session.close()
         await self.browser.close()
+        if self.warc is not None:
+            await asyncio.to_thread(self.warc.close)
 
     async def browser_stats(self) -> dict[str, int] | None:
         """The browser worker's stats (None: none started)."""
@@ -101,6 +105,9 @@ class FetchPool:
     def __init__(self, options: FetchOptions, name_prefix: str, solo_tries: int,
                  ready_timeout_s: float = 60.0) -> None:
         self.options = options
+        # A worker's close uploads its last WARC file when OUT is not on this disk.
+        self.close_timeout_s = (UPLOAD_CLOSE_TIMEOUT_S if options.warc_dir is not None
+                                and not is_local(options.warc_dir) else CLOSE_TIMEOUT_S)
         self.prefix = f"{name_prefix}/fetcher-{secrets.token_hex(3)}"
         self.workers: list[_Worker] = []
         self.retiring: list[_Worker] = []
@@ -143,7 +150,7 @@ class FetchPool:
         idle = [w for w in self.retiring if w.load == 0]
         self.retiring = [w for w in self.retiring if w.load > 0]
         for worker in idle:
-            _end(worker.actor)
+            _end(worker.actor, self.close_timeout_s)
 
     async def run(self, feed: pa.RecordBatch, sink: Sink) -> None:
         """Every request of ``feed`` fetched, whatever happens to the workers, each host's rows
@@ -193,14 +200,14 @@ class FetchPool:
     def release(self) -> None:
         """End every worker (batches still running on them fail)."""
         for worker in [*self.workers, *self.retiring]:
-            _end(worker.actor)
+            _end(worker.actor, self.close_timeout_s)
         self.workers, self.retiring = [], []
 
     async def close(self) -> None:
         """End every worker and return once each closed its session (or was killed)."""
         self.release()
         if _ENDING:
-            await asyncio.wait(list(_ENDING), timeout=CLOSE_TIMEOUT_S + 1)
+            await asyncio.wait(list(_ENDING), timeout=self.close_timeout_s + 1)
 
 
 class _Worker:
@@ -213,26 +220,28 @@ class _Worker:
         self.load = 0
 
 
-def _end(actor: Any) -> None:
-    """End a fetch worker: it closes its HTTP session first (bounded by ``CLOSE_TIMEOUT_S``),
-    then it is killed; without an event loop to wait on, it is killed at once."""
+def _end(actor: Any, timeout_s: float) -> None:
+    """End a fetch worker: it closes its HTTP session (and WARC file) first, bounded by
+    ``timeout_s``, then it is killed; without an event loop to wait on, it is killed at
+    once."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         ray.kill(actor, no_restart=True)
         return
-    task = loop.create_task(_close_then_kill(actor))
+    task = loop.create_task(_close_then_kill(actor, timeout_s))
     _ENDING.add(task)
     task.add_done_callback(_ENDING.discard)
 
 
 _ENDING: set[asyncio.Task[None]] = set()  # closing workers (a task needs a reference)
 CLOSE_TIMEOUT_S = 5.0
+UPLOAD_CLOSE_TIMEOUT_S = 120.0  # a last WARC file of up to --warc-max-bytes uploaded
 
 
-async def _close_then_kill(actor: Any) -> None:
+async def _close_then_kill(actor: Any, timeout_s: float) -> None:
     try:
-        await asyncio.wait_for(actor.close.remote(), CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(actor.close.remote(), timeout_s)
     except (ray.exceptions.RayError, TimeoutError):
         pass  # dead, or hung: killed all the same
     ray.kill(actor, no_restart=True)

@@ -13,7 +13,9 @@ from raycrawl.errors import (
     SpiderError,
     StrategyError,
 )
+from raycrawl.formats.items import read_items
 from raycrawl.models import Request, Response, URLState
+from raycrawl.output.durable import read_pages
 from raycrawl.spider import Follow, Spider, SpiderResponse
 from raycrawl.strategy import CrawlingStrategy
 
@@ -37,5 +39,7 @@ __all__ = [
     "StrategyError",
     "URLState",
     "parse",
+    "read_items",
+    "read_pages",
 ]
 __version__ = "0.1.0"

@@ -25,8 +25,9 @@ from raycrawl.formats.items import read_items
 from raycrawl.output.durable import read_pages
 from raycrawl.render.browser import BrowserUnavailable, check_browser
 from raycrawl.spider import load_spider, read_source, spider_file, spider_spec
+from raycrawl.storage.location import Location, is_local, is_uri, local_path
 from raycrawl.storage.ownership import check_new_state, claim_out, take_lease
-from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json
+from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, read_out_json
 from raycrawl.strategy import load_strategy
 from raycrawl.urls import canonicalize
 
@@ -86,9 +87,9 @@ class Crawl:
         from actors.peers import cluster_address
 
         seeds = self.check()
-        # Workers may run in another folder (or on another node with shared storage).
-        self.config = self.config.replace(out=os.path.abspath(self.config.out),
-                                          state=os.path.abspath(self.config.state_dir))
+        # Workers may run in another folder (or on another node).
+        out = local_path(self.config.out) if is_local(self.config.out) else self.config.out
+        self.config = self.config.replace(out=out, state=os.path.abspath(self.config.state_dir))
         check_new_state(self.config.state_dir, self.crawl_id)
         claim_out(self.config.out, self.crawl_id, self.config.state_dir)
         connect(self.config.address, **ray_init)
@@ -265,13 +266,13 @@ class Crawl:
         folders = {"pages": self.config.pages_dir, "items": self.config.items_dir}
         if kind not in folders:
             raise ValueError(f"dataset: kind must be 'pages' or 'items', not {kind!r}")
-        folder = folders[kind]
-        if not os.path.isdir(folder) or not any(n.endswith(".parquet")
-                                                for n in os.listdir(folder)):
+        folder = Location.of(folders[kind])
+        if not any(n.endswith(".parquet") for n in folder.names()):
             raise CrawlStateError(f"no {kind} written yet in {folder}")
         import ray.data
 
-        return ray.data.read_parquet(folder, file_extensions=["parquet"])
+        return ray.data.read_parquet(folder.root, filesystem=folder.fs,
+                                     file_extensions=["parquet"])
 
     def pages(self) -> pa.Table:
         """The ``OUT/pages`` rows written so far, as a pyarrow Table."""
@@ -284,7 +285,9 @@ class Crawl:
 
     @classmethod
     def attach(cls, state_dir: str, address: str | None = None) -> Crawl:
-        """A handle to the crawl whose state is in ``state_dir``.
+        """A handle to the crawl whose state is in ``state_dir``, or whose output is there
+        (a folder or a URI such as ``s3://bucket/crawl``: its state folder is read from the
+        manifest the coordinator copies to ``OUT/_crawl``).
 
         If the crawl is running (its coordinator answers), this joins it.  If it was stopped,
         or its driver was killed, or its Ray cluster went away, this resumes it from the state
@@ -297,6 +300,13 @@ class Crawl:
         from actors.handles import CoordinatorHandle, connect
         from actors.peers import cluster_address
 
+        if is_uri(state_dir):
+            state_dir = read_out_json(state_dir, MANIFEST)["config"]["state"]
+        elif not os.path.exists(os.path.join(state_dir, MANIFEST)):
+            try:
+                state_dir = read_out_json(state_dir, MANIFEST)["config"]["state"]
+            except CrawlStateError:
+                pass  # not an output either: say that the state folder has no crawl
         manifest = read_manifest(state_dir)
         config = config_from_mapping({k: v for k, v in manifest["config"].items()
                                       if k not in RETIRED_FIELDS})
@@ -326,3 +336,9 @@ def read_manifest(state_dir: str) -> dict[str, Any]:
 def read_status(state_dir: str) -> CrawlStatus:
     """The last status the coordinator wrote to ``state_dir/status.json``."""
     return CrawlStatus.from_dict(read_json(state_dir, STATUS))
+
+
+def read_out_status(out: str) -> CrawlStatus:
+    """The last status the coordinator wrote to the crawl's output ``out`` (a folder or a
+    URI), from any machine."""
+    return CrawlStatus.from_dict(read_out_json(out, STATUS))

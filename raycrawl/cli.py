@@ -68,8 +68,10 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     _fetch_flags(p)
     p.add_argument("seeds", nargs="*", metavar="SEED", help="seed URLs")
     p.add_argument("--seeds-file", metavar="PATH", help="file with one seed URL per line")
-    p.add_argument("--out", metavar="DIR", help="output folder (pages land in DIR/pages)")
-    p.add_argument("--state", metavar="DIR", help="state folder (default OUT/state)")
+    p.add_argument("--out", metavar="DIR|URI", help="output folder, or a URI such as "
+                   "s3://bucket/prefix (pages land in OUT/pages)")
+    p.add_argument("--state", metavar="DIR", help="state folder (default OUT/state; required "
+                   "with an --out URI)")
     p.add_argument("--max-pages", type=int, metavar="N")
     p.add_argument("--max-depth", type=int, metavar="N")
     p.add_argument("--strategy", metavar="NAME", help="bfs (default), dfs or module:Class")
@@ -135,12 +137,20 @@ def _scale_flags(p: argparse.ArgumentParser) -> None:
                    help="rescale to M strategy workers (default: as many as now)")
 
 
+def _crawl_place(p: argparse.ArgumentParser, required: bool) -> None:
+    """Which crawl: its state folder, or its output (a folder or a URI, from any machine)."""
+    place = p.add_mutually_exclusive_group(required=required)
+    place.add_argument("--state", metavar="DIR", help="the crawl's state folder")
+    place.add_argument("--out", metavar="DIR|URI",
+                       help="the crawl's output (a folder, or s3://bucket/prefix and the like)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="raycrawl", description="A distributed crawl frontier on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _crawl_flags(sub.add_parser("crawl", help="crawl from seed URLs"))
     resume = sub.add_parser("resume", help="continue a stopped or killed crawl")
-    resume.add_argument("--state", metavar="DIR", required=True)
+    _crawl_place(resume, required=True)
     resume.add_argument("--address", metavar="RAY_ADDRESS")
     resume.add_argument("--quiet", action="store_true", help="no progress lines")
     _scale_flags(resume)
@@ -150,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--address", metavar="RAY_ADDRESS")
     _scale_flags(scale)
     status = sub.add_parser("status", help="what a crawl is doing / did")
-    status.add_argument("--state", metavar="DIR", default=os.path.join("out", "state"))
+    _crawl_place(status, required=False)
     listing = sub.add_parser("list", help="the crawls on a Ray cluster, one line each")
     listing.add_argument("--address", metavar="RAY_ADDRESS",
                          help="the cluster (default: RAY_ADDRESS, else a `ray start` one)")
@@ -247,9 +257,10 @@ def _exit_status(stats: CrawlStatus, config: Any) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from raycrawl.api import read_status
+    from raycrawl.api import read_out_status, read_status
 
-    s = read_status(args.state)
+    s = (read_out_status(args.out) if args.out
+         else read_status(args.state or os.path.join("out", "state")))
     age = time.time() - s.updated_at
     print(_summary(s))
     print(f"queued {s.queued}, in flight {s.in_flight_batches} batches, retries {s.retries}, "
@@ -435,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             from raycrawl.api import Crawl
 
             _check_scale_flags(args)
-            crawl = Crawl.attach(args.state, address=args.address)
-            print(f"crawl {crawl.crawl_id} resumed from {args.state}", flush=True)
+            crawl = Crawl.attach(args.state or args.out, address=args.address)
+            print(f"crawl {crawl.crawl_id} resumed from {crawl.config.state_dir}", flush=True)
             if args.db_workers or args.strategy_workers:
                 crawl.scale(args.db_workers, args.strategy_workers, wait=False)
                 print(f"rescaling to {_workers(args)}", flush=True)

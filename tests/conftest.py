@@ -16,6 +16,7 @@ from raycrawl.storage.store import Store
 from raycrawl.strategy_worker.runner import StrategyRunner
 from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
+from tests import s3server
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +29,21 @@ def ray_session() -> Iterator[str]:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # "local": a new instance even where a `ray start` cluster runs (the cluster tests own one)
+    # The workers get the loopback S3 server's address (tests/s3server.py) whether or not a
+    # test of this session starts it.
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
-                   logging_level="WARNING", runtime_env={"env_vars": faults.ENV_VARS})
+                   logging_level="WARNING",
+                   runtime_env={"env_vars": {**faults.ENV_VARS, **s3server.ENV}})
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[s3server.S3Server]:
+    """moto's S3 server on loopback, once per session (``s3.bucket()`` for a fresh bucket)."""
+    server = s3server.S3Server()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Durable output: rows staged with their batch, files counted only once recorded."""
+"""Durable output: rows staged with their batch, files counted only once recorded; on a local
+folder and on an S3-compatible store (moto's server on loopback), where there is no rename."""
 
 import pyarrow as pa
 import pytest
@@ -8,6 +9,14 @@ from raycrawl.formats import schemas
 from raycrawl.formats.schemas import FetchOutcome, page_rows
 from raycrawl.output.durable import DurableOutput, read_pages
 from raycrawl.storage.store import Store
+
+
+@pytest.fixture(params=["local", "s3"])
+def pages_at(request, tmp_path):
+    """Where the pages go: a local folder, or a prefix of a fresh bucket on the S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "pages")
+    return f"s3://{request.getfixturevalue('s3').bucket()}/crawl/pages"
 
 
 def rows(urls):
@@ -23,8 +32,8 @@ def stage(out, store, urls):
     out.apply(done)
 
 
-def test_file_renamed_but_not_recorded_is_written_again_once(tmp_path):
-    pages = str(tmp_path / "pages")
+def test_file_in_place_but_not_recorded_is_written_again_once(tmp_path, pages_at):
+    pages = pages_at
     store = Store(str(tmp_path / "db"))
     out = DurableOutput(store, pages, 0, rows_per_file=100, flush_s=60)
     stage(out, store, ["http://a/1", "http://a/2"])
@@ -46,8 +55,8 @@ def test_file_renamed_but_not_recorded_is_written_again_once(tmp_path):
     store.close()
 
 
-def test_staged_rows_survive_a_crash_before_any_file(tmp_path):
-    pages = str(tmp_path / "pages")
+def test_staged_rows_survive_a_crash_before_any_file(tmp_path, pages_at):
+    pages = pages_at
     store = Store(str(tmp_path / "db"))
     out = DurableOutput(store, pages, 3, rows_per_file=100, flush_s=60)
     stage(out, store, ["http://b/1"])
@@ -76,8 +85,8 @@ class FailingDB:
         return getattr(self.db, name)
 
 
-def test_a_failed_record_loses_no_row_and_writes_none_twice(tmp_path):
-    pages = str(tmp_path / "pages")
+def test_a_failed_record_loses_no_row_and_writes_none_twice(tmp_path, pages_at):
+    pages = pages_at
     store = Store(str(tmp_path / "db"))
     out = DurableOutput(store, pages, 0, rows_per_file=100, flush_s=60)
     stage(out, store, ["http://a/1", "http://a/2"])

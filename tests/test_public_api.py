@@ -14,7 +14,7 @@ def test_all_is_pinned():
         "ConfigError", "Crawl", "CrawlConfig", "CrawlStateError", "CrawlingStrategy",
         "DecodeError", "Follow", "InvalidURL", "Parsed", "RaycrawlError", "Request",
         "Response", "SeedError", "Spider", "SpiderError", "SpiderResponse", "StrategyError",
-        "URLState", "parse"]
+        "URLState", "parse", "read_items", "read_pages"]
     assert all(hasattr(raycrawl, name) for name in raycrawl.__all__)
 
 

@@ -117,22 +117,31 @@ def test_a_spider_file_gives_one_item_per_page_it_reaches_and_nothing_else(
     assert stats["callback_errors"] and "KeyError" in stats["callback_errors"][-1]
 
 
+def crawl_killing(tmp_path, web: SyntheticWeb, victim: str, **where) -> tuple[
+        Crawl, dict, set[str], set[str]]:
+    """The example spider's crawl of ``web`` with WARC, small output files and ``victim``
+    killed a third of the way (``where``: its ``out``, and ``state``); returns the crawl, its
+    final stats, and the URLs it fetches and the pages that give an item by the model."""
+    crawl = Crawl(seeds=[web.seed_url], spider=shipped_spider(tmp_path), warc=True,
+                  warc_max_bytes=20_000,
+                  **{**FAST, "partitions": 8, "batch_size": 16, "host_batch_cap": 4,
+                     "batches_in_flight": 2, "retries": 0, "output_rows_per_file": 20,
+                     "output_flush_s": 0.2}, **where)
+    crawl.start()
+    fetched, with_items, _ = spider_model(web)
+    run_until(crawl, len(fetched))
+    ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
+    return crawl, crawl.wait(timeout=180, interval_s=0.2), fetched, with_items
+
+
 @pytest.mark.parametrize("victim", ["db-worker-0/fetcher-", "db-worker-1", "strategy-worker-0",
                                     "coordinator"])
 def test_items_are_exactly_once_and_warc_complete_when_workers_are_killed(ray_session, tmp_path,
                                                                           victim):
     web = SyntheticWeb(hosts=6, pages_per_host=30, seed=5, latency_s=0.02).start()
     try:
-        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
-                      spider=shipped_spider(tmp_path), warc=True, warc_max_bytes=20_000,
-                      **{**FAST, "partitions": 8, "batch_size": 16, "host_batch_cap": 4,
-                         "batches_in_flight": 2, "retries": 0, "output_rows_per_file": 20,
-                         "output_flush_s": 0.2})
-        crawl.start()
-        fetched, with_items, _ = spider_model(web)
-        run_until(crawl, len(fetched))
-        ray.kill(actor_named(f"{crawl.crawl_id}/{victim}"), no_restart=False)
-        stats = crawl.wait(timeout=180, interval_s=0.2)
+        crawl, stats, fetched, with_items = crawl_killing(tmp_path, web, victim,
+                                                          out=str(tmp_path / "out"))
         assert stats["phase"] == "finished", stats["reason"]
         assert stats["errors"] == 0, stats["error_kinds"]
         urls = crawl.items().column("url").to_pylist()

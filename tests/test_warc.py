@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from raycrawl import Crawl
 from raycrawl.formats.warc import WarcFiles, repair, whole_length
+from raycrawl.storage.location import Location
 from raycrawl.testing.synthweb import SyntheticWeb
 
 FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
@@ -20,10 +22,11 @@ FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.
 
 def records(warc_dir: str) -> dict[tuple[str, int], list]:
     """(file, offset of the record) -> [(type, headers, http headers, payload)] of the
-    request/response pair there, read with warcio."""
+    request/response pair there, read with warcio (from a folder or a URI)."""
     out: dict[tuple[str, int], list] = {}
-    for name in sorted(os.listdir(warc_dir)):
-        with open(os.path.join(warc_dir, name), "rb") as fh:
+    where = Location.of(warc_dir)
+    for name in where.names():
+        with io.BytesIO(where.read(name)) as fh:
             it = ArchiveIterator(fh, check_digests="raise")  # block and payload digests
             for rec in it:
                 payload = rec.content_stream().read()
@@ -35,8 +38,7 @@ def records(warc_dir: str) -> dict[tuple[str, int], list]:
 def check_every_row_has_its_records(crawl: Crawl, web: SyntheticWeb) -> int:
     """Every row with a status points at its request record, followed by its response; the
     response's payload is the page the server sent.  Returns how many rows were checked."""
-    warc_dir = os.path.join(crawl.config.out, "warc")
-    found = records(warc_dir)
+    found = records(crawl.config.warc_dir)
     by_file: dict[str, list[int]] = {}
     for name, offset in found:
         by_file.setdefault(name, []).append(offset)
@@ -77,6 +79,34 @@ def test_the_records_of_a_file_cut_mid_write_are_trimmed_to_the_last_whole_one(t
     assert repair(str(tmp_path), "db-worker-0-") == 1 and path.stat().st_size == whole
     assert [k for k, *_ in records(str(tmp_path)).values()] == [
         "warcinfo", *["request", "response"] * 3]
+
+
+def test_with_out_on_an_object_store_files_are_spooled_and_uploaded_once_closed(tmp_path, s3):
+    """A file goes up whole when it closes (rotation, the worker's close); the files a killed
+    worker left in its spool are cut to their last whole record and uploaded by the next
+    start (the worker's own, or its DB worker's)."""
+    out = Location.of(f"s3://{s3.bucket()}/crawl/warc")
+    spool = tmp_path / "spool"
+    files = WarcFiles(str(spool), "db-worker-0-fetcher-ab-0", 3000, "test", upload=out)
+    for i in range(4):  # rotates past 3,000 bytes
+        files.write(f"http://a/{i}", "GET", [], 200, "OK", [], os.urandom(1500))
+    assert len(out.names()) >= 1 and os.listdir(spool)  # the closed ones up, the open one not
+    files.close()
+    assert os.listdir(spool) == [] and len(out.names()) >= 2
+    assert sum(k == "response" for k, *_ in records(out.uri).values()) == 4
+
+    left = WarcFiles(str(spool), "db-worker-0-fetcher-cd-0", 1 << 20, "test", upload=out)
+    left.write("http://a/x", "GET", [], 200, "OK", [], b"<p>x</p>")
+    left.sync()  # killed with its file open, a half record after it
+    with open(spool / left.name, "ab") as fh:
+        member = gzip.compress(b"WARC/1.1\r\n" + b"x" * 4000)
+        fh.write(member[: len(member) // 2])
+    assert repair(str(spool), "db-worker-1-", out) == 0 and os.listdir(spool)
+    assert repair(str(spool), "db-worker-0-", out) == 1 and os.listdir(spool) == []
+    assert [k for k, *_ in records(out.uri).values()].count("response") == 5
+    again = WarcFiles(str(spool), "db-worker-0-fetcher-cd-0", 1 << 20, "test", upload=out)
+    again.write("http://a/y", "GET", [], 200, "OK", [], b"<p>y</p>")
+    assert again.name != left.name  # numbered after the files already uploaded
 
 
 def test_records_carry_what_warcio_checks_and_reads(tmp_path):

@@ -33,7 +33,16 @@ from raycrawl.storage.assignment import (
     write_assignment,
 )
 from raycrawl.storage.ownership import RENEW_S, release_lease, renew_lease, take_lease
-from raycrawl.storage.statefiles import COORDINATOR, MANIFEST, STATUS, read_json, write_json
+from raycrawl.storage.statefiles import (
+    COORDINATOR,
+    MANIFEST,
+    OUT_COPIED,
+    STATUS,
+    out_copy,
+    put_json,
+    read_json,
+    write_json,
+)
 from raycrawl.urls import url_info
 
 RATE_WINDOW_S = 5.0  # pages/s is measured over this window
@@ -123,6 +132,7 @@ class CrawlControl:
         self.stalled_since: float | None = None  # when the current stall began
         self.stall_counted = False
         os.makedirs(config.state_dir, exist_ok=True)
+        self.out_copy = out_copy(config.out, config.state_dir)
         take_lease(config.state_dir, config.crawl_id, generation, cluster, clock)
         saved = _read_or_none(config.state_dir, COORDINATOR)
         self.adopted = saved is not None and saved.get("generation") == generation
@@ -134,10 +144,12 @@ class CrawlControl:
         else:
             self.phase = Phase.STARTING
             manifest = _read_or_none(config.state_dir, MANIFEST) or {}
-            write_json(config.state_dir, MANIFEST, {
-                "crawl_id": config.crawl_id,
-                "created_at": manifest.get("created_at", self.started),
-                "generation": generation, "config": config.to_dict()})
+            manifest = {"crawl_id": config.crawl_id,
+                        "created_at": manifest.get("created_at", self.started),
+                        "generation": generation, "config": config.to_dict()}
+            write_json(config.state_dir, MANIFEST, manifest)
+            if self.out_copy is not None:
+                put_json(self.out_copy, MANIFEST, manifest)
             if read_assignment_if_present(config.state_dir) is None:  # a new crawl
                 write_assignment(config.state_dir, Assignment.initial(
                     config.partitions, config.db_workers, config.strategy_workers))
@@ -166,10 +178,13 @@ class CrawlControl:
             "ending": str(self.ending) if self.ending else None, "started": self.started})
 
     def _write(self, name: str, data: dict[str, Any]) -> None:
-        """Write a state file; one that cannot be written (a full disk) keeps the change in
-        memory and ends a running crawl (:attr:`save_error`, see :meth:`step`)."""
+        """Write a state file (and its copy in OUT); one that cannot be written (a full disk)
+        keeps the change in memory and ends a running crawl (:attr:`save_error`, see
+        :meth:`step`)."""
         try:
             write_json(self.config.state_dir, name, data)
+            if self.out_copy is not None and name in OUT_COPIED:
+                put_json(self.out_copy, name, data)
         except StorageError as exc:
             self.save_error = self.save_error or str(exc)
 

@@ -34,7 +34,7 @@ from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.page import PageFetcher
 from raycrawl.fetch.robots_fetch import MAX_ROBOTS_REDIRECTS
 from raycrawl.formats.schemas import FetchRequest
-from raycrawl.formats.warc import WarcFiles, repair
+from raycrawl.formats.warc import WarcFiles, repair, warc_place
 from raycrawl.render.browser import CRASH_TRIES, LAUNCH_TIMEOUT_S, LocalRenderer, Renderer
 from raycrawl.spider import load_spider
 
@@ -138,8 +138,9 @@ def warc_files(opts: FetchOptions, prefix: str) -> WarcFiles:
     from an earlier life cut off first)."""
     if opts.warc_dir is None:
         raise ValueError("the crawl writes no WARC")
-    repair(opts.warc_dir, prefix + "-")
-    return WarcFiles(opts.warc_dir, prefix, opts.warc_max_bytes, opts.user_agent)
+    folder, upload = warc_place(opts.warc_dir, opts.state_dir)
+    repair(folder, prefix + "-", upload)  # this worker's files of an earlier life
+    return WarcFiles(folder, prefix, opts.warc_max_bytes, opts.user_agent, upload)
 
 
 def local_renderer(opts: FetchOptions) -> LocalRenderer:

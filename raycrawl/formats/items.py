@@ -11,14 +11,13 @@ DurableOutput`, so every item is in exactly one recorded file.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import msgpack
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from raycrawl.output.durable import PART_FILE
+from raycrawl.storage.location import Location
 
 _JSON = {b"raycrawl": b"json"}  # field metadata of a column of JSON texts
 
@@ -56,18 +55,14 @@ def _bytes_text(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not an item value")
 
 
-def item_files(items_dir: str) -> list[str]:
-    if not os.path.isdir(items_dir):
-        return []
-    return sorted(os.path.join(items_dir, n) for n in os.listdir(items_dir) if PART_FILE.match(n))
-
-
 def read_items(items_dir: str) -> pa.Table:
-    """Every item written so far, as one table (a ``url`` column alone when there is none).
+    """Every item written so far, as one table (a ``url`` column alone when there is none),
+    from a local folder or a URI.
 
     Fields missing from a file are null there; a field typed differently in two files is read
     as the wider number type when both are numbers, else as JSON strings."""
-    tables = [pq.read_table(path) for path in item_files(items_dir)]
+    where = Location.of(items_dir)
+    tables = [where.read_table(name) for name in where.names() if PART_FILE.match(name)]
     if not tables:
         return pa.table({"url": pa.array([], pa.string())})
     schema = unified_schema([t.schema for t in tables])

@@ -37,6 +37,7 @@ from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import BufferWARCWriter
 
 from raycrawl.errors import StorageError
+from raycrawl.storage.location import Location, is_local, local_path
 
 # Gzip members by ISA-L (python-isal): the same format as zlib's, five times faster at its
 # level 1 than zlib's level 1 on a 50 KB page (0.10 vs 0.55 ms) and a little smaller; see
@@ -72,12 +73,15 @@ class WarcFiles:
     Thread-safe (records are appended one call at a time); a fetch worker calls it on its event
     loop, where a 50 KB page's two records take about 0.2 ms."""
 
-    def __init__(self, warc_dir: str, prefix: str, max_bytes: int, software: str) -> None:
+    def __init__(self, warc_dir: str, prefix: str, max_bytes: int, software: str,
+                 upload: Location | None = None) -> None:
         os.makedirs(warc_dir, exist_ok=True)
         self.dir, self.prefix, self.max_bytes, self.software = warc_dir, prefix, max_bytes, software
+        self.upload = upload
         pattern = re.compile(re.escape(prefix) + r"-(\d+)\.warc\.gz$")
-        self.seq = max((int(m.group(1)) for n in os.listdir(warc_dir)
-                        if (m := pattern.match(n))), default=-1) + 1
+        names = os.listdir(warc_dir) + (upload.names() if upload is not None else [])
+        self.seq = max((int(m.group(1)) for n in names if (m := pattern.match(n))),
+                       default=-1) + 1
         self.fh: io.BufferedWriter | None = None
         self.name = ""
         self.size = 0
@@ -171,6 +175,8 @@ class WarcFiles:
             self._sync()
             self.fh.close()
             self.fh = None
+            if self.upload is not None:
+                _upload(self.dir, self.name, self.upload)
 
 
 def _record_id() -> str:
@@ -223,9 +229,27 @@ def whole_length(path: str) -> int:
     return end
 
 
-def repair(warc_dir: str, prefix: str) -> int:
+def warc_place(warc_dir: str, state_dir: str) -> tuple[str, Location | None]:
+    """The local folder the WARC files of ``OUT/warc`` (``warc_dir``) are written in, and
+    where each is uploaded once it is closed: ``OUT/warc`` itself on a disk (None: nothing to
+    upload), else ``STATE/warc-spool`` on the fetch worker's node."""
+    if is_local(warc_dir):
+        return local_path(warc_dir), None
+    return os.path.join(state_dir, "warc-spool"), Location.of(warc_dir)
+
+
+def _upload(spool: str, name: str, upload: Location) -> None:
+    """Move a closed file from the spool to the output (:class:`StorageError` keeps it in
+    the spool: the next start of its writer uploads it)."""
+    path = os.path.join(spool, name)
+    upload.upload(path, name)
+    os.remove(path)
+
+
+def repair(warc_dir: str, prefix: str, upload: Location | None = None) -> int:
     """Cut the partial last record of the files starting with ``prefix`` (left by a worker
-    killed mid-write); returns how many files were cut."""
+    killed mid-write); returns how many files were cut.  With ``upload``, ``warc_dir`` is a
+    spool and its files (closed: their writer is gone) are then uploaded there."""
     if not os.path.isdir(warc_dir):
         return 0
     cut = 0
@@ -233,10 +257,15 @@ def repair(warc_dir: str, prefix: str) -> int:
         if not (name.startswith(prefix) and name.endswith(".warc.gz")):
             continue
         path = os.path.join(warc_dir, name)
-        keep = whole_length(path)
-        if keep < os.path.getsize(path):
+        try:
+            keep, size = whole_length(path), os.path.getsize(path)
+        except FileNotFoundError:  # uploaded by its writer meanwhile
+            continue
+        if keep < size:
             with open(path, "r+b") as fh:
                 fh.truncate(keep)
                 os.fsync(fh.fileno())
             cut += 1
+        if upload is not None:
+            _upload(warc_dir, name, upload)
     return cut

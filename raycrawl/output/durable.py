@@ -1,20 +1,23 @@
 """The ``OUT/pages`` Parquet dataset: writing it (DB workers) and reading it (users).
 
 Each DB worker writes its own files, named from sequence numbers
-(``part-<worker>-<seq>.parquet``), never from URLs.  A file is written under a temporary name
-and renamed into place, so readers never see half a file.
+(``part-<worker>-<seq>.parquet``), never from URLs, into a local folder or an object store
+(:class:`~raycrawl.storage.location.Location`).  A file appears whole or not at all: on a disk
+it is written under a temporary name and renamed into place, on an object store uploaded in
+one piece (there is no rename there).
 
 :class:`DurableOutput` makes the rows crash-safe: a row is stored in the worker's RocksDB in the
 same atomic write that completes its batch, moved to a Parquet file later, and a file counts
-only once it is recorded in the store.  A file renamed into place but not yet recorded when
-the worker died is deleted when the worker restarts, and its rows, still in the store, are
-written again: no row is lost, none is written twice.
+only once it is recorded in the store, which it is *after* it is whole in the output.  A file
+in place but not yet recorded when the worker died is deleted when the worker restarts, and
+its rows, still in the store, are written again: no row is lost, none is written twice.
+Object stores list what they hold consistently (S3 since 2020), so the restarted worker sees
+that file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Callable
@@ -25,7 +28,8 @@ import pyarrow.parquet as pq
 
 from raycrawl.errors import StorageError
 from raycrawl.formats import schemas
-from raycrawl.storage.store import Store, WriteBatch, fsync_dir, read_u64, u64
+from raycrawl.storage.location import Location
+from raycrawl.storage.store import Store, WriteBatch, read_u64, u64
 
 PART_FILE = re.compile(r"^part-(\d+)-(\d+)\.parquet$")  # part-<worker>-<seq>.parquet
 
@@ -38,10 +42,11 @@ class PartWriter:
     """Buffers rows and writes them as Parquet files of up to ``rows_per_file`` rows, each
     file's table made by ``to_table`` from the buffered batches."""
 
-    def __init__(self, out_dir: str, worker: int, rows_per_file: int, flush_s: float,
+    def __init__(self, out_dir: str | Location, worker: int, rows_per_file: int,
+                 flush_s: float,
                  to_table: Callable[[list[pa.RecordBatch]], pa.Table] = pages_table) -> None:
-        os.makedirs(out_dir, exist_ok=True)
-        self.dir = out_dir
+        self.dir = Location.of(out_dir) if isinstance(out_dir, str) else out_dir
+        self.dir.makedirs()
         self.to_table = to_table
         self.worker = worker
         self.rows_per_file = rows_per_file
@@ -54,8 +59,8 @@ class PartWriter:
 
     def files(self) -> list[str]:
         """This worker's part files in the folder."""
-        return sorted(name for name in os.listdir(self.dir)
-                      if (m := PART_FILE.match(name)) and int(m.group(1)) == self.worker)
+        return [name for name in self.dir.names()
+                if (m := PART_FILE.match(name)) and int(m.group(1)) == self.worker]
 
     def add(self, rows: pa.RecordBatch) -> None:
         """Buffer rows (of the schema ``to_table`` reads)."""
@@ -82,16 +87,10 @@ class PartWriter:
     def write(self, table: pa.Table) -> str:
         """Write ``table`` as the next file, atomically and durably; returns its name."""
         name = f"part-{self.worker:03d}-{self.next_seq:06d}.parquet"
-        tmp = os.path.join(self.dir, f".{name}.tmp")
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, os.path.join(self.dir, name))
-            fsync_dir(self.dir)
-        except OSError as exc:  # the rows stay buffered (and staged in the store)
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+        try:  # on an error the rows stay buffered (and staged in the store)
+            with self.dir.writing(name) as fh:
+                pq.write_table(table, fh, compression="zstd")
+        except OSError as exc:  # raised by the Parquet writer
             raise StorageError(f"output {self.dir}: writing {name} failed: {exc}") from None
         self.next_seq += 1
         return name
@@ -141,7 +140,7 @@ class DurableOutput:
     ``on_file_written`` runs between a file's rename and its recording (a crash point).
     """
 
-    def __init__(self, store: Store, out_dir: str, worker: int, rows_per_file: int,
+    def __init__(self, store: Store, out_dir: str | Location, worker: int, rows_per_file: int,
                  flush_s: float, on_file_written: Callable[[], None] = lambda: None,
                  keys: Keys = PAGE_KEYS,
                  to_table: Callable[[list[pa.RecordBatch]], pa.Table] = pages_table) -> None:
@@ -153,7 +152,7 @@ class DurableOutput:
                     for key, raw in store.scan(keys.recorded, _after(keys.recorded))}
         for name in self.writer.files():
             if name not in recorded:  # renamed into place, never recorded: written again
-                os.remove(os.path.join(self.writer.dir, name))
+                self.writer.dir.delete(name)
         self.rows_written = sum(recorded.values())
         self.staged: list[bytes] = []
         self.next_key = 0
@@ -197,8 +196,8 @@ class DurableOutput:
         try:
             self.store.write(wb)
         except StorageError:
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(self.writer.dir, name))
+            with contextlib.suppress(StorageError):
+                self.writer.dir.delete(name)
             for batch in buffered:
                 self.writer.add(batch)
             raise
@@ -219,11 +218,11 @@ class DurableOutput:
         A crash at any point leaves either set recorded (the other is removed on restart).
         Call with nothing buffered.  Returns how many files were replaced."""
         replaced: list[tuple[str, str, int]] = []
+        out = self.writer.dir
         for old in self.recorded():
-            path = os.path.join(self.writer.dir, old)
-            if pq.read_schema(path).equals(schema, check_metadata=True):
+            if out.read_schema(old).equals(schema, check_metadata=True):
                 continue
-            table = transform(pq.read_table(path), schema)
+            table = transform(out.read_table(old), schema)
             replaced.append((old, self.writer.write(table), table.num_rows))
         if not replaced:
             return 0
@@ -233,19 +232,21 @@ class DurableOutput:
             wb.put(self.keys.recorded + new.encode(), str(rows).encode())
         self.store.write(wb)
         for old, _, _ in replaced:
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(self.writer.dir, old))
+            with contextlib.suppress(StorageError):
+                out.delete(old)
         return len(replaced)
 
 
-def read_pages(pages_dir: str) -> pa.Table:
-    """Every row written so far (an empty table of the pages schema if there is none)."""
-    if not os.path.isdir(pages_dir) or not any(PART_FILE.match(n) for n in os.listdir(pages_dir)):
+def read_pages(pages_dir: str | Location) -> pa.Table:
+    """Every row written so far (an empty table of the pages schema if there is none), from a
+    local folder or a URI."""
+    where = Location.of(pages_dir) if isinstance(pages_dir, str) else pages_dir
+    if not any(PART_FILE.match(n) for n in where.names()):
         return schemas.PAGES.empty_table()
     # Imported here, not by the workers: pyarrow.dataset imports pandas when it is installed
     # (about 35 MiB and 0.3 s in every process that imports it).
     import pyarrow.dataset as ds
 
-    return ds.dataset(pages_dir, format="parquet", schema=schemas.PAGES,
+    return ds.dataset(where.root, filesystem=where.fs, format="parquet", schema=schemas.PAGES,
                       exclude_invalid_files=False,
                       ignore_prefixes=[".", "_"]).to_table()

@@ -8,18 +8,16 @@ pages whose row is output (a URL completed before gets neither again).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raycrawl.config import CrawlConfig
 from raycrawl.formats import schemas
 from raycrawl.formats.items import conform, items_table, unified_schema
-from raycrawl.formats.warc import repair
+from raycrawl.formats.warc import repair, warc_place
 from raycrawl.output.durable import ITEM_KEYS, DurableOutput, Staged
 from raycrawl.storage.store import Store, WriteBatch
 
@@ -93,8 +91,8 @@ class ShardOutput:
         """One schema for the recorded item files (see ``formats.items.unified_schema``)."""
         if self.items is None:
             return None
-        return unified_schema([pq.read_schema(os.path.join(self.items.writer.dir, name))
-                               for name in self.items.recorded()])
+        out = self.items.writer.dir
+        return unified_schema([out.read_schema(name) for name in self.items.recorded()])
 
     def conform_items(self, schema: pa.Schema) -> int:
         """Rewrite the recorded item files whose schema is not ``schema`` (call after a flush,
@@ -103,8 +101,11 @@ class ShardOutput:
             return 0
         return self.items.rewrite(schema, conform)
 
-    def repair_warc(self) -> None:
+    def repair_warc(self, upload: bool = True) -> None:
         """Cut the partial last record that a killed fetch worker of this DB worker left (call
-        when none of them is writing: at start, after a drain)."""
+        when none of them is writing: at start, after a drain).  With an ``OUT`` elsewhere
+        than this disk, the spooled files are then uploaded — only where none of its fetch
+        workers may still close its own (at start, not after a drain: ``upload=False``)."""
         if self.config.warc:
-            repair(self.config.warc_dir, f"db-worker-{self.index}-")
+            folder, to = warc_place(self.config.warc_dir, self.config.state_dir)
+            repair(folder, f"db-worker-{self.index}-", to if upload else None)

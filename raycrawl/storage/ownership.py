@@ -14,12 +14,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 from raycrawl.errors import CrawlStateError
-from raycrawl.storage.statefiles import MANIFEST, read_json, read_json_if_present, write_json
+from raycrawl.storage.location import Location
+from raycrawl.storage.statefiles import (
+    MANIFEST,
+    OUT_COPY,
+    put_json,
+    read_json,
+    read_json_if_present,
+    write_json,
+)
 
 OUT_MARKER = ".raycrawl.json"
 OWNER = "owner.json"
@@ -28,18 +37,24 @@ RENEW_S = 3.0  # how often a running coordinator renews it
 
 
 def claim_out(out: str, crawl_id: str, state_dir: str) -> None:
-    """Mark ``out`` as this crawl's output; :class:`CrawlStateError` if another crawl's pages
-    are there."""
-    os.makedirs(out, exist_ok=True)
-    marker = read_json_if_present(out, OUT_MARKER)
-    if marker is not None and marker.get("crawl_id") != crawl_id and os.path.exists(
-            os.path.join(str(marker.get("state")), MANIFEST)):  # that crawl did start
+    """Mark ``out`` (a folder or a URI) as this crawl's output; :class:`CrawlStateError` if
+    another crawl's pages are there, :class:`StorageError` if it cannot be written."""
+    loc = Location.of(out)
+    loc.makedirs()
+    raw = loc.read(OUT_MARKER)
+    try:
+        marker = json.loads(raw) if raw is not None else None
+    except ValueError:
+        marker = None
+    if marker is not None and marker.get("crawl_id") != crawl_id and (
+            os.path.exists(os.path.join(str(marker.get("state")), MANIFEST))
+            or loc.child(OUT_COPY).exists(MANIFEST)):  # that crawl did start
         raise CrawlStateError(
             f"{out} holds the pages of crawl {marker.get('crawl_id')} (state in "
             f"{marker.get('state')}): use another --out, or `raycrawl resume --state "
             f"{marker.get('state')}`")
     if marker is None or marker.get("crawl_id") != crawl_id:
-        write_json(out, OUT_MARKER, {"crawl_id": crawl_id, "state": state_dir})
+        put_json(loc, OUT_MARKER, {"crawl_id": crawl_id, "state": state_dir})
 
 
 def check_new_state(state_dir: str, crawl_id: str) -> None:

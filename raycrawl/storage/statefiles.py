@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from raycrawl.errors import CrawlStateError, StorageError
+from raycrawl.storage.location import Location
 from raycrawl.storage.store import fsync_dir
 
 MANIFEST = "manifest.json"
@@ -61,3 +62,43 @@ def read_json_if_present(folder: str, name: str) -> dict[str, Any] | None:
     if not os.path.exists(os.path.join(folder, name)):
         return None
     return read_json(folder, name)
+
+
+# The coordinator keeps a copy of these in OUT (``OUT/_crawl/``), so that ``raycrawl status
+# --out``, ``resume --out`` and ``Crawl.attach(OUT)`` work from any machine, whatever the state
+# folder (node-local, or on the coordinator's node only).  Not when the state folder is
+# ``OUT/state`` already.  The ``_`` keeps it out of the datasets' way.
+OUT_COPY = "_crawl"
+OUT_COPIED = (MANIFEST, COORDINATOR, STATUS)
+
+
+def out_copy(out: str, state_dir: str) -> Location | None:
+    """Where the coordinator copies the crawl's state files in ``out`` (None: they are there
+    already, in ``OUT/state``)."""
+    loc = Location.of(out)
+    if loc.local and os.path.abspath(state_dir) == os.path.join(loc.root, "state"):
+        return None
+    return loc.child(OUT_COPY)
+
+
+def put_json(where: Location, name: str, data: dict[str, Any]) -> None:
+    """Replace ``where/name`` whole (:class:`StorageError` when it cannot be written)."""
+    where.put(name, json.dumps(data, indent=1, default=str).encode())
+
+
+def read_out_json(out: str, name: str) -> dict[str, Any]:
+    """State file ``name`` of the crawl whose output is ``out`` (a folder or a URI): its copy
+    in ``OUT/_crawl``, else ``OUT/state/name``; :class:`CrawlStateError` when neither is
+    there or it cannot be read."""
+    loc = Location.of(out)
+    for where in (loc.child(OUT_COPY), loc.child("state")):
+        try:
+            raw = where.read(name)
+        except StorageError as exc:
+            raise CrawlStateError(str(exc)) from None
+        if raw is not None:
+            try:
+                return json.loads(raw)
+            except ValueError as exc:
+                raise CrawlStateError(f"cannot read {where}/{name}: {exc}") from None
+    raise CrawlStateError(f"no crawl in {loc} ({OUT_COPY}/{name} missing)")

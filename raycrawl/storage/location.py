@@ -1,0 +1,230 @@
+"""Where a crawl's output lives: a local folder, or a URI of a filesystem pyarrow supports
+(``s3://bucket/prefix``, ``gs://...``, ``hdfs://...``, ``file:///...``).
+
+A :class:`Location` is a folder on a ``pyarrow.fs`` filesystem with the few operations the
+output needs, each with the same meaning on a disk and on an object store:
+
+- :meth:`Location.put` replaces a file whole: readers see the old content or the new, never a
+  part.  On a disk that is a temporary name, fsync and rename; on an object store a single
+  upload, which becomes visible only once it is complete (there is no rename there).
+- Bytes are bytes: pyarrow's streams would otherwise gunzip a ``.gz`` file as they read it
+  (and gzip one as they write it), so ``compression=None`` throughout.
+- :meth:`Location.names` lists a folder (empty when it does not exist), :meth:`read` reads a
+  file (None when it does not exist), :meth:`delete` removes one (gone already is fine).
+
+S3-compatible stores other than AWS are reached through the standard ``AWS_ENDPOINT_URL``
+(``AWS_ENDPOINT_URL_S3`` first), which pyarrow's ``S3FileSystem`` does not read by itself;
+credentials and region come from the usual AWS variables and files.  Every error of the
+filesystem becomes :class:`StorageError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raycrawl.errors import ConfigError, StorageError
+
+T = TypeVar("T")
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_REQUEST_TIMEOUT_S = 60.0
+
+
+def is_uri(out: str) -> bool:
+    """``out`` names a filesystem by its scheme (``s3://b/p``), not a local path."""
+    return "://" in out and len(urlsplit(out).scheme) > 1
+
+
+def is_local(out: str) -> bool:
+    """``out`` is on this machine's disk (a path, or a ``file://`` URI)."""
+    return not is_uri(out) or urlsplit(out).scheme == "file"
+
+
+def local_path(out: str) -> str:
+    """The absolute path of a local ``out`` (a path, or a ``file://`` URI)."""
+    return os.path.abspath(urlsplit(out).path if is_uri(out) else out)
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(scheme: str, netloc: str, query: str, endpoint: str | None
+                ) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of a URI and the path of its root in it (made once per process: an S3
+    filesystem resolves credentials when it is made)."""
+    uri = f"{scheme}://{netloc}" + (f"?{query}" if query else "")
+    try:
+        if scheme == "s3" and not query:
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            # The AWS SDK gives up on a request after 3 s without a byte (a loaded store, or
+            # machine): a crawl's writer waits longer before it calls the output broken.
+            options: dict[str, Any] = {"connect_timeout": S3_CONNECT_TIMEOUT_S,
+                                       "request_timeout": S3_REQUEST_TIMEOUT_S}
+            if endpoint:
+                options["endpoint_override"] = endpoint
+            if region:
+                options["region"] = region
+            return pafs.S3FileSystem(**options), netloc
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"out: cannot reach {scheme}://{netloc}: {exc}") from None
+    return fs, path
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder: ``uri`` as the user wrote it (a local one made absolute), ``fs`` and ``root``
+    (the folder's path in ``fs``)."""
+
+    uri: str
+    fs: pafs.FileSystem
+    root: str
+
+    @classmethod
+    def of(cls, out: str) -> Location:
+        """The location of ``out``: a local path or ``file://`` URI, or a URI of another
+        filesystem (:class:`ConfigError` for a scheme pyarrow does not know)."""
+        if is_local(out):
+            path = local_path(out)
+            return cls(path, pafs.LocalFileSystem(), path)
+        parts = urlsplit(out)
+        fs, bucket = _filesystem(parts.scheme, parts.netloc, parts.query, _endpoint())
+        root = "/".join(p for p in (bucket, parts.path.strip("/")) if p)
+        return cls(f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}", fs, root)
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def child(self, name: str) -> Location:
+        return Location(f"{self.uri}/{name}", self.fs, f"{self.root}/{name}")
+
+    def path(self, name: str) -> str:
+        """``name``'s path in ``fs`` (for pyarrow's readers and writers)."""
+        return f"{self.root}/{name}"
+
+    def _errors(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except OSError as exc:
+            raise StorageError(f"output {self.uri}: {what}: {exc}") from None
+
+    def makedirs(self) -> None:
+        """Create the folder (on an object store there is nothing to create)."""
+        if self.local:
+            self._errors("creating it", lambda: os.makedirs(self.root, exist_ok=True))
+
+    def names(self) -> list[str]:
+        """The files right in the folder, sorted (none when it does not exist)."""
+        def listing() -> list[str]:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+            return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+        return self._errors("listing it", listing)
+
+    def exists(self, name: str) -> bool:
+        return self._errors(f"looking for {name}", lambda: self.fs.get_file_info(
+            self.path(name)).type == pafs.FileType.File)
+
+    def read(self, name: str) -> bytes | None:
+        """The content of ``name``, or None when there is no such file."""
+        def reading() -> bytes | None:
+            try:
+                with self.fs.open_input_stream(self.path(name), compression=None) as fh:
+                    return fh.read()
+            except FileNotFoundError:
+                return None
+        return self._errors(f"reading {name}", reading)
+
+    def read_schema(self, name: str) -> pa.Schema:
+        """The schema of Parquet file ``name`` (its footer)."""
+        return self._errors(f"reading {name}", lambda: pq.read_schema(self.path(name),
+                                                                     filesystem=self.fs))
+
+    def read_table(self, name: str) -> pa.Table:
+        """Parquet file ``name`` whole."""
+        return self._errors(f"reading {name}", lambda: pq.read_table(self.path(name),
+                                                                    filesystem=self.fs))
+
+    def delete(self, name: str) -> None:
+        """Remove ``name`` (a file already gone is fine)."""
+        def deleting() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(self.path(name))
+        self._errors(f"deleting {name}", deleting)
+
+    def put(self, name: str, data: bytes) -> None:
+        """Replace ``name`` with ``data`` whole and durably (see the module's docstring)."""
+        with self.writing(name) as fh:
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[IO[bytes]]:
+        """A file to write ``name`` into: it appears whole once the block ends, and not at
+        all if the block raises.  Locally through a temporary file of its own (fsync'd and
+        renamed, the folder fsync'd); elsewhere in memory, then one upload."""
+        if self.local:
+            self.makedirs()
+            with self._local_writing(name) as fh:
+                yield fh
+            return
+        buffer = io.BytesIO()
+        yield buffer
+
+        def upload() -> None:
+            with self.fs.open_output_stream(self.path(name), compression=None) as out:
+                out.write(buffer.getbuffer())
+        self._errors(f"writing {name}", upload)
+
+    @contextlib.contextmanager
+    def _local_writing(self, name: str) -> Iterator[IO[bytes]]:
+        from raycrawl.storage.store import fsync_dir
+
+        fd, tmp = self._errors(f"writing {name}", lambda: tempfile.mkstemp(
+            prefix=f".{name}.", suffix=".tmp", dir=self.root))
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path(name))
+            fsync_dir(self.root)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise StorageError(f"output {self.uri}: writing {name}: "
+                               f"{exc.strerror or exc}") from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+    def upload(self, local_file: str, name: str) -> None:
+        """Copy the local file ``local_file`` to ``name``, whole (as :meth:`put`): to an
+        object store as one (multipart) upload, which is not visible until it completes."""
+        if self.local:
+            def copying() -> None:
+                with open(local_file, "rb") as src, self.writing(name) as dst:
+                    while chunk := src.read(1 << 22):
+                        dst.write(chunk)
+        else:
+            def copying() -> None:
+                pafs.copy_files(local_file, self.path(name),
+                                source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self.fs)
+        self._errors(f"uploading {local_file} as {name}", copying)
