@@ -327,6 +327,13 @@ class Coordinator:
         stopped, open a depth layer or finish.  Returns whether every part succeeded."""
         try:
             status = await self._refresh_status()
+        except PeerFault as exc:
+            if exc.cannot_start:  # a worker's store is gone or not its own: no restart mends it
+                await self._fail(exc.cannot_start)
+                return True
+            log.exception("reading the workers failed (%d passes in a row)",
+                          self.failed_passes + 1)
+            return False
         except Exception:
             log.exception("reading the workers failed (%d passes in a row)",
                           self.failed_passes + 1)
@@ -449,8 +456,8 @@ class Coordinator:
             moving="" if a.moving is None else str(a.moving), moves_left=a.to_move,
             rescale_to=a.rescale_to))
         faults = [r for r in [*db_results, *sw_results] if isinstance(r, PeerFault)]
-        if faults:
-            raise faults[0]
+        if faults:  # one a restart cannot mend first
+            raise max(faults, key=lambda f: bool(f.cannot_start))
         return self.last_status
 
     async def status(self) -> CrawlStatus:

@@ -31,6 +31,7 @@ from raycrawl.formats.streams import StreamWriter, stream_path
 from raycrawl.records import Record
 from raycrawl.routing import not_owned
 from raycrawl.storage.assignment import NotOwner, Role
+from raycrawl.storage.identity import check_store_present, claim_store
 from raycrawl.storage.moves import PartitionCopy
 from raycrawl.storage.ownership import check_shared_state
 
@@ -66,9 +67,13 @@ class DBWorker:
         self.name = db_worker_name(config.crawl_id, index)
         self.index = index
         check_shared_state(config.state_dir, config.crawl_id, self.name)
+        node = ray.util.get_node_ip_address()
+        check_store_present(config.state_dir, f"db-worker-{index}", self.name, node)
         self.peers = Peers(config)
         self.shard = DBShard(config, index, self.peers.assignment.owned(Role.DB, index),
                              on_file_written=lambda: self._fault_point("db-worker.output-written"))
+        claim_store(self.shard.store, config.state_dir, config.crawl_id, f"db-worker-{index}",
+                    self.name, node)
         self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
                        if config.log_streams else None)
         self.fetchers = FetchPool(FetchOptions.from_config(config),

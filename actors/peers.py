@@ -60,9 +60,16 @@ def died_because(exc: BaseException) -> str:
 class PeerFault(Exception):
     """A call to another actor timed out, or the actor died or was unreachable meanwhile."""
 
-    def __init__(self, message: str, timed_out: bool = False) -> None:
+    def __init__(self, message: str, timed_out: bool = False, cannot_start: str = "") -> None:
         super().__init__(message)
         self.timed_out = timed_out  # no answer in time (hung), rather than dead or restarting
+        # The actor cannot start, and starting it again would not help (its store is gone,
+        # or not its own): the one-line reason, which ends the crawl.
+        self.cannot_start = cannot_start
+
+
+# Errors of a worker's __init__ that a restart does not mend (the crawl ends with them).
+_CANNOT_START = ("CrawlStateError", "StorageError")
 
 
 DRAIN_TIMEOUTS = 10  # a drain may take this many actor timeouts
@@ -77,7 +84,10 @@ async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
     except TimeoutError:
         raise PeerFault(f"{what}: no answer within {timeout_s} s", timed_out=True) from None
     except ray.exceptions.RayActorError as exc:
-        raise PeerFault(f"{what}: {died_because(exc)}") from exc
+        reason = died_because(exc)
+        kind, _, message = reason.partition(": ")
+        fatal = "creation task" in str(exc) and kind in _CANNOT_START
+        raise PeerFault(f"{what}: {reason}", cannot_start=message if fatal else "") from exc
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, (PeerFault, StorageError)):  # the peer reports its own store
             raise PeerFault(f"{what}: {exc.cause}") from exc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +14,7 @@ from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.errors import StorageError
 from raycrawl.routing import not_owned
 from raycrawl.storage.assignment import NotOwner, Role, ranges
+from raycrawl.storage.identity import check_store_present, claim_store, store_path
 from raycrawl.storage.moves import PartitionCopy
 from raycrawl.storage.ownership import check_shared_state
 from raycrawl.storage.store import Store
@@ -43,8 +43,11 @@ class StrategyWorker:
         self.name = strategy_worker_name(config.crawl_id, index)
         check_shared_state(config.state_dir, config.crawl_id,
                            strategy_worker_name(config.crawl_id, index))
-        self.store = Store(os.path.join(config.state_dir, f"strategy-worker-{index}"),
-                           sync=config.sync_writes, tables=STRATEGY_TABLES)
+        node, store = ray.util.get_node_ip_address(), f"strategy-worker-{index}"
+        check_store_present(config.state_dir, store, self.name, node)
+        self.store = Store(store_path(config.state_dir, store), sync=config.sync_writes,
+                           tables=STRATEGY_TABLES)
+        claim_store(self.store, config.state_dir, config.crawl_id, store, self.name, node)
         self.runner = StrategyRunner(config, self.store)
         self.peers = Peers(config)
         self.lock = asyncio.Lock()

@@ -13,6 +13,7 @@ in flight when the fault hit.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -195,5 +196,28 @@ def test_a_full_disk_fails_the_crawl_naming_the_store_and_resume_finishes_it(
         urls = resumed.pages().column("url").to_pylist()
         assert sorted(urls) == sorted(set(web.reachable())), "a URL missing or twice"
         assert stats["errors"] == 0, stats["error_kinds"]
+    finally:
+        web.stop()
+
+
+@pytest.mark.parametrize("worker", ["db-worker-1", "strategy-worker-0"])
+def test_a_store_deleted_under_a_running_crawl_stops_it_with_a_one_line_reason(
+        ray_session, tmp_path, worker):
+    """The folder of a worker's store is deleted (a lost disk) and the worker restarted: it
+    never goes on with an empty store — its URLs would be lost — but stops the crawl saying
+    which store is gone, where."""
+    web = slow_web(seed=53)
+    state = tmp_path / "out" / "state"
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), **SETTINGS).start()
+        run_until(crawl, len(web.reachable()))
+        shutil.rmtree(state / worker)
+        ray.kill(actor_named(f"{crawl.crawl_id}/{worker}"), no_restart=False)
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert stats["phase"] == "failed", stats["reason"]
+        reason = stats["reason"]
+        assert reason.startswith(f"{crawl.crawl_id}/{worker} on node "), reason
+        assert f"its store {state / worker} is gone" in reason and "\n" not in reason
+        assert not (state / worker / "CURRENT").exists(), "an empty store was created"
     finally:
         web.stop()

@@ -1,10 +1,12 @@
 """A crawl owns its --out and --state: second crawls and drivers are refused, clearly."""
 
 import json
+import shutil
 
 import pytest
 
 from raycrawl.errors import CrawlStateError
+from raycrawl.storage.identity import check_store_present, claim_store, store_path
 from raycrawl.storage.ownership import (
     LEASE_S,
     OWNER,
@@ -15,6 +17,7 @@ from raycrawl.storage.ownership import (
     take_lease,
 )
 from raycrawl.storage.statefiles import MANIFEST, write_json
+from raycrawl.storage.store import Store
 
 
 def started(state, crawl_id):
@@ -94,3 +97,22 @@ def test_a_lease_of_a_coordinator_seen_gone_is_taken_at_once(tmp_path):
     take_lease(state, "c", 1, "cluster-a", clock, clock.sleep)  # failed, could not release
     take_lease(state, "c", 2, "cluster-a", clock, clock.sleep, holder_gone_on="cluster-a")
     assert clock.now == 1000.0  # no wait
+
+
+def test_a_store_carries_its_identity_and_its_creation_is_recorded_outside_it(tmp_path):
+    state = str(tmp_path)
+    check_store_present(state, "db-worker-0", "c/db-worker-0", "n1")  # never created: fine
+    db = Store(store_path(state, "db-worker-0"))
+    claim_store(db, state, "c", "db-worker-0", "c/db-worker-0", "n1")
+    claim_store(db, state, "c", "db-worker-0", "c/db-worker-0", "n2")  # its own: fine
+    with pytest.raises(CrawlStateError, match=r"^c/db-worker-1 on node n1: .* holds the store "
+                                              r"of db-worker-0 of crawl c, not its own"):
+        claim_store(db, state, "c", "db-worker-1", "c/db-worker-1", "n1")
+    with pytest.raises(CrawlStateError, match="of crawl c, not its own"):
+        claim_store(db, state, "d", "db-worker-0", "d/db-worker-0", "n1")
+    db.close()
+    check_store_present(state, "db-worker-0", "c/db-worker-0", "n1")  # there: fine
+    shutil.rmtree(store_path(state, "db-worker-0"))
+    with pytest.raises(CrawlStateError, match=r"^c/db-worker-0 on node n2: its store .*"
+                                              r"db-worker-0 is gone \(created .* on node n1\)"):
+        check_store_present(state, "db-worker-0", "c/db-worker-0", "n2")
