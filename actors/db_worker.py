@@ -27,7 +27,7 @@ from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Sink
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ended_rows
-from raycrawl.formats.streams import StreamWriter, stream_path
+from raycrawl.formats.streams import StreamWriter, stream_place
 from raycrawl.records import Record
 from raycrawl.routing import not_owned
 from raycrawl.storage.assignment import NotOwner, Role
@@ -74,8 +74,10 @@ class DBWorker:
                              on_file_written=lambda: self._fault_point("db-worker.output-written"))
         claim_store(self.shard.store, config.state_dir, config.crawl_id, f"db-worker-{index}",
                     self.name, node)
-        self.stream = (StreamWriter(stream_path(config.out, index, config.codec), config.codec)
-                       if config.log_streams else None)
+        self.stream = None
+        if config.log_streams:
+            path, upload = stream_place(config.out, config.state_dir, index, config.codec)
+            self.stream = StreamWriter(path, config.codec, upload)
         self.fetchers = FetchPool(FetchOptions.from_config(config),
                                   db_worker_name(config.crawl_id, index),
                                   solo_tries=config.fetch_retries + 1,
@@ -204,7 +206,7 @@ class DBWorker:
         except StorageError as exc:  # the rows stay staged: a resume writes them
             self._storage_failed(exc)
         if self.stream is not None:
-            self.stream.flush()
+            self.stream.publish()
 
     def item_schema(self) -> pa.Schema | None:  # see actors.peers.conform_items
         return self.shard.output.item_schema()

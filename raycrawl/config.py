@@ -243,9 +243,6 @@ class CrawlConfig:
         check(bool(self.out), "out", "must name a directory")
         check(is_local(self.out) or bool(self.state), "state",
               "is required with an --out URI: a node-local folder for the crawl's stores")
-        check(is_local(self.out) or not self.log_streams, "log_streams",
-              "cannot be used with an --out URI yet (stream files grow in place; pages, items "
-              "and WARC go to a URI)")
         check(isinstance(self.user_agent, str) and bool(self.user_agent.strip())
               and "\n" not in self.user_agent, "user_agent", "must be a non-empty single line")
         for cidr in self.allow_network:

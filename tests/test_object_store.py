@@ -1,7 +1,8 @@
 """``--out s3://...``: a crawl whose output is on an S3-compatible store (moto's server on
 loopback, reached through ``AWS_ENDPOINT_URL``), its stores in a local ``--state``.  Pages,
-items and WARC land there exactly once through kills and a crash between a file's upload and
-its record, and the crawl is read, followed and resumed from its URI alone."""
+items, WARC and streams land there (pages and items exactly once) through kills and a crash
+between a file's upload and its record, and the crawl is read, followed and resumed from its URI
+alone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from raycrawl import Crawl
 from raycrawl.errors import ConfigError, CrawlStateError
 from raycrawl.formats.items import read_items
+from raycrawl.formats.streams import read_stream, stream_path
 from raycrawl.output.durable import read_pages
 from raycrawl.storage.location import Location
 from raycrawl.testing import faults
@@ -27,9 +29,6 @@ from tests.test_warc import check_every_row_has_its_records
 def test_an_out_uri_needs_a_local_state_folder_and_a_known_scheme(tmp_path):
     with pytest.raises(ConfigError, match="state: is required with an --out URI"):
         Crawl(seeds=["http://127.0.0.1:1/"], out="s3://bucket/crawl")
-    with pytest.raises(ConfigError, match="log_streams"):
-        Crawl(seeds=["http://127.0.0.1:1/"], out="s3://bucket/crawl", state=str(tmp_path),
-              log_streams=True)
     with pytest.raises(ConfigError, match="cannot reach nosuchfs://x"):
         Location.of("nosuchfs://x/y")
     assert Location.of(f"file://{tmp_path}/out").uri == f"{tmp_path}/out"
@@ -51,7 +50,7 @@ def test_a_crawl_to_s3_writes_it_all_there_once_and_is_read_from_its_uri(ray_ses
     state = tmp_path / "state"
     try:
         crawl, stats, fetched, with_items = crawl_killing(
-            tmp_path, web, "db-worker-0/fetcher-", out=out, state=str(state))
+            tmp_path, web, "db-worker-0/fetcher-", out=out, state=str(state), log_streams=True)
         assert stats["phase"] == "finished", stats["reason"]
         assert stats["errors"] == 0, stats["error_kinds"]
 
@@ -61,6 +60,10 @@ def test_a_crawl_to_s3_writes_it_all_there_once_and_is_read_from_its_uri(ray_ses
         assert sorted(items) == sorted(with_items), "an item missing or twice"
         assert check_every_row_has_its_records(crawl, web) == len(fetched)
         assert os.listdir(state / "warc-spool") == []  # every WARC file uploaded
+        logged = {m[1].url for worker in (0, 1) for m in read_stream(
+            stream_path(out, worker, "msgpack"), "msgpack") if m[0] == "page_crawled"}
+        assert logged == fetched  # each DB worker's stream uploaded whole (with a re-fetch
+        # after the kill, a URL may be logged twice: the stream is a log)
         assert not (tmp_path / "out").exists() and sorted(os.listdir(tmp_path)) == [
             "spiders", "state"]  # nothing of OUT on this disk
         assert crawl.dataset("items").count() == len(with_items)

@@ -5,10 +5,16 @@ With ``log_streams`` on, each DB worker appends what its fetch workers saw to
 URL, then ``links_extracted`` per page with links, encoded by the codec named in the config.
 A file is a sequence of frames, each a 4-byte big-endian length and one encoded message, so it
 can be read back with :func:`read_stream` and fed to a strategy with :func:`replay`.
+
+With ``OUT`` on an object store (``s3://...``), a DB worker appends to its file in
+``STATE/streams-spool/`` and uploads it whole, replacing the copy in ``OUT/streams/``, when it
+drains (a pause, a stop, the end of the crawl) and when it closes; a worker restarted after a
+kill appends to its spooled file again, so the next upload has everything.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -20,6 +26,7 @@ from raycrawl.codecs import codec_module
 from raycrawl.codecs._common import MAX_MESSAGE_BYTES
 from raycrawl.errors import DecodeError
 from raycrawl.models import Request, Response
+from raycrawl.storage.location import Location, is_local, local_path
 from raycrawl.strategy import CrawlingStrategy
 
 _LEN = struct.Struct(">I")
@@ -29,11 +36,24 @@ def stream_path(out_dir: str, worker: int, codec: str) -> str:
     return os.path.join(out_dir, "streams", f"spider-log-{worker:03d}.{codec}")
 
 
-class StreamWriter:
-    """Appends spider-log batches to one stream file as encoded messages."""
+def stream_place(out_dir: str, state_dir: str, worker: int, codec: str
+                 ) -> tuple[str, Location | None]:
+    """The local file DB worker ``worker`` appends its stream to, and where it is uploaded
+    (None: ``OUT`` is on this disk and the file is in it)."""
+    if is_local(out_dir):
+        return stream_path(local_path(out_dir), worker, codec), None
+    name = os.path.basename(stream_path(out_dir, worker, codec))
+    return (os.path.join(state_dir, "streams-spool", name),
+            Location.of(out_dir).child("streams"))
 
-    def __init__(self, path: str, codec: str) -> None:
+
+class StreamWriter:
+    """Appends spider-log batches to one stream file as encoded messages (and, with
+    ``upload``, copies the file there whole at each :meth:`publish` and at close)."""
+
+    def __init__(self, path: str, codec: str, upload: Location | None = None) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path, self.upload = path, upload
         self.encoder = codec_module(codec).Encoder()
         self.file = open(path, "ab")  # noqa: SIM115 - kept open for the worker's lifetime
 
@@ -63,8 +83,14 @@ class StreamWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
 
-    def close(self) -> None:
+    def publish(self) -> None:
+        """Make everything written so far durable, and visible in ``OUT/streams``."""
         self.flush()
+        if self.upload is not None:
+            self.upload.upload(self.path, os.path.basename(self.path))
+
+    def close(self) -> None:
+        self.publish()
         self.file.close()
 
 
@@ -73,7 +99,9 @@ def read_stream(path: str, codec: str,
     """Decoded messages of a stream file, in order.  A torn or oversized frame raises
     :class:`DecodeError` after the messages before it were yielded."""
     decoder = codec_module(codec).Decoder(max_message_bytes=max_message_bytes)
-    with open(path, "rb") as fh:
+    folder, name = path.rsplit("/", 1)
+    with (open(path, "rb") if is_local(path)
+          else io.BytesIO(Location.of(folder).read(name) or b"")) as fh:
         while header := fh.read(_LEN.size):
             if len(header) < _LEN.size:
                 raise DecodeError(f"{path}: torn frame header at offset {fh.tell() - len(header)}")
