@@ -2,7 +2,7 @@
 
 import json
 
-from raycrawl.api import read_status
+from raycrawl.api import read_out_status, read_status
 from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.budget import Allowance, BudgetPlanner, Move, Share
 from raycrawl.coordinator.control import CrawlControl
@@ -26,6 +26,7 @@ def test_a_restarted_coordinator_adopts_the_phase(tmp_path):
     assert not first.adopted and first.phase is Phase.STARTING
     manifest = json.loads((tmp_path / "out" / "state" / "manifest.json").read_text())
     assert manifest["generation"] == 1
+    assert not (tmp_path / "out" / "_crawl").exists()  # the state is in OUT/state already
     assignment = read_assignment(str(tmp_path / "out" / "state"))
     assert assignment.epoch == 1 and assignment.workers == {Role.DB: 1, Role.STRATEGY: 1}
     first.set_phase(Phase.RUNNING)
@@ -141,3 +142,28 @@ def test_a_stall_is_found_after_stall_s_logged_and_counted_once(tmp_path):
     assert step(ready=2, parked=1).stall == ""  # counted once
     assert control.status((idle(),), sw).stalls == 1
     assert step(paused=2).stall == ""  # a paused worker waits on purpose
+
+
+def test_the_state_files_are_copied_to_out_and_a_failed_copy_does_not_end_the_crawl(tmp_path):
+    """With the state folder elsewhere than OUT/state (an OUT on object storage, say), the
+    manifest, phase and status are copied to OUT/_crawl for readers on any machine; a copy
+    that fails is written again with the next change, and the crawl goes on."""
+    cfg = config(tmp_path, state=str(tmp_path / "state"))
+    control = CrawlControl(cfg)
+    control.set_phase(Phase.RUNNING)
+    control.status((idle(),), (StrategyWorkerReport(),), force_write=True)
+    copy = tmp_path / "out" / "_crawl"
+    assert json.loads((copy / "manifest.json").read_text())["config"]["state"] == cfg.state
+    assert json.loads((copy / "coordinator.json").read_text())["phase"] == "running"
+    assert read_out_status(str(tmp_path / "out")).phase is Phase.RUNNING
+    for name in ("manifest.json", "coordinator.json", "status.json"):
+        (copy / name).unlink()
+    copy.rmdir()
+    copy.write_text("not a folder")  # every copy now fails
+    control.set_phase(Phase.PAUSED)
+    step = control.step(control.status((idle(),), (StrategyWorkerReport(),), force_write=True), 0)
+    assert control.save_error == "" and step.end is None and control.copy_failed
+    copy.unlink()
+    control.set_phase(Phase.RUNNING)  # the next change is copied again
+    assert json.loads((copy / "coordinator.json").read_text())["phase"] == "running"
+    assert not control.copy_failed

@@ -8,6 +8,7 @@ here, so tests drive restarts, budgets and finishing with plain values.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from raycrawl.storage.statefiles import (
     write_json,
 )
 from raycrawl.urls import url_info
+
+log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 5.0  # pages/s is measured over this window
 # Queued URLs, nothing in flight and no URL waiting for a time of its own, this long: a stall
@@ -133,6 +136,7 @@ class CrawlControl:
         self.stall_counted = False
         os.makedirs(config.state_dir, exist_ok=True)
         self.out_copy = out_copy(config.out, config.state_dir)
+        self.copy_failed = False  # the last copy to OUT failed (logged once until one works)
         take_lease(config.state_dir, config.crawl_id, generation, cluster, clock)
         saved = _read_or_none(config.state_dir, COORDINATOR)
         self.adopted = saved is not None and saved.get("generation") == generation
@@ -183,10 +187,18 @@ class CrawlControl:
         :meth:`step`)."""
         try:
             write_json(self.config.state_dir, name, data)
-            if self.out_copy is not None and name in OUT_COPIED:
-                put_json(self.out_copy, name, data)
         except StorageError as exc:
             self.save_error = self.save_error or str(exc)
+            return
+        if self.out_copy is not None and name in OUT_COPIED:
+            try:  # a copy for readers elsewhere: the next write tries again
+                put_json(self.out_copy, name, data)
+                self.copy_failed = False
+            except StorageError as exc:
+                if not self.copy_failed:
+                    log.warning("the copy of %s in OUT was not written (written again with "
+                                "the next change): %s", name, exc)
+                self.copy_failed = True
 
     def set_phase(self, phase: Phase, reason: str | None = None) -> None:
         """Enter ``phase``; durable (``coordinator.json``) when this returns, unless the state
