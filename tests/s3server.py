@@ -17,14 +17,11 @@ import uuid
 
 import pyarrow.fs as pafs
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-PORT = _free_port()
+# The port stays bound (not listening) until the server starts, so that nothing else of the
+# session (a test's web server, a client's local port) takes it meanwhile.
+_HELD = socket.socket()
+_HELD.bind(("127.0.0.1", 0))
+PORT = int(_HELD.getsockname()[1])
 ENV = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{PORT}", "AWS_ACCESS_KEY_ID": "raycrawl-test",
        "AWS_SECRET_ACCESS_KEY": "raycrawl-test", "AWS_DEFAULT_REGION": "us-east-1"}
 START_TIMEOUT_S = 60.0
@@ -38,6 +35,7 @@ class S3Server:
         # Its log (a line per request) goes to a file: a pipe nobody reads fills up and
         # stalls the server mid-request.
         self.log = tempfile.TemporaryFile()
+        _HELD.close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(PORT)],
             stdout=subprocess.DEVNULL, stderr=self.log)
