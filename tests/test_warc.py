@@ -90,6 +90,7 @@ def test_with_out_on_an_object_store_files_are_spooled_and_uploaded_once_closed(
     files = WarcFiles(str(spool), "db-worker-0-fetcher-ab-0", 3000, "test", upload=out)
     for i in range(4):  # rotates past 3,000 bytes
         files.write(f"http://a/{i}", "GET", [], 200, "OK", [], os.urandom(1500))
+    files.wait_uploads()  # (a rotation uploads off the writer's thread)
     assert len(out.names()) >= 1 and os.listdir(spool)  # the closed ones up, the open one not
     files.close()
     assert os.listdir(spool) == [] and len(out.names()) >= 2

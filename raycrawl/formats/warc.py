@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import os
 import re
 import threading
@@ -38,6 +39,8 @@ from warcio.warcwriter import BufferWARCWriter
 
 from raycrawl.errors import StorageError
 from raycrawl.storage.location import Location, is_local, local_path
+
+log = logging.getLogger(__name__)
 
 # Gzip members by ISA-L (python-isal): the same format as zlib's, five times faster at its
 # level 1 than zlib's level 1 on a 50 KB page (0.10 vs 0.55 ms) and a little smaller; see
@@ -78,6 +81,7 @@ class WarcFiles:
         os.makedirs(warc_dir, exist_ok=True)
         self.dir, self.prefix, self.max_bytes, self.software = warc_dir, prefix, max_bytes, software
         self.upload = upload
+        self.uploading: list[threading.Thread] = []  # files closed by a rotation, going up
         pattern = re.compile(re.escape(prefix) + r"-(\d+)\.warc\.gz$")
         names = os.listdir(warc_dir) + (upload.names() if upload is not None else [])
         self.seq = max((int(m.group(1)) for n in names if (m := pattern.match(n))),
@@ -167,16 +171,29 @@ class WarcFiles:
         self.dirty = False
 
     def close(self) -> None:
+        """Close the open file; with ``upload``, return once every closed file went up (or
+        failed to: it stays in the spool, for the next start of this writer)."""
         with self.lock:
             self._close()
+        self.wait_uploads()
+
+    def wait_uploads(self) -> None:
+        """Return once the files closed so far went up (or stayed in the spool)."""
+        for thread in self.uploading:
+            thread.join()
+        self.uploading = []
 
     def _close(self) -> None:
         if self.fh is not None:
             self._sync()
             self.fh.close()
             self.fh = None
-            if self.upload is not None:
-                _upload(self.dir, self.name, self.upload)
+            if self.upload is not None:  # off the fetch worker's event loop
+                self.uploading = [t for t in self.uploading if t.is_alive()]
+                thread = threading.Thread(target=_upload_or_keep, name="warc-upload",
+                                          args=(self.dir, self.name, self.upload))
+                thread.start()
+                self.uploading.append(thread)
 
 
 def _record_id() -> str:
@@ -236,6 +253,14 @@ def warc_place(warc_dir: str, state_dir: str) -> tuple[str, Location | None]:
     if is_local(warc_dir):
         return local_path(warc_dir), None
     return os.path.join(state_dir, "warc-spool"), Location.of(warc_dir)
+
+
+def _upload_or_keep(spool: str, name: str, upload: Location) -> None:
+    try:
+        _upload(spool, name, upload)
+    except (StorageError, OSError) as exc:
+        log.warning("WARC file %s stays in %s (uploaded at the next start): %s",
+                    name, spool, exc)
 
 
 def _upload(spool: str, name: str, upload: Location) -> None:

@@ -44,8 +44,8 @@ def claim_out(out: str, crawl_id: str, state_dir: str) -> None:
     raw = loc.read(OUT_MARKER)
     try:
         marker = json.loads(raw) if raw is not None else None
-    except ValueError:
-        marker = None
+    except ValueError as exc:
+        raise CrawlStateError(f"cannot read {loc}/{OUT_MARKER}: {exc}") from None
     if marker is not None and marker.get("crawl_id") != crawl_id and (
             os.path.exists(os.path.join(str(marker.get("state")), MANIFEST))
             or loc.child(OUT_COPY).exists(MANIFEST)):  # that crawl did start
