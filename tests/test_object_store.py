@@ -32,6 +32,8 @@ def test_an_out_uri_needs_a_local_state_folder_and_a_known_scheme(tmp_path):
     with pytest.raises(ConfigError, match="cannot reach nosuchfs://x"):
         Location.of("nosuchfs://x/y")
     assert Location.of(f"file://{tmp_path}/out").uri == f"{tmp_path}/out"
+    with pytest.raises(ConfigError, match="has a query or fragment; .*AWS_ENDPOINT_URL"):
+        Location.of("s3://bucket/crawl?endpoint_override=127.0.0.1:9000")
 
 
 def test_status_and_resume_of_an_out_without_a_crawl_say_so(s3):

@@ -61,13 +61,11 @@ def _endpoint() -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _filesystem(scheme: str, netloc: str, query: str, endpoint: str | None
-                ) -> tuple[pafs.FileSystem, str]:
-    """The filesystem of a URI and the path of its root in it (made once per process: an S3
-    filesystem resolves credentials when it is made)."""
-    uri = f"{scheme}://{netloc}" + (f"?{query}" if query else "")
+def _filesystem(scheme: str, netloc: str, endpoint: str | None) -> pafs.FileSystem:
+    """The filesystem of ``scheme://netloc`` (made once per process: an S3 filesystem
+    resolves credentials when it is made)."""
     try:
-        if scheme == "s3" and not query:
+        if scheme == "s3":
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
             # The AWS SDK gives up on a request after 3 s without a byte (a loaded store, or
             # machine): a crawl's writer waits longer before it calls the output broken.
@@ -77,11 +75,10 @@ def _filesystem(scheme: str, netloc: str, query: str, endpoint: str | None
                 options["endpoint_override"] = endpoint
             if region:
                 options["region"] = region
-            return pafs.S3FileSystem(**options), netloc
-        fs, path = pafs.FileSystem.from_uri(uri)
+            return pafs.S3FileSystem(**options)
+        return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
     except (OSError, ValueError, ImportError) as exc:
         raise ConfigError(f"out: cannot reach {scheme}://{netloc}: {exc}") from None
-    return fs, path
 
 
 @dataclass(frozen=True)
@@ -101,9 +98,19 @@ class Location:
             path = local_path(out)
             return cls(path, pafs.LocalFileSystem(), path)
         parts = urlsplit(out)
-        fs, bucket = _filesystem(parts.scheme, parts.netloc, parts.query, _endpoint())
-        root = "/".join(p for p in (bucket, parts.path.strip("/")) if p)
-        return cls(f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}", fs, root)
+        if parts.query or parts.fragment:  # OUT/pages and the like are made by joining paths
+            raise ConfigError(f"out: {out} has a query or fragment; give the filesystem's "
+                              f"options in its environment (AWS_ENDPOINT_URL, AWS_REGION, ...)")
+        uri = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        fs = _filesystem(parts.scheme, parts.netloc, _endpoint())
+        if parts.scheme == "s3":  # the bucket, then the key prefix
+            root = "/".join(p for p in (parts.netloc, parts.path.strip("/")) if p)
+        else:  # as pyarrow spells the path in that filesystem (gs: bucket/..., hdfs: /...)
+            try:
+                root = pafs.FileSystem.from_uri(uri)[1]
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"out: cannot reach {uri}: {exc}") from None
+        return cls(uri, fs, root)
 
     @property
     def local(self) -> bool:
