@@ -300,13 +300,13 @@ class Crawl:
         from actors.handles import CoordinatorHandle, connect
         from actors.peers import cluster_address
 
-        if is_uri(state_dir):
-            state_dir = read_out_json(state_dir, MANIFEST)["config"]["state"]
-        elif not os.path.exists(os.path.join(state_dir, MANIFEST)):
-            try:
+        if is_uri(state_dir) or not os.path.exists(os.path.join(state_dir, MANIFEST)):
+            try:  # an OUT: its copy of the manifest names the state folder
                 state_dir = read_out_json(state_dir, MANIFEST)["config"]["state"]
             except CrawlStateError:
-                pass  # not an output either: say that the state folder has no crawl
+                if is_uri(state_dir):
+                    raise
+                # not an output either: say that the state folder has no crawl
         manifest = read_manifest(state_dir)
         config = config_from_mapping({k: v for k, v in manifest["config"].items()
                                       if k not in RETIRED_FIELDS})

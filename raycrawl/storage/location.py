@@ -60,6 +60,35 @@ def _endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+@contextlib.contextmanager
+def replacing(folder: str, name: str, what: str) -> Iterator[IO[bytes]]:
+    """A file to write local ``folder/name`` into, under a temporary name of its own (two
+    writers never clobber each other's half-written file), fsync'd and renamed into place,
+    the folder fsync'd; if the block raises, nothing is left and ``folder/name`` is as it
+    was (an ``OSError`` becomes :class:`StorageError` ``"<what>: <reason>"``)."""
+    from raycrawl.storage.store import fsync_dir  # (RocksDB's bindings: not at import)
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise StorageError(f"{what}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(folder, name))
+        fsync_dir(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise StorageError(f"{what}: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 @functools.lru_cache(maxsize=16)
 def _filesystem(scheme: str, netloc: str, endpoint: str | None) -> pafs.FileSystem:
     """The filesystem of ``scheme://netloc`` (made once per process: an S3 filesystem
@@ -187,7 +216,7 @@ class Location:
         renamed, the folder fsync'd); elsewhere in memory, then one upload."""
         if self.local:
             self.makedirs()
-            with self._local_writing(name) as fh:
+            with replacing(self.root, name, f"output {self.uri}: writing {name}") as fh:
                 yield fh
             return
         buffer = io.BytesIO()
@@ -197,29 +226,6 @@ class Location:
             with self.fs.open_output_stream(self.path(name), compression=None) as out:
                 out.write(buffer.getbuffer())
         self._errors(f"writing {name}", upload)
-
-    @contextlib.contextmanager
-    def _local_writing(self, name: str) -> Iterator[IO[bytes]]:
-        from raycrawl.storage.store import fsync_dir
-
-        fd, tmp = self._errors(f"writing {name}", lambda: tempfile.mkstemp(
-            prefix=f".{name}.", suffix=".tmp", dir=self.root))
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path(name))
-            fsync_dir(self.root)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise StorageError(f"output {self.uri}: writing {name}: "
-                               f"{exc.strerror or exc}") from None
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
 
     def upload(self, local_file: str, name: str) -> None:
         """Copy the local file ``local_file`` to ``name``, whole (as :meth:`put`): to an

@@ -7,15 +7,12 @@ snapshot, for ``raycrawl status``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from raycrawl.errors import CrawlStateError, StorageError
-from raycrawl.storage.location import Location
-from raycrawl.storage.store import fsync_dir
+from raycrawl.storage.location import Location, replacing
 
 MANIFEST = "manifest.json"
 COORDINATOR = "coordinator.json"
@@ -26,22 +23,8 @@ def write_json(state_dir: str, name: str, data: dict[str, Any]) -> None:
     """Replace ``state_dir/name`` atomically and durably (a temporary name of its own per
     writer, so two writers never clobber each other's half-written file); the file is left
     as it was and :class:`StorageError` raised when it cannot be written."""
-    path = os.path.join(state_dir, name)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=state_dir)
-    except OSError as exc:
-        raise StorageError(f"state file {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(state_dir)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise StorageError(f"state file {path}: {exc.strerror or exc}") from None
+    with replacing(state_dir, name, f"state file {os.path.join(state_dir, name)}") as fh:
+        fh.write(json.dumps(data, indent=1, default=str).encode())
 
 
 def read_json(state_dir: str, name: str) -> dict[str, Any]:
