@@ -45,14 +45,17 @@ def test_status_and_resume_of_an_out_without_a_crawl_say_so(s3):
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("victim", ["db-worker-0/fetcher-", "db-worker-1"])
 def test_a_crawl_to_s3_writes_it_all_there_once_and_is_read_from_its_uri(ray_session, s3,
-                                                                        tmp_path):
+                                                                        tmp_path, victim):
+    """A fetch worker killed: its spooled WARC file goes up when a worker takes its name; a
+    DB worker killed: its restart uploads its fetch workers' spooled files and its stream."""
     web = SyntheticWeb(hosts=6, pages_per_host=30, seed=5, latency_s=0.02).start()
     out = f"s3://{s3.bucket()}/crawls/first"
     state = tmp_path / "state"
     try:
         crawl, stats, fetched, with_items = crawl_killing(
-            tmp_path, web, "db-worker-0/fetcher-", out=out, state=str(state), log_streams=True)
+            tmp_path, web, victim, out=out, state=str(state), log_streams=True)
         assert stats["phase"] == "finished", stats["reason"]
         assert stats["errors"] == 0, stats["error_kinds"]
 
@@ -64,8 +67,8 @@ def test_a_crawl_to_s3_writes_it_all_there_once_and_is_read_from_its_uri(ray_ses
         assert os.listdir(state / "warc-spool") == []  # every WARC file uploaded
         logged = {m[1].url for worker in (0, 1) for m in read_stream(
             stream_path(out, worker, "msgpack"), "msgpack") if m[0] == "page_crawled"}
-        assert logged == fetched  # each DB worker's stream uploaded whole (with a re-fetch
-        # after the kill, a URL may be logged twice: the stream is a log)
+        assert logged == fetched  # each DB worker's stream uploaded whole, nothing lost by
+        # the kill (a re-fetch after it may log a URL twice: the stream is a log)
         assert not (tmp_path / "out").exists() and sorted(os.listdir(tmp_path)) == [
             "spiders", "state"]  # nothing of OUT on this disk
         assert crawl.dataset("items").count() == len(with_items)

@@ -78,6 +78,9 @@ class StreamWriter:
                                           "depth": row["depth"]}))
         for parent, found in by_parent.items():
             self._frame(enc.encode_links_extracted(Request(parent), found))
+        # To the OS now (fsync'd at drains): a worker killed later loses none of it.  Written
+        # before its batch completes, so a kill before that logs the batch's refetch again.
+        self.file.flush()
 
     def flush(self) -> None:
         self.file.flush()
