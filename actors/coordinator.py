@@ -22,6 +22,7 @@ from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.budget import Move
 from raycrawl.coordinator.control import CrawlControl, seed_feed
 from raycrawl.coordinator.phases import Phase, Verdict
+from raycrawl.coordinator.placement import PLACEMENT, STATE_RESOURCE, Node, place
 from raycrawl.coordinator.reports import (
     CrawlStatus,
     DBWorkerReport,
@@ -32,9 +33,12 @@ from raycrawl.coordinator.rescale import Mover, Rescaler, next_move, plan_goal
 from raycrawl.coordinator.sharing import CrawlEntry, split_share, wants, within_share
 from raycrawl.db_worker.ratelimit import crawl_rate, split_rate
 from raycrawl.errors import ConfigError, CrawlStateError
+from raycrawl.storage import checkpoints
 from raycrawl.storage.assignment import Assignment, Role, read_assignment, write_assignment
+from raycrawl.storage.statefiles import read_json_if_present, write_json
 
 from . import db_worker, strategy_worker
+from .gate import Gate
 from .logs import tag_logs
 from .options import actor_options, db_worker_name, strategy_worker_name
 from .peers import (
@@ -51,10 +55,15 @@ from .registry import RegistryHandle
 
 log = logging.getLogger(__name__)
 
+# Passes that fail in a row, for at least so long, end the crawl: long enough for Ray to see a
+# lost node (its health checks: about 15 s), whose workers' calls fail meanwhile.
 _MAX_FAILED_PASSES = 100
+_FAILING_FOR_S = 60.0
 SHARE_EVERY_S = 1.0  # how often the crawl renews its registration and CPU share
 ROTATE_S = 10.0  # a DB worker left without a fetch worker gets one after this long
 RESCALE_RETRY_S = 1.0  # a step of a rescale that failed is tried again after this long
+RECREATE_TRIES = 5  # a worker that does not start after a rollback is created this often
+NODES_EVERY_S = 2.0  # while a worker does not answer, whether its node is alive, this often
 
 
 class Coordinator:
@@ -67,16 +76,23 @@ class Coordinator:
         self.controls_pending = 0
         self.token, self.grants = secrets.token_hex(4), 0  # ids of allowance grows
         self.last_status = CrawlStatus()
-        self.failed_passes = 0
+        self.failed_passes, self.failing_since = 0, 0.0
         self.closed = False
-        self.peers = Peers(config)
+        self.peers = Peers(config, lambda: read_assignment(config.state_dir))
         self.assignment = self.peers.assignment
+        write_assignment(config.state_dir, self.assignment, config.out)  # (its copy, again:
+        # a coordinator may have died between the two writes)
         self.db_workers: list[DBWorkerHandle] = []
         self.strategy_workers: list[StrategyWorkerHandle] = []
+        # worker ("db-worker-0") -> the id of the node it is pinned to (its store's)
+        self.placement: dict[str, str] = dict(
+            read_json_if_present(config.state_dir, PLACEMENT) or {})
+        self.nodes_checked = 0.0
         if self.control.adopted:  # restarted by Ray: adopt the running crawl's workers
             self._spawn()
         self.rescaler = Rescaler(config.state_dir, self._mover,
-                                 lease_timeout_s=DRAIN_TIMEOUTS * config.actor_timeout_s)
+                                 lease_timeout_s=DRAIN_TIMEOUTS * config.actor_timeout_s,
+                                 out=config.out)
         self.rescale_task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
         self.loop_task: asyncio.Task[None] | None = None
@@ -85,6 +101,13 @@ class Coordinator:
         self.waiting = ""
         self.shared_at = -1e9
         self.turn, self.turn_at = 0, 0.0  # whose turn it is when DB workers outnumber the share
+        # Checkpoints (raycrawl.storage.checkpoints): the seeds wait while one is cut; the
+        # last published, its upload under way, and rollbacks since this coordinator started.
+        self.seeds = Gate()
+        self.checkpoint_due = time.monotonic() + config.checkpoint_every_s
+        self.checkpoint: dict[str, Any] | None = None  # the last published epoch (None: unread)
+        self.upload_task: asyncio.Task[None] | None = None
+        self.rollbacks = 0  # (read from OUT with the last checkpoint)
 
     @property
     def phase(self) -> Phase:
@@ -110,20 +133,53 @@ class Coordinator:
 
     def _spawn(self) -> None:
         """Handles to every worker the assignment counts, creating those not running (a
-        rescale's new workers, or ones it retired and brought back)."""
-        cfg, timeout = self.config, self.config.actor_timeout_s
+        rescale's new workers, or ones it retired and brought back), each on its node."""
         workers = self.assignment.workers
-        sw_cls, db_cls = strategy_worker.remote_class(), db_worker.remote_class()
+        self._place()
         for i in range(len(self.strategy_workers), workers[Role.STRATEGY]):
-            name = strategy_worker_name(cfg.crawl_id, i)
-            self.strategy_workers.append(StrategyWorkerHandle(
-                sw_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout,
-                name))
+            self.strategy_workers.append(self._create(Role.STRATEGY, i))
         for i in range(len(self.db_workers), workers[Role.DB]):
-            name = db_worker_name(cfg.crawl_id, i)
-            self.db_workers.append(DBWorkerHandle(
-                db_cls.options(**actor_options(name, worker=True)).remote(cfg, i), timeout,
-                name))
+            self.db_workers.append(self._create(Role.DB, i))
+
+    def _create(self, role: Role, i: int) -> Any:
+        """A handle to worker ``i`` of ``role``, the running one of that name if there is,
+        else a new one on the node :meth:`_place` chose for it."""
+        cfg, timeout = self.config, self.config.actor_timeout_s
+        if role is Role.STRATEGY:
+            name = strategy_worker_name(cfg.crawl_id, i)
+            node = self.placement.get(f"strategy-worker-{i}")
+            return StrategyWorkerHandle(strategy_worker.remote_class().options(
+                **actor_options(name, worker=True, node=node)).remote(cfg, i), timeout, name)
+        name = db_worker_name(cfg.crawl_id, i)
+        node = self.placement.get(f"db-worker-{i}")
+        return DBWorkerHandle(db_worker.remote_class().options(
+            **actor_options(name, worker=True, node=node)).remote(cfg, i), timeout, name)
+
+    def _place(self) -> dict[str, str]:
+        """Choose a node for every worker the assignment counts that has none alive
+        (``raycrawl.coordinator.placement``), durably; returns the workers moved to another
+        node (their stores stay behind: they start from the last checkpoint)."""
+        workers = self.assignment.workers
+        names = [*(f"strategy-worker-{i}" for i in range(workers[Role.STRATEGY])),
+                 *(f"db-worker-{i}" for i in range(workers[Role.DB]))]
+        placement = place(names, _cluster_nodes(), self.placement)
+        moved = {w: n for w, n in placement.items()
+                 if w in self.placement and self.placement[w] != n}
+        if placement != {w: self.placement.get(w) for w in placement}:
+            write_json(self.config.state_dir, PLACEMENT, {**self.placement, **placement})
+            self.placement.update(placement)
+        return moved
+
+    def _lost(self) -> list[str]:
+        """The workers whose node is dead (asks Ray at most every few seconds)."""
+        now = time.monotonic()
+        if now - self.nodes_checked < NODES_EVERY_S:
+            return []
+        self.nodes_checked = now
+        alive = {n.node_id for n in _cluster_nodes() if n.alive}
+        return sorted(w for w, node in self.placement.items() if node not in alive
+                      and w in {_short(h.name)
+                                for h in [*self.db_workers, *self.strategy_workers]})
 
     def _ensure_loop(self) -> None:
         if (self.loop_task is None or self.loop_task.done()) and not self.closed:
@@ -172,7 +228,7 @@ class Coordinator:
                     goal[role] = target
                 workers[role] = max(a.workers[role], wanted)
             a = dataclasses.replace(a, goal=goal, workers=workers)
-            write_assignment(self.config.state_dir, a)
+            write_assignment(self.config.state_dir, a, self.config.out)
             self._set_assignment(a)
             new = [*self.strategy_workers, *self.db_workers]
             self._spawn()
@@ -236,7 +292,7 @@ class Coordinator:
                 w.kill()
             goals = {r: g for r, g in a.goal.items() if r is not role}
             a = dataclasses.replace(a.with_workers(role, keep), goal=goals)
-            write_assignment(self.config.state_dir, a)
+            write_assignment(self.config.state_dir, a, self.config.out)
             self._set_assignment(a)
         log.info("rescaled: %d DB workers, %d strategy workers", a.workers[Role.DB],
                  a.workers[Role.STRATEGY])
@@ -250,8 +306,9 @@ class Coordinator:
         self.controls_pending += 1
         try:
             feed, reply = seed_feed(urls, self.config.partitions)
-            await self.peers.route(Role.STRATEGY, (feed,), lambda w, parts: (
-                self.strategy_workers[w].add_seeds(parts[0])))
+            async with self.seeds.passing():
+                await self.peers.route(Role.STRATEGY, (feed,), lambda w, parts: (
+                    self.strategy_workers[w].add_seeds(parts[0])))
             return reply
         finally:
             self.controls_pending -= 1
@@ -308,8 +365,11 @@ class Coordinator:
             if await self.step():
                 self.failed_passes = 0
             else:  # a pass that keeps failing ends the crawl
+                if not self.failed_passes:
+                    self.failing_since = started
                 self.failed_passes += 1
-                if self.failed_passes >= _MAX_FAILED_PASSES:
+                if (self.failed_passes >= _MAX_FAILED_PASSES
+                        and started - self.failing_since >= _FAILING_FOR_S):
                     await self._fail("reconcile kept failing")
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, self.config.poll_interval_s - elapsed))
@@ -328,8 +388,20 @@ class Coordinator:
         try:
             status = await self._refresh_status()
         except PeerFault as exc:
-            if exc.cannot_start:  # a worker's store is gone or not its own: no restart mends it
-                await self._fail(exc.cannot_start)
+            lost = [] if exc.cannot_start else self._lost()
+            if exc.cannot_start or lost:
+                # A worker's store is gone or not its own, or its node is: no restart mends
+                # it, but going back to the last checkpoint may.
+                reason = exc.cannot_start or self._lost_reason(lost)
+                try:
+                    rolled_back = await self._roll_back(reason)
+                except Exception:  # the next pass tries again (a bounded number of times)
+                    log.exception("rolling back failed")
+                    return False
+                if not rolled_back:
+                    await self._fail(reason if exc.cannot_start else
+                                     f"{reason}; with no checkpoint to restore them from, the "
+                                     f"crawl stops instead of going on without their URLs")
                 return True
             log.exception("reading the workers failed (%d passes in a row)",
                           self.failed_passes + 1)
@@ -365,6 +437,10 @@ class Coordinator:
         except Exception:
             log.exception("acting on %s failed", step)
             ok = False
+        try:
+            await self._checkpoint_if_due()
+        except Exception:
+            log.exception("cutting checkpoint failed")
         return ok
 
     async def _fail(self, reason: str) -> None:
@@ -375,6 +451,152 @@ class Coordinator:
         except Exception:
             log.exception("draining the workers of a failed crawl failed")
             self.control.set_phase(Phase.FAILED, reason)
+
+    # -- checkpoints and rollbacks (see raycrawl.storage.checkpoints) -------------------------
+
+    def _last_checkpoint(self) -> dict[str, Any]:
+        """The last epoch published ({} before any), read from OUT once."""
+        if self.checkpoint is None:
+            epochs = checkpoints.published(self.config.out)
+            self.checkpoint = checkpoints.read_epoch(self.config.out, epochs[-1]) \
+                if epochs else {}
+            rollback = checkpoints.read_rollback(self.config.out)
+            self.rollbacks = rollback.generation if rollback is not None else 0
+        return self.checkpoint
+
+    def _checkpoint_fields(self) -> dict[str, Any]:
+        last = self.checkpoint or {}
+        return {"checkpoint": int(last.get("epoch", 0)),
+                "checkpoint_at": float(last.get("at", 0.0)),
+                "checkpoint_bytes": int(last.get("bytes", 0)),
+                "checkpoint_uploaded": int(last.get("uploaded", 0)),
+                "rollbacks": self.rollbacks}
+
+    async def _checkpoint_if_due(self) -> None:
+        """Cut the next epoch if it is due: the DB workers hold their hand-overs and the seeds
+        wait, every worker makes its checkpoint, and all go on; the upload then runs in the
+        background (the next cut waits for it).  Not while the crawl is rescaled (the epoch
+        names one assignment) or not running."""
+        cfg = self.config
+        if (not cfg.checkpoint_every_s or self.phase is not Phase.RUNNING
+                or time.monotonic() < self.checkpoint_due or self.assignment.rescaling
+                or (self.upload_task is not None and not self.upload_task.done())):
+            return
+        self.checkpoint_due = time.monotonic() + cfg.checkpoint_every_s
+        epoch = int((await asyncio.to_thread(self._last_checkpoint)).get("epoch", 0)) + 1
+        token = f"{self.token}-checkpoint-{epoch}"
+        hold_s = 2 * cfg.actor_timeout_s  # a worker left held by a dead coordinator lets go
+        started = time.monotonic()
+        async with self.lock:
+            workers: list[Any] = [*self.strategy_workers, *self.db_workers]
+            try:
+                await self.seeds.close()
+                await asyncio.gather(*(w.hold(token, hold_s) for w in self.db_workers))
+                await asyncio.gather(*(w.checkpoint(epoch) for w in workers))
+            finally:
+                self.seeds.open()
+                held = await asyncio.gather(*(w.release(token) for w in self.db_workers),
+                                            return_exceptions=True)
+        if not all(h is True for h in held):
+            raise RuntimeError(f"checkpoint {epoch} dropped: a DB worker's hold ended early "
+                               f"({held})")
+        cut = {"assignment": self.assignment.to_dict(), "cut_s": round(
+            time.monotonic() - started, 3), "fetched": self.last_status.fetched}
+        self.upload_task = asyncio.get_running_loop().create_task(
+            self._publish(epoch, workers, cut))
+
+    async def _publish(self, epoch: int, workers: list[Any], cut: dict[str, Any]) -> None:
+        """Wait for every worker's upload of ``epoch``, publish it, collect older ones."""
+        started = time.monotonic()
+        try:
+            sizes = await asyncio.gather(*(w.upload_checkpoint(epoch) for w in workers))
+            if not self.phase.active:  # ended meanwhile; its stores went on: not this epoch
+                return
+            data = {**cut, "at": time.time(), "stores": [s["store"] for s in sizes],
+                    "bytes": sum(s["bytes"] for s in sizes),
+                    "uploaded": sum(s["uploaded"] for s in sizes),
+                    "upload_s": round(time.monotonic() - started, 3)}
+            await asyncio.to_thread(checkpoints.publish, self.config.out, epoch, data)
+            self.checkpoint = {"epoch": epoch, **data}
+            log.info("checkpoint %d published: %d bytes uploaded of %d, cut in %.3f s",
+                     epoch, data["uploaded"], data["bytes"], data["cut_s"])
+            await asyncio.to_thread(checkpoints.collect, self.config.out, data["stores"])
+        except Exception:
+            log.exception("checkpoint %d not published", epoch)
+
+    async def _roll_back(self, reason: str) -> bool:
+        """A worker's store is gone: take the whole crawl back to its last published epoch
+        (every worker restarts from its copy; the work since is done again).  False when
+        there is none, or the rollbacks to it keep failing: the crawl then stops."""
+        cfg = self.config
+        if not cfg.checkpoint_every_s or not self.phase.active:
+            return False
+        last = await asyncio.to_thread(self._last_checkpoint)
+        if not last:
+            return False
+        epoch = int(last["epoch"])
+        before = await asyncio.to_thread(checkpoints.read_rollback, cfg.out)
+        tries = before.tries + 1 if before is not None and before.epoch == epoch else 1
+        if tries > checkpoints.MAX_ROLLBACKS:
+            log.error("rolled back to checkpoint %d %d times; stopping", epoch, tries - 1)
+            return False
+        log.warning("rolling the crawl back to checkpoint %d: %s", epoch, reason)
+        async with self.lock:
+            if self.upload_task is not None:
+                self.upload_task.cancel()
+            # Nothing may hand over meanwhile: the stores are replaced under the workers.
+            await asyncio.gather(*(w.drain() for w in self.db_workers), return_exceptions=True)
+            rollback = checkpoints.Rollback((before.generation if before else 0) + 1, epoch,
+                                            tries, reason, int(last.get("fetched", 0)))
+            await asyncio.to_thread(checkpoints.write_rollback, cfg.out, rollback)
+            a = Assignment.from_dict(last["assignment"])
+            a = dataclasses.replace(a, epoch=max(a.epoch, self.assignment.epoch) + 1)
+            write_assignment(cfg.state_dir, a, cfg.out)
+            self._set_assignment(a)
+            await self._restart_all()
+            self.rollbacks += 1
+        return True
+
+    async def _restart_all(self) -> None:
+        """Restart every worker: Ray restarts a live one in place; one whose node is gone is
+        ended and created on another node, one whose start failed is created again.  As many
+        of each role as the assignment counts are kept."""
+        workers = self.assignment.workers
+        moved = self._place()
+        roles: tuple[tuple[list[Any], Role], ...] = (
+            (self.db_workers, Role.DB), (self.strategy_workers, Role.STRATEGY))
+        for handles, role in roles:
+            for w in handles[workers[role]:]:
+                w.kill()
+            del handles[workers[role]:]
+            for i, w in enumerate(handles):
+                if _short(w.name) in moved:
+                    w.kill()
+                    handles[i] = self._create(role, i)
+                else:
+                    w.replace(force=True)
+        self._spawn()
+        timeout = self.config.actor_timeout_s
+        for attempt in range(RECREATE_TRIES):
+            failed = 0
+            for handles, role in roles:
+                for i, result in enumerate(await asyncio.gather(
+                        *(w.ready(timeout) for w in handles), return_exceptions=True)):
+                    if isinstance(result, PeerFault):  # died in its creation (or the name
+                        # still named the one ended): a new one
+                        log.warning("%s did not start (%s); creating it again",
+                                    handles[i].name, result)
+                        handles[i] = self._create(role, i)
+                        failed += 1
+            if not failed:
+                return
+            await asyncio.sleep(attempt + 1)
+        raise RuntimeError(f"the workers did not start again after {RECREATE_TRIES} tries")
+
+    def _lost_reason(self, lost: list[str]) -> str:
+        nodes = sorted({self.placement[w][:12] for w in lost})
+        return (f"node {', '.join(nodes)} is lost, and with it the stores of "
+                f"{', '.join(lost)}")
 
     async def _share_cpus(self, status: CrawlStatus, force: bool = False) -> None:
         """Renew the crawl's registration (about once a second) and give each DB worker its
@@ -452,9 +674,9 @@ class Coordinator:
                            StrategyWorkerReport)
         a = self.assignment
         self.last_status = self.control.status(db, sw, force_write, self.share or 0,
-                                               self.waiting, rescale=dict(
+                                               self.waiting, fields=dict(
             moving="" if a.moving is None else str(a.moving), moves_left=a.to_move,
-            rescale_to=a.rescale_to))
+            rescale_to=a.rescale_to, **self._checkpoint_fields()))
         faults = [r for r in [*db_results, *sw_results] if isinstance(r, PeerFault)]
         if faults:  # one a restart cannot mend first
             raise max(faults, key=lambda f: bool(f.cannot_start))
@@ -489,6 +711,17 @@ class Coordinator:
 def remote_class() -> Any:
     """The actor class; options (name, namespace, resources) come from ``actors.options``."""
     return ray.remote(Coordinator)
+
+
+def _short(name: str) -> str:
+    """A worker's name without its crawl: ``db-worker-0``."""
+    return name.rsplit("/", 1)[1]
+
+
+def _cluster_nodes() -> list[Node]:
+    return [Node(n["NodeID"], n.get("NodeManagerAddress", ""), bool(n.get("Alive")),
+                 float(n.get("Resources", {}).get(STATE_RESOURCE, 0)) > 0)
+            for n in ray.nodes()]
 
 
 def _cluster_memory(config: CrawlConfig) -> float | None:

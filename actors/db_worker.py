@@ -31,11 +31,12 @@ from raycrawl.formats.streams import StreamWriter, stream_place
 from raycrawl.records import Record
 from raycrawl.routing import not_owned
 from raycrawl.storage.assignment import NotOwner, Role
-from raycrawl.storage.identity import check_store_present, claim_store
+from raycrawl.storage.checkpoints import StoreCheckpoints
+from raycrawl.storage.identity import claim_store, prepare_store
 from raycrawl.storage.moves import PartitionCopy
-from raycrawl.storage.ownership import check_shared_state
 
 from .fetch import FetchPool
+from .gate import Gate
 from .logs import tag_logs
 from .metrics import CrawlMetrics
 from .options import db_worker_name
@@ -66,14 +67,18 @@ class DBWorker:
         self.config = config
         self.name = db_worker_name(config.crawl_id, index)
         self.index = index
-        check_shared_state(config.state_dir, config.crawl_id, self.name)
-        node = ray.util.get_node_ip_address()
-        check_store_present(config.state_dir, f"db-worker-{index}", self.name, node)
+        self.node = node = ray.util.get_node_ip_address()
+        store = f"db-worker-{index}"
+        rollback = prepare_store(config.state_dir, config.out, bool(config.checkpoint_every_s),
+                                 store, self.name, node)
         self.peers = Peers(config)
         self.shard = DBShard(config, index, self.peers.assignment.owned(Role.DB, index),
                              on_file_written=lambda: self._fault_point("db-worker.output-written"))
-        claim_store(self.shard.store, config.state_dir, config.crawl_id, f"db-worker-{index}",
-                    self.name, node)
+        self.lineage = claim_store(self.shard.store, config.out, config.crawl_id, store,
+                                   self.name, node, rollback).lineage
+        self.checkpoints = StoreCheckpoints(self.shard.store, config.out, config.state_dir, store)
+        self.hand_overs = Gate()  # closed while the crawl's checkpoint is cut
+        self.hold_token = ""
         self.stream = None
         if config.log_streams:
             path, upload = stream_place(config.out, config.state_dir, index, config.codec)
@@ -141,6 +146,34 @@ class DBWorker:
         for copy in copies:
             self.shard.adopt_partition(copy)
         self._fault_point("db-worker.adopted")
+
+    # -- the crawl's checkpoint (see raycrawl.storage.checkpoints) ---------------------------
+
+    async def hold(self, token: str, timeout_s: float) -> None:
+        """Start no hand-over; returns once none is under way.  Held until :meth:`release`
+        with ``token``, or ``timeout_s`` (a coordinator that died meanwhile holds nothing)."""
+        self.hold_token = token
+        asyncio.get_running_loop().call_later(timeout_s, self._unhold, token)
+        await self.hand_overs.close()
+
+    def checkpoint(self, epoch: int) -> None:
+        if self.hand_overs.is_open:
+            raise RuntimeError(f"{self.name}: checkpoint {epoch} asked for while not held")
+        self.checkpoints.create(epoch)
+
+    def release(self, token: str) -> bool:
+        """Hand over again; whether it was held by ``token`` until now (not timed out)."""
+        held = self.hold_token == token and not self.hand_overs.is_open
+        self._unhold(token)
+        return held
+
+    def _unhold(self, token: str) -> None:
+        if self.hold_token == token:
+            self.hold_token = ""
+            self.hand_overs.open()
+
+    async def upload_checkpoint(self, epoch: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.checkpoints.upload, epoch, self.lineage)
 
     def queued_by_partition(self) -> dict[int, int]:
         """URLs queued in each partition it owns (a rescale balances by them)."""
@@ -230,7 +263,7 @@ class DBWorker:
                                    self.fetchers.rerun.faults, self.fetch_quota or 0,
                                    self.rate is not None
                                    and self.rate.available(time.monotonic()) < 1).replace(
-            fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
+            node=self.node, fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
             fetch_workers=self.fetchers.size,
             rate_s=self.rate.rate_s if self.rate else 0.0,
             rate_burst=self.rate.capacity if self.rate else 0.0)
@@ -368,7 +401,8 @@ class DBWorker:
         if pages.num_rows == 0 and links.num_rows == 0:
             return
         started = time.monotonic()
-        await self.peers.hand_over(pages, links)
+        async with self.hand_overs.passing():
+            await self.peers.hand_over(pages, links)
         self.timers["hand_over_s"] += time.monotonic() - started
         if self.stream is not None:
             self.stream.write_spider_log(pages, links)

@@ -59,8 +59,10 @@ class CoordinatorHandle:
         """Create the coordinator (detached: the crawl outlives its driver) and start it.
         :class:`CrawlStateError` if a crawl with the same id is on the cluster."""
         try:  # Ray refuses a name that is taken when the actor is created
-            actor = coordinator.remote_class().options(
-                **actor_options(coordinator_name(config.crawl_id))).remote(config, generation)
+            # On the driver's node: the crawl's state folder is this node's (node-local).
+            actor = coordinator.remote_class().options(**actor_options(
+                coordinator_name(config.crawl_id),
+                node=ray.get_runtime_context().get_node_id())).remote(config, generation)
         except ray.exceptions.ActorAlreadyExistsError:
             raise CrawlStateError(
                 f"a crawl with id {config.crawl_id} is already running on this Ray cluster "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 NAMESPACE = "raycrawl"
 MAX_RESTARTS = 20  # a worker that dies is restarted by Ray (and reopens its RocksDB)
 MAX_TASK_RETRIES = 3  # calls to a restarting actor are retried: they are idempotent
@@ -21,18 +23,25 @@ def db_worker_name(crawl_id: str, index: int) -> str:
     return f"{crawl_id}/db-worker-{index}"
 
 
-def actor_options(name: str, worker: bool = False) -> dict[str, Any]:
+def actor_options(name: str, worker: bool = False, node: str | None = None) -> dict[str, Any]:
     """Options of a crawl's actors.
 
     Every actor is detached, so none dies with the process that created it (the driver, or a
     coordinator being restarted); the coordinator ends them when the crawl is collected or
     abandoned.  They reserve no CPU (they mostly wait on I/O and each other): the CPUs go to
     fetch workers.  ``worker`` actors are found again by name after a restart; the coordinator is
-    restarted too, and calls to any of them are retried across restarts.
+    restarted too, and calls to any of them are retried across restarts.  With ``node`` (a
+    node id) the actor runs on that node only, and is restarted there: a DB or strategy worker
+    on the node of its store (``raycrawl.coordinator.placement``), the coordinator on the node
+    of the crawl's state folder.
     """
-    return {"name": name, "namespace": NAMESPACE, "num_cpus": 0, "lifetime": "detached",
-            "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
-            "max_concurrency": 1000, "get_if_exists": worker}
+    options: dict[str, Any] = {
+        "name": name, "namespace": NAMESPACE, "num_cpus": 0, "lifetime": "detached",
+        "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
+        "max_concurrency": 1000, "get_if_exists": worker}
+    if node is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    return options
 
 
 FETCHER_CPUS = 1  # a fetch worker's CPU (its batches' parsing is what the CPUs are for)

@@ -34,7 +34,7 @@ from raycrawl.coordinator.reports import DBWorkerReport, StrategyWorkerReport
 from raycrawl.errors import StorageError
 from raycrawl.formats.items import unified_schema
 from raycrawl.routing import split_by_owner
-from raycrawl.storage.assignment import Assignment, NotOwner, Role, read_assignment
+from raycrawl.storage.assignment import Assignment, NotOwner, Role, read_assignment_copy
 from raycrawl.storage.moves import PartitionCopy
 
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
@@ -73,6 +73,7 @@ _CANNOT_START = ("CrawlStateError", "StorageError")
 
 
 DRAIN_TIMEOUTS = 10  # a drain may take this many actor timeouts
+RESTART_GRACE_S = 30.0  # an actor replaced is not replaced again for this long
 
 
 async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
@@ -83,6 +84,8 @@ async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
         return await asyncio.wait_for(ref, timeout_s)
     except TimeoutError:
         raise PeerFault(f"{what}: no answer within {timeout_s} s", timed_out=True) from None
+    except ray.exceptions.ActorUnschedulableError as exc:  # pinned to a node that is gone
+        raise PeerFault(f"{what}: cannot be placed: {exc}") from exc
     except ray.exceptions.RayActorError as exc:
         reason = died_because(exc)
         kind, _, message = reason.partition(": ")
@@ -101,6 +104,7 @@ class _Handle:
         self.actor = actor
         self.timeout_s = timeout_s
         self.name = name
+        self.replaced_at = -1e9
 
     async def _call(self, method: str, *args: Any, timeout_s: float | None = -1.0) -> Any:
         ref = getattr(self.actor, method).remote(*args)
@@ -118,9 +122,16 @@ class _Handle:
     def kill(self) -> None:
         ray.kill(self.actor)
 
-    def replace(self) -> None:
+    def replace(self, force: bool = False) -> None:
         """Kill an actor that stopped answering; Ray restarts it (it reopens its store and
-        recovers what it held)."""
+        recovers what it held).  Not again while the restart may still be under way (within
+        :data:`RESTART_GRACE_S` of the last, unless ``force``): a call queued for a starting
+        actor times out too, and killing it then would kill every restart in turn on a loaded
+        machine (found by the SIGSTOP test: twenty restarts killed, the actor dead for good)."""
+        now = time.monotonic()
+        if not force and now - self.replaced_at < max(RESTART_GRACE_S, self.timeout_s or 0):
+            return
+        self.replaced_at = now
         ray.kill(self.actor, no_restart=False)
 
 
@@ -142,6 +153,17 @@ class _MoverHandle(_Handle):
 
     async def drop(self, partitions: list[int]) -> None:
         await self._call("drop_partitions", partitions)
+
+
+    async def checkpoint(self, epoch: int) -> None:
+        await self._call("checkpoint", epoch)
+
+    async def upload_checkpoint(self, epoch: int) -> dict[str, Any]:
+        """Bounded loosely (ten actor timeouts): it uploads the checkpoint's new files."""
+        sizes: dict[str, Any] = await self._call(
+            "upload_checkpoint", epoch,
+            timeout_s=DRAIN_TIMEOUTS * self.timeout_s if self.timeout_s else None)
+        return sizes
 
 
 class StrategyWorkerHandle(_MoverHandle):
@@ -180,6 +202,12 @@ class DBWorkerHandle(_MoverHandle):
         ``actor_timeout_s``: past that the worker hangs (:class:`PeerFault`)."""
         await self._call("drain", timeout_s=DRAIN_TIMEOUTS * self.timeout_s
                          if self.timeout_s else None)
+
+    async def hold(self, token: str, timeout_s: float) -> None:
+        await self._call("hold", token, timeout_s)
+
+    async def release(self, token: str) -> bool:
+        return bool(await self._call("release", token))
 
     async def report(self) -> DBWorkerReport:
         report: DBWorkerReport = await self._call("report")
@@ -252,14 +280,17 @@ class Peers:
     """Handles to a crawl's actors, looked up on first use and cached, and the partitions'
     owners (the crawl's assignment, read again when a worker refuses rows)."""
 
-    def __init__(self, config: CrawlConfig) -> None:
+    def __init__(self, config: CrawlConfig,
+                 read: Callable[[], Assignment] | None = None) -> None:
         self.config = config
         self._handles: dict[str, Any] = {}
         self.last_heartbeat = 0.0
+        # A worker reads the copy in OUT; the coordinator (``read``) its own, in its state.
+        self._read = read or (lambda: read_assignment_copy(config.out))
         self.reload()
 
     def reload(self) -> Assignment:
-        self.assignment = read_assignment(self.config.state_dir)
+        self.assignment = self._read()
         self._owners = {role: np.asarray(self.assignment.owners[role], dtype=np.int64)
                         for role in Role}
         return self.assignment

@@ -14,9 +14,9 @@ from raycrawl.coordinator.reports import StrategyWorkerReport
 from raycrawl.errors import StorageError
 from raycrawl.routing import not_owned
 from raycrawl.storage.assignment import NotOwner, Role, ranges
-from raycrawl.storage.identity import check_store_present, claim_store, store_path
+from raycrawl.storage.checkpoints import StoreCheckpoints
+from raycrawl.storage.identity import claim_store, prepare_store, store_path
 from raycrawl.storage.moves import PartitionCopy
-from raycrawl.storage.ownership import check_shared_state
 from raycrawl.storage.store import Store
 from raycrawl.strategy_worker.runner import STRATEGY_TABLES, StrategyRunner
 
@@ -41,13 +41,15 @@ class StrategyWorker:
         self.config = config
         self.index = index
         self.name = strategy_worker_name(config.crawl_id, index)
-        check_shared_state(config.state_dir, config.crawl_id,
-                           strategy_worker_name(config.crawl_id, index))
-        node, store = ray.util.get_node_ip_address(), f"strategy-worker-{index}"
-        check_store_present(config.state_dir, store, self.name, node)
+        self.node = node = ray.util.get_node_ip_address()
+        store = f"strategy-worker-{index}"
+        rollback = prepare_store(config.state_dir, config.out, bool(config.checkpoint_every_s),
+                                 store, self.name, node)
         self.store = Store(store_path(config.state_dir, store), sync=config.sync_writes,
                            tables=STRATEGY_TABLES)
-        claim_store(self.store, config.state_dir, config.crawl_id, store, self.name, node)
+        self.lineage = claim_store(self.store, config.out, config.crawl_id, store,
+                                   self.name, node, rollback).lineage
+        self.checkpoints = StoreCheckpoints(self.store, config.out, config.state_dir, store)
         self.runner = StrategyRunner(config, self.store)
         self.peers = Peers(config)
         self.lock = asyncio.Lock()
@@ -96,6 +98,15 @@ class StrategyWorker:
                 self.runner.adopt_partition(copy)
             self._fault_point("strategy-worker.adopted")
 
+    # -- the crawl's checkpoint (see raycrawl.storage.checkpoints) ---------------------------
+
+    async def checkpoint(self, epoch: int) -> None:
+        async with self.lock:  # (between two calls: their changes are whole in the store)
+            self.checkpoints.create(epoch)
+
+    async def upload_checkpoint(self, epoch: int) -> dict[str, Any]:
+        return await asyncio.to_thread(self.checkpoints.upload, epoch, self.lineage)
+
     async def sync(self) -> None:
         async with self.lock:
             self.peers.reload()
@@ -126,7 +137,7 @@ class StrategyWorker:
 
     def report(self) -> StrategyWorkerReport:
         owned = self.peers.assignment.owned(Role.STRATEGY, self.index)
-        return self.runner.report().replace(storage_error=self.storage_error,
+        return self.runner.report().replace(node=self.node, storage_error=self.storage_error,
                                             partitions=ranges(owned),
                                             partitions_owned=len(owned))
 

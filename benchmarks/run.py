@@ -67,7 +67,8 @@ NOSYNC = os.path.join(HERE, "nosync.toml")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "raycrawl": (), "raycrawl-spider": ("--spider", f"{SPIDERS}:BenchSpider"),
     "raycrawl-spider-css": ("--spider", f"{SPIDERS}:CssSpider"), "raycrawl-warc": ("--warc",),
-    "raycrawl-nosync": ("--config", NOSYNC), "raycrawl-before": ()}
+    "raycrawl-nosync": ("--config", NOSYNC), "raycrawl-before": (),
+    "raycrawl-checkpoint": ("--checkpoint-every", "5")}
 # raycrawl-before: the code of another checkout (``--before PATH``, e.g. a ``git worktree`` of
 # the commit before a change) with this venv, to quote a change's cost in one interleaved run.
 # It runs in that folder: Ray puts the driver's working directory first on its workers' path.

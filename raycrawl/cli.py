@@ -14,6 +14,7 @@ from raycrawl.coordinator.phases import Phase
 from raycrawl.coordinator.reports import CrawlStatus
 from raycrawl.display import (
     ProgressBar,
+    checkpoint_text,
     reasons_text,
     rescale_text,
     revisit_counters,
@@ -125,6 +126,10 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-memory", type=int, metavar="MB", dest="render_memory_mb",
                    help="memory reserved per browser (1024); the crawl runs no more fetch "
                         "workers than the cluster's memory holds browsers")
+    p.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                   dest="checkpoint_every_s",
+                   help="checkpoint the crawl's stores to OUT/_checkpoints this often (300; "
+                        "0: never); a store lost with its disk is restored from the last one")
     p.add_argument("--address", metavar="RAY_ADDRESS")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: generated)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -287,16 +292,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("loop_errors", w.loop_errors), ("batches_failed", w.batches_failed),
             ("fetch_faults", w.fetch_faults),
             ("storage_error", w.storage_error)) if value)
-        print(f"  db-worker-{i}: queued {w.queued}, in flight {w.in_flight}, "
+        print(f"  db-worker-{i}{_on(w.node)}: queued {w.queued}, in flight {w.in_flight}, "
               f"fetched {w.fetched}, errors {w.errors}, fetch workers {w.fetch_workers}"
               f"{trouble}; partitions {w.partitions or 'none'}")
     for i, sw in enumerate(s.strategy_workers):
-        print(f"  strategy-worker-{i}: crawled {sw.pages_crawled}, "
+        print(f"  strategy-worker-{i}{_on(sw.node)}: crawled {sw.pages_crawled}, "
               f"request errors {sw.request_errors}, scheduled {sw.scheduled}; "
               f"partitions {sw.partitions or 'none'}")
     if rescale := rescale_text(s):
         print("rescaling" + (" to " if s.rescale_to else "") + rescale)
+    if checkpoint := checkpoint_text(s):
+        print(f"checkpoint {checkpoint}")
     return 0
+
+
+def _on(node: str) -> str:
+    return f" on {node}" if node else ""
 
 
 def _workers(args: argparse.Namespace) -> str:

@@ -75,6 +75,9 @@ class CrawlConfig:
     # its work runs again), and an actor that does not answer its owner within it is replaced.
     actor_timeout_s: float = 60.0
     linger_s: float = 300.0  # an ended crawl's actors wait this long for a driver, then exit
+    # Checkpoint every store to OUT/_checkpoints this often (0: never); a lost store is then
+    # restored from the last one (raycrawl.storage.checkpoints).
+    checkpoint_every_s: float = 300.0
     # A URL fetched alone may kill its fetch worker fetch_retries + 1 times before it ends as
     # fetch-task-failed, and be in flight at fetch_retries DB worker deaths before quarantined.
     fetch_retries: int = 2
@@ -199,6 +202,7 @@ class CrawlConfig:
                   "must be an integer >= 1 (or unset: automatic)")
         for name in ("delay_s", "connect_timeout_s", "read_timeout_s", "total_timeout_s",
                      "output_flush_s", "poll_interval_s", "linger_s", "actor_timeout_s",
+                     "checkpoint_every_s",
                      "retry_backoff_s",
                      "max_backoff_s", "max_retry_after_s", "robots_ttl_s", "robots_retry_s",
                      "robots_give_up_s", "robots_timeout_s", "callback_timeout_s"):

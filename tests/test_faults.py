@@ -221,3 +221,55 @@ def test_a_store_deleted_under_a_running_crawl_stops_it_with_a_one_line_reason(
         assert not (state / worker / "CURRENT").exists(), "an empty store was created"
     finally:
         web.stop()
+
+
+@pytest.mark.parametrize("worker,where", [("db-worker-1", "local"), ("strategy-worker-0", "s3")])
+def test_a_store_deleted_under_a_checkpointed_crawl_is_restored_and_the_crawl_finishes(
+        ray_session, tmp_path, request, worker, where):
+    """With checkpoints, a lost store takes the whole crawl back to the last one (every store
+    restored from it, the output written since dropped), and the crawl finishes with every
+    reachable page exactly once; the work redone is what was done since that checkpoint."""
+    web = SyntheticWeb(hosts=6, pages_per_host=50, seed=59, latency_s=0.1).start()
+    out = str(tmp_path / "out") if where == "local" else \
+        f"s3://{request.getfixturevalue('s3').bucket()}/crawl"
+    state = tmp_path / "state"
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=out, state=str(state), checkpoint_every_s=0.5,
+                      **SETTINGS).start()
+        run_until(crawl, len(web.reachable()), 0.25)
+        after = crawl.stats()["checkpoint"] + 1  # one cut once a quarter is fetched
+        deadline = time.monotonic() + 60
+        while (stats := crawl.stats())["checkpoint"] <= after:
+            assert stats["phase"] == "running", stats.get("reason")
+            assert time.monotonic() < deadline, "no checkpoint was published"
+            time.sleep(0.05)
+        fetched = stats["fetched"]
+        shutil.rmtree(state / worker)
+        ray.kill(actor_named(f"{crawl.crawl_id}/{worker}"), no_restart=False)
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert stats["rollbacks"] == 1, stats.get("reason")
+        assert_invariants_after_rollback(web, crawl, stats, fetched)
+        assert (state / worker / "CURRENT").exists()
+    finally:
+        web.stop()
+
+
+def assert_invariants_after_rollback(web: SyntheticWeb, crawl: Crawl, stats: dict,
+                                     fetched_at_loss: int) -> None:
+    """:func:`assert_invariants`, the repeats bounded by the work since the checkpoint the
+    crawl went back to (what the crawl had fetched then is in OUT's rollback record)."""
+    from raycrawl.storage import checkpoints
+    rollback = checkpoints.read_rollback(crawl.config.out)
+    assert rollback is not None and rollback.generation == 1
+    assert rollback.fetched > len(web.reachable()) // 5, "the checkpoint held no work"
+    since = fetched_at_loss - rollback.fetched
+    assert stats["phase"] == "finished", stats.get("reason")
+    urls = crawl.pages().column("url").to_pylist()
+    assert len(urls) == len(set(urls)), "a URL has two rows"
+    assert set(urls) == set(web.reachable()), "a reachable URL is missing"
+    assert stats["queued"] == 0 and all(w["leased_urls"] == 0 for w in stats["db_workers"])
+    assert not stats["errors"], stats["error_kinds"]
+    with web.lock:
+        hits = dict(web.hits)
+    repeats = sum(n - 1 for n in hits.values())
+    assert repeats <= since + 2 * IN_FLIGHT, f"{repeats} repeated fetches, {since} since"

@@ -1,17 +1,17 @@
 """A crawl owns its --out and --state: second crawls and drivers are refused, clearly."""
 
+import functools
 import json
 import shutil
 
 import pytest
 
 from raycrawl.errors import CrawlStateError
-from raycrawl.storage.identity import check_store_present, claim_store, store_path
+from raycrawl.storage.identity import claim_store, prepare_store, store_path
 from raycrawl.storage.ownership import (
     LEASE_S,
     OWNER,
     check_new_state,
-    check_shared_state,
     claim_out,
     release_lease,
     take_lease,
@@ -84,13 +84,6 @@ def test_a_lease_nobody_renews_is_taken_over(tmp_path):
     assert clock.now == before
 
 
-def test_a_worker_that_does_not_see_the_shared_state_fails_at_once(tmp_path):
-    with pytest.raises(CrawlStateError, match="must be a folder every node shares"):
-        check_shared_state(str(tmp_path / "elsewhere"), "c", "c/db-worker-0")
-    started(tmp_path / "state", "c")
-    check_shared_state(str(tmp_path / "state"), "c", "c/db-worker-0")
-
-
 def test_a_lease_of_a_coordinator_seen_gone_is_taken_at_once(tmp_path):
     state = str(tmp_path)
     clock = Clock()
@@ -101,18 +94,23 @@ def test_a_lease_of_a_coordinator_seen_gone_is_taken_at_once(tmp_path):
 
 def test_a_store_carries_its_identity_and_its_creation_is_recorded_outside_it(tmp_path):
     state = str(tmp_path)
-    check_store_present(state, "db-worker-0", "c/db-worker-0", "n1")  # never created: fine
+    present = functools.partial(prepare_store, state, str(tmp_path / "out"), True,
+                                "db-worker-0", "c/db-worker-0")
+    assert present("n1") == 0  # never created: fine
     db = Store(store_path(state, "db-worker-0"))
-    claim_store(db, state, "c", "db-worker-0", "c/db-worker-0", "n1")
-    claim_store(db, state, "c", "db-worker-0", "c/db-worker-0", "n2")  # its own: fine
+    out = str(tmp_path / "out")
+    claim_store(db, out, "c", "db-worker-0", "c/db-worker-0", "n1")
+    claim_store(db, out, "c", "db-worker-0", "c/db-worker-0", "n2")  # its own: fine
+    assert json.loads((tmp_path / "out" / "_crawl" / "stores" / "db-worker-0.json")
+                      .read_text())["node"] == "n1"  # (not on the store's disk)
     with pytest.raises(CrawlStateError, match=r"^c/db-worker-1 on node n1: .* holds the store "
                                               r"of db-worker-0 of crawl c, not its own"):
-        claim_store(db, state, "c", "db-worker-1", "c/db-worker-1", "n1")
+        claim_store(db, out, "c", "db-worker-1", "c/db-worker-1", "n1")
     with pytest.raises(CrawlStateError, match="of crawl c, not its own"):
-        claim_store(db, state, "d", "db-worker-0", "d/db-worker-0", "n1")
+        claim_store(db, out, "d", "db-worker-0", "d/db-worker-0", "n1")
     db.close()
-    check_store_present(state, "db-worker-0", "c/db-worker-0", "n1")  # there: fine
+    assert present("n1") == 0  # there: fine
     shutil.rmtree(store_path(state, "db-worker-0"))
     with pytest.raises(CrawlStateError, match=r"^c/db-worker-0 on node n2: its store .*"
                                               r"db-worker-0 is gone \(created .* on node n1\)"):
-        check_store_present(state, "db-worker-0", "c/db-worker-0", "n2")
+        present("n2")

@@ -233,10 +233,10 @@ class CrawlControl:
 
     def status(self, db: tuple[DBWorkerReport, ...], sw: tuple[StrategyWorkerReport, ...],
                force_write: bool = False, fetch_workers: int = 0,
-               waiting: str = "", rescale: dict[str, Any] | None = None) -> CrawlStatus:
-        """The status from the workers' reports (and the crawl's CPU share, and the rescale
-        under way: ``CrawlStatus.moving`` and the next fields); written to ``status.json``
-        at most once a second (always with ``force_write``)."""
+               waiting: str = "", fields: dict[str, Any] | None = None) -> CrawlStatus:
+        """The status from the workers' reports (and the crawl's CPU share, and ``fields``:
+        the rescale under way, ``CrawlStatus.moving`` and the next, and the last checkpoint);
+        written to ``status.json`` at most once a second (always with ``force_write``)."""
         self.renew_lease()
         now = self.clock()
         status = CrawlStatus.aggregate(
@@ -245,7 +245,7 @@ class CrawlControl:
             phase=self.phase, reason=self.reason, depth_gate=self.detector.gate,
             elapsed_s=round(now - self.started, 1), out=self.config.out,
             state=self.config.state_dir, updated_at=now, fetch_workers=fetch_workers,
-            waiting=waiting, stalls=self.stalls, **(rescale or {}))
+            waiting=waiting, stalls=self.stalls, **(fields or {}))
         status = status.replace(
             db_workers=db,
             pages_per_s=round(self.rate.observe(now, status.fetched), 1),

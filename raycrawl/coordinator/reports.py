@@ -60,6 +60,7 @@ class _Record(Mapping[str, Any]):
 class DBWorkerReport(_Record):
     """A DB worker's state, read by the coordinator on every reconcile pass."""
 
+    node: str = ""  # the address of the node it runs on (its store's)
     queued: int = 0
     queued_at_gate: int = 0  # queued URLs in layers up to the current depth gate
     in_flight: int = 0  # batches cut and not yet completed
@@ -111,6 +112,7 @@ class DBWorkerReport(_Record):
 class StrategyWorkerReport(_Record):
     """A strategy worker's counters and whether its strategy says the crawl is done."""
 
+    node: str = ""  # the address of the node it runs on (its store's)
     strategy_finished: bool = False
     pages_crawled: int = 0
     request_errors: int = 0
@@ -202,6 +204,13 @@ class CrawlStatus(_Record):
     moving: str = ""
     moves_left: int = 0
     rescale_to: Mapping[str, int] = field(default_factory=dict)
+    # Checkpoints (raycrawl.storage.checkpoints): the last epoch published in OUT/_checkpoints
+    # (0: none yet), when, its stores' bytes and those its upload added; the crawl's rollbacks.
+    checkpoint: int = 0
+    checkpoint_at: float = 0.0
+    checkpoint_bytes: int = 0
+    checkpoint_uploaded: int = 0
+    rollbacks: int = 0
 
     def __post_init__(self) -> None:
         # Built from JSON (status.json) the nested reports and the phase arrive as plain values.

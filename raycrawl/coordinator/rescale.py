@@ -118,6 +118,7 @@ class Rescaler:
     mover: Callable[[Role, int], Mover]
     lease_timeout_s: float = 600.0
     moves_done: int = 0
+    out: str | None = None  # the crawl's output, where the workers read the assignment
 
     def _point(self, point: str) -> None:
         faultpoints.reach(point, self.state_dir)
@@ -125,7 +126,7 @@ class Rescaler:
     def record(self, assignment: Assignment, move: PartitionMove) -> Assignment:
         """Step 1: the move is recorded (it will be carried forward whatever happens)."""
         assignment = dataclasses.replace(assignment, moving=move)
-        write_assignment(self.state_dir, assignment)
+        write_assignment(self.state_dir, assignment, self.out)
         return assignment
 
     async def move(self, assignment: Assignment) -> Assignment:
@@ -148,12 +149,12 @@ class Rescaler:
             await target.adopt(copies)
             self._point("rescale.adopted")
             assignment = assignment.committed(move)
-            write_assignment(self.state_dir, assignment)  # the commit point
+            write_assignment(self.state_dir, assignment, self.out)  # the commit point
             self._point("rescale.committed")
         await target.sync()
         await source.drop(parts)
         self._point("rescale.dropped")
         assignment = dataclasses.replace(assignment, moving=None)
-        write_assignment(self.state_dir, assignment)
+        write_assignment(self.state_dir, assignment, self.out)
         self.moves_done += 1
         return assignment

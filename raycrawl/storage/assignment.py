@@ -2,7 +2,8 @@
 
 ``STATE/assignment.json`` holds, for DB workers and strategy workers alike, the owner of
 every partition and the number of workers, and an *epoch* that grows with every change of
-owner.  While a crawl is rescaled it also holds the *goal* (the owners once every move is
+owner; the workers read its copy in ``OUT/_crawl/assignment.json`` (their ``--state`` is
+their node's).  While a crawl is rescaled it also holds the *goal* (the owners once every move is
 done, see ``raycrawl.coordinator.rescale``) and the move in progress, so a coordinator
 restarted at any step carries the rescale on.  It is the one place ownership is read from: the
 coordinator writes it (when the crawl is created, and at every step of a rescale; a move's
@@ -16,11 +17,20 @@ to their owner, which is safe because applying a row twice changes nothing.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from raycrawl.storage.statefiles import read_json, read_json_if_present, write_json
+from raycrawl.errors import CrawlStateError
+from raycrawl.storage.location import Location
+from raycrawl.storage.statefiles import (
+    OUT_COPY,
+    put_json,
+    read_json,
+    read_json_if_present,
+    write_json,
+)
 
 ASSIGNMENT = "assignment.json"
 
@@ -178,6 +188,19 @@ def read_assignment_if_present(state_dir: str) -> Assignment | None:
     return None if data is None else Assignment.from_dict(data)
 
 
-def write_assignment(state_dir: str, assignment: Assignment) -> None:
-    """Replace the assignment, atomically and durably (the commit point of a move)."""
+def write_assignment(state_dir: str, assignment: Assignment, out: str | None = None) -> None:
+    """Replace the assignment, atomically and durably (the commit point of a move), and its
+    copy in ``OUT/_crawl`` (``out``: the crawl's output), which the workers read."""
     write_json(state_dir, ASSIGNMENT, assignment.to_dict())
+    if out is not None:
+        put_json(Location.of(out).child(OUT_COPY), ASSIGNMENT, assignment.to_dict())
+
+
+def read_assignment_copy(out: str) -> Assignment:
+    """The assignment as the workers read it, from ``OUT/_crawl`` (their ``--state`` is
+    node-local: the coordinator's is not theirs); :class:`CrawlStateError` when missing."""
+    raw = Location.of(out).child(OUT_COPY).read(ASSIGNMENT)
+    if raw is None:
+        raise CrawlStateError(f"no assignment in {out}/{OUT_COPY} (was the crawl created by "
+                              f"an older raycrawl? resume it with this one)")
+    return Assignment.from_dict(json.loads(raw))

@@ -241,3 +241,14 @@ class Location:
                                 source_filesystem=pafs.LocalFileSystem(),
                                 destination_filesystem=self.fs)
         self._errors(f"uploading {local_file} as {name}", copying)
+
+    def download(self, name: str, local_file: str) -> None:
+        """Copy ``name`` to the local file ``local_file`` (replaced whole, fsync'd)."""
+        def copying() -> None:
+            with self.fs.open_input_stream(self.path(name), compression=None) as src, \
+                    open(local_file, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+        self._errors(f"downloading {name}", copying)

@@ -25,7 +25,6 @@ from raycrawl.storage.statefiles import (
     MANIFEST,
     OUT_COPY,
     put_json,
-    read_json,
     read_json_if_present,
     write_json,
 )
@@ -109,15 +108,3 @@ def renew_lease(state_dir: str, crawl_id: str, generation: int, cluster: str,
 def release_lease(state_dir: str, crawl_id: str, generation: int, cluster: str) -> None:
     """An ended generation lets the next one start at once."""
     renew_lease(state_dir, crawl_id, generation, cluster, 0.0)
-
-
-def check_shared_state(state_dir: str, crawl_id: str, who: str) -> None:
-    """A worker's check that it sees the state the coordinator wrote."""
-    try:
-        manifest = read_json(state_dir, MANIFEST)
-    except CrawlStateError:
-        manifest = {}
-    if manifest.get("crawl_id") != crawl_id:
-        raise CrawlStateError(
-            f"{who} does not see crawl {crawl_id}'s state in {state_dir} (no manifest written "
-            f"by its coordinator): on a cluster, --state must be a folder every node shares")

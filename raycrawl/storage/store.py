@@ -100,7 +100,7 @@ class Store:
     def __init__(self, path: str, sync: bool = True, tables: bytes = b"") -> None:
         self.path = path
         self.tables = bytes(sorted(tables))  # the partitioned tables' letters
-        with self._errors("open"):
+        with self.errors("open"):
             os.makedirs(path, exist_ok=True)
             self.db = Rdict(path, _options(), access_type=AccessType.read_write())
         self._sync, self._nosync = WriteOptions(), WriteOptions()
@@ -122,7 +122,7 @@ class Store:
                 f"with the raycrawl that started it, or start a new crawl")
 
     @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def errors(self, what: str) -> Iterator[None]:
         try:
             yield
         except StorageError:
@@ -137,19 +137,19 @@ class Store:
         """Apply ``wb`` atomically.  With ``sync`` (what a worker acknowledges to another) it
         is on disk when this returns, so it survives the machine too; without, RocksDB's WAL
         in the OS cache makes it survive a crash of the process only."""
-        with self._errors("write"):
+        with self.errors("write"):
             self.db.write(wb, self._sync if sync else self._nosync)
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        with self._errors("read"):
+        with self.errors("read"):
             # Rdict reads a list of keys at once (its stubs type only one key)
             values: list[bytes | None] = self.db[keys]  # type: ignore[index, assignment]
         return values
 
     def get(self, key: bytes) -> bytes | None:
-        with self._errors("read"):
+        with self.errors("read"):
             return self.db.get(key)
 
     def iterate_from(self, start: bytes, stop: bytes) -> tuple[Any, ReadOptions]:
@@ -159,7 +159,7 @@ class Store:
 
         Keep the options alive as long as the iterator: rocksdict's iterator (0.3.29) does
         not hold them, and would read its bound from freed memory."""
-        with self._errors("read"):
+        with self.errors("read"):
             options = ReadOptions()
             options.set_iterate_upper_bound(stop)
             it = self.db.iter(options)
@@ -169,7 +169,7 @@ class Store:
     def scan(self, start: bytes, stop: bytes):
         """Key/value pairs with ``start <= key < stop`` in key order."""
         it, _options = self.iterate_from(start, stop)  # (alive as long as the generator)
-        with self._errors("read"):
+        with self.errors("read"):
             while it.valid():
                 yield it.key(), it.value()
                 it.next()
@@ -185,7 +185,7 @@ class Store:
         path = os.path.join(folder, f"partition-{partition}.sst")
         writer: SstFileWriter | None = None
         keys = 0
-        with self._errors(f"export of partition {partition}"):
+        with self.errors(f"export of partition {partition}"):
             snapshot = self.db.snapshot()
             for start, stop in self._ranges(partition):
                 it = snapshot.iter()
@@ -209,7 +209,7 @@ class Store:
         here are dropped (a half-done earlier ingest among them), then the file is loaded."""
         self.drop(partition)
         if path is not None:
-            with self._errors(f"ingest of partition {partition}"):
+            with self.errors(f"ingest of partition {partition}"):
                 self.db.ingest_external_file([path])
 
     def drop(self, partition: int) -> None:

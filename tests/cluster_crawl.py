@@ -1,0 +1,85 @@
+"""A crawl on a cluster of three nodes on this machine that loses one: run by
+``tests/test_on_cluster.py`` in a process of its own (the test process is joined to the
+session's Ray), with ``ray.cluster_utils.Cluster``: a head (the driver's node: the coordinator)
+and two worker nodes offering ``raycrawl_state`` (the stateful group: they hold the four DB
+and strategy workers, two each).  Once a checkpoint holds a third of the crawl, the node of
+``db-worker-1`` is killed and the store folders of the workers that ran there are deleted (the
+nodes share this machine's disk: a lost disk is simulated).  Prints one JSON line: the
+crawl's end, what was lost, and the checkpoint it went back to.
+
+    python tests/cluster_crawl.py OUT STATE PAGES
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+
+from raycrawl import Crawl
+from raycrawl.coordinator.placement import PLACEMENT, STATE_RESOURCE
+from raycrawl.storage import checkpoints
+from raycrawl.testing.synthweb import SyntheticWeb
+
+
+def main(out: str, state: str, pages: int) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes = [cluster.add_node(num_cpus=1, resources={STATE_RESOURCE: 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="raycrawl", logging_level="WARNING")
+    web = SyntheticWeb(hosts=10, pages_per_host=pages // 10, seed=71, latency_s=0.05).start()
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=out, state=state, delay_s=0.0, retries=0,
+                      allow_network=("127.0.0.0/8",), robots=False, partitions=8,
+                      db_workers=2, strategy_workers=2, checkpoint_every_s=1.0,
+                      batch_size=16, host_batch_cap=4, batches_in_flight=2,
+                      actor_timeout_s=20.0).start()
+        reachable = len(web.reachable())
+        deadline = time.monotonic() + 300
+        while (stats := crawl.stats())["fetched"] < reachable // 3 or stats["checkpoint"] < 2:
+            assert stats["phase"] == "running", stats.get("reason")
+            assert time.monotonic() < deadline, "the crawl did not get going"
+            time.sleep(0.1)
+        after = stats["checkpoint"] + 1  # a checkpoint with a third of the crawl in it
+        while (stats := crawl.stats())["checkpoint"] <= after:
+            assert stats["phase"] == "running", stats.get("reason")
+            assert time.monotonic() < deadline, "no checkpoint was published"
+            time.sleep(0.1)
+        with open(os.path.join(state, PLACEMENT)) as fh:
+            placement = json.load(fh)
+        victim = next(n for n in nodes if n.node_id == placement["db-worker-1"])
+        lost = sorted(w for w, node in placement.items() if node == victim.node_id)
+        fetched_at_loss = crawl.stats()["fetched"]
+        cluster.remove_node(victim, allow_graceful=False)
+        for worker in lost:
+            shutil.rmtree(os.path.join(state, worker))
+        stats = crawl.wait(timeout=600, interval_s=0.5, progress=lambda s: print(
+            f"{s.fetched} fetched, {s.queued} queued, {dict(s.queued_by_reason)}, "
+            f"{s.in_flight_batches} in flight, rollbacks {s.rollbacks}", file=sys.stderr))
+        rollback = checkpoints.read_rollback(out)
+        with web.lock:
+            hits = dict(web.hits)
+        with open(os.path.join(state, PLACEMENT)) as fh:
+            after_loss = json.load(fh)
+        print(json.dumps({
+            "phase": str(stats["phase"]), "reason": stats.get("reason", ""),
+            "rollbacks": stats["rollbacks"], "lost": lost, "crawl_id": crawl.crawl_id,
+            "fetched_at_loss": fetched_at_loss,
+            "rollback_fetched": rollback.fetched if rollback else None,
+            "moved_to_live_nodes": all(after_loss[w] != victim.node_id for w in lost),
+            "reachable": sorted(web.reachable()),
+            "repeats": sum(n - 1 for n in hits.values()),
+            "nodes": sorted({w.get("node", "") for w in stats["db_workers"]})}))
+    finally:
+        web.stop()
+        ray.shutdown()
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

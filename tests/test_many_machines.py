@@ -1,0 +1,48 @@
+"""Many machines for real: a cluster of a head and two worker nodes on this machine, output on
+an S3-compatible server on loopback, node-local stores, and a worker node lost mid-crawl with
+its disk (``tests/cluster_crawl.py``, run in a process of its own)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from raycrawl.output.durable import read_pages
+from tests import s3server
+from tests.test_faults import IN_FLIGHT
+
+pytestmark = pytest.mark.ray
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.timeout(900)
+def test_a_lost_node_is_survived_with_every_page_once_in_s3(s3, tmp_path):
+    out = f"s3://{s3.bucket()}/crawl"
+    env = {**os.environ, **s3server.ENV, "PYTHONPATH": ROOT}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cluster_crawl.py"), out,
+                          str(tmp_path / "state"), "1800"],
+                         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-5000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["phase"] == "finished", result["reason"]
+    assert result["rollbacks"] == 1 and result["moved_to_live_nodes"], result
+    assert "db-worker-1" in result["lost"] and len(result["lost"]) == 2, result
+    urls = read_pages(f"{out}/pages").column("url").to_pylist()
+    assert len(urls) >= 1500
+    assert len(urls) == len(set(urls)), "a URL has two rows"
+    assert sorted(urls) == result["reachable"], "a reachable URL is missing"
+    since = result["fetched_at_loss"] - result["rollback_fetched"]
+    assert result["rollback_fetched"] >= len(urls) // 3, "the checkpoint held no work"
+    assert result["repeats"] <= since + 2 * IN_FLIGHT, result
+
+    shown = subprocess.run([sys.executable, "-m", "raycrawl", "status", "--out", out],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert shown.returncode == 0, shown.stderr
+    assert f"crawl {result['crawl_id']}" in shown.stdout and "finished" in shown.stdout
+    assert "rolled back 1 time" in shown.stdout
