@@ -30,7 +30,13 @@ from raycrawl.coordinator.reports import (
     StrategyWorkerReport,
 )
 from raycrawl.coordinator.rescale import Mover, Rescaler, next_move, plan_goal
-from raycrawl.coordinator.sharing import CrawlEntry, split_share, wants, within_share
+from raycrawl.coordinator.sharing import (
+    CrawlEntry,
+    scale_to,
+    split_share,
+    wants,
+    within_share,
+)
 from raycrawl.db_worker.ratelimit import crawl_rate, split_rate
 from raycrawl.errors import ConfigError, CrawlStateError
 from raycrawl.storage import checkpoints
@@ -40,7 +46,7 @@ from raycrawl.storage.statefiles import read_json_if_present, write_json
 from . import db_worker, strategy_worker
 from .gate import Gate
 from .logs import tag_logs
-from .options import actor_options, db_worker_name, strategy_worker_name
+from .options import NAMESPACE, actor_options, db_worker_name, strategy_worker_name
 from .peers import (
     DRAIN_TIMEOUTS,
     DBWorkerHandle,
@@ -388,20 +394,23 @@ class Coordinator:
         try:
             status = await self._refresh_status()
         except PeerFault as exc:
-            lost = [] if exc.cannot_start else self._lost()
-            if exc.cannot_start or lost:
-                # A worker's store is gone or not its own, or its node is: no restart mends
-                # it, but going back to the last checkpoint may.
-                reason = exc.cannot_start or self._lost_reason(lost)
+            if exc.cannot_start:
+                # A worker's store is gone or not its own: no restart mends it, but going
+                # back to the last checkpoint may.
                 try:
-                    rolled_back = await self._roll_back(reason)
+                    rolled_back = await self._roll_back(exc.cannot_start)
                 except Exception:  # the next pass tries again (a bounded number of times)
                     log.exception("rolling back failed")
                     return False
                 if not rolled_back:
-                    await self._fail(reason if exc.cannot_start else
-                                     f"{reason}; with no checkpoint to restore them from, the "
-                                     f"crawl stops instead of going on without their URLs")
+                    await self._fail(exc.cannot_start)
+                return True
+            if lost := self._lost():
+                try:
+                    await self._relocate(lost)
+                except Exception:
+                    log.exception("creating the workers of a lost node again failed")
+                    return False
                 return True
             log.exception("reading the workers failed (%d passes in a row)",
                           self.failed_passes + 1)
@@ -571,8 +580,7 @@ class Coordinator:
             del handles[workers[role]:]
             for i, w in enumerate(handles):
                 if _short(w.name) in moved:
-                    w.kill()
-                    handles[i] = self._create(role, i)
+                    handles[i] = await self._recreate(w, role, i)
                 else:
                     w.replace(force=True)
         self._spawn()
@@ -593,10 +601,32 @@ class Coordinator:
             await asyncio.sleep(attempt + 1)
         raise RuntimeError(f"the workers did not start again after {RECREATE_TRIES} tries")
 
-    def _lost_reason(self, lost: list[str]) -> str:
-        nodes = sorted({self.placement[w][:12] for w in lost})
-        return (f"node {', '.join(nodes)} is lost, and with it the stores of "
-                f"{', '.join(lost)}")
+    async def _relocate(self, lost: list[str]) -> None:
+        """The workers of a lost node: created on live nodes.  Where a store of theirs is
+        there (a disk the nodes share) they go on with it; where none is, they do not start,
+        and the next pass rolls the crawl back to its last checkpoint (or stops it)."""
+        log.warning("node %s is lost with %s; creating them on live nodes",
+                    ", ".join(sorted({self.placement[w][:12] for w in lost})), ", ".join(lost))
+        async with self.lock:
+            moved = self._place()
+            roles: tuple[tuple[list[Any], Role], ...] = (
+                (self.db_workers, Role.DB), (self.strategy_workers, Role.STRATEGY))
+            for handles, role in roles:
+                for i, w in enumerate(handles):
+                    if _short(w.name) in moved:
+                        handles[i] = await self._recreate(w, role, i)
+
+    async def _recreate(self, handle: Any, role: Role, i: int) -> Any:
+        """End ``handle``'s actor for good and create worker ``i`` of ``role`` anew, once its
+        name is free (a bounded wait)."""
+        handle.kill()
+        for _ in range(50):
+            try:
+                ray.get_actor(handle.name, namespace=NAMESPACE)
+            except ValueError:
+                break
+            await asyncio.sleep(0.2)
+        return self._create(role, i)
 
     async def _share_cpus(self, status: CrawlStatus, force: bool = False) -> None:
         """Renew the crawl's registration (about once a second) and give each DB worker its
@@ -612,10 +642,13 @@ class Coordinator:
             if self.phase.terminal:
                 await self.registry.unregister(cfg.crawl_id)
                 return
+            ready = status.queued_by_reason  # (a DB worker without a fetch worker: "paused")
+            scale = scale_to(cfg, self.phase, ready.get("ready", 0) + ready.get("paused", 0),
+                             status.in_flight_batches)
             entry, cpus, crawls = await self.registry.register(CrawlEntry(
                 cfg.crawl_id, cfg.state_dir, wants(cfg, self.phase, len(self.db_workers),
-                                                      _cluster_memory(cfg)),
-                str(self.phase), status.fetched, status.pages_per_s))
+                                                      _cluster_memory(cfg), scale),
+                str(self.phase), status.fetched, status.pages_per_s, scale_to=scale))
             self.share, self.waiting = entry.share, entry.waiting(cpus, crawls)
         except (TimeoutError, ray.exceptions.RayError) as exc:
             log.warning("the crawl registry did not answer: %s", exc)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import ray
+from ray.autoscaler.sdk import request_resources
 
 from raycrawl.coordinator.sharing import CrawlEntry, CrawlTable
 
@@ -28,6 +29,15 @@ class Registry:
     def __init__(self) -> None:
         self.table = CrawlTable()
         self.cpus_read_at = -1e9
+        self.requested = 0  # CPUs asked of the autoscaler (0: none)
+
+    async def _request(self) -> None:
+        """Ask the autoscaler for the CPUs the crawls want (``CrawlTable.requested``) when
+        that changed; 0 withdraws the request.  A cluster without an autoscaler ignores it."""
+        wanted = self.table.requested()
+        if wanted != self.requested:
+            self.requested = wanted
+            await asyncio.to_thread(request_resources, num_cpus=wanted)
 
     async def _read_cpus(self) -> None:
         now = time.monotonic()
@@ -42,15 +52,23 @@ class Registry:
         number of crawls."""
         await self._read_cpus()
         granted = self.table.register(entry, time.monotonic())
+        await self._request()
         return granted, self.table.cpus, len(self.table.entries)
 
-    def unregister(self, crawl_id: str) -> None:
+    async def unregister(self, crawl_id: str) -> None:
         self.table.unregister(crawl_id, time.monotonic())
+        await self._request()
 
     async def crawls(self) -> tuple[list[CrawlEntry], int]:
         """The crawls on the cluster (first registered first), and its CPUs."""
         await self._read_cpus()
-        return self.table.crawls(time.monotonic()), self.table.cpus
+        crawls = self.table.crawls(time.monotonic())  # (expired ones dropped)
+        await self._request()
+        return crawls, self.table.cpus
+
+    def autoscaler_request(self) -> int:
+        """The CPUs the autoscaler is asked for now (0: none)."""
+        return self.requested
 
 
 class RegistryHandle:

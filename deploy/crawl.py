@@ -1,17 +1,18 @@
 """``raycrawl crawl`` on the Ray cluster this script runs on.
 
-    ray submit deploy/aws.yaml deploy/crawl.py -- SEED... --out /mnt/shared/out [FLAG...]
     ray submit deploy/aws.yaml deploy/crawl.py -- SEED... --out s3://bucket/crawl \
-        --state /mnt/shared/state [FLAG...]
+        --state /var/lib/raycrawl/state [FLAG...]
 
 ``ray submit`` copies this file to the head node and runs it there with ``python``; every flag
 of ``raycrawl crawl`` works, and the crawl joins the running cluster (``--address auto``)
-unless ``--address`` is given. ``--state`` must be on storage every node shares; OUT may be
-that storage too, or an object store (``s3://...``: the nodes need its credentials).
+unless ``--address`` is given. ``--state`` is a node-local folder (the same path on every
+node: each node keeps the stores of the workers placed on it); OUT is where every node
+writes: an object store (``s3://...``: the nodes need its credentials) or a folder every node
+shares.
 
 ``ray submit`` joins the arguments into one shell command without quoting them: quote a seed
 that holds ``&``, ``?`` or spaces twice (``"'https://a.com/?q=1&p=2'"``), or list the seeds
-in a ``--seeds-file`` on the shared storage. The crawl's actors outlive this script: if the
+in a ``--seeds-file`` on the head. The crawl's actors outlive this script: if the
 SSH session drops, ``raycrawl resume --state DIR`` (or ``--out URI``) on the head follows the
 crawl again.
 """

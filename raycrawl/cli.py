@@ -83,6 +83,9 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fetch-workers", type=int, metavar="N",
                    help="at most N fetch workers (CPUs) for this crawl (default: its fair "
                         "share of the cluster)")
+    p.add_argument("--max-fetch-workers", type=int, metavar="N",
+                   help="ask the cluster's autoscaler for CPUs while the ready work wants "
+                        "more fetch workers than the cluster has, up to N (default: never ask)")
     p.add_argument("--delay", type=float, metavar="SECONDS", dest="delay_s")
     p.add_argument("--per-host", type=int, metavar="N")
     p.add_argument("--max-rate", type=float, metavar="PAGES_PER_S", dest="max_pages_per_s",

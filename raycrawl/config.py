@@ -62,6 +62,10 @@ class CrawlConfig:
     # Fetch workers (one CPU each) this crawl may hold at most; None: as many as its fair share
     # of the cluster's CPUs (see raycrawl.coordinator.sharing).
     fetch_workers: int | None = None
+    # Ask the cluster's autoscaler for CPUs when the crawl's ready work wants more fetch
+    # workers than the cluster has, up to this many (None: never ask; see
+    # raycrawl.coordinator.sharing.scale_to).
+    max_fetch_workers: int | None = None
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 20.0
     total_timeout_s: float = 60.0
@@ -194,8 +198,8 @@ class CrawlConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 0), name, "must be an integer >= 0")
-        for name in ("batches_in_flight", "fetch_workers", "per_ip", "max_template_chain",
-                     "max_query_variants", "max_path_variants"):
+        for name in ("batches_in_flight", "fetch_workers", "max_fetch_workers", "per_ip",
+                     "max_template_chain", "max_query_variants", "max_path_variants"):
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and not isinstance(value, bool)
                                     and value >= 1), name,

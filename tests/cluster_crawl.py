@@ -5,7 +5,8 @@ and two worker nodes offering ``raycrawl_state`` (the stateful group: they hold 
 and strategy workers, two each).  Once a checkpoint holds a third of the crawl, the node of
 ``db-worker-1`` is killed and the store folders of the workers that ran there are deleted (the
 nodes share this machine's disk: a lost disk is simulated).  Prints one JSON line: the
-crawl's end, what was lost, and the checkpoint it went back to.
+crawl's end, what was lost, and the checkpoint it went back to (``RESULT {...}``: Ray
+prints its workers' logs on the same stdout).
 
     python tests/cluster_crawl.py OUT STATE PAGES
 """
@@ -66,7 +67,7 @@ def main(out: str, state: str, pages: int) -> None:
             hits = dict(web.hits)
         with open(os.path.join(state, PLACEMENT)) as fh:
             after_loss = json.load(fh)
-        print(json.dumps({
+        print("RESULT " + json.dumps({
             "phase": str(stats["phase"]), "reason": stats.get("reason", ""),
             "rollbacks": stats["rollbacks"], "lost": lost, "crawl_id": crawl.crawl_id,
             "fetched_at_loss": fetched_at_loss,

@@ -29,7 +29,8 @@ def test_a_lost_node_is_survived_with_every_page_once_in_s3(s3, tmp_path):
                           str(tmp_path / "state"), "1800"],
                          capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-5000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = json.loads(next(line for line in run.stdout.splitlines()
+                             if line.startswith("RESULT "))[len("RESULT "):])
     assert result["phase"] == "finished", result["reason"]
     assert result["rollbacks"] == 1 and result["moved_to_live_nodes"], result
     assert "db-worker-1" in result["lost"] and len(result["lost"]) == 2, result
@@ -46,3 +47,25 @@ def test_a_lost_node_is_survived_with_every_page_once_in_s3(s3, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert f"crawl {result['crawl_id']}" in shown.stdout and "finished" in shown.stdout
     assert "rolled back 1 time" in shown.stdout
+
+
+@pytest.mark.timeout(600)
+def test_a_crawl_asks_the_autoscaler_for_cpus_and_gives_them_back(tmp_path):
+    """Ray's fake multi-node autoscaler (``tests/autoscale_crawl.py``): a head of 1 CPU and up
+    to two 1-CPU fetch nodes.  With ``max_fetch_workers=3`` and more ready work than one
+    fetch worker, the crawl asks for CPUs, the cluster grows and the crawl fetches on them;
+    as the work drains it asks for none, and the idle nodes are removed."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "autoscale_crawl.py"),
+                          str(out), str(tmp_path)],
+                         capture_output=True, text=True, timeout=540, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-5000:]
+    result = json.loads(next(line for line in run.stdout.splitlines()
+                             if line.startswith("RESULT "))[len("RESULT "):])
+    assert result["phase"] == "finished", result["reason"]
+    assert result["most_cpus"] == 3 and result["most_fetch_workers"] == 3, result
+    assert result["requested_at_end"] == 0 and result["cpus_when_idle"] == 1, result
+    urls = read_pages(str(out / "pages")).column("url").to_pylist()
+    assert len(urls) == len(set(urls)) == result["fetched"]

@@ -12,6 +12,7 @@ from raycrawl.coordinator.sharing import (
     CrawlEntry,
     CrawlTable,
     fair_shares,
+    scale_to,
     split_share,
     wants,
     within_share,
@@ -106,3 +107,30 @@ def test_a_quota_not_yet_used_counts_as_held():
     for quotas, held, granted in [([0, 2], [1, 0], [2, 0]), ([3, 0, 1], [0, 2, 0], [1, 2, 1])]:
         out = within_share(quotas, held, 4, granted)
         assert sum(max(q, h, g) for q, h, g in zip(out, held, granted)) <= 4
+
+
+def test_a_crawl_asks_the_autoscaler_for_what_its_ready_work_needs_within_its_bound():
+    cfg = CrawlConfig(max_fetch_workers=5, batch_size=10)
+    assert scale_to(CrawlConfig(), Phase.RUNNING, 10_000, 4) == 0  # never asks by default
+    assert scale_to(cfg, Phase.PAUSED, 10_000, 4) == 0
+    assert scale_to(cfg, Phase.RUNNING, 0, 0) == 1  # at least one
+    assert scale_to(cfg, Phase.RUNNING, 40, 2) == 2  # 6 batches, three a worker
+    assert scale_to(cfg, Phase.RUNNING, 10_000, 4) == 5  # at most max_fetch_workers
+    assert scale_to(cfg.replace(fetch_workers=3), Phase.RUNNING, 10_000, 4) == 3
+    # it wants no more than it asks for: its share follows the work down
+    assert wants(cfg, Phase.RUNNING, scale=2) == 2
+    assert wants(CrawlConfig(fetch_workers=7), Phase.RUNNING, scale=0) == 7
+
+
+def test_the_autoscaler_is_asked_for_every_crawls_workers_only_while_one_asks():
+    table = CrawlTable()
+    table.set_cpus(2, 0.0)
+    table.register(CrawlEntry("a", wants=ANY), 0.0)
+    assert table.requested() == 0  # nobody asks: no request
+    table.register(CrawlEntry("b", wants=4, scale_to=4), 0.1)
+    assert [e.share for e in table.crawls(0.2)] == [1, 1]
+    assert table.requested() == 1 + 4  # a holds its share, b asks for 4
+    table.register(CrawlEntry("b", wants=1, scale_to=1), 0.3)  # b's work drained
+    assert table.requested() == 1 + 1
+    table.unregister("b", 0.4)
+    assert table.requested() == 0  # withdrawn

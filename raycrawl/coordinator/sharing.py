@@ -31,14 +31,29 @@ def workers_for(batches: int) -> int:
     return -(-batches // BATCHES_PER_WORKER)
 
 
+def scale_to(config: CrawlConfig, phase: Phase, ready_urls: int, in_flight_batches: int) -> int:
+    """The fetch workers a crawl asks the cluster's autoscaler for (0: none): with
+    ``max_fetch_workers``, while it runs, as many as would run its batches in flight and its
+    ready URLs cut into batches (three a worker), at least one, at most ``max_fetch_workers``
+    (and its ``fetch_workers`` cap).  It follows the work: as the ready URLs drain, the crawl
+    asks for fewer, its share shrinks with it (:func:`wants`), its fetch workers retire and
+    the autoscaler may remove the nodes they leave idle."""
+    if config.max_fetch_workers is None or phase is not Phase.RUNNING:
+        return 0
+    batches = in_flight_batches + -(-max(0, ready_urls) // config.batch_size)
+    cap = min(config.max_fetch_workers, config.fetch_workers or ANY)
+    return min(cap, max(1, workers_for(batches)))
+
+
 def wants(config: CrawlConfig, phase: Phase, db_workers: int | None = None,
-          memory_bytes: float | None = None) -> int:
+          memory_bytes: float | None = None, scale: int = 0) -> int:
     """The fetch workers a crawl could use in ``phase``: none unless it is starting or running
     (a paused crawl holds no CPU); else its ``fetch_workers`` cap, else three batches a worker
     of an explicit ``batches_in_flight`` per DB worker (``db_workers`` of them: as many as
     it runs now), else any number.  A crawl that renders pages (one browser per fetch
     worker, ``render_memory_mb`` each) wants no more than the cluster's ``memory_bytes``
-    hold browsers."""
+    hold browsers.  A crawl that asks the autoscaler (``scale``: :func:`scale_to`) wants no
+    more than it asks for."""
     if phase not in (Phase.STARTING, Phase.RUNNING):
         return 0
     if config.fetch_workers is not None:
@@ -49,6 +64,8 @@ def wants(config: CrawlConfig, phase: Phase, db_workers: int | None = None,
         want = ANY
     if config.render_rule.may_render and memory_bytes is not None:
         want = min(want, max(1, int(memory_bytes // (config.render_memory_mb * 2**20))))
+    if scale:
+        want = min(want, scale)
     return want
 
 
@@ -63,6 +80,7 @@ class CrawlEntry:
     fetched: int = 0
     pages_per_s: float = 0.0
     share: int = 0  # fetch workers granted at the last registration
+    scale_to: int = 0  # fetch workers it asks the autoscaler for (0: it does not ask)
     registered_at: float = 0.0  # first registration (orders the remainder)
     seen_at: float = 0.0  # last registration
 
@@ -162,6 +180,14 @@ class CrawlTable:
     def set_cpus(self, cpus: int, now: float) -> None:
         self.cpus = int(cpus)
         self._reshare(now)
+
+    def requested(self) -> int:
+        """The CPUs to ask the cluster's autoscaler for: 0 when no crawl asks; else every
+        crawl's fetch workers (one CPU each), what it asks for or the share it holds,
+        whichever is more."""
+        if not any(e.scale_to for e in self.entries.values()):
+            return 0
+        return sum(max(e.scale_to, e.share) for e in self.entries.values())
 
     def crawls(self, now: float) -> list[CrawlEntry]:
         self._reshare(now)
