@@ -164,7 +164,7 @@ class Coordinator:
     def _place(self) -> dict[str, str]:
         """Choose a node for every worker the assignment counts that has none alive
         (``raycrawl.coordinator.placement``), durably; returns the workers moved to another
-        node (their stores stay behind: they start from the last checkpoint)."""
+        node (their node is gone: see :meth:`_relocate`)."""
         workers = self.assignment.workers
         names = [*(f"strategy-worker-{i}" for i in range(workers[Role.STRATEGY])),
                  *(f"db-worker-{i}" for i in range(workers[Role.DB]))]
