@@ -29,15 +29,17 @@ class Registry:
     def __init__(self) -> None:
         self.table = CrawlTable()
         self.cpus_read_at = -1e9
-        self.requested = 0  # CPUs asked of the autoscaler (0: none)
+        # CPUs asked of the autoscaler (0: none; -1: unknown, so a restarted registry states
+        # the total once, withdrawing a request its predecessor left)
+        self.requested = -1
 
     async def _request(self) -> None:
         """Ask the autoscaler for the CPUs the crawls want (``CrawlTable.requested``) when
         that changed; 0 withdraws the request.  A cluster without an autoscaler ignores it."""
         wanted = self.table.requested()
         if wanted != self.requested:
-            self.requested = wanted
             await asyncio.to_thread(request_resources, num_cpus=wanted)
+            self.requested = wanted
 
     async def _read_cpus(self) -> None:
         now = time.monotonic()
@@ -68,7 +70,7 @@ class Registry:
 
     def autoscaler_request(self) -> int:
         """The CPUs the autoscaler is asked for now (0: none)."""
-        return self.requested
+        return max(0, self.requested)
 
 
 class RegistryHandle:
