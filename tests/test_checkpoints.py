@@ -150,9 +150,13 @@ def test_a_worker_restarted_after_a_rollback_restores_its_store_once(tmp_path, o
     store.close()
     assert prepare() == 1
     assert keys(path) == 150
-    checkpoints.write_rollback(out, Rollback(2, 1))  # another worker lost its store: again
+    shutil.rmtree(path)  # lost again: not restored alone from rollback 1's (older) checkpoint
+    with pytest.raises(CrawlStateError, match="its store .* is gone"):
+        prepare()  # (the crawl goes back as a whole again: rollback 2)
+    checkpoints.write_rollback(out, Rollback(2, 1))
     assert prepare() == 2
     assert keys(path) == 100
+    assert prepare() == 2 and keys(path) == 100  # once
 
 
 def test_without_checkpoints_a_rollback_record_is_not_read(tmp_path):

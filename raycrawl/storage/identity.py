@@ -43,26 +43,30 @@ def store_path(state_dir: str, store: str) -> str:
 def prepare_store(state_dir: str, out: str, checkpoints: bool, store: str, who: str,
                   node: str) -> int:
     """Before a worker opens its store: restore it from its checkpoint if the crawl was rolled
-    back since the store was stamped (``checkpoints``: the crawl keeps them), else
+    back since this worker last did (``checkpoints``: the crawl keeps them), else
     :class:`CrawlStateError` (one line) when the store was created once and is gone now.
-    Returns the rollback the crawl is at (0: none)."""
+    Returns the rollback the crawl is at (0: none).
+
+    Which rollback a worker last restored for is kept in its record in OUT, not only in the
+    store's folder: a store lost again after its rollback must not be restored alone from
+    that rollback's (older) checkpoint while the other stores went on — the crawl goes back
+    as a whole again instead."""
     path = store_path(state_dir, store)
     present = os.path.exists(os.path.join(path, "CURRENT"))
     target = read_rollback(out) if checkpoints else None
-    if target is not None:
-        stamp = read_stamp(path) if present else None
-        if stamp is None or stamp.rollback < target.generation:
-            found = restore(out, store, target.epoch, path)
-            write_stamp(path, target.generation)
-            log.warning("%s: store %s %s (rollback %d)", who, path,
-                        f"restored from checkpoint {target.epoch}" if found else
-                        f"started empty: checkpoint {target.epoch} has none of it",
-                        target.generation)
-            return target.generation
-    if present:
-        return target.generation if target else 0
     record = _read_record(out, store)
-    if record is None:
+    if target is not None and target.generation > int((record or {}).get("rollback", 0)):
+        found = restore(out, store, target.epoch, path)
+        write_stamp(path, target.generation)
+        if record is not None:  # (a new worker's is written when it claims its store)
+            put_json(_records(out), f"{store}.json",
+                     {**record, "node": node, "rollback": target.generation})
+        log.warning("%s: store %s %s (rollback %d)", who, path,
+                    f"restored from checkpoint {target.epoch}" if found else
+                    f"started empty: checkpoint {target.epoch} has none of it",
+                    target.generation)
+        return target.generation
+    if present or record is None:
         return target.generation if target else 0
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.get("created_at", 0)))
     raise CrawlStateError(
@@ -90,7 +94,7 @@ def claim_store(db: Store, out: str, crawl_id: str, store: str, who: str,
         db.write(wb)
     if _read_record(out, store) is None:
         put_json(_records(out), f"{store}.json",
-                 {**identity, "node": node, "created_at": time.time()})
+                 {**identity, "node": node, "created_at": time.time(), "rollback": rollback})
     return read_stamp(db.path) or write_stamp(db.path, rollback)
 
 
