@@ -26,6 +26,7 @@ from raycrawl import Crawl
 from raycrawl.coordinator.placement import PLACEMENT, STATE_RESOURCE
 from raycrawl.storage import checkpoints
 from raycrawl.testing.synthweb import SyntheticWeb
+from tests.timeline import HitTimeline, rolled_back_at
 
 
 def main(out: str, state: str, pages: int) -> None:
@@ -41,6 +42,7 @@ def main(out: str, state: str, pages: int) -> None:
                       batch_size=16, host_batch_cap=4, batches_in_flight=2,
                       actor_timeout_s=20.0).start()
         reachable = len(web.reachable())
+        timeline = HitTimeline(web)
         deadline = time.monotonic() + 300
         while (stats := crawl.stats())["fetched"] < reachable // 3 or stats["checkpoint"] < 2:
             assert stats["phase"] == "running", stats.get("reason")
@@ -63,6 +65,7 @@ def main(out: str, state: str, pages: int) -> None:
             f"{s.fetched} fetched, {s.queued} queued, {dict(s.queued_by_reason)}, "
             f"{s.in_flight_batches} in flight, rollbacks {s.rollbacks}", file=sys.stderr))
         rollback = checkpoints.read_rollback(out)
+        timeline.stop()
         with web.lock:
             hits = dict(web.hits)
         with open(os.path.join(state, PLACEMENT)) as fh:
@@ -72,6 +75,7 @@ def main(out: str, state: str, pages: int) -> None:
             "rollbacks": stats["rollbacks"], "lost": lost, "crawl_id": crawl.crawl_id,
             "fetched_at_loss": fetched_at_loss,
             "rollback_fetched": rollback.fetched if rollback else None,
+            "hits_at_rollback": timeline.at(rolled_back_at(out)),
             "moved_to_live_nodes": all(after_loss[w] != victim.node_id for w in lost),
             "reachable": sorted(web.reachable()),
             "repeats": sum(n - 1 for n in hits.values()),

@@ -27,6 +27,7 @@ from raycrawl import Crawl
 from raycrawl.faultpoints import POINTS
 from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
+from tests.timeline import HitTimeline, rolled_back_at
 
 pytestmark = pytest.mark.ray
 
@@ -233,6 +234,7 @@ def test_a_store_deleted_under_a_checkpointed_crawl_is_restored_and_the_crawl_fi
     out = str(tmp_path / "out") if where == "local" else \
         f"s3://{request.getfixturevalue('s3').bucket()}/crawl"
     state = tmp_path / "state"
+    timeline = HitTimeline(web)
     try:
         crawl = Crawl(seeds=[web.seed_url], out=out, state=str(state), checkpoint_every_s=0.5,
                       **SETTINGS).start()
@@ -243,26 +245,28 @@ def test_a_store_deleted_under_a_checkpointed_crawl_is_restored_and_the_crawl_fi
             assert stats["phase"] == "running", stats.get("reason")
             assert time.monotonic() < deadline, "no checkpoint was published"
             time.sleep(0.05)
-        fetched = stats["fetched"]
         shutil.rmtree(state / worker)
         ray.kill(actor_named(f"{crawl.crawl_id}/{worker}"), no_restart=False)
         stats = crawl.wait(timeout=180, interval_s=0.2)
         assert stats["rollbacks"] == 1, stats.get("reason")
-        assert_invariants_after_rollback(web, crawl, stats, fetched)
+        timeline.stop()
+        assert_invariants_after_rollback(web, crawl, stats, timeline.at(rolled_back_at(out)))
         assert (state / worker / "CURRENT").exists()
     finally:
+        timeline.stop()
         web.stop()
 
 
 def assert_invariants_after_rollback(web: SyntheticWeb, crawl: Crawl, stats: dict,
-                                     fetched_at_loss: int) -> None:
+                                     fetched_at_rollback: int) -> None:
     """:func:`assert_invariants`, the repeats bounded by the work since the checkpoint the
-    crawl went back to (what the crawl had fetched then is in OUT's rollback record)."""
+    crawl went back to (what the crawl had fetched then is in OUT's rollback record) until
+    the rollback (the others fetch on until it drains them)."""
     from raycrawl.storage import checkpoints
     rollback = checkpoints.read_rollback(crawl.config.out)
     assert rollback is not None and rollback.generation == 1
     assert rollback.fetched > len(web.reachable()) // 5, "the checkpoint held no work"
-    since = fetched_at_loss - rollback.fetched
+    since = fetched_at_rollback - rollback.fetched
     assert stats["phase"] == "finished", stats.get("reason")
     urls = crawl.pages().column("url").to_pylist()
     assert len(urls) == len(set(urls)), "a URL has two rows"
