@@ -658,9 +658,9 @@ class Coordinator:
             if self.phase.terminal:
                 return
         reports = status.db_workers or tuple(DBWorkerReport() for _ in self.db_workers)
-        queued = [r.queued for r in reports]
-        wanted = split_share(self.share or 0, queued, self.turn)
-        if any(q == 0 and n > 0 for q, n in zip(wanted, queued)):
+        work = [r.queued + r.in_flight for r in reports]
+        wanted = split_share(self.share or 0, work, self.turn)
+        if any(q == 0 and n > 0 for q, n in zip(wanted, work)):
             if now - self.turn_at >= ROTATE_S:
                 self.turn, self.turn_at = self.turn + 1, now
         else:

@@ -123,16 +123,19 @@ def fair_shares(cpus: int, wants: Sequence[tuple[str, int]]) -> dict[str, int]:
     return shares
 
 
-def split_share(share: int, queued: Sequence[int], turn: int = 0) -> list[int]:
+def split_share(share: int, work: Sequence[int], turn: int = 0) -> list[int]:
     """A crawl's fetch workers split among its DB workers: evenly, the remainder to workers
-    with queued URLs, taking turns (``turn`` advances while some go without), so no DB
-    worker's hosts wait for ever when the crawl has fewer fetch workers than DB workers."""
-    n = len(queued)
+    with work (queued URLs or batches in flight: a worker whose queue went into its batches
+    keeps its fetch workers rather than hand them over and have them started again, a second
+    each, when its batches' links come back), taking turns (``turn`` advances while some go
+    without), so no DB worker's hosts wait for ever when the crawl has fewer fetch workers
+    than DB workers."""
+    n = len(work)
     if n == 0:
         return []
     base, extra = divmod(max(0, share), n)
     quotas = [base] * n
-    order = sorted(range(n), key=lambda i: (queued[i] == 0, (i - turn) % n))
+    order = sorted(range(n), key=lambda i: (work[i] == 0, (i - turn) % n))
     for i in order[:extra]:
         quotas[i] += 1
     return quotas
