@@ -31,3 +31,14 @@ def test_allow_network_opens_a_range_only():
     assert guard.refusal("10.0.0.1") == "private address 10.0.0.1"
     assert guard.check_host_literal("[::1]") == "loopback address ::1"
     assert guard.check_host_literal("example.com") is None  # names are checked on resolve
+
+
+def test_a_host_literal_answer_is_kept_and_the_memory_bounded(monkeypatch):
+    monkeypatch.setattr("raycrawl.fetch.netguard.LITERALS_KEPT", 8)
+    guard = AddressGuard(("127.0.0.0/8",))
+    hosts = [f"10.0.0.{i}" for i in range(20)] + ["127.1.2.3", "example.com", "[::1]"]
+    for _ in range(2):  # asked again: the same answers, from memory or not
+        assert [guard.check_host_literal(h) for h in hosts] == (
+            [f"private address 10.0.0.{i}" for i in range(20)]
+            + [None, None, "loopback address ::1"])
+        assert len(guard._literals) <= 8
