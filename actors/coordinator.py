@@ -572,8 +572,7 @@ class Coordinator:
         of each role as the assignment counts are kept."""
         workers = self.assignment.workers
         moved = self._place()
-        roles: tuple[tuple[list[Any], Role], ...] = (
-            (self.db_workers, Role.DB), (self.strategy_workers, Role.STRATEGY))
+        roles = self._roles()
         for handles, role in roles:
             for w in handles[workers[role]:]:
                 w.kill()
@@ -609,12 +608,14 @@ class Coordinator:
                     ", ".join(sorted({self.placement[w][:12] for w in lost})), ", ".join(lost))
         async with self.lock:
             moved = self._place()
-            roles: tuple[tuple[list[Any], Role], ...] = (
-                (self.db_workers, Role.DB), (self.strategy_workers, Role.STRATEGY))
-            for handles, role in roles:
+            for handles, role in self._roles():
                 for i, w in enumerate(handles):
                     if _short(w.name) in moved:
                         handles[i] = await self._recreate(w, role, i)
+
+    def _roles(self) -> tuple[tuple[list[Any], Role], ...]:
+        """The stateful workers' handles, by role (the lists themselves: edited in place)."""
+        return (self.db_workers, Role.DB), (self.strategy_workers, Role.STRATEGY)
 
     async def _recreate(self, handle: Any, role: Role, i: int) -> Any:
         """End ``handle``'s actor for good and create worker ``i`` of ``role`` anew, once its
