@@ -220,9 +220,8 @@ def measure_interleaved(runners: list[str], spec: WebSpec, setup: Setup, label: 
 
 
 def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    repeat = len(runs)
-    runs.sort(key=lambda r: r["pages_per_s"])
-    row = dict(runs[len(runs) // 2])
+    repeat = len(runs)  # (the lists below stay in run order: interleaved, round by round)
+    row = dict(sorted(runs, key=lambda r: r["pages_per_s"])[len(runs) // 2])
     row["repeats"] = repeat
     row["pages_per_s_all"] = [r["pages_per_s"] for r in runs]
     row["cpu_ms_per_page_all"] = [r["cpu_ms_per_page"] for r in runs]
