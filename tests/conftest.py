@@ -18,21 +18,6 @@ from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
 from tests import s3server
 
-# The longest test files (seconds summed over their tests in CI), longest first: pytest-xdist
-# hands whole files (--dist loadfile) to its two workers in collection order, so these start
-# early and the short files fill both workers' ends, instead of one worker running a long file
-# alone at the end.  A file not listed keeps its place after them.
-LONGEST_FIRST = ("test_faults.py", "test_on_cluster.py", "test_spiders.py", "test_crawl.py",
-                 "test_many_machines.py", "test_revisits.py", "test_scale.py",
-                 "test_cpu_sharing.py", "test_resume.py", "test_safety.py",
-                 "test_object_store.py", "test_rate.py", "test_render.py",
-                 "test_render_crawl.py", "test_requests.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # (stable)
-
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[str]:
