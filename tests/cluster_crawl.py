@@ -26,7 +26,7 @@ from raycrawl import Crawl
 from raycrawl.coordinator.placement import PLACEMENT, STATE_RESOURCE
 from raycrawl.storage import checkpoints
 from raycrawl.testing.synthweb import SyntheticWeb
-from tests.timeline import HitTimeline, rolled_back_at
+from tests.timeline import HitTimeline
 
 
 def main(out: str, state: str, pages: int) -> None:
@@ -75,7 +75,7 @@ def main(out: str, state: str, pages: int) -> None:
             "rollbacks": stats["rollbacks"], "lost": lost, "crawl_id": crawl.crawl_id,
             "fetched_at_loss": fetched_at_loss,
             "rollback_fetched": rollback.fetched if rollback else None,
-            "hits_at_rollback": timeline.at(rolled_back_at(out)),
+            "hits_at_rollback": timeline.at(rollback.at) if rollback else None,
             "moved_to_live_nodes": all(after_loss[w] != victim.node_id for w in lost),
             "reachable": sorted(web.reachable()),
             "repeats": sum(n - 1 for n in hits.values()),

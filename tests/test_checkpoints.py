@@ -4,6 +4,7 @@ the rollback a restarted worker follows; on a local folder and on S3 (moto's ser
 import json
 import os
 import shutil
+import time
 
 import pytest
 
@@ -140,7 +141,9 @@ def test_a_worker_restarted_after_a_rollback_restores_its_store_once(tmp_path, o
     shutil.rmtree(path)  # its disk lost: a one-line reason until the crawl rolls back
     with pytest.raises(CrawlStateError, match="its store .* is gone"):
         prepare()
+    written = time.time()
     checkpoints.write_rollback(out, Rollback(1, 1))
+    assert checkpoints.read_rollback(out).at >= written  # when (tests bound repeats by it)
     assert prepare() == 1
     store = Store(path)
     again = claim_store(store, out, "c", "strategy-worker-1", "c/strategy-worker-1", "n2")

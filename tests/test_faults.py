@@ -27,7 +27,7 @@ from raycrawl import Crawl
 from raycrawl.faultpoints import POINTS
 from raycrawl.testing import faults
 from raycrawl.testing.synthweb import SyntheticWeb
-from tests.timeline import HitTimeline, rolled_back_at
+from tests.timeline import HitTimeline
 
 pytestmark = pytest.mark.ray
 
@@ -250,7 +250,7 @@ def test_a_store_deleted_under_a_checkpointed_crawl_is_restored_and_the_crawl_fi
         stats = crawl.wait(timeout=180, interval_s=0.2)
         assert stats["rollbacks"] == 1, stats.get("reason")
         timeline.stop()
-        assert_invariants_after_rollback(web, crawl, stats, timeline.at(rolled_back_at(out)))
+        assert_invariants_after_rollback(web, crawl, stats, timeline)
         assert (state / worker / "CURRENT").exists()
     finally:
         timeline.stop()
@@ -258,7 +258,7 @@ def test_a_store_deleted_under_a_checkpointed_crawl_is_restored_and_the_crawl_fi
 
 
 def assert_invariants_after_rollback(web: SyntheticWeb, crawl: Crawl, stats: dict,
-                                     fetched_at_rollback: int) -> None:
+                                     timeline: HitTimeline) -> None:
     """:func:`assert_invariants`, the repeats bounded by the work since the checkpoint the
     crawl went back to (what the crawl had fetched then is in OUT's rollback record) until
     the rollback (the others fetch on until it drains them)."""
@@ -266,7 +266,7 @@ def assert_invariants_after_rollback(web: SyntheticWeb, crawl: Crawl, stats: dic
     rollback = checkpoints.read_rollback(crawl.config.out)
     assert rollback is not None and rollback.generation == 1
     assert rollback.fetched > len(web.reachable()) // 5, "the checkpoint held no work"
-    since = fetched_at_rollback - rollback.fetched
+    since = timeline.at(rollback.at) - rollback.fetched
     assert stats["phase"] == "finished", stats.get("reason")
     urls = crawl.pages().column("url").to_pylist()
     assert len(urls) == len(set(urls)), "a URL has two rows"

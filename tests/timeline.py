@@ -1,13 +1,12 @@
 """The requests a test web saw over time: what a crawl had fetched at a given moment (say,
-when its rollback was written: the crawl fetches on after a loss until its workers drain)."""
+when its rollback was written, ``checkpoints.read_rollback(out).at``: the crawl fetches on
+after a loss until its workers drain)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-from raycrawl.storage import checkpoints
 from raycrawl.testing.synthweb import SyntheticWeb
 
 
@@ -38,9 +37,3 @@ class HitTimeline:
         """Requests seen by the first sample at or after ``when``."""
         return next((n for t, n in self.samples if t >= when), self.samples[-1][1])
 
-
-def rolled_back_at(out: str) -> float:
-    """When the crawl in ``out`` wrote its last rollback record (wall clock)."""
-    raw = checkpoints.checkpoints_of(out).read(checkpoints.ROLLBACK)
-    assert raw is not None, "no rollback was written"
-    return float(json.loads(raw)["at"])

@@ -128,14 +128,16 @@ def collect(out: str, stores: Iterable[str]) -> int:
 @dataclass(frozen=True, slots=True)
 class Rollback:
     """The crawl's rollbacks so far (``generation``) and the epoch the last went back to, how
-    many rollbacks in a row went back to that epoch, why, and how many URLs the crawl had
-    fetched at that epoch."""
+    many rollbacks in a row went back to that epoch, why, how many URLs the crawl had
+    fetched at that epoch, and when it was written (wall clock; set by
+    :func:`write_rollback`)."""
 
     generation: int
     epoch: int
     tries: int = 1
     reason: str = ""
     fetched: int = 0
+    at: float = 0.0
 
 
 def read_rollback(out: str) -> Rollback | None:
@@ -144,7 +146,8 @@ def read_rollback(out: str) -> Rollback | None:
         return None
     data = json.loads(raw)
     return Rollback(int(data["generation"]), int(data["epoch"]), int(data.get("tries", 1)),
-                    str(data.get("reason", "")), int(data.get("fetched", 0)))
+                    str(data.get("reason", "")), int(data.get("fetched", 0)),
+                    float(data.get("at", 0.0)))
 
 
 def write_rollback(out: str, rollback: Rollback) -> None:

@@ -59,8 +59,7 @@ def prepare_store(state_dir: str, out: str, checkpoints: bool, store: str, who: 
         found = restore(out, store, target.epoch, path)
         write_stamp(path, target.generation)
         if record is not None:  # (a new worker's is written when it claims its store)
-            put_json(_records(out), f"{store}.json",
-                     {**record, "node": node, "rollback": target.generation})
+            _write_record(out, store, {**record, "node": node, "rollback": target.generation})
         log.warning("%s: store %s %s (rollback %d)", who, path,
                     f"restored from checkpoint {target.epoch}" if found else
                     f"started empty: checkpoint {target.epoch} has none of it",
@@ -93,13 +92,17 @@ def claim_store(db: Store, out: str, crawl_id: str, store: str, who: str,
         wb.put(IDENTITY_KEY, json.dumps(identity).encode())
         db.write(wb)
     if _read_record(out, store) is None:
-        put_json(_records(out), f"{store}.json",
-                 {**identity, "node": node, "created_at": time.time(), "rollback": rollback})
+        _write_record(out, store, {**identity, "node": node, "created_at": time.time(),
+                                   "rollback": rollback})
     return read_stamp(db.path) or write_stamp(db.path, rollback)
 
 
 def _records(out: str) -> Location:
     return Location.of(out).child(OUT_COPY).child(STORES)
+
+
+def _write_record(out: str, store: str, record: dict[str, Any]) -> None:
+    put_json(_records(out), f"{store}.json", record)
 
 
 def _read_record(out: str, store: str) -> dict[str, Any] | None:
