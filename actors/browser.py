@@ -26,14 +26,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.render.browser import (
-    CRASH_TRIES,
-    LAUNCH_TIMEOUT_S,
     Browser,
     BrowserCrashed,
     BrowserUnavailable,
     Rendered,
     RenderJob,
 )
+from raycrawl.render.spec import CRASH_TRIES, LAUNCH_TIMEOUT_S
 
 from .logs import tag_logs
 from .options import browser_options

@@ -22,9 +22,9 @@ from raycrawl.db_worker.queue import Entry
 from raycrawl.db_worker.ratelimit import TokenBucket, crawl_rate, split_rate
 from raycrawl.db_worker.shard import DBShard
 from raycrawl.errors import StorageError
-from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Sink
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats import schemas
 from raycrawl.formats.schemas import ended_rows
 from raycrawl.formats.streams import StreamWriter, stream_place

@@ -23,69 +23,46 @@ import secrets
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import pyarrow as pa
 import ray
 
 from raycrawl.coordinator.sharing import BATCHES_PER_WORKER, workers_for
-from raycrawl.fetch.batch import callback_runner, feed_bound_s, fetch_hosts, warc_files
-from raycrawl.fetch.client import open_session
-from raycrawl.fetch.collect import FetchResult
-from raycrawl.fetch.limits import RequestLimit
+from raycrawl.fetch.bounds import feed_bound_s
 from raycrawl.fetch.options import FetchOptions
 from raycrawl.fetch.rerun import Fault, Rerun, Sink
+from raycrawl.fetch.result import FetchResult
 from raycrawl.storage.location import is_local
 
-from .browser import BrowserClient
-from .logs import tag_logs
 from .options import fetcher_options
 
 log = logging.getLogger(__name__)
 
 
-
 class FetchWorker:
-    """Runs spider-feed batches for one crawl's DB worker; safe to call concurrently."""
+    """A fetch worker: runs spider-feed batches for one crawl's DB worker; safe to call
+    concurrently.  A shell whose work (:class:`actors.fetch_worker.Fetcher`) is imported when
+    the actor starts, in its own process: the DB worker that creates it never loads the fetch
+    path (0.3 s of CPU at every DB worker's and coordinator's start, benchmarks/README.md)."""
 
     def __init__(self, options: FetchOptions, name: str = "fetcher") -> None:
-        crawl_id, _, role = name.partition("/")
-        tag_logs(crawl_id, role)
-        self.options = options
-        # Its WARC files are named by its actor name, without the crawl id.
-        self.warc = (warc_files(options, name.split("/", 1)[-1].replace("/", "-"))
-                     if options.warc_dir is not None else None)
-        self.session: aiohttp.ClientSession | None = None
-        self.limit: RequestLimit | None = None
-        # The spider instance (one per worker) and the thread its callbacks run on.
-        self.callbacks = callback_runner(options) if options.spider is not None else None
-        self.browser = BrowserClient(options, name)  # started at the first render
+        from .fetch_worker import Fetcher  # here: in the fetch worker's process only
+
+        self.work = Fetcher(options, name)
 
     async def fetch(self, feed: pa.RecordBatch) -> AsyncGenerator[tuple[list[str], FetchResult]]:
-        """Fetch every request of ``feed``; a Ray streaming generator of (hosts, their rows) as
-        each host ends (see ``fetch_hosts``)."""
-        if self.session is None or self.session.closed:
-            self.session = open_session(self.options)
-            self.limit = RequestLimit(self.options.concurrency, self.options.per_ip)
-        async with contextlib.aclosing(fetch_hosts(feed, self.options, self.session, self.limit,
-                                                   self.callbacks, self.warc,
-                                                   self.browser)) as parts:
+        """A Ray streaming generator of (hosts, their rows) as each host ends (see
+        ``raycrawl.fetch.batch.fetch_hosts``)."""
+        async with contextlib.aclosing(self.work.fetch(feed)) as parts:
             async for part in parts:
                 yield part
 
     async def close(self) -> None:
-        """Close the HTTP session (its keep-alive connections) and the WARC file (with an
-        ``OUT`` elsewhere, that uploads it) before the worker is ended."""
-        if self.session is not None and not self.session.closed:
-            await self.session.close()
-        await self.browser.close()
-        if self.warc is not None:
-            await asyncio.to_thread(self.warc.close)
+        """Close the HTTP session and the WARC file before the worker is ended."""
+        await self.work.close()
 
     async def browser_stats(self) -> dict[str, int] | None:
         """The browser worker's stats (None: none started)."""
-        if self.browser.actor is None:
-            return None
-        return await self.browser.actor.stats.remote()
+        return await self.work.browser_stats()
 
 
 _REMOTE_FETCH_WORKER = ray.remote(FetchWorker)

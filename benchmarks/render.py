@@ -24,8 +24,8 @@ import psutil
 
 from raycrawl.config import CrawlConfig
 from raycrawl.fetch.batch import fetch_hosts, local_renderer
-from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest
 from raycrawl.urls import url_info
 from tests.jsweb import JSWeb

@@ -29,8 +29,8 @@ from raycrawl.config import CrawlConfig, config_from_mapping
 from raycrawl.errors import ConfigError, ErrorKind, SpiderError
 from raycrawl.fetch.batch import fetch_hosts
 from raycrawl.fetch.callbacks import CallbackRunner, Outcome, callback_of
-from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats.entry import pack_meta
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest, LinkFound, RobotsFetch
 from raycrawl.spider import (

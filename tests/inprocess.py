@@ -8,9 +8,9 @@ import pyarrow as pa
 
 from raycrawl.fetch.batch import fetch_hosts
 from raycrawl.fetch.callbacks import CallbackRunner
-from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats.warc import WarcFiles
 
 

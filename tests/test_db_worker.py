@@ -171,7 +171,7 @@ class _NoMetrics:
 
 def test_a_batchs_hosts_are_settled_and_released_one_by_one_as_they_end(worker):
     from actors.db_worker import _Fetched
-    from raycrawl.fetch.collect import FetchResult
+    from raycrawl.fetch.result import FetchResult
 
     worker.queue.push([entry(0, "a.com"), entry(1, "a.com"), entry(2, "b.com"),
                        entry(3, "c.com")])

@@ -15,10 +15,11 @@ import pytest
 
 from raycrawl.config import CrawlConfig, render_settings
 from raycrawl.errors import ConfigError
-from raycrawl.fetch.batch import fetch_hosts, render_bounds_s
-from raycrawl.fetch.collect import FetchResult
+from raycrawl.fetch.batch import fetch_hosts
+from raycrawl.fetch.bounds import render_bounds_s
 from raycrawl.fetch.netguard import AddressGuard
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats.schemas import FetchOutcome, FetchRequest, LinkFound
 from raycrawl.render.browser import (
     Browser,

@@ -9,8 +9,8 @@ import pyarrow.compute  # noqa: F401 (pa.compute)
 
 from raycrawl.db_worker.queue import Entry
 from raycrawl.errors import ErrorKind
-from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.rerun import Fault, Rerun
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats import schemas
 
 

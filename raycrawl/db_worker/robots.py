@@ -32,6 +32,7 @@ from raycrawl.storage.store import Store, part_key
 from raycrawl.urls import host_of, partition_of
 
 MAX_ROBOTS_BYTES = 500 * 1024
+MAX_ROBOTS_REDIRECTS = 5  # RFC 9309
 MAX_CRAWL_DELAY_S = 60.0
 TABLE = b"r"  # partitioned (see raycrawl.storage.store)
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from raycrawl.errors import InvalidURL
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats.entry import pack_meta
 from raycrawl.formats.schemas import (
     FetchOutcome,
@@ -28,29 +29,6 @@ from raycrawl.formats.schemas import (
 )
 from raycrawl.spider import Follow
 from raycrawl.urls import URLInfo, request_fingerprint, url_info
-
-
-class FetchResult(NamedTuple):
-    """What a spider-feed batch gave: the spider log (pages, links), the robots.txt fetches,
-    the items the spider's callbacks yielded and the cookies its hosts hold now (a crawl that
-    keeps them)."""
-
-    pages: pa.RecordBatch
-    links: pa.RecordBatch
-    robots: pa.RecordBatch
-    items: pa.RecordBatch
-    cookies: pa.RecordBatch
-
-    @classmethod
-    def empty(cls) -> FetchResult:
-        return cls(FetchOutcome.empty(), LinkFound.empty(), RobotsFetch.empty(),
-                   ItemFound.empty(), HostCookies.empty())
-
-    @classmethod
-    def concat(cls, parts: list[FetchResult]) -> FetchResult:
-        if not parts:
-            return cls.empty()
-        return cls(*(pa.concat_batches([p[i] for p in parts]) for i in range(len(cls._fields))))
 
 
 class Link(NamedTuple):

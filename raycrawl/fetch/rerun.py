@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raycrawl.errors import ErrorKind
-from raycrawl.fetch.collect import FetchResult
+from raycrawl.fetch.result import FetchResult
 from raycrawl.formats import schemas
 
 

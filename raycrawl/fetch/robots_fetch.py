@@ -7,13 +7,11 @@ from urllib.parse import urljoin
 import aiohttp
 import yarl
 
-from raycrawl.db_worker.robots import MAX_ROBOTS_BYTES
+from raycrawl.db_worker.robots import MAX_ROBOTS_BYTES, MAX_ROBOTS_REDIRECTS
 from raycrawl.errors import ErrorKind
 from raycrawl.fetch.client import error_kind, read_body
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.netguard import AddressGuard
-
-MAX_ROBOTS_REDIRECTS = 5  # RFC 9309
 
 
 async def fetch_robots(session: aiohttp.ClientSession, guard: AddressGuard,

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from raycrawl.fetch.netguard import AddressGuard
-from raycrawl.render.spec import RenderSpec
+from raycrawl.render.spec import CRASH_TRIES, LAUNCH_TIMEOUT_S, RenderSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 ARGS = ("--disable-dev-shm-usage", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-extensions", "--mute-audio")
 BLOCKED_TYPES = frozenset({"image", "media", "font"})
-LAUNCH_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 5.0  # a page that does not evaluate "1" in this long is not alive
 CLOSE_TIMEOUT_S = 20.0  # a browser closing on a loaded machine; Playwright.stop() ends any left
 HOSTS_CACHED = 4096  # host names whose guard verdict a browser remembers
@@ -134,7 +133,6 @@ class Renderer(Protocol):
     async def render(self, job: RenderJob) -> Rendered: ...
 
 
-CRASH_TRIES = 3  # renders of one page on browsers that died under it, before it is given up
 
 
 class LocalRenderer:

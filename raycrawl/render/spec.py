@@ -18,6 +18,9 @@ from typing import Any
 
 import msgpack
 
+# What bounds a render's time (the fetch's bound, ``raycrawl.fetch.bounds``, counts them):
+LAUNCH_TIMEOUT_S = 30.0  # a browser's start
+CRASH_TRIES = 3  # renders of one page on browsers that died under it, before it is given up
 WAITS = ("load", "domcontentloaded", "networkidle", "commit")
 NEVER = msgpack.packb(False)
 
