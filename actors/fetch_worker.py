@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from raycrawl.fetch.batch import callback_runner, fetch_hosts, warc_files
 from raycrawl.fetch.client import open_session
-from raycrawl.fetch.collect import FetchResult
 from raycrawl.fetch.limits import RequestLimit
 from raycrawl.fetch.options import FetchOptions
+from raycrawl.fetch.result import FetchResult
 
 from .browser import BrowserClient
 from .logs import tag_logs

@@ -16,6 +16,7 @@ def test_all_is_pinned():
         "Response", "SeedError", "Spider", "SpiderError", "SpiderResponse", "StrategyError",
         "URLState", "parse", "read_items", "read_pages"]
     assert all(hasattr(raycrawl, name) for name in raycrawl.__all__)
+    assert sorted(raycrawl._WHERE) == sorted(raycrawl.__all__)  # (loaded when first used)
 
 
 def test_codecs_keep_their_import_paths():
