@@ -135,12 +135,15 @@ def test_resumed_with_more_workers_it_loses_nothing_with_actors_killed_mid_move(
 
 def test_max_pages_stays_exact_across_a_rescale(ray_session, tmp_path):
     """3 DB workers down to 1 (the retired workers' pages and budget still count) while 1
-    strategy worker goes up to 2."""
+    strategy worker goes up to 2.  The rescale must end before the budget does: 8 partitions
+    (10 small moves, 1 s here) against 440 pages at 0.3 s a host (11 s at least over its 12
+    hosts).  With 32 partitions at 0.15 s it was 14 moves in 6 s on a loaded CI machine
+    against 5.5 s of crawl: the crawl ended first."""
     web = small_web(seed=65)
     max_pages = 500  # of 1,074
     try:
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), max_pages=max_pages,
-                      **{**SETTINGS, "db_workers": 3, "partitions": 32}).start()
+                      **{**SETTINGS, "db_workers": 3, "partitions": 8, "delay_s": 0.3}).start()
         run_until(crawl, 60)
         scaled = crawl.scale(db_workers=1, strategy_workers=2, timeout=300)
         assert scaled["phase"] == "running", "the crawl ended before the rescale was done"
