@@ -4,9 +4,10 @@ Production code calls :func:`reach` at each point; with no hook installed (alway
 fault-injection tests) that costs one test of a module global.  A hook is a callable
 ``hook(point, state_dir)``.  It is installed in one process by :func:`install`, or in every
 process of a Ray job by the environment variable ``RAYCRAWL_FAULT_HOOK=module:callable``
-(read at the first point a process reaches: a test session passes it in ``ray.init``'s
-``runtime_env``), as ``PYTHONBREAKPOINT`` names the hook of ``breakpoint()``.  raycrawl ships
-no hook; its tests bring theirs (``raycrawl.testing.faults``).
+(read at the first point a process reaches: the test session sets it in the environment its
+local Ray starts with, which the workers inherit), as ``PYTHONBREAKPOINT`` names the hook of
+``breakpoint()``.  raycrawl ships no hook; its tests bring theirs
+(``raycrawl.testing.faults``).
 
 Points, in commit order: ``db-worker.cut`` (batch leased), ``fetch-task.start`` (inside the
 fetch worker), ``db-worker.fetched`` (spider log received), ``strategy-worker.decided``

@@ -2,7 +2,8 @@
 
 Its port is chosen when this module is imported, before the session's Ray starts, so that
 :data:`ENV` (the standard ``AWS_*`` variables raycrawl reads) can be handed to every Ray
-worker in ``ray.init``'s ``runtime_env`` and to the CLI in subprocesses.
+worker (through the environment the session's Ray starts with, see ``tests/conftest.py``) and
+to the CLI in subprocesses.
 """
 
 from __future__ import annotations

@@ -116,8 +116,7 @@ def test_resumed_with_more_workers_it_loses_nothing_with_actors_killed_mid_move(
         assert crawl.stop()["phase"] == "stopped"
         for point in points:
             faults.arm(state, point)
-        # What `raycrawl resume --state DIR --db-workers 4 --strategy-workers 2` does (in
-        # this process: the fault hook reaches the actors of this driver's job only).
+        # What `raycrawl resume --state DIR --db-workers 4 --strategy-workers 2` does.
         resumed = Crawl.attach(state)
         resumed.scale(db_workers=4, strategy_workers=2, wait=False)
         final = resumed.wait(timeout=300, interval_s=0.2)

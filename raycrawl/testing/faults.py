@@ -4,8 +4,9 @@ an armed point, as a kill -9 would.
 A test arms a point for one crawl with :func:`arm` before the crawl starts (a file in its
 state folder); the first process of that crawl to reach the point renames the file to
 ``crash-<point>.fired`` and ends, so the point fires once per crawl, and the restarted worker
-goes on.  The test session installs the hook in every Ray worker through ``ray.init``'s
-``runtime_env`` (``env_vars``: :data:`ENV_VARS`).  Production code never imports this module.
+goes on.  The test session installs the hook in every Ray worker through the environment its
+Ray starts with (:data:`ENV_VARS`; a ``runtime_env``'s ``env_vars`` do it too, at a cost in
+every worker's start).  Production code never imports this module.
 """
 
 from __future__ import annotations
