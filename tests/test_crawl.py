@@ -29,6 +29,10 @@ RETRIES = 2  # the default: a 500 is fetched three times
 
 
 def crawl(web: SyntheticWeb, out, **settings):
+    """A crawl of ``web`` to its end.  One fetch worker per DB worker unless a test asks: the
+    default, the session's two CPUs, is a process more in a crawl of one DB worker (about
+    1.5 s of CPU on this suite's two busy cores) and proves nothing more."""
+    settings.setdefault("fetch_workers", settings.get("db_workers", 1))
     c = Crawl(seeds=[web.seed_url], out=str(out), **{**FAST, **settings}).start()
     stats = c.wait(timeout=180, interval_s=0.2)
     return stats, c.pages()

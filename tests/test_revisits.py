@@ -25,8 +25,9 @@ from tests.test_faults import actor_named
 pytestmark = pytest.mark.ray
 
 LATE_S = 8.0  # a visit due may wait this long for its batch on a loaded machine
+# (one fetch worker a DB worker: a second proves nothing here and costs a process's start)
 FAST = {"delay_s": 0.0, "allow_network": ("127.0.0.0/8",), "poll_interval_s": 0.05,
-        "partitions": 8, "retry_backoff_s": 0.05, "robots": False}
+        "partitions": 8, "retry_backoff_s": 0.05, "robots": False, "fetch_workers": 1}
 
 
 def changing_web(period_s: float = 4.0, **kwargs) -> ChangingWeb:
@@ -57,7 +58,8 @@ def test_a_revisiting_crawl_revisits_every_page_when_due_and_conditionally(
         # --run-for counts from the start: on a loaded machine the workers' start took 7 s
         # of a 14 s run once, so the run is long enough for three visits after a slow start.
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), recrawl_after_s=3.0,
-                      run_for_s=24.0, warc=True, db_workers=db_workers, **FAST).start()
+                      run_for_s=24.0, warc=True, db_workers=db_workers,
+                      **{**FAST, "fetch_workers": db_workers}).start()
         stats = crawl.wait(timeout=120, interval_s=0.2)
         took = time.monotonic() - started
         assert stats["phase"] == "finished" and stats["reason"] == "ran for 24 s"
