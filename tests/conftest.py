@@ -47,7 +47,8 @@ def ray_session() -> Iterator[str]:
     # whether or not a test of this session starts it) from the raylet's environment, which
     # they inherit; the driver does not keep them.  Not through ``runtime_env``: Ray starts
     # every worker of a job that has one through a second Python that imports ray first (its
-    # setup_worker), 0.4 s more CPU per actor process, a third of a test crawl's CPU.
+    # setup_worker), twice the CPU per actor process (benchmarks/actor_start.py), a third of a
+    # test crawl's CPU.
     saved = dict(os.environ)
     os.environ.update({**faults.ENV_VARS, **s3server.ENV})
     try:
