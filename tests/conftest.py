@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 
@@ -50,16 +51,11 @@ def ray_session() -> Iterator[str]:
     # every worker of a job that has one through a second Python that imports ray first (its
     # setup_worker), twice the CPU per actor process (benchmarks/actor_start.py), a third of a
     # test crawl's CPU.
-    saved = dict(os.environ)
-    os.environ.update({**faults.ENV_VARS, **s3server.ENV})
-    try:
+    with mock.patch.dict(os.environ, {**faults.ENV_VARS, **s3server.ENV}):
         # "local": a new instance even where a `ray start` cluster runs (the cluster tests
         # own one)
         ctx = ray.init(address="local", num_cpus=2, include_dashboard=False,
                        namespace=NAMESPACE, logging_level="WARNING")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
 
