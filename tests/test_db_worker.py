@@ -156,6 +156,22 @@ def test_a_host_answering_only_5xx_is_backed_off_but_never_parked(worker):
     assert worker.slots.ready_at["h.com"] > 0  # pushed back
 
 
+@pytest.mark.parametrize("statuses", [(500, 500), (503, 502), (500, 404)])
+def test_retried_urls_that_answer_errors_again_do_not_back_their_host_off(worker, statuses):
+    """A host's bad pages fail again when retried: their own fault (each waits its own
+    backoff), not their host's; a retry that gets no answer still counts against the host,
+    as does a first attempt's error."""
+    for _ in range(3):
+        es = [entry(0, attempts=1), entry(1, attempts=1)]
+        worker.settle(with_outcomes(es, [(s, None, None) for s in statuses]), es)
+    assert "h.com" not in worker.slots.failures and "h.com" not in worker.slots.ready_at
+    es = [entry(0, attempts=1), entry(1)]  # one first attempt among them
+    worker.settle(with_outcomes(es, [(500, None, None), (statuses[0], None, None)]), es)
+    assert worker.slots.failures["h.com"] == 1 and worker.slots.ready_at["h.com"] > 0
+    worker.settle(with_outcomes(es[:1], [(None, "timeout", None)]), es[:1])  # no answer
+    assert worker.slots.failures["h.com"] == 2
+
+
 def test_urls_left_out_after_a_retry_after_go_back_unchanged(worker):
     es = [entry(0), entry(1, attempts=1), entry(2)]
     # the fetch worker stopped the host after the 429: entries 1 and 2 have no row

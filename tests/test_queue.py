@@ -3,6 +3,8 @@
 import dataclasses
 import time
 
+import pytest
+
 from raycrawl.db_worker.politeness import HostSlots
 from raycrawl.db_worker.queue import COUNTS_KEY, Entry, FrontierQueue
 from raycrawl.storage.store import LAYOUT_KEY, Store
@@ -169,6 +171,42 @@ def test_entries_of_a_leased_host_are_cut_once_it_is_released(store):
     _, third = q.cut(8, 2, slots, None, 100)
     assert sorted(e.url for e in third) == sorted(
         e.url for e in [entry(2), entry(3), entry(12, "b.com"), entry(13, "b.com")])
+
+
+@pytest.mark.parametrize("layered", [False, True])
+@pytest.mark.parametrize("host_cap", [1, 4, 8])
+def test_retries_fill_at_most_half_a_hosts_batch_and_all_are_cut_in_turn(store, layered,
+                                                                      host_cap):
+    """A host's failed URLs come due together, ahead of its other URLs (shallower, or an
+    earlier score): a batch takes at most half of the host's share from them (one with a
+    share of one), its other URLs fill the rest, and every retry is cut in a later batch."""
+    q = FrontierQueue(store, layered=layered)
+    slots = HostSlots(0)
+    retried = [dataclasses.replace(entry(i, "a.com", score=2.0), attempts=1 + i % 2)
+               for i in range(12)]
+    fresh = [entry(i, "a.com", depth=1) for i in range(100, 112)]
+    other = [dataclasses.replace(entry(i, "b.com", score=2.0), attempts=1) for i in range(6)]
+    q.push(retried + fresh + other)
+    cap = max(1, host_cap // 2)
+    cuts = []
+    while q.queued:
+        _, got = q.cut(64, host_cap, slots, None, 1000)
+        assert got, "queued URLs that no cut takes"
+        for host in ("a.com", "b.com"):
+            mine = [e for e in got if e.host == host]
+            assert len(mine) <= host_cap
+            assert sum(e.attempts > 0 for e in mine) <= cap
+            if any(e.attempts == 0 for e in q_left(fresh, cuts)) and host == "a.com":
+                assert len(mine) == min(host_cap, cap + len(q_left(fresh, cuts)))
+        cuts.append(got)
+        slots.release(set(slots.leased), time.monotonic())
+    urls = [e.url for batch in cuts for e in batch]
+    assert sorted(urls) == sorted(e.url for e in retried + fresh + other)  # each once
+
+
+def q_left(entries, cuts):
+    taken = {e.url for batch in cuts for e in batch}
+    return [e for e in entries if e.url not in taken]
 
 
 def test_the_tables_of_a_db_worker_store_have_distinct_prefixes():

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from raycrawl.db_worker.politeness import HostSlots
-from raycrawl.formats.entry import HOST, NOT_BEFORE, VISIT, Entry
+from raycrawl.formats.entry import ATTEMPTS, HOST, NOT_BEFORE, VISIT, Entry
 from raycrawl.storage.store import Store, WriteBatch, part_key, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
@@ -121,6 +121,9 @@ class _Cut:
             max_urls, scan_limit, host_cap, hosts)
         self.scanned = 0
         self.per_host: dict[str, int] = {}
+        # At most this many retried URLs of a host a batch (see FrontierQueue.cut)
+        self.retry_cap = max(1, host_cap // 2)
+        self.retried: dict[str, int] = {}
         self.blocked: set[str] = set()
         self.full = 0  # hosts at host_cap
         self.taken: list[tuple[bytes, Entry]] = []
@@ -471,6 +474,10 @@ class FrontierQueue:
         1000); take nothing of the partitions in ``skip``.  Returns (batch id, entries); the
         entries move to the lease table in one atomic write.
 
+        At most half of a host's URLs in a batch (at least one) are retries: a host's failed
+        URLs come due together, and a batch of them alone would fail whole and back the host
+        off, its good URLs queued behind them.
+
         The partitions' queues are merged by (layer, score) (see the module docstring): a
         partition is read while its entries' (layer, score) stays the lowest of all heads, and
         left once every host of it with queued URLs is busy or full."""
@@ -554,6 +561,7 @@ class FrontierQueue:
         partition or of the cut busy or full) is checked again only when it can change."""
         hosts = len(self.part_hosts[part])
         per_host, blocked, taken, cap = cut.per_host, cut.blocked, cut.taken, cut.host_cap
+        retried, retry_cap = cut.retried, cut.retry_cap
         first_left, unpack, of_fields = cut.first_left, msgpack.unpackb, Entry.of_fields
         step, valid, key_of, value_of = it.next, it.valid, it.key, it.value
         scanned, limit = 0, cut.scan_limit - cut.scanned
@@ -573,7 +581,11 @@ class FrontierQueue:
                     cut.part_busy[part] += 1
                     first_left.setdefault(part, key)
                     over = cut.part_busy[part] >= hosts or cut.over()
+                elif fields[ATTEMPTS] and retried.get(host, 0) >= retry_cap:
+                    first_left.setdefault(part, key)  # (its turn comes in a later batch)
                 else:
+                    if fields[ATTEMPTS]:
+                        retried[host] = retried.get(host, 0) + 1
                     per_host[host] = count + 1
                     taken.append((key, of_fields(fields)))
                     cut.last_taken[part] = key

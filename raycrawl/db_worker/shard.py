@@ -66,6 +66,9 @@ class _HostOutcome:
     fetched: bool = False  # a request was sent
     healthy: bool = False  # one of them got a usable answer
     answered: bool = False  # one of them got an HTTP response
+    # One failed as the host's fault: no answer, or an error status at a URL's first attempt
+    # (a URL that failed before and answers an error again is its own fault, not its host's)
+    host_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +299,9 @@ class DBShard:
         ``entries``), whose fetch is over.  An ended host's health is recorded over all its
         calls, and its URLs that got no row were not requested (their host sent a Retry-After,
         or its robots.txt could not be read): they go back as they were, behind the host's
-        pause.  A host that answered only 429/5xx is backed off too (never parked: it answers).
+        pause.  A host that answered only 429/5xx is backed off too (never parked: it answers),
+        unless each of them was a retry: a URL that fails again with an answer is its own
+        fault, and waits its own backoff (a host's health is not told by its bad pages).
 
         Returns (the rows that stand, the entries to queue again)."""
         cfg = self.config
@@ -311,15 +316,17 @@ class DBShard:
             outcome.rowed.add(fp)
             kind = _kind(error)
             failed = retryable(kind, status)
+            entry = by_fp.get(fp)
             if kind is None or kind.fetched:
                 self.slots.observe(host, took, not failed and status is not None)
                 outcome.fetched = True
                 outcome.healthy = outcome.healthy or not failed
                 outcome.answered = outcome.answered or status is not None
+                outcome.host_failed = outcome.host_failed or failed and (
+                    status is None or entry is None or not entry.attempts)
             if after is not None:
                 self.slots.push_back(host, now + min(after, cfg.max_retry_after_s),
                                      Wait.RETRY_AFTER)
-            entry = by_fp.get(fp)
             if failed and entry is not None and entry.attempts < cfg.retries:
                 backoff = cfg.retry_backoff_s * 2 ** entry.attempts
                 retry.append(dataclasses.replace(entry, attempts=entry.attempts + 1,
@@ -332,7 +339,7 @@ class DBShard:
         for host in ended:
             outcome = self._outcomes.pop(host, _HostOutcome())
             retry += [e for e in entries if e.host == host and e.fingerprint not in outcome.rowed]
-            if outcome.fetched:
+            if outcome.fetched and (outcome.healthy or outcome.host_failed):
                 self.slots.record_outcome(host, outcome.healthy, now, park=not outcome.answered)
         self.counters.retries += len(retry)
         if len(keep) < pages.num_rows:

@@ -17,7 +17,8 @@ def unpack_meta(raw: bytes | None) -> dict[str, Any]:
     return msgpack.unpackb(raw) if raw else {}
 
 
-HOST, NOT_BEFORE, VISIT = 2, 9, 15  # where a packed entry's fields hold them (VISIT: if any)
+HOST, ATTEMPTS, NOT_BEFORE, VISIT = 2, 6, 9, 15  # where a packed entry's fields hold them
+# (VISIT: if any)
 
 
 @dataclass(slots=True)
