@@ -529,7 +529,7 @@ class Coordinator:
             self.checkpoint = {"epoch": epoch, **data}
             log.info("checkpoint %d published: %d bytes uploaded of %d, cut in %.3f s",
                      epoch, data["uploaded"], data["bytes"], data["cut_s"])
-            await asyncio.to_thread(checkpoints.collect, self.config.out, data["stores"])
+            await asyncio.to_thread(checkpoints.collect, self.config.out)
         except Exception:
             log.exception("checkpoint %d not published", epoch)
 

@@ -111,7 +111,7 @@ def test_old_epochs_and_the_files_only_they_use_are_collected(tmp_path, out):
         fill(store, epoch * 1000, 300)
         store.db.compact_range(None, None)  # the older tables merged into a new one
         checkpoint(cps, epoch, "aaaa")
-        checkpoints.collect(out, ["db-worker-0"])
+        checkpoints.collect(out)
     store.close()
     assert checkpoints.published(out) == [4, 5]
     folder = checkpoints.checkpoints_of(out).child("db-worker-0")
@@ -123,6 +123,39 @@ def test_old_epochs_and_the_files_only_they_use_are_collected(tmp_path, out):
     for epoch, expected in ((4, 1200), (5, 1500)):
         checkpoints.restore(out, "db-worker-0", epoch, path)
         assert keys(path) == expected
+
+
+def test_a_retired_workers_checkpoints_are_collected_once_no_kept_epoch_uses_them(
+        tmp_path, out):
+    """Three workers checkpoint, then a rescale retires one (epochs 3 on name two stores):
+    its folder goes once the last epoch that had it is older than the kept ones; the
+    others keep what their kept epochs use, and no emptied epoch folder is left behind."""
+    state = str(tmp_path / "state")
+    names = ["db-worker-0", "db-worker-1", "strategy-worker-0"]
+    stores = {n: Store(store_path(state, n)) for n in names}
+    cps = {n: StoreCheckpoints(stores[n], out, state, n) for n in names}
+    root = checkpoints.checkpoints_of(out)
+    for epoch in range(1, 6):
+        alive = names if epoch < 3 else ["db-worker-0", "strategy-worker-0"]
+        for n in alive:
+            fill(stores[n], epoch * 1000, 200)
+            stores[n].db.compact_range(None, None)
+            cps[n].create(epoch)
+            cps[n].upload(epoch, "aaaa")
+        checkpoints.publish(out, epoch, {"stores": alive, "assignment": {}})
+        checkpoints.collect(out)
+        assert ("db-worker-1" in root.folders()) is (epoch < 4)  # epoch 2 kept until 4
+    assert root.folders() == ["db-worker-0", "strategy-worker-0"]
+    for n in ("db-worker-0", "strategy-worker-0"):
+        folder = root.child(n)
+        assert folder.names() == ["00000004.json", "00000005.json"]
+        assert folder.folders() == ["00000004", "00000005", "sst"]  # no emptied one left
+    for store in stores.values():
+        store.close()
+    path = store_path(state, "db-worker-0")
+    shutil.rmtree(path)
+    checkpoints.restore(out, "db-worker-0", 5, path)
+    assert keys(path) == 1000
 
 
 def test_a_worker_restarted_after_a_rollback_restores_its_store_once(tmp_path, out):

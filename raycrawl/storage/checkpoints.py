@@ -43,7 +43,6 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -91,9 +90,10 @@ def publish(out: str, epoch: int, data: dict[str, Any]) -> None:
     put_json(checkpoints_of(out), f"epoch-{_epoch_name(epoch)}.json", {"epoch": epoch, **data})
 
 
-def collect(out: str, stores: Iterable[str]) -> int:
+def collect(out: str) -> int:
     """Delete the epochs older than the last :data:`KEEP` published, and the files only they
-    used; returns how many objects were deleted."""
+    used, in every store's folder: the folder of a worker a rescale retired is emptied and
+    removed once no kept epoch uses it.  Returns how many files were deleted."""
     root = checkpoints_of(out)
     epochs = published(out)
     keep = {_epoch_name(e) for e in epochs[-KEEP:]}
@@ -101,27 +101,36 @@ def collect(out: str, stores: Iterable[str]) -> int:
     for epoch in epochs[:-KEEP]:
         root.delete(f"epoch-{_epoch_name(epoch)}.json")
         deleted += 1
-    for store in stores:
+    for store in root.folders():
         folder = root.child(store)
-        used: set[str] = set()
-        for name in folder.names():
-            number, _, ext = name.partition(".")
-            if ext != "json" or not number.isdigit():
-                continue
-            if number in keep or not epochs or int(number) > epochs[-1]:
-                # kept, or newer than every published epoch (being uploaded now): it stays
-                used.update(json.loads(folder.read(name) or b"{}").get("files", {}).values())
-            else:  # older than the kept ones, or never published (its upload failed)
-                for small in folder.child(number).names():
-                    folder.child(number).delete(small)
-                    deleted += 1
-                folder.delete(name)
-                deleted += 1
-        sst = folder.child("sst")
-        for name in sst.names():
-            if f"sst/{name}" not in used:
-                sst.delete(name)
-                deleted += 1
+        deleted += _collect_store(folder, keep, epochs[-1] if epochs else None)
+        if not folder.names() and not folder.child("sst").names():
+            root.delete_folder(store)
+    return deleted
+
+
+def _collect_store(folder: Location, keep: set[str], last: int | None) -> int:
+    """Delete a store's manifests (and their small files) that no kept epoch is, and the
+    table files no manifest left uses; one newer than ``last`` (the last epoch published:
+    its upload is under way) stays."""
+    deleted = 0
+    used: set[str] = set()
+    for name in folder.names():
+        number, _, ext = name.partition(".")
+        if ext != "json" or not number.isdigit():
+            continue
+        if number in keep or last is None or int(number) > last:
+            # kept, or newer than every published epoch (being uploaded now): it stays
+            used.update(json.loads(folder.read(name) or b"{}").get("files", {}).values())
+        else:  # older than the kept ones, or never published (its upload failed)
+            deleted += len(folder.child(number).names()) + 1
+            folder.delete_folder(number)
+            folder.delete(name)
+    sst = folder.child("sst")
+    for name in sst.names():
+        if f"sst/{name}" not in used:
+            sst.delete(name)
+            deleted += 1
     return deleted
 
 

@@ -173,6 +173,20 @@ class Location:
             return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
         return self._errors("listing it", listing)
 
+    def folders(self) -> list[str]:
+        """The folders right in the folder, sorted (none when it does not exist)."""
+        def listing() -> list[str]:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+            return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        return self._errors("listing it", listing)
+
+    def delete_folder(self, name: str) -> None:
+        """Remove folder ``name`` with everything in it (one already gone is fine)."""
+        def deleting() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_dir(self.path(name))
+        self._errors(f"deleting {name}", deleting)
+
     def exists(self, name: str) -> bool:
         return self._errors(f"looking for {name}", lambda: self.fs.get_file_info(
             self.path(name)).type == pafs.FileType.File)
