@@ -177,15 +177,18 @@ class Coordinator:
         return moved
 
     def _lost(self) -> list[str]:
-        """The workers whose node is dead (asks Ray at most every few seconds)."""
+        """The workers whose node is dead (asks Ray at most every few seconds), and those a
+        call found pinned to a node that is gone: after a restart of this coordinator that
+        placed them anew, the actor it found by name may still be the one of the dead node."""
+        handles = [*self.db_workers, *self.strategy_workers]
+        unplaceable = {_short(h.name) for h in handles if h.unplaceable}
         now = time.monotonic()
         if now - self.nodes_checked < NODES_EVERY_S:
-            return []
+            return sorted(unplaceable)
         self.nodes_checked = now
         alive = {n.node_id for n in _cluster_nodes() if n.alive}
-        return sorted(w for w, node in self.placement.items() if node not in alive
-                      and w in {_short(h.name)
-                                for h in [*self.db_workers, *self.strategy_workers]})
+        return sorted(unplaceable | {w for w, node in self.placement.items() if node not in alive
+                                     and w in {_short(h.name) for h in handles}})
 
     def _ensure_loop(self) -> None:
         if (self.loop_task is None or self.loop_task.done()) and not self.closed:
@@ -605,12 +608,13 @@ class Coordinator:
         there (a disk the nodes share) they go on with it; where none is, they do not start,
         and the next pass rolls the crawl back to its last checkpoint (or stops it)."""
         log.warning("node %s is lost with %s; creating them on live nodes",
-                    ", ".join(sorted({self.placement[w][:12] for w in lost})), ", ".join(lost))
+                    ", ".join(sorted({self.placement.get(w, "?")[:12] for w in lost})),
+                    ", ".join(lost))
         async with self.lock:
             moved = self._place()
             for handles, role in self._roles():
                 for i, w in enumerate(handles):
-                    if _short(w.name) in moved:
+                    if _short(w.name) in moved or w.unplaceable:
                         handles[i] = await self._recreate(w, role, i)
 
     def _roles(self) -> tuple[tuple[list[Any], Role], ...]:

@@ -60,9 +60,13 @@ def died_because(exc: BaseException) -> str:
 class PeerFault(Exception):
     """A call to another actor timed out, or the actor died or was unreachable meanwhile."""
 
-    def __init__(self, message: str, timed_out: bool = False, cannot_start: str = "") -> None:
+    def __init__(self, message: str, timed_out: bool = False, cannot_start: str = "",
+                 unplaceable: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out  # no answer in time (hung), rather than dead or restarting
+        # Dead for good: pinned to a node that is gone (Ray frees its name at once; only its
+        # owner creating it again on a live node brings it back)
+        self.unplaceable = unplaceable
         # The actor cannot start, and starting it again would not help (its store is gone,
         # or not its own): the one-line reason, which ends the crawl.
         self.cannot_start = cannot_start
@@ -85,7 +89,7 @@ async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
     except TimeoutError:
         raise PeerFault(f"{what}: no answer within {timeout_s} s", timed_out=True) from None
     except ray.exceptions.ActorUnschedulableError as exc:  # pinned to a node that is gone
-        raise PeerFault(f"{what}: cannot be placed: {exc}") from exc
+        raise PeerFault(f"{what}: cannot be placed: {exc}", unplaceable=True) from exc
     except ray.exceptions.RayActorError as exc:
         reason = died_because(exc)
         kind, _, message = reason.partition(": ")
@@ -105,11 +109,16 @@ class _Handle:
         self.timeout_s = timeout_s
         self.name = name
         self.replaced_at = -1e9
+        self.unplaceable = False  # a call found it pinned to a node that is gone (PeerFault)
 
     async def _call(self, method: str, *args: Any, timeout_s: float | None = -1.0) -> Any:
         ref = getattr(self.actor, method).remote(*args)
-        return await bounded(ref, self.timeout_s if timeout_s == -1.0 else timeout_s,
-                             f"{self.name}.{method}")
+        try:
+            return await bounded(ref, self.timeout_s if timeout_s == -1.0 else timeout_s,
+                                 f"{self.name}.{method}")
+        except PeerFault as exc:
+            self.unplaceable = self.unplaceable or exc.unplaceable
+            raise
 
     async def ready(self, timeout_s: float | None = None) -> None:
         """Returns once the actor is up (its ``__init__`` ran)."""

@@ -224,6 +224,44 @@ def test_a_store_deleted_under_a_running_crawl_stops_it_with_a_one_line_reason(
         web.stop()
 
 
+def test_a_worker_pinned_to_a_node_that_is_gone_counts_as_lost_whatever_its_placement(
+        ray_session):
+    """An actor pinned to a node that is gone is dead for good (Ray frees its name): a call
+    on it is an unplaceable PeerFault that marks its handle, and the coordinator's ``_lost``
+    names the worker at once, though its placement names a live node (a restarted
+    coordinator placed it anew, and the actor it found by name was still the dead node's);
+    a worker of a dead node is named as before, and a live one is not."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.coordinator import Coordinator
+    from actors.peers import DBWorkerHandle, PeerFault, StrategyWorkerHandle
+
+    @ray.remote(num_cpus=0)
+    class Pinned:
+        def report(self) -> None:
+            return None
+
+    gone = "ab" * 28
+    pinned = Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        gone, soft=False)).remote()
+    handle = StrategyWorkerHandle(pinned, 10.0, "c/strategy-worker-0")
+    with pytest.raises(PeerFault, match="cannot be placed") as caught:
+        asyncio.run(handle.report())
+    assert caught.value.unplaceable and handle.unplaceable
+    live = ray.get_runtime_context().get_node_id()
+    coordinator = SimpleNamespace(
+        db_workers=[DBWorkerHandle(None, 10.0, "c/db-worker-0"),
+                    DBWorkerHandle(None, 10.0, "c/db-worker-1")],
+        strategy_workers=[handle], nodes_checked=time.monotonic(),
+        placement={"strategy-worker-0": live, "db-worker-0": live, "db-worker-1": gone})
+    assert Coordinator._lost(coordinator) == ["strategy-worker-0"]  # nodes asked just now
+    coordinator.nodes_checked = -1e9
+    assert Coordinator._lost(coordinator) == ["db-worker-1", "strategy-worker-0"]
+
+
 @pytest.mark.parametrize("worker,where", [("db-worker-1", "local"), ("strategy-worker-0", "s3")])
 def test_a_store_deleted_under_a_checkpointed_crawl_is_restored_and_the_crawl_finishes(
         ray_session, tmp_path, request, worker, where):
