@@ -173,6 +173,12 @@ class DBWorker:
             self.hand_overs.open()
 
     async def upload_checkpoint(self, epoch: int) -> dict[str, Any]:
+        """Upload the store's checkpoint, once everything its rows point to went up: its
+        fetch workers' WARC files (closed, so uploaded) and its stream.  A node lost later
+        takes none of what the checkpoint's rows name with it."""
+        await self.fetchers.publish_warc()
+        if self.stream is not None:
+            await asyncio.to_thread(self.stream.publish)
         return await asyncio.to_thread(self.checkpoints.upload, epoch, self.lineage)
 
     def queued_by_partition(self) -> dict[int, int]:

@@ -60,6 +60,11 @@ class FetchWorker:
         """Close the HTTP session and the WARC file before the worker is ended."""
         await self.work.close()
 
+    async def publish_warc(self) -> None:
+        """Close the WARC file (uploaded, with an ``OUT`` elsewhere); the next record opens
+        another."""
+        await self.work.publish_warc()
+
     async def browser_stats(self) -> dict[str, int] | None:
         """The browser worker's stats (None: none started)."""
         return await self.work.browser_stats()
@@ -173,6 +178,16 @@ class FetchPool:
             return True
         except (ray.exceptions.RayError, TimeoutError):
             return False
+
+    async def publish_warc(self) -> None:
+        """Every worker's WARC records written so far uploaded, when ``OUT`` is not on this
+        disk (its files are spooled); raises if a worker does not answer within the close's
+        bound (a restarted one uploads its predecessor's files when it starts)."""
+        if self.options.warc_dir is None or is_local(self.options.warc_dir):
+            return
+        workers = [w.actor for w in [*self.workers, *self.retiring]]
+        await asyncio.wait_for(asyncio.gather(*(w.publish_warc.remote() for w in workers)),
+                               self.close_timeout_s)
 
     def release(self) -> None:
         """End every worker (batches still running on them fail)."""

@@ -63,6 +63,12 @@ class Fetcher:
         if self.warc is not None:
             await asyncio.to_thread(self.warc.close)
 
+    async def publish_warc(self) -> None:
+        """Close the WARC file (with an ``OUT`` elsewhere, that uploads it); the next record
+        opens the next file."""
+        if self.warc is not None:
+            await asyncio.to_thread(self.warc.close)
+
     async def browser_stats(self) -> dict[str, int] | None:
         """The browser worker's stats (None: none started)."""
         if self.browser.actor is None:

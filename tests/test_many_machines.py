@@ -39,6 +39,13 @@ def test_a_lost_node_is_survived_with_every_page_once_in_s3(s3, tmp_path):
     assert len(urls) == len(set(urls)), "a URL has two rows"
     assert sorted(urls) == result["reachable"], "a reachable URL is missing"
     assert result["rollback_fetched"] >= len(urls) // 3, "the checkpoint held no work"
+    # What the lost node had spooled went with it: WARC files of its fetch workers and the
+    # stream of its DB worker.  Every row still points at its WARC records (each checkpoint
+    # uploads them first) and is in a stream (a DB worker without its spool goes on from
+    # the copy in OUT, up to date at the checkpoint).
+    assert result["spools_lost"] >= 1, result
+    assert result["warc_rows"] == len(urls) - result["without_status"], result
+    assert result["unlogged"] == [], result
     # What is fetched again is what was fetched after the checkpoint: until the rollback, not
     # the loss (the other workers fetch on until Ray notices the node is gone), plus batches
     # in flight.

@@ -53,3 +53,41 @@ def test_torn_tail_is_reported_after_the_good_frames(tmp_path):
     assert next(messages)[0] == "page_crawled"
     with pytest.raises(DecodeError, match="torn"):
         next(messages)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_stream_whose_spool_is_lost_with_its_node_goes_on_from_its_uploaded_copy(
+        tmp_path, request, where):
+    """A DB worker created on another node (its own was lost) finds no spooled stream: it
+    starts from the copy in OUT, which holds everything up to the last upload (each
+    checkpoint's), and the next upload keeps it; what was not uploaded is refetched after
+    the rollback, and logged again."""
+    import os
+
+    from raycrawl.storage.location import Location
+
+    out = (str(tmp_path / "out") if where == "local"
+           else f"s3://{request.getfixturevalue('s3').bucket()}/crawl")
+    upload = Location.of(out).child("streams")
+    spool = str(tmp_path / "state" / "spider-log-000.msgpack")
+
+    def logged(*urls):
+        return spider_log([(u, 0, 200, None) for u in urls], [])
+
+    first = StreamWriter(spool, "msgpack", upload)
+    first.write_spider_log(*logged("http://a.com/1", "http://a.com/2"))
+    first.publish()  # the checkpoint's upload
+    first.write_spider_log(*logged("http://a.com/3"))  # after it: lost with the node
+    first.file.close()
+    os.remove(spool)
+    again = StreamWriter(spool, "msgpack", upload)
+    again.write_spider_log(*logged("http://a.com/3", "http://a.com/4"))
+    again.close()
+    local = str(tmp_path / "read.msgpack")
+    upload.download("spider-log-000.msgpack", local)
+    assert [m[1].url for m in read_stream(local, "msgpack")] == [
+        f"http://a.com/{i}" for i in (1, 2, 3, 4)]
+    kept = StreamWriter(spool, "msgpack", upload)  # a restart on the same node: its spool
+    kept.close()
+    upload.download("spider-log-000.msgpack", local)
+    assert len(list(read_stream(local, "msgpack"))) == 4

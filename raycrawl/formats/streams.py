@@ -8,8 +8,10 @@ can be read back with :func:`read_stream` and fed to a strategy with :func:`repl
 
 With ``OUT`` on an object store (``s3://...``), a DB worker appends to its file in
 ``STATE/streams-spool/`` and uploads it whole, replacing the copy in ``OUT/streams/``, when it
-drains (a pause, a stop, the end of the crawl) and when it closes; a worker restarted after a
-kill appends to its spooled file again, so the next upload has everything.
+drains (a pause, a stop, the end of the crawl), at each of the crawl's checkpoints and when it
+closes; a worker restarted after a kill appends to its spooled file again, so the next upload
+has everything, and one that finds no spooled file (its node was lost: it was created on
+another) starts from the copy in ``OUT/streams/``, which holds all up to the last checkpoint.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class StreamWriter:
     def __init__(self, path: str, codec: str, upload: Location | None = None) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.path, self.upload = path, upload
+        name = os.path.basename(path)
+        if upload is not None and not os.path.exists(path) and upload.exists(name):
+            upload.download(name, path)  # a spool lost with its node: what went up stays
         self.encoder = codec_module(codec).Encoder()
         self.file = open(path, "ab")  # noqa: SIM115 - kept open for the worker's lifetime
 

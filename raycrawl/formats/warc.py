@@ -179,9 +179,10 @@ class WarcFiles:
 
     def wait_uploads(self) -> None:
         """Return once the files closed so far went up (or stayed in the spool)."""
-        for thread in self.uploading:
+        with self.lock:  # (a rotation may add one meanwhile: it stays for the next wait)
+            threads, self.uploading = self.uploading, []
+        for thread in threads:
             thread.join()
-        self.uploading = []
 
     def _close(self) -> None:
         if self.fh is not None:
