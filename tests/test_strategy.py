@@ -186,3 +186,75 @@ def test_without_max_host_hops_any_number_of_hops_is_followed(runner_for):
                               [("http://c.com/", 40, "http://z.com/", 41, 40)])
     out = r.process_spider_log(pages, links).to_pylist()
     assert [(x["url"], x["skip"], x["hops"]) for x in out] == [("http://z.com/", None, 40)]
+
+
+def test_known_links_are_not_read_yet_their_state_is_right_when_asked(runner_for, tmp_path):
+    """Links whose state this worker committed are known without a read: the second batch
+    reads only the pages and the new link; a known link's record is read when asked for (a
+    sitemap's lastmod, a strategy that filters links), and a discarded call teaches nothing."""
+    from raycrawl.strategy_worker.states import URLStates
+
+    r = runner_for()
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, links = spider_log([("http://a.com/", 0, 200, None)], [
+        ("http://a.com/", 0, "http://a.com/1", 1), ("http://a.com/", 0, "http://a.com/2", 1)])
+    r.process_spider_log(pages, links)
+    fp = {u: url_info(u, P).fingerprint for u in
+          ("http://a.com/", "http://a.com/1", "http://a.com/2", "http://a.com/3")}
+    assert set(fp.values()) - {fp["http://a.com/3"]} <= set(r.states.known.new)
+    read = []
+    multi_get = r.states.store.multi_get
+    r.states.store.multi_get = lambda keys: read.extend(keys) or multi_get(keys)
+    pages, links = spider_log([("http://a.com/1", 1, 200, None)], [
+        ("http://a.com/1", 1, "http://a.com/", 2), ("http://a.com/1", 1, "http://a.com/2", 2),
+        ("http://a.com/1", 1, "http://a.com/3", 2)])
+    out = StrategyRunner.process_spider_log(r, pages, links)  # (not committed yet)
+    assert out.column("url").to_pylist() == ["http://a.com/3"]
+    assert len(read) == 2  # the page and the new link
+    assert not r.states.is_new(fp["http://a.com/2"])
+    assert r.states.state(fp["http://a.com/2"]) is URLState.QUEUED  # read when asked
+    assert r.states.get(fp["http://a.com/"]).state is URLState.CRAWLED
+    r.discard()
+    assert fp["http://a.com/3"] not in r.states.known  # its call was discarded
+    r.process_spider_log(pages, links)
+    assert fp["http://a.com/3"] in r.states.known
+    # A URL scheduled not to be queued stays NOT_CRAWLED: never known
+    states = URLStates(r.states.store)
+    states.set(0, 99, URLState.NOT_CRAWLED, 1, 0.5)
+    states.flush()
+    assert 99 not in states.known
+    states.refresh([0], [99], known_unread=True)
+    assert states.is_new(99)
+
+
+def test_known_urls_are_bounded_and_a_url_seen_again_stays():
+    from raycrawl.strategy_worker.states import KnownURLs
+
+    known = KnownURLs(size=8)
+    known.add(range(4))  # the newer generation full: it becomes the older
+    assert len(known) == 4 and 0 in known
+    known.add([0, 10, 11])
+    known.add([12])  # full again: 1, 2 and 3 go; 0 was seen again and stays
+    assert 0 in known and 12 in known and 1 not in known and len(known) <= 8
+
+
+def test_a_strategy_that_filters_links_is_shown_known_ones_and_schedules_only_new_ones(
+        runner_for):
+    r = runner_for(strategy=f"{__name__}:FilteringBFS")
+    r.add_seeds(feed(["http://a.com/"]))
+    pages, links = spider_log([("http://a.com/", 0, 200, None)],
+                              [("http://a.com/", 0, "http://a.com/1", 1)])
+    r.process_spider_log(pages, links)
+    pages, links = spider_log([("http://a.com/1", 1, 200, None)], [
+        ("http://a.com/1", 1, "http://a.com/", 2), ("http://a.com/1", 1, "http://a.com/2", 2)])
+    FilteringBFS.seen.clear()
+    assert r.process_spider_log(pages, links).column("url").to_pylist() == ["http://a.com/2"]
+    assert FilteringBFS.seen == ["http://a.com/", "http://a.com/2"]
+
+
+class FilteringBFS(BFS):
+    seen: list = []
+
+    def filter_extracted_links(self, request, links):
+        FilteringBFS.seen += [link.url for link in links]
+        return links

@@ -44,6 +44,9 @@ class StrategyRunner:
         self.counters: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # by error kind
         self.fenced = frozenset(store.fences())  # moving away: see fence
+        # The strategy filters links itself: it sees every link's state (all are read)
+        self._filters = type(self.strategy).filter_extracted_links is not \
+            CrawlingStrategy.filter_extracted_links
 
     def _on_schedule(self, request: Request, score: float, queue: bool,
                      at: float | None = None) -> None:
@@ -110,11 +113,13 @@ class StrategyRunner:
     def adopt_partition(self, copy: PartitionCopy) -> None:
         ingest_partition(self.states.store, copy)
         self.traps.forget()
+        self.states.known.clear()
 
     def drop_partition(self, partition: int) -> None:
         self.states.store.drop(partition)
         self.fenced = self.fenced - {partition}
         self.traps.forget()
+        self.states.known.clear()
 
     def report(self) -> StrategyWorkerReport:
         c = self.counters
@@ -163,10 +168,12 @@ class StrategyRunner:
         Idempotent: a page already CRAWLED/ERROR is not reported to the strategy again, and a
         link already known is not shown as new.
         """
-        self.states.refresh(pages.column("partition").to_pylist()
-                            + links.column("partition").to_pylist(),
-                            pages.column("fingerprint").to_pylist()
-                            + links.column("fingerprint").to_pylist())
+        self.states.refresh(pages.column("partition").to_pylist(),
+                            pages.column("fingerprint").to_pylist())
+        # A known link's record is not read unless the strategy sees it (it filters links)
+        self.states.refresh(links.column("partition").to_pylist(),
+                            links.column("fingerprint").to_pylist(),
+                            known_unread=not self._filters)
         for page in FetchOutcome.from_batch(pages):
             url, fp, depth, status = page.url, page.fingerprint, page.depth, page.status
             error, visit = page.error, page.visit
@@ -232,22 +239,20 @@ class StrategyRunner:
                                                  links.column("parent_depth").to_pylist())):
             by_parent.setdefault(parent, []).append(i)
             parent_depth[parent] = pdepth
-        filters = type(self.strategy).filter_extracted_links is not \
-            CrawlingStrategy.filter_extracted_links
-        state = self.states.state
+        filters = self._filters
+        state, is_new = self.states.state, self.states.is_new
         hosts = links.column("host").to_pylist()
         urls = links.column("url").to_pylist()
         # The rows that may be shown, converted at once (one take for the batch, not one a
         # parent: 35% of a strategy worker on small pages, benchmarks/README.md step 22).
-        shown = range(len(fps)) if filters else [
-            i for i, fp in enumerate(fps) if state(fp) is URLState.NOT_CRAWLED]
+        shown = range(len(fps)) if filters else [i for i, fp in enumerate(fps) if is_new(fp)]
         requests = dict(zip(shown, self._link_requests(links, list(shown))))
         for parent, rows in by_parent.items():
             self._chains = self.traps.chains(parent, [
-                (urls[i], hosts[i], fps[i], state(fps[i]) is URLState.NOT_CRAWLED) for i in rows])
+                (urls[i], hosts[i], fps[i], is_new(fps[i])) for i in rows])
             if not filters:  # read as the links are shown: queued for one parent, a link is
                 # no longer new for the next
-                rows = [i for i in rows if state(fps[i]) is URLState.NOT_CRAWLED]
+                rows = [i for i in rows if is_new(fps[i])]
                 if not rows:
                     continue
             request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)
