@@ -15,7 +15,7 @@ from raycrawl.models import URLState
 from raycrawl.storage.store import Store, part_key, u64
 
 _RECORD = struct.Struct(">Bid")  # state, depth, score
-KNOWN_MAX = 1 << 20  # fingerprints a worker remembers as known (KnownURLs): about 64 MiB
+KNOWN_MAX = 1 << 19  # fingerprints a worker remembers as known (KnownURLs): up to 60 MiB
 _STATES = tuple(sorted(URLState))  # by value: URLState(n) without the enum call
 TABLE = b"s"  # s <partition> <fingerprint> -> record (partitioned: raycrawl.storage.store)
 
