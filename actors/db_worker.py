@@ -177,8 +177,8 @@ class DBWorker:
         fetch workers' WARC files (closed, so uploaded) and its stream.  A node lost later
         takes none of what the checkpoint's rows name with it."""
         await self.fetchers.publish_warc()
-        if self.stream is not None:
-            await asyncio.to_thread(self.stream.publish)
+        if self.stream is not None:  # (its whole frames, uploaded while hand-overs go on)
+            await asyncio.to_thread(self.stream.publish, self.stream.flush())
         return await asyncio.to_thread(self.checkpoints.upload, epoch, self.lineage)
 
     def queued_by_partition(self) -> dict[int, int]:

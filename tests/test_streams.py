@@ -76,8 +76,10 @@ def test_a_stream_whose_spool_is_lost_with_its_node_goes_on_from_its_uploaded_co
 
     first = StreamWriter(spool, "msgpack", upload)
     first.write_spider_log(*logged("http://a.com/1", "http://a.com/2"))
-    first.publish()  # the checkpoint's upload
+    length = first.flush()  # the checkpoint's: what is whole now, uploaded while it goes on
     first.write_spider_log(*logged("http://a.com/3"))  # after it: lost with the node
+    first.file.flush()
+    first.publish(length)
     first.file.close()
     os.remove(spool)
     again = StreamWriter(spool, "msgpack", upload)

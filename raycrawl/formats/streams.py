@@ -87,15 +87,21 @@ class StreamWriter:
         # before its batch completes, so a kill before that logs the batch's refetch again.
         self.file.flush()
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Make what is written durable; returns the file's length (whole frames, when called
+        on the thread that writes them)."""
         self.file.flush()
         os.fsync(self.file.fileno())
+        return self.file.tell()
 
-    def publish(self) -> None:
-        """Make everything written so far durable, and visible in ``OUT/streams``."""
-        self.flush()
+    def publish(self, length: int | None = None) -> None:
+        """Make everything written so far durable, and visible in ``OUT/streams``; with
+        ``length`` (of a :meth:`flush` on the writing thread), that much of it, from another
+        thread while the frames go on."""
+        if length is None:
+            self.flush()
         if self.upload is not None:
-            self.upload.upload(self.path, os.path.basename(self.path))
+            self.upload.upload(self.path, os.path.basename(self.path), length)
 
     def close(self) -> None:
         self.publish()

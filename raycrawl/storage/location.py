@@ -241,10 +241,18 @@ class Location:
                 out.write(buffer.getbuffer())
         self._errors(f"writing {name}", upload)
 
-    def upload(self, local_file: str, name: str) -> None:
+    def upload(self, local_file: str, name: str, length: int | None = None) -> None:
         """Copy the local file ``local_file`` to ``name``, whole (as :meth:`put`): to an
-        object store as one (multipart) upload, which is not visible until it completes."""
-        if self.local:
+        object store as one (multipart) upload, which is not visible until it completes.
+        With ``length``, its first ``length`` bytes (a file still appended to)."""
+        if length is not None:
+            def copying() -> None:
+                with open(local_file, "rb") as src, self.writing(name) as dst:
+                    left = length
+                    while left > 0 and (chunk := src.read(min(1 << 22, left))):
+                        dst.write(chunk)
+                        left -= len(chunk)
+        elif self.local:
             def copying() -> None:
                 with open(local_file, "rb") as src, self.writing(name) as dst:
                     while chunk := src.read(1 << 22):
