@@ -106,8 +106,8 @@ def main(out: str, state: str, pages: int) -> None:
             hits = dict(web.hits)
         with open(os.path.join(state, PLACEMENT)) as fh:
             after_loss = json.load(fh)
-        pages = crawl.pages()
-        urls = set(pages.column("url").to_pylist())
+        rows = crawl.pages()
+        urls = set(rows.column("url").to_pylist())
         warc_rows = check_every_row_has_its_records(crawl, web)
         unlogged = sorted(urls - logged_urls(out, os.path.dirname(state), 2))
         print("RESULT " + json.dumps({
@@ -121,7 +121,7 @@ def main(out: str, state: str, pages: int) -> None:
             "repeats": sum(n - 1 for n in hits.values()),
             "nodes": sorted({w.get("node", "") for w in stats["db_workers"]}),
             "spools_lost": spools_lost, "fetchers_lost": len(fetchers),
-            "warc_rows": warc_rows, "without_status": pages.column("status").null_count,
+            "warc_rows": warc_rows, "without_status": rows.column("status").null_count,
             "unlogged": unlogged[:10]}))
     finally:
         web.stop()
