@@ -187,8 +187,9 @@ class Coordinator:
             return sorted(unplaceable)
         self.nodes_checked = now
         alive = {n.node_id for n in _cluster_nodes() if n.alive}
-        return sorted(unplaceable | {w for w, node in self.placement.items() if node not in alive
-                                     and w in {_short(h.name) for h in handles}})
+        running = {_short(h.name) for h in handles}
+        return sorted(unplaceable | {w for w, node in self.placement.items()
+                                     if node not in alive and w in running})
 
     def _ensure_loop(self) -> None:
         if (self.loop_task is None or self.loop_task.done()) and not self.closed:

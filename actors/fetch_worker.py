@@ -60,8 +60,7 @@ class Fetcher:
         if self.session is not None and not self.session.closed:
             await self.session.close()
         await self.browser.close()
-        if self.warc is not None:
-            await asyncio.to_thread(self.warc.close)
+        await self.publish_warc()
 
     async def publish_warc(self) -> None:
         """Close the WARC file (with an ``OUT`` elsewhere, that uploads it); the next record

@@ -102,36 +102,40 @@ def collect(out: str) -> int:
         root.delete(f"epoch-{_epoch_name(epoch)}.json")
         deleted += 1
     for store in root.folders():
-        folder = root.child(store)
-        deleted += _collect_store(folder, keep, epochs[-1] if epochs else None)
-        if not folder.names() and not folder.child("sst").names():
+        gone, left = _collect_store(root.child(store), keep, epochs[-1] if epochs else None)
+        deleted += gone
+        if not left:
             root.delete_folder(store)
     return deleted
 
 
-def _collect_store(folder: Location, keep: set[str], last: int | None) -> int:
+def _collect_store(folder: Location, keep: set[str], last: int | None) -> tuple[int, int]:
     """Delete a store's manifests (and their small files) that no kept epoch is, and the
     table files no manifest left uses; one newer than ``last`` (the last epoch published:
-    its upload is under way) stays."""
-    deleted = 0
+    its upload is under way) stays.  Returns (files deleted, files left in the folder and
+    its ``sst``)."""
+    deleted = left = 0
     used: set[str] = set()
     for name in folder.names():
         number, _, ext = name.partition(".")
         if ext != "json" or not number.isdigit():
-            continue
-        if number in keep or last is None or int(number) > last:
+            left += 1
+        elif number in keep or last is None or int(number) > last:
             # kept, or newer than every published epoch (being uploaded now): it stays
             used.update(json.loads(folder.read(name) or b"{}").get("files", {}).values())
+            left += 1
         else:  # older than the kept ones, or never published (its upload failed)
             deleted += len(folder.child(number).names()) + 1
             folder.delete_folder(number)
             folder.delete(name)
     sst = folder.child("sst")
     for name in sst.names():
-        if f"sst/{name}" not in used:
+        if f"sst/{name}" in used:
+            left += 1
+        else:
             sst.delete(name)
             deleted += 1
-    return deleted
+    return deleted, left
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import io
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -245,18 +246,13 @@ class Location:
         """Copy the local file ``local_file`` to ``name``, whole (as :meth:`put`): to an
         object store as one (multipart) upload, which is not visible until it completes.
         With ``length``, its first ``length`` bytes (a file still appended to)."""
-        if length is not None:
+        if length is not None or self.local:
             def copying() -> None:
                 with open(local_file, "rb") as src, self.writing(name) as dst:
-                    left = length
+                    left = sys.maxsize if length is None else length  # (None: to its end)
                     while left > 0 and (chunk := src.read(min(1 << 22, left))):
                         dst.write(chunk)
                         left -= len(chunk)
-        elif self.local:
-            def copying() -> None:
-                with open(local_file, "rb") as src, self.writing(name) as dst:
-                    while chunk := src.read(1 << 22):
-                        dst.write(chunk)
         else:
             def copying() -> None:
                 pafs.copy_files(local_file, self.path(name),
