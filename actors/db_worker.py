@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pyarrow as pa
@@ -91,6 +92,8 @@ class DBWorker:
         # Fetch workers this worker may hold: its part of the crawl's share of the cluster's
         # CPUs, set by the coordinator (None until it did: nothing is fetched before).
         self.fetch_quota: int | None = None
+        self.lenders: tuple[int, ...] = ()  # peers whose fetch workers it uses, holding none
+        self.guests: set[asyncio.Task[None]] = set()  # peers' batches on its fetch workers
         # Its part of the crawl's --max-rate (see raycrawl.db_worker.ratelimit): an equal one
         # until the coordinator splits the rate by who has work.
         rate = crawl_rate(config)
@@ -199,10 +202,40 @@ class DBWorker:
         self.gate = gate
         self.wakeup.set()
 
-    def set_fetch_quota(self, quota: int) -> None:
-        """Hold at most ``quota`` fetch workers (surplus ones retire once their batches end)."""
+    def set_fetch_quota(self, quota: int, lenders: tuple[int, ...] = ()) -> None:
+        """Hold at most ``quota`` fetch workers (surplus ones retire once their batches end);
+        holding none, run batches as a guest of the DB workers ``lenders`` (indexes)."""
         self.fetch_quota = quota
+        self.lenders = tuple(lenders)
+        handles = []
+        for index in self.lenders:
+            try:
+                handles.append(self.peers.db_worker(index).actor)
+            except PeerFault as exc:  # retired meanwhile: the coordinator names others
+                log.warning("lender %d: %s", index, exc)
+        self.fetchers.lend_from(handles)
         self.wakeup.set()
+
+    async def fetch_as_guest(self, feed: pa.RecordBatch
+                             ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
+        """Run a peer's batch on this worker's fetch workers (see ``actors.fetch``); a Ray
+        streaming generator of (hosts, rows) as hosts end, like a fetch worker's.  It counts
+        as one of this worker's batches fetching: its own cuts wait for the slot."""
+        parts: asyncio.Queue[tuple[list[str], FetchResult] | None] = asyncio.Queue()
+        run = asyncio.get_running_loop().create_task(
+            self.fetchers.run_for_guest(feed, lambda hosts, rows: parts.put_nowait((hosts, rows))))
+        run.add_done_callback(lambda _: parts.put_nowait(None))
+        self.guests.add(run)
+        try:
+            while (part := await parts.get()) is not None:
+                yield part
+            run.result()  # its error, if any
+        finally:
+            run.cancel()
+            self.guests.discard(run)
+            self.wakeup.set()
+            if not self.running and not self.fetching and not self.guests:
+                self.fetchers.release()
 
     def set_rate(self, rate_s: float, burst: float) -> None:
         """Cut at most ``rate_s`` URLs a second, ``burst`` at once (its part of the crawl's
@@ -227,19 +260,19 @@ class DBWorker:
         are let go once none is fetching)."""
         self.running = False
         self.wakeup.set()
-        if not self.fetching:
+        if not self.fetching and not self.guests:
             self.fetchers.release()
 
     async def drain(self) -> None:
         """Stop cutting, wait for every batch in flight, write buffered output."""
         self.pause()
-        if self.in_flight:
-            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        if self.in_flight or self.guests:
+            await asyncio.gather(*self.in_flight.values(), *self.guests, return_exceptions=True)
         self.fetchers.release()
-        if self.fetchers.rerun.faults > self.faults_seen:  # one may have died mid-write
+        if self.fetchers.faults > self.faults_seen:  # one may have died mid-write
             self.shard.output.repair_warc(upload=False)  # (reads the files whole: not after
             # every drain; its fetch workers may still be closing theirs)
-            self.faults_seen = self.fetchers.rerun.faults
+            self.faults_seen = self.fetchers.faults
         try:
             self.shard.flush()
         except StorageError as exc:  # the rows stay staged: a resume writes them
@@ -266,11 +299,13 @@ class DBWorker:
     def report(self) -> DBWorkerReport:
         report = self.shard.report(self.running, len(self.in_flight), self.gate,
                                    self.loop_errors, self.timers, self.storage_error,
-                                   self.fetchers.rerun.faults, self.fetch_quota or 0,
+                                   self.fetchers.faults,
+                                   self.fetch_quota or len(self.lenders),  # (0: paused)
                                    self.rate is not None
                                    and self.rate.available(time.monotonic()) < 1).replace(
             node=self.node, fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
-            fetch_workers=self.fetchers.size,
+            fetch_workers=self.fetchers.size, fetch_workers_started=self.fetchers.created,
+            lenders=self.lenders, guest_calls=self.fetchers.lent,
             rate_s=self.rate.rate_s if self.rate else 0.0,
             rate_burst=self.rate.capacity if self.rate else 0.0)
         self.metrics.report(report, self.shard.slots.counts())
@@ -304,7 +339,8 @@ class DBWorker:
         if time.monotonic() < self.peer_trouble_until:
             await asyncio.sleep(self.peer_trouble_until - time.monotonic())
             return
-        if len(self.fetching) >= allowed or len(self.in_flight) >= 2 * allowed:
+        if (len(self.fetching) + len(self.guests) >= allowed
+                or len(self.in_flight) >= 2 * allowed):
             await self._wait(1.0)  # a fetch ends, a batch completes or the quota changes
             return
         wanted = self.shard.wanted(self.gate)
@@ -421,7 +457,7 @@ class DBWorker:
         finally:
             self.fetching.discard(batch_id)
             self.wakeup.set()
-            if not self.running and not self.fetching:
+            if not self.running and not self.fetching and not self.guests:
                 self.fetchers.release()  # paused: hold no CPU
             self.timers["fetch_s"] += time.monotonic() - started
 

@@ -91,6 +91,9 @@ class DBWorkerReport(_Record):
     warc_records: int = 0  # rows committed with their WARC records (this incarnation)
     fetch_quota: int = -1  # fetch workers it may hold (-1: not set by the coordinator yet)
     fetch_workers: int = 0  # fetch workers it holds (retiring ones included)
+    fetch_workers_started: int = 0  # fetch workers it started (this incarnation)
+    lenders: tuple[int, ...] = ()  # DB workers whose fetch workers it may use, holding none
+    guest_calls: int = 0  # batches it ran on a lender's fetch workers (this incarnation)
     rate_s: float = 0.0  # its part of max_pages_per_s (0: none, or no rate limit)
     rate_burst: float = 0.0  # its part of the burst
     not_due: int = 0  # URLs whose next visit is not due yet (durable count)
