@@ -196,7 +196,8 @@ class FetchPool:
     async def _as_guest(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
         """One call on a lender (in turn), which runs ``feed`` on its own fetch workers under
         its own fault model (a URL that kills its workers ends there).  A lender that dies,
-        restarts or hangs is no fault of the feed's: never counted.  Bounded by the lender's
+        restarts or hangs is no fault of the feed's: not counted against it (up to the
+        re-runs' cap on such faults, so nothing waits forever).  Bounded by the lender's
         own bound on its re-runs: every try of ``solo_tries`` again (``feed_bound_s`` plus
         the wait for a worker to answer), and once more."""
         lender = self.lenders[self.lent % len(self.lenders)]
