@@ -236,8 +236,7 @@ class DBWorker:
             run.cancel()
             self.guests.discard(run)
             self.wakeup.set()
-            if not self.running and not self.fetching and not self.guests:
-                self.fetchers.release()
+            self._release_if_idle()
 
     def set_rate(self, rate_s: float, burst: float) -> None:
         """Cut at most ``rate_s`` URLs a second, ``burst`` at once (its part of the crawl's
@@ -262,7 +261,12 @@ class DBWorker:
         are let go once none is fetching)."""
         self.running = False
         self.wakeup.set()
-        if not self.fetching and not self.guests:
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """Paused with no batch of its own or of a guest fetching: hold no fetch worker (no
+        CPU)."""
+        if not self.running and not self.fetching and not self.guests:
             self.fetchers.release()
 
     async def drain(self) -> None:
@@ -465,8 +469,7 @@ class DBWorker:
         finally:
             self.fetching.discard(batch_id)
             self.wakeup.set()
-            if not self.running and not self.fetching and not self.guests:
-                self.fetchers.release()  # paused: hold no CPU
+            self._release_if_idle()
             self.timers["fetch_s"] += time.monotonic() - started
 
     def _fault_point(self, point: str) -> None:

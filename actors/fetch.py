@@ -165,20 +165,19 @@ class FetchPool:
         (:meth:`_as_guest`)."""
         if not self.workers and self.lenders:
             return await self._as_guest(feed, rerun, sink)
+        return await self._own_attempt(feed, rerun, sink)
+
+    async def _own_attempt(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
+        """:meth:`_attempt` on a worker of this pool, never on a lender."""
         if not self.workers:  # a re-run after the quota went to 0: one worker to finish it
             self.resize(1)
         worker = min(self.workers, key=lambda w: w.load)
         answering = not rerun or await self._answers(worker.actor)
         bound = feed_bound_s(feed, self.options)
-
-        async def parts() -> None:
-            async for ref in worker.actor.fetch.remote(feed):
-                hosts, result = await ref
-                sink(hosts, FetchResult(*result))
-
         worker.load += 1
         try:
-            await asyncio.wait_for(parts(), None if bound is None else bound + self.ready_timeout_s)
+            await asyncio.wait_for(_streamed(worker.actor.fetch, feed, sink),
+                                   None if bound is None else bound + self.ready_timeout_s)
             return None
         except TimeoutError:  # hung (or stopped): replaced, and the feed runs again
             log.warning("fetch of %d URLs did not end in %.0f s; replacing its worker",
@@ -206,14 +205,9 @@ class FetchPool:
             return Fault("lender not answering", counted=False)
         bound = feed_bound_s(feed, self.options)
         tries = 3 + self.rerun.solo_tries
-
-        async def parts() -> None:
-            async for ref in lender.fetch_as_guest.remote(feed):
-                hosts, result = await ref
-                sink(hosts, FetchResult(*result))
-
         try:
-            await asyncio.wait_for(parts(), None if bound is None
+            await asyncio.wait_for(_streamed(lender.fetch_as_guest, feed, sink),
+                                   None if bound is None
                                    else tries * (bound + self.ready_timeout_s))
             return None
         except TimeoutError:
@@ -228,11 +222,6 @@ class FetchPool:
         quota that went to 0 meanwhile), under the same fault model as this worker's own
         (:meth:`run`), never on a lender of its own."""
         await self.guest_rerun.run(feed, sink)
-
-    async def _own_attempt(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
-        if not self.workers:
-            self.resize(1)
-        return await self._attempt(feed, rerun, sink)
 
     async def _answers(self, worker: Any) -> bool:
         try:
@@ -262,6 +251,14 @@ class FetchPool:
         self.release()
         if _ENDING:
             await asyncio.wait(list(_ENDING), timeout=self.close_timeout_s + 1)
+
+
+async def _streamed(method: Any, feed: pa.RecordBatch, sink: Sink) -> None:
+    """Call a streaming ``method`` (a fetch worker's ``fetch``, a lender's ``fetch_as_guest``)
+    on ``feed``; each (hosts, rows) it yields to ``sink`` as it comes."""
+    async for ref in method.remote(feed):
+        hosts, result = await ref
+        sink(hosts, FetchResult(*result))
 
 
 class _Worker:
