@@ -32,6 +32,7 @@ from raycrawl.coordinator.reports import (
 from raycrawl.coordinator.rescale import Mover, Rescaler, next_move, plan_goal
 from raycrawl.coordinator.sharing import (
     CrawlEntry,
+    lenders,
     scale_to,
     split_share,
     wants,
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 _MAX_FAILED_PASSES = 100
 _FAILING_FOR_S = 60.0
 SHARE_EVERY_S = 1.0  # how often the crawl renews its registration and CPU share
-ROTATE_S = 10.0  # a DB worker left without a fetch worker gets one after this long
 RESCALE_RETRY_S = 1.0  # a step of a rescale that failed is tried again after this long
 RECREATE_TRIES = 5  # a worker that does not start after a rollback is created this often
 NODES_EVERY_S = 2.0  # while a worker does not answer, whether its node is alive, this often
@@ -106,7 +106,6 @@ class Coordinator:
         self.share: int | None = None  # fetch workers granted (None: not yet)
         self.waiting = ""
         self.shared_at = -1e9
-        self.turn, self.turn_at = 0, 0.0  # whose turn it is when DB workers outnumber the share
         # Checkpoints (raycrawl.storage.checkpoints): the seeds wait while one is cut; the
         # last published, its upload under way, and rollbacks since this coordinator started.
         self.seeds = Gate()
@@ -664,18 +663,14 @@ class Coordinator:
             if self.phase.terminal:
                 return
         reports = status.db_workers or tuple(DBWorkerReport() for _ in self.db_workers)
-        work = [r.queued + r.in_flight for r in reports]
-        wanted = split_share(self.share or 0, work, self.turn)
-        if any(q == 0 and n > 0 for q, n in zip(wanted, work)):
-            if now - self.turn_at >= ROTATE_S:
-                self.turn, self.turn_at = self.turn + 1, now
-        else:
-            self.turn_at = now
-        quotas = within_share(wanted, [r.fetch_workers for r in reports], self.share or 0,
+        has = [r.fetch_workers for r in reports]
+        wanted = split_share(self.share or 0, [r.queued + r.in_flight for r in reports], has)
+        quotas = within_share(wanted, has, self.share or 0,
                               [max(0, r.fetch_quota) for r in reports])
-        await asyncio.gather(*(w.set_fetch_quota(q)
-                               for w, q, r in zip(self.db_workers, quotas, reports)
-                               if force or r.fetch_quota != q))
+        await asyncio.gather(*(w.set_fetch_quota(q, lent)
+                               for w, q, lent, r in zip(self.db_workers, quotas,
+                                                        lenders(quotas), reports)
+                               if force or r.fetch_quota != q or tuple(r.lenders) != lent))
 
     async def _share_rate(self, status: CrawlStatus) -> None:
         """Split the crawl's --max-rate between the DB workers with URLs to fetch (see

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import ray
 from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.reports import DBWorkerReport
+from raycrawl.db_worker.handovers import GroupedHandOvers
 from raycrawl.db_worker.queue import Entry
 from raycrawl.db_worker.ratelimit import TokenBucket, crawl_rate, split_rate
 from raycrawl.db_worker.shard import DBShard
@@ -35,7 +37,7 @@ from raycrawl.storage.checkpoints import StoreCheckpoints
 from raycrawl.storage.identity import claim_store, prepare_store
 from raycrawl.storage.moves import PartitionCopy
 
-from .fetch import FetchPool
+from .fetch import FetchPool, NotLending
 from .gate import Gate
 from .logs import tag_logs
 from .metrics import CrawlMetrics
@@ -78,6 +80,7 @@ class DBWorker:
                                    self.name, node, rollback).lineage
         self.checkpoints = StoreCheckpoints(self.shard.store, config.out, config.state_dir, store)
         self.hand_overs = Gate()  # closed while the crawl's checkpoint is cut
+        self.grouped = GroupedHandOvers(self._send_spider_log)
         self.hold_token = ""
         self.stream = None
         if config.log_streams:
@@ -91,6 +94,8 @@ class DBWorker:
         # Fetch workers this worker may hold: its part of the crawl's share of the cluster's
         # CPUs, set by the coordinator (None until it did: nothing is fetched before).
         self.fetch_quota: int | None = None
+        self.lenders: tuple[int, ...] = ()  # peers whose fetch workers it uses, holding none
+        self.guests: set[asyncio.Task[None]] = set()  # peers' batches on its fetch workers
         # Its part of the crawl's --max-rate (see raycrawl.db_worker.ratelimit): an equal one
         # until the coordinator splits the rate by who has work.
         rate = crawl_rate(config)
@@ -199,10 +204,47 @@ class DBWorker:
         self.gate = gate
         self.wakeup.set()
 
-    def set_fetch_quota(self, quota: int) -> None:
-        """Hold at most ``quota`` fetch workers (surplus ones retire once their batches end)."""
+    def set_fetch_quota(self, quota: int, lenders: tuple[int, ...] = ()) -> None:
+        """Hold at most ``quota`` fetch workers (surplus ones retire once their batches end);
+        holding none, run batches as a guest of the DB workers ``lenders`` (indexes)."""
         self.fetch_quota = quota
+        self.lenders = tuple(lenders)
+        handles = []
+        for index in self.lenders:
+            try:
+                handles.append(self.peers.db_worker(index).actor)
+            except PeerFault as exc:  # retired meanwhile: the coordinator names others
+                log.warning("lender %d: %s", index, exc)
+        self.fetchers.lend_from(handles)
         self.wakeup.set()
+
+    async def fetch_as_guest(self, feed: pa.RecordBatch
+                             ) -> AsyncGenerator[tuple[list[str], FetchResult]]:
+        """Run a peer's batch on this worker's fetch workers (see ``actors.fetch``); a Ray
+        streaming generator of (hosts, rows) as hosts end, like a fetch worker's.  It counts
+        as one of this worker's batches fetching: its own cuts wait for the slot.
+
+        Refused (:class:`NotLending`, before anything is fetched) once this worker pauses,
+        drains or holds no quota: a drain waits for the guests it took, and a batch taken
+        after would run on fetch workers the drain lets go (or the retiring worker's kill
+        ends), so its requests in flight would be sent again."""
+        if not self.running or not self.fetch_quota:
+            raise NotLending(f"{self.name} lends no fetch worker now (paused, draining or "
+                             f"without a quota)")
+        parts: asyncio.Queue[tuple[list[str], FetchResult] | None] = asyncio.Queue()
+        run = asyncio.get_running_loop().create_task(
+            self.fetchers.run_for_guest(feed, lambda hosts, rows: parts.put_nowait((hosts, rows))))
+        run.add_done_callback(lambda _: parts.put_nowait(None))
+        self.guests.add(run)
+        try:
+            while (part := await parts.get()) is not None:
+                yield part
+            run.result()  # its error, if any
+        finally:
+            run.cancel()
+            self.guests.discard(run)
+            self.wakeup.set()
+            self._release_if_idle()
 
     def set_rate(self, rate_s: float, burst: float) -> None:
         """Cut at most ``rate_s`` URLs a second, ``burst`` at once (its part of the crawl's
@@ -227,19 +269,24 @@ class DBWorker:
         are let go once none is fetching)."""
         self.running = False
         self.wakeup.set()
-        if not self.fetching:
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """Paused with no batch of its own or of a guest fetching: hold no fetch worker (no
+        CPU)."""
+        if not self.running and not self.fetching and not self.guests:
             self.fetchers.release()
 
     async def drain(self) -> None:
         """Stop cutting, wait for every batch in flight, write buffered output."""
         self.pause()
-        if self.in_flight:
-            await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        if self.in_flight or self.guests:
+            await asyncio.gather(*self.in_flight.values(), *self.guests, return_exceptions=True)
         self.fetchers.release()
-        if self.fetchers.rerun.faults > self.faults_seen:  # one may have died mid-write
+        if self.fetchers.faults > self.faults_seen:  # one may have died mid-write
             self.shard.output.repair_warc(upload=False)  # (reads the files whole: not after
             # every drain; its fetch workers may still be closing theirs)
-            self.faults_seen = self.fetchers.rerun.faults
+            self.faults_seen = self.fetchers.faults
         try:
             self.shard.flush()
         except StorageError as exc:  # the rows stay staged: a resume writes them
@@ -266,11 +313,15 @@ class DBWorker:
     def report(self) -> DBWorkerReport:
         report = self.shard.report(self.running, len(self.in_flight), self.gate,
                                    self.loop_errors, self.timers, self.storage_error,
-                                   self.fetchers.rerun.faults, self.fetch_quota or 0,
+                                   self.fetchers.faults,
+                                   self.fetch_quota or len(self.lenders),  # (0: paused)
                                    self.rate is not None
                                    and self.rate.available(time.monotonic()) < 1).replace(
             node=self.node, fetch_quota=-1 if self.fetch_quota is None else self.fetch_quota,
-            fetch_workers=self.fetchers.size,
+            fetch_workers=self.fetchers.size, fetch_workers_started=self.fetchers.created,
+            lenders=self.lenders, guest_calls=self.fetchers.lent,
+            guest_refused=self.fetchers.refused,
+            hand_overs=self.grouped.calls, hand_overs_sent=self.grouped.sends,
             rate_s=self.rate.rate_s if self.rate else 0.0,
             rate_burst=self.rate.capacity if self.rate else 0.0)
         self.metrics.report(report, self.shard.slots.counts())
@@ -304,7 +355,8 @@ class DBWorker:
         if time.monotonic() < self.peer_trouble_until:
             await asyncio.sleep(self.peer_trouble_until - time.monotonic())
             return
-        if len(self.fetching) >= allowed or len(self.in_flight) >= 2 * allowed:
+        if (len(self.fetching) + len(self.guests) >= allowed
+                or len(self.in_flight) >= 2 * allowed):
             await self._wait(1.0)  # a fetch ends, a batch completes or the quota changes
             return
         wanted = self.shard.wanted(self.gate)
@@ -407,9 +459,14 @@ class DBWorker:
         if pages.num_rows == 0 and links.num_rows == 0:
             return
         started = time.monotonic()
+        await self.grouped.hand_over(pages, links)
+        self.timers["hand_over_s"] += time.monotonic() - started
+
+    async def _send_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
+        """One hand-over: the rows of every batch that asked while the last one was under way
+        (``raycrawl.db_worker.handovers``)."""
         async with self.hand_overs.passing():
             await self.peers.hand_over(pages, links)
-        self.timers["hand_over_s"] += time.monotonic() - started
         if self.stream is not None:
             self.stream.write_spider_log(pages, links)
 
@@ -421,8 +478,7 @@ class DBWorker:
         finally:
             self.fetching.discard(batch_id)
             self.wakeup.set()
-            if not self.running and not self.fetching:
-                self.fetchers.release()  # paused: hold no CPU
+            self._release_if_idle()
             self.timers["fetch_s"] += time.monotonic() - started
 
     def _fault_point(self, point: str) -> None:

@@ -9,9 +9,15 @@ bounded by ``fetch_concurrency`` per worker, whatever the number of batches it r
 batches the worker keeps one HTTP session (keep-alive connections, a third of the requests
 were TCP connects without it).
 
-Each DB worker owns the fetch workers it uses (they die with it) and holds one CPU per worker,
+Each DB worker owns the fetch workers it starts (they die with it) and holds one CPU per worker,
 as many as its part of the crawl's share of the cluster's CPUs (``set_fetch_quota``); it lets
-them go when it pauses or drains, so a paused or ended crawl holds no CPU.
+them go when it pauses or drains, so a paused or ended crawl holds no CPU.  When the crawl has
+fewer fetch workers than DB workers, a DB worker without any runs its batches as a guest of a
+peer that has some (its *lenders*, named by the coordinator): the peer runs them on its pool,
+under its fault model, and streams the rows back.  Fetch workers hold no crawl state, so any of
+them may run any DB worker's batch; the batch's hosts stay leased by their own DB worker.
+Before guests, such a crawl moved its fetch workers between DB workers in turn, starting a new
+one (a process: seconds) at every move.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ from raycrawl.storage.location import is_local
 from .options import fetcher_options
 
 log = logging.getLogger(__name__)
+
+
+class NotLending(Exception):
+    """A DB worker asked to run a peer's batch while it lends no fetch worker (it pauses,
+    drains or has no quota): nothing of the batch was fetched."""
 
 
 class FetchWorker:
@@ -96,11 +107,24 @@ class FetchPool:
         self.created = 0
         self.ready_timeout_s = ready_timeout_s
         self.rerun = Rerun(self._attempt, solo_tries)
+        self.guest_rerun = Rerun(self._own_attempt, solo_tries)  # peers' feeds run here
+        self.lenders: list[Any] = []  # peer DB workers that run this one's batches as guests
+        self.lent = 0  # calls handed to a lender (its batches run as a guest)
+        self.refused = 0  # calls a lender refused (it paused, drained or lost its quota)
+
+    def lend_from(self, lenders: list[Any]) -> None:
+        """Run batches on these peer DB workers' fetch workers while holding none."""
+        self.lenders = list(lenders)
 
     @property
     def slots(self) -> int:
-        """Batches that may be fetching at once."""
-        return BATCHES_PER_WORKER * len(self.workers)
+        """Batches that may be fetching at once (a worker's worth as a lender's guest)."""
+        return BATCHES_PER_WORKER * (len(self.workers) or bool(self.lenders))
+
+    @property
+    def faults(self) -> int:
+        """Calls on its fetch workers that failed, its own feeds' and its guests'."""
+        return self.rerun.faults + self.guest_rerun.faults
 
     @property
     def size(self) -> int:
@@ -143,21 +167,23 @@ class FetchPool:
     async def _attempt(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
         """One call on the least busy worker, its hosts handed to ``sink`` as they end;
         before a re-run, wait (bounded) for the worker to answer, so a call is not wasted on
-        a worker that is still restarting."""
+        a worker that is still restarting.  Without a worker of its own, a call on a lender
+        (:meth:`_as_guest`)."""
+        if not self.workers and self.lenders:
+            return await self._as_guest(feed, rerun, sink)
+        return await self._own_attempt(feed, rerun, sink)
+
+    async def _own_attempt(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
+        """:meth:`_attempt` on a worker of this pool, never on a lender."""
         if not self.workers:  # a re-run after the quota went to 0: one worker to finish it
             self.resize(1)
         worker = min(self.workers, key=lambda w: w.load)
         answering = not rerun or await self._answers(worker.actor)
         bound = feed_bound_s(feed, self.options)
-
-        async def parts() -> None:
-            async for ref in worker.actor.fetch.remote(feed):
-                hosts, result = await ref
-                sink(hosts, FetchResult(*result))
-
         worker.load += 1
         try:
-            await asyncio.wait_for(parts(), None if bound is None else bound + self.ready_timeout_s)
+            await asyncio.wait_for(_streamed(worker.actor.fetch, feed, sink),
+                                   None if bound is None else bound + self.ready_timeout_s)
             return None
         except TimeoutError:  # hung (or stopped): replaced, and the feed runs again
             log.warning("fetch of %d URLs did not end in %.0f s; replacing its worker",
@@ -171,6 +197,56 @@ class FetchPool:
             worker.load -= 1
             if worker in self.retiring:
                 self._reap()
+
+    async def _as_guest(self, feed: pa.RecordBatch, rerun: bool, sink: Sink) -> Fault | None:
+        """One call on a lender (in turn), which runs ``feed`` on its own fetch workers under
+        its own fault model (a URL that kills its workers ends there).  A lender that dies,
+        restarts or hangs is no fault of the feed's: not counted against it (up to the
+        re-runs' cap on such faults, so nothing waits forever).  Bounded by the lender's
+        own bound on its re-runs: every try of ``solo_tries`` again (``feed_bound_s`` plus
+        the wait for a worker to answer), and once more.
+
+        A lender that refuses (:class:`NotLending`: it pauses, drains or lost its quota
+        since the coordinator named it) fetched nothing: the next one is asked, and with none
+        left the feed runs on a fetch worker of this pool's own (started for it, it retires
+        at the next cut if the quota is still 0)."""
+        lenders = list(self.lenders)
+        for turn in range(len(lenders)):
+            lender = lenders[(self.lent + turn) % len(lenders)]
+            fault = await self._on_lender(lender, feed, rerun, sink)
+            if not isinstance(fault, NotLending):
+                self.lent += 1
+                return fault
+            self.refused += 1
+            log.info("%s; its batch goes elsewhere", fault)
+        return await self._own_attempt(feed, rerun, sink)
+
+    async def _on_lender(self, lender: Any, feed: pa.RecordBatch, rerun: bool, sink: Sink
+                         ) -> Fault | NotLending | None:
+        if rerun and not await self._answers(lender):
+            return Fault("lender not answering", counted=False)
+        bound = feed_bound_s(feed, self.options)
+        tries = 3 + self.rerun.solo_tries
+        try:
+            await asyncio.wait_for(_streamed(lender.fetch_as_guest, feed, sink),
+                                   None if bound is None
+                                   else tries * (bound + self.ready_timeout_s))
+            return None
+        except TimeoutError:
+            log.warning("a lender's fetch of %d URLs did not end in time", feed.num_rows)
+            return Fault("lender timeout", counted=False)
+        except ray.exceptions.RayError as exc:
+            if isinstance(exc, NotLending) or isinstance(getattr(exc, "cause", None),
+                                                         NotLending):
+                return NotLending(str(getattr(exc, "cause", exc)))
+            log.warning("a lender's fetch of %d URLs failed (%s)", feed.num_rows, exc)
+            return Fault(str(exc), counted=False)
+
+    async def run_for_guest(self, feed: pa.RecordBatch, sink: Sink) -> None:
+        """Run a peer's feed on this pool's workers (one is started if none is left: a
+        quota that went to 0 meanwhile), under the same fault model as this worker's own
+        (:meth:`run`), never on a lender of its own."""
+        await self.guest_rerun.run(feed, sink)
 
     async def _answers(self, worker: Any) -> bool:
         try:
@@ -200,6 +276,14 @@ class FetchPool:
         self.release()
         if _ENDING:
             await asyncio.wait(list(_ENDING), timeout=self.close_timeout_s + 1)
+
+
+async def _streamed(method: Any, feed: pa.RecordBatch, sink: Sink) -> None:
+    """Call a streaming ``method`` (a fetch worker's ``fetch``, a lender's ``fetch_as_guest``)
+    on ``feed``; each (hosts, rows) it yields to ``sink`` as it comes."""
+    async for ref in method.remote(feed):
+        hosts, result = await ref
+        sink(hosts, FetchResult(*result))
 
 
 class _Worker:

@@ -199,8 +199,8 @@ class DBWorkerHandle(_MoverHandle):
     async def set_gate(self, gate: int | None) -> None:
         await self._call("set_gate", gate)
 
-    async def set_fetch_quota(self, quota: int) -> None:
-        await self._call("set_fetch_quota", quota)
+    async def set_fetch_quota(self, quota: int, lenders: tuple[int, ...] = ()) -> None:
+        await self._call("set_fetch_quota", quota, lenders)
 
     async def set_rate(self, rate_s: float, burst: float) -> None:
         await self._call("set_rate", rate_s, burst)

@@ -15,6 +15,7 @@ from raycrawl.coordinator.reports import CrawlStatus
 from raycrawl.display import (
     ProgressBar,
     checkpoint_text,
+    fetch_workers_text,
     reasons_text,
     rescale_text,
     revisit_counters,
@@ -296,7 +297,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ("fetch_faults", w.fetch_faults),
             ("storage_error", w.storage_error)) if value)
         print(f"  db-worker-{i}{_on(w.node)}: queued {w.queued}, in flight {w.in_flight}, "
-              f"fetched {w.fetched}, errors {w.errors}, fetch workers {w.fetch_workers}"
+              f"fetched {w.fetched}, errors {w.errors}, fetch workers {fetch_workers_text(w)}"
               f"{trouble}; partitions {w.partitions or 'none'}")
     for i, sw in enumerate(s.strategy_workers):
         print(f"  strategy-worker-{i}{_on(sw.node)}: crawled {sw.pages_crawled}, "

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from raycrawl.coordinator.reports import CrawlStatus
+from raycrawl.coordinator.reports import CrawlStatus, DBWorkerReport
 
 
 def revisit_counters(s: CrawlStatus) -> dict[str, str]:
@@ -41,6 +41,13 @@ def rescale_text(s: CrawlStatus) -> str:
     to = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in s.rescale_to.items())
     return (f"{to}: {s.moves_left} partitions to move"
             + (f"; moving {s.moving}" if s.moving else ""))
+
+
+def fetch_workers_text(w: DBWorkerReport) -> str:
+    """A DB worker's fetch workers; holding none, whose it runs its batches on."""
+    if w.fetch_workers or not w.lenders:
+        return str(w.fetch_workers)
+    return "0 (a guest of " + ", ".join(f"db-worker-{i}" for i in w.lenders) + ")"
 
 
 def checkpoint_text(s: CrawlStatus) -> str:
@@ -103,7 +110,7 @@ def status_html(s: CrawlStatus) -> str:
     kinds = ", ".join(f"{e(k)} {n}" for k, n in sorted(s.error_kinds.items())) or "none"
     workers = "".join(
         f"<tr><td>db-worker-{i}</td><td>{w.queued}</td><td>{w.leased_urls}</td>"
-        f"<td>{w.fetched}</td><td>{w.errors}</td><td>{w.fetch_workers}</td>"
+        f"<td>{w.fetched}</td><td>{w.errors}</td><td>{e(fetch_workers_text(w))}</td>"
         f"<td>{e(w.partitions)}</td></tr>"
         for i, w in enumerate(s.db_workers))
     strategy = "".join(

@@ -4,11 +4,17 @@ once, the first gives one back without a fault, and --fetch-workers caps a crawl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
+import ray
 
+from actors.options import NAMESPACE
 from raycrawl import Crawl
+from raycrawl.coordinator.reports import CrawlStatus
+from raycrawl.formats.schemas import feed_batch
 from raycrawl.testing.synthweb import SyntheticWeb
+from raycrawl.urls import url_info
 
 pytestmark = pytest.mark.ray
 
@@ -56,17 +62,20 @@ def test_a_second_crawl_gets_half_the_cpus_and_the_first_gives_one_back(ray_sess
             web.stop()
 
 
-def test_fetch_workers_caps_a_crawl(ray_session, tmp_path):
+def test_fetch_workers_caps_a_crawl_and_its_db_workers_share_them(ray_session, tmp_path):
+    """One fetch worker for two DB workers: it stays with one of them, and the other runs
+    its batches on it as a guest; nobody starts a second one, and every page comes once."""
     web = SyntheticWeb(hosts=4, pages_per_host=6, seed=23).start()
     try:
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), fetch_workers=1,
                       db_workers=2, **SLOW).start()
-        seen = set()
+        seen, guests = set(), 0
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             s = crawl.stats()
             seen.add(sum(w.fetch_workers for w in s.db_workers))
             assert s.fetch_workers <= 1
+            guests = max(guests, sum(w.guest_calls for w in s.db_workers))
             if s.phase.terminal or (s.fetched and not s.queued and not s.in_flight_batches):
                 break
             time.sleep(0.1)
@@ -74,5 +83,75 @@ def test_fetch_workers_caps_a_crawl(ray_session, tmp_path):
         assert max(seen) == 1, seen
         assert final.phase == "finished"
         assert sorted(crawl.pages().column("url").to_pylist()) == sorted(web.reachable())
+        assert sum(w.fetch_workers_started for w in final.db_workers) == 1
+        assert guests > 0 and sum(w.fetch_faults for w in final.db_workers) == 0
+        assert all(w.fetched > 0 for w in final.db_workers)  # both had hosts to fetch
     finally:
         web.stop()
+
+
+def test_a_lender_killed_under_its_guests_batches_loses_nothing(ray_session, tmp_path):
+    """The DB worker that holds the crawl's one fetch worker is killed while its peer's
+    batches run on it: the peer runs them again (a lender's fault is never the URLs'), and
+    every page has one row, none an error."""
+    web = SyntheticWeb(hosts=6, pages_per_host=14, seed=29, latency_s=0.02).start()
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), fetch_workers=1,
+                      db_workers=2, **{**SLOW, "delay_s": 0.05, "retries": 0}).start()
+        s = status_when(crawl, lambda s: any(w.guest_calls and w.in_flight for w in s.db_workers),
+                     "guest batch under way")
+        lender = next(i for i, w in enumerate(s.db_workers) if w.fetch_workers)
+        ray.kill(ray.get_actor(f"{crawl.crawl_id}/db-worker-{lender}", namespace=NAMESPACE),
+                 no_restart=False)
+        final = crawl.wait(timeout=240)
+        assert final.phase == "finished", final.reason
+        urls = crawl.pages().column("url").to_pylist()
+        assert len(urls) == len(set(urls)) and set(urls) == set(web.reachable())
+        assert final.errors == 0, final.error_kinds
+    finally:
+        web.stop()
+
+
+def test_a_lender_that_stops_lending_refuses_guests_and_their_batches_run_once(ray_session,
+                                                                               tmp_path):
+    """A lender that pauses (as a retiring DB worker drains) refuses its peer's next batches
+    before fetching anything: the peer runs them on a fetch worker of its own, and no URL is
+    requested twice (a batch taken during a drain ran on fetch workers the drain let go, and
+    the requests in flight were sent again)."""
+    web = SyntheticWeb(hosts=6, pages_per_host=14, seed=31, latency_s=0.02).start()
+    try:
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), fetch_workers=1,
+                      db_workers=2, robots=False, retries=0,
+                      **{**SLOW, "delay_s": 0.05}).start()
+        s = status_when(crawl, lambda s: any(w.guest_calls for w in s.db_workers), "a guest batch")
+        lender_index = next(i for i, w in enumerate(s.db_workers) if w.fetch_workers)
+        lender = ray.get_actor(f"{crawl.crawl_id}/db-worker-{lender_index}",
+                               namespace=NAMESPACE)
+        ray.get(lender.pause.remote())
+        # Refused before anything is fetched
+        probe = web.origin(0) + "/never-linked"
+        with pytest.raises(ray.exceptions.RayTaskError, match="lends no fetch worker"):
+            ray.get(next(lender.fetch_as_guest.remote(feed_batch([url_info(probe, 16)]))))
+        assert probe.removeprefix("http://") not in web.hits
+        # The peer's batches go elsewhere meanwhile (refused, or on a fetch worker the
+        # coordinator gave the peer once the paused lender let its own go)
+        peer = 1 - lender_index
+        status_when(crawl, lambda s: bool(s.db_workers[peer].guest_refused
+                                          or s.db_workers[peer].fetch_workers),
+                    "batch of the peer after the pause")
+        ray.get(lender.start.remote(None))
+        final = crawl.wait(timeout=180)
+        assert final.phase == "finished", final.reason
+        assert final.errors == 0, final.error_kinds
+        assert web.unexpected_hits(web.reachable()) == {}
+        assert sorted(crawl.pages().column("url").to_pylist()) == sorted(web.reachable())
+    finally:
+        web.stop()
+
+
+def status_when(crawl: Crawl, seen: Callable[[CrawlStatus], bool], what: str) -> CrawlStatus:
+    deadline = time.monotonic() + 120
+    while not seen(s := crawl.stats()):
+        assert not s.phase.terminal and time.monotonic() < deadline, f"no {what} before the end"
+        time.sleep(0.05)
+    return s

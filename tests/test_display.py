@@ -20,7 +20,7 @@ STATUS = CrawlStatus(
     waiting="waiting for CPUs: 3 crawls share 2",
     db_workers=(DBWorkerReport(queued=30, leased_urls=8, fetched=20, fetch_workers=1,
                                partitions="0-127"),
-                DBWorkerReport(queued=30, fetched=20, partitions="128-255")),
+                DBWorkerReport(queued=30, fetched=20, partitions="128-255", lenders=(0,))),
     strategy_workers=(StrategyWorkerReport(pages_crawled=40, scheduled=100,
                                            partitions="0-255"),),
     moving="DB partitions 3,9: worker 0 -> 2", moves_left=12,
@@ -37,6 +37,8 @@ def test_the_line_and_the_table_say_what_the_crawl_does():
     assert html.count("<td>db-worker-") == 2 and "strategy-worker-0" in html
     assert "waiting for CPUs" in html
     assert "<td>128-255</td>" in html and "<td>0-255</td>" in html  # each worker's partitions
+    assert "<td>1</td><td>0-127</td>" in html  # its fetch workers; the other borrows them:
+    assert "<td>0 (a guest of db-worker-0)</td><td>128-255</td>" in html
     assert "3 db workers: 12 partitions to move; moving DB partitions 3,9: worker 0 -&gt; 2" \
         in html
 

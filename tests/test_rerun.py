@@ -152,3 +152,36 @@ def test_urls_handed_over_before_their_host_ended_are_not_fetched_again():
     urls = [u for _, r in parts for u in r.pages.column("url").to_pylist()]
     assert sorted(urls) == sorted(f.column("url").to_pylist())  # each URL's row once
     assert [h for hs, _ in parts for h in hs] == ["a.com", "b.com"]
+
+
+def test_a_guest_batch_refused_by_its_lenders_goes_to_the_next_then_to_its_own_worker():
+    """A lender that stopped lending (paused, draining, no quota) refuses before fetching:
+    the batch is asked of the next lender in turn, and with every one refusing it runs on a
+    fetch worker of the pool's own; a refusal is no fault of the feed's."""
+    from types import SimpleNamespace
+
+    from actors.fetch import FetchPool, NotLending
+
+    pool = FetchPool(SimpleNamespace(warc_dir=None), "crawl/db-worker-1", solo_tries=2)
+    asked: list[str] = []
+    own: list[pa.RecordBatch] = []
+
+    async def on_lender(lender, batch, rerun, sink):
+        asked.append(lender)
+        return NotLending(f"{lender} lends nothing") if lender in refusing else None
+
+    async def own_attempt(batch, rerun, sink):
+        own.append(batch)
+
+    pool._on_lender, pool._own_attempt = on_lender, own_attempt
+    pool.lend_from(["db-worker-0", "db-worker-2"])
+    batch = feed({"a": 2})
+    refusing = {"db-worker-0"}
+    assert asyncio.run(pool.run(batch, lambda hosts, result: None)) is None
+    assert asked == ["db-worker-0", "db-worker-2"] and not own
+    assert (pool.lent, pool.refused, pool.faults) == (1, 1, 0)
+    refusing = {"db-worker-0", "db-worker-2"}
+    asked.clear()
+    asyncio.run(pool.run(batch, lambda hosts, result: None))
+    assert sorted(asked) == ["db-worker-0", "db-worker-2"] and own == [batch]
+    assert (pool.lent, pool.refused, pool.faults) == (1, 3, 0)

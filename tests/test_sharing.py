@@ -12,6 +12,7 @@ from raycrawl.coordinator.sharing import (
     CrawlEntry,
     CrawlTable,
     fair_shares,
+    lenders,
     scale_to,
     split_share,
     wants,
@@ -47,14 +48,19 @@ def test_fair_shares_never_exceed_the_cpus_whatever_the_mix():
                     assert sum(shares.values()) == cpus
 
 
-def test_split_share_among_db_workers_takes_turns_when_short():
+def test_split_share_among_db_workers_stays_put_and_lends_when_short():
     assert split_share(4, [5, 5]) == [2, 2]
     assert split_share(3, [5, 5]) == [2, 1]
     assert split_share(1, [0, 9]) == [0, 1]  # the worker with work first
-    turns = {tuple(split_share(1, [5, 5, 5], turn)) for turn in range(3)}
-    assert turns == {(1, 0, 0), (0, 1, 0), (0, 0, 1)}  # each gets its turn
+    # A worker that holds one keeps it, with work or not: the other is lent it.
+    assert split_share(1, [0, 9], has=[1, 0]) == [1, 0]
+    assert split_share(3, [5, 5, 5], has=[0, 1, 2]) == [1, 1, 1]
+    assert split_share(2, [0, 5, 5], has=[0, 0, 1]) == [0, 1, 1]
     assert split_share(0, [5, 5]) == [0, 0]
     assert split_share(2, []) == []
+    assert lenders([1, 0, 0]) == [(), (0,), (0,)]
+    assert lenders([0, 2, 1]) == [(1, 2), (), ()]
+    assert lenders([0, 0]) == [(), ()]  # a share of 0: nobody fetches
 
 
 def test_wants_follows_the_phase_and_the_caps():

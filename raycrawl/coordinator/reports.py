@@ -79,6 +79,8 @@ class DBWorkerReport(_Record):
     rows_written: int = 0
     fetch_s: float = 0.0  # seconds batches spent fetching, summed
     hand_over_s: float = 0.0  # seconds batches spent handing their spider log over, summed
+    hand_overs: int = 0  # hand-overs batches asked for (this incarnation)
+    hand_overs_sent: int = 0  # of those, sent (the others went with one under way)
     error_kinds: Mapping[str, int] = field(default_factory=dict)
     retry_causes: Mapping[str, int] = field(default_factory=dict)  # error kind or status
     storage_error: str = ""  # the first write or read of its store that failed
@@ -91,6 +93,10 @@ class DBWorkerReport(_Record):
     warc_records: int = 0  # rows committed with their WARC records (this incarnation)
     fetch_quota: int = -1  # fetch workers it may hold (-1: not set by the coordinator yet)
     fetch_workers: int = 0  # fetch workers it holds (retiring ones included)
+    fetch_workers_started: int = 0  # fetch workers it started (this incarnation)
+    lenders: tuple[int, ...] = ()  # DB workers whose fetch workers it may use, holding none
+    guest_calls: int = 0  # batches it ran on a lender's fetch workers (this incarnation)
+    guest_refused: int = 0  # of its batches, refused by a lender that stopped lending
     rate_s: float = 0.0  # its part of max_pages_per_s (0: none, or no rate limit)
     rate_burst: float = 0.0  # its part of the burst
     not_due: int = 0  # URLs whose next visit is not due yet (durable count)

@@ -123,22 +123,29 @@ def fair_shares(cpus: int, wants: Sequence[tuple[str, int]]) -> dict[str, int]:
     return shares
 
 
-def split_share(share: int, work: Sequence[int], turn: int = 0) -> list[int]:
-    """A crawl's fetch workers split among its DB workers: evenly, the remainder to workers
-    with work (queued URLs or batches in flight: a worker whose queue went into its batches
-    keeps its fetch workers rather than hand them over and have them started again, a second
-    each, when its batches' links come back), taking turns (``turn`` advances while some go
-    without), so no DB worker's hosts wait for ever when the crawl has fewer fetch workers
-    than DB workers."""
+def split_share(share: int, work: Sequence[int], has: Sequence[int] | None = None) -> list[int]:
+    """A crawl's fetch workers split among its DB workers: evenly, the remainder first to the
+    workers that hold fetch workers now (``has``), then to those with work (queued URLs or
+    batches in flight).  A worker left with none is lent a peer's (``actors.fetch``), so who
+    holds the remainder only decides where the processes run: it stays put, for a move
+    starts a new fetch worker (a process: seconds of CPU)."""
     n = len(work)
     if n == 0:
         return []
+    holds = has or [0] * n
     base, extra = divmod(max(0, share), n)
     quotas = [base] * n
-    order = sorted(range(n), key=lambda i: (work[i] == 0, (i - turn) % n))
+    order = sorted(range(n), key=lambda i: (holds[i] == 0, work[i] == 0, i))
     for i in order[:extra]:
         quotas[i] += 1
     return quotas
+
+
+def lenders(quotas: Sequence[int]) -> list[tuple[int, ...]]:
+    """For each DB worker, the peers whose fetch workers it runs its batches on: those with a
+    quota, for a worker without one (none for a worker with its own)."""
+    holding = tuple(i for i, q in enumerate(quotas) if q > 0)
+    return [() if q > 0 else holding for q in quotas]
 
 
 def within_share(quotas: Sequence[int], has: Sequence[int], share: int,

@@ -105,9 +105,7 @@ class URLStates:
 
     def state(self, fingerprint: int) -> URLState:
         record = self._record(fingerprint)
-        if record is None:
-            return URLState.NOT_CRAWLED
-        return _STATES[record[0]] if isinstance(record, bytes) else record.state
+        return URLState.NOT_CRAWLED if record is None else _STATES[_state_of(record)]
 
     def is_new(self, fingerprint: int) -> bool:
         """Whether a refreshed URL is ``NOT_CRAWLED`` (a known one is not read for it)."""
@@ -116,7 +114,7 @@ class URLStates:
             return True
         if isinstance(record, int):
             return False
-        return (record[0] if isinstance(record, bytes) else record.state) == URLState.NOT_CRAWLED
+        return _state_of(record) == URLState.NOT_CRAWLED
 
     def set(self, partition: int, fingerprint: int, state: URLState, depth: int,
             score: float) -> None:
@@ -141,6 +139,11 @@ class URLStates:
             self.store.write(wb)
         self.known.add([fp for fp, rec in self.cache.items() if rec is not None and (
             isinstance(rec, int)  # (known: seen again, it stays in the newer generation)
-            or (rec[0] if isinstance(rec, bytes) else rec.state) != URLState.NOT_CRAWLED)])
+            or _state_of(rec) != URLState.NOT_CRAWLED)])
         self.cache.clear()
         self.dirty.clear()
+
+
+def _state_of(record: StateRecord | bytes) -> int:
+    """A record's state, from its first byte while it is not decoded."""
+    return record[0] if isinstance(record, bytes) else record.state
