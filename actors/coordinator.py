@@ -57,6 +57,7 @@ from .peers import (
     cluster_address,
     conform_items,
     fresh_or_last,
+    patiently,
 )
 from .registry import RegistryHandle
 
@@ -129,10 +130,14 @@ class Coordinator:
             await asyncio.gather(*(w.ready() for w in [*self.strategy_workers, *self.db_workers]))
         except PeerFault as exc:  # e.g. a store that does not open: one line, not a traceback
             raise CrawlStateError(f"the crawl's workers did not start: {exc}") from None
-        reply = await self.add_seeds(seeds)
+        # Each step is idempotent, and tried again when a worker is slow to answer (a loaded
+        # machine, a short actor_timeout_s) rather than failing the crawl's start.
+        reply = await patiently(lambda: self.add_seeds(seeds), "queueing the seeds")
         self.control.set_phase(Phase.RUNNING)
-        await self._share_cpus(self.last_status, force=True)
-        await self._start_workers(range(len(self.db_workers)))
+        await patiently(lambda: self._share_cpus(self.last_status, force=True),
+                        "sharing the fetch workers")
+        await patiently(lambda: self._start_workers(range(len(self.db_workers))),
+                        "starting the DB workers")
         self._ensure_loop()
         return reply
 

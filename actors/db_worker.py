@@ -19,7 +19,6 @@ import ray
 from raycrawl import faultpoints
 from raycrawl.config import CrawlConfig
 from raycrawl.coordinator.reports import DBWorkerReport
-from raycrawl.db_worker.handovers import GroupedHandOvers
 from raycrawl.db_worker.queue import Entry
 from raycrawl.db_worker.ratelimit import TokenBucket, crawl_rate, split_rate
 from raycrawl.db_worker.shard import DBShard
@@ -80,7 +79,6 @@ class DBWorker:
                                    self.name, node, rollback).lineage
         self.checkpoints = StoreCheckpoints(self.shard.store, config.out, config.state_dir, store)
         self.hand_overs = Gate()  # closed while the crawl's checkpoint is cut
-        self.grouped = GroupedHandOvers(self._send_spider_log)
         self.hold_token = ""
         self.stream = None
         if config.log_streams:
@@ -256,6 +254,7 @@ class DBWorker:
     def start(self, gate: int | None = None) -> None:
         """Start (or resume) cutting batches from layers up to ``gate``; returns at once
         (not after a storage error: that ends the crawl)."""
+        self._fault_point("db-worker.start")
         if self.storage_error:
             return
         self.gate = gate if self.config.max_depth is not None else None
@@ -321,7 +320,6 @@ class DBWorker:
             fetch_workers=self.fetchers.size, fetch_workers_started=self.fetchers.created,
             lenders=self.lenders, guest_calls=self.fetchers.lent,
             guest_refused=self.fetchers.refused,
-            hand_overs=self.grouped.calls, hand_overs_sent=self.grouped.sends,
             rate_s=self.rate.rate_s if self.rate else 0.0,
             rate_burst=self.rate.capacity if self.rate else 0.0)
         self.metrics.report(report, self.shard.slots.counts())
@@ -459,14 +457,9 @@ class DBWorker:
         if pages.num_rows == 0 and links.num_rows == 0:
             return
         started = time.monotonic()
-        await self.grouped.hand_over(pages, links)
-        self.timers["hand_over_s"] += time.monotonic() - started
-
-    async def _send_spider_log(self, pages: pa.RecordBatch, links: pa.RecordBatch) -> None:
-        """One hand-over: the rows of every batch that asked while the last one was under way
-        (``raycrawl.db_worker.handovers``)."""
         async with self.hand_overs.passing():
             await self.peers.hand_over(pages, links)
+        self.timers["hand_over_s"] += time.monotonic() - started
         if self.stream is not None:
             self.stream.write_spider_log(pages, links)
 

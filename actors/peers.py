@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,7 @@ from raycrawl.storage.moves import PartitionCopy
 from .options import NAMESPACE, coordinator_name, db_worker_name, strategy_worker_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEARTBEAT_S = 2.0  # how often workers tell the coordinator they are alive
 
@@ -101,6 +102,25 @@ async def bounded(ref: Any, timeout_s: float | None, what: str) -> Any:
         if isinstance(exc.cause, NotOwner):  # rows to route again
             raise exc.cause from None
         raise
+
+
+START_TRIES = 3  # a step of a crawl's start is tried this often when a worker does not answer
+
+
+async def patiently(step: Callable[[], Awaitable[T]], what: str, tries: int = START_TRIES) -> T:
+    """``step()``, tried again (``tries`` times in all) while a peer fails it
+    (:class:`PeerFault`: it did not answer in time, directly or in a call of its own, or it
+    was restarting): for idempotent steps that a worker slow to answer on a loaded machine
+    would otherwise fail.  A worker that cannot start or be placed, any other error, and the
+    last fault are raised; nothing waits for ever (each try is bounded by its calls)."""
+    for attempt in range(2, tries + 1):
+        try:
+            return await step()
+        except PeerFault as exc:
+            if exc.cannot_start or exc.unplaceable:
+                raise
+            log.warning("%s: %s; trying again (%d of %d)", what, exc, attempt, tries)
+    return await step()
 
 
 class _Handle:

@@ -14,7 +14,8 @@ fetch worker), ``db-worker.fetched`` (spider log received), ``strategy-worker.de
 (states changed in memory), ``strategy-worker.routed`` (links queued in the DB workers, states
 not yet written), ``db-worker.handed-over`` (strategy workers done, batch not yet completed),
 ``db-worker.completed`` (leases released, rows staged), ``db-worker.output-written`` (Parquet
-file in place, not yet recorded in the state).
+file in place, not yet recorded in the state).  ``db-worker.start``: a DB worker told to start
+cutting batches (a crawl's start, a resume).
 
 Points of a partition's move (``raycrawl.coordinator.rescale``), in its order:
 ``rescale.fenced`` (the source cuts nothing of them, their batches ended), ``<kind>.exported``

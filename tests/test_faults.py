@@ -88,6 +88,26 @@ def test_crash_at_each_step_of_the_commit_protocol(ray_session, tmp_path, point)
         web.stop()
 
 
+@pytest.mark.parametrize("point", ["db-worker.start", "strategy-worker.decided"])
+def test_a_worker_slow_to_answer_at_the_start_does_not_fail_the_crawl(ray_session, tmp_path,
+                                                                      point):
+    """A DB worker (told to start) or a strategy worker (queueing the seeds) holds its process
+    for longer than ``actor_timeout_s``, as on a loaded machine: the start tries the step
+    again instead of failing the crawl, and the crawl finishes whole."""
+    web = slow_web(seed=47)
+    state = str(tmp_path / "out" / "state")
+    try:
+        faults.arm(state, point, hang_s=4.0)
+        crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"),
+                      **{**SETTINGS, "actor_timeout_s": 3.0}).start()
+        assert faults.fired(state, point), "never fired"
+        stats = crawl.wait(timeout=180, interval_s=0.2)
+        assert_invariants(web, crawl, stats)
+        assert stats["errors"] == 0, stats["error_kinds"]
+    finally:
+        web.stop()
+
+
 def test_stop_then_resume_continues_with_nothing_lost(ray_session, tmp_path):
     web = slow_web(seed=41)
     try:

@@ -79,8 +79,6 @@ class DBWorkerReport(_Record):
     rows_written: int = 0
     fetch_s: float = 0.0  # seconds batches spent fetching, summed
     hand_over_s: float = 0.0  # seconds batches spent handing their spider log over, summed
-    hand_overs: int = 0  # hand-overs batches asked for (this incarnation)
-    hand_overs_sent: int = 0  # of those, sent (the others went with one under way)
     error_kinds: Mapping[str, int] = field(default_factory=dict)
     retry_causes: Mapping[str, int] = field(default_factory=dict)  # error kind or status
     storage_error: str = ""  # the first write or read of its store that failed
