@@ -140,9 +140,13 @@ class FetchPool:
         return self.slots if batches_in_flight is None else min(batches_in_flight, self.slots)
 
     def resize(self, size: int) -> None:
-        """Have ``size`` workers (new ones start in the background; surplus ones retire)."""
+        """Have ``size`` workers (new ones start in the background; surplus ones retire).  A
+        worker still retiring is taken back before a new one starts: a share that shrinks and
+        grows again before its batches end holds no more workers than it is granted."""
         while len(self.workers) > size:
             self.retiring.append(self.workers.pop())
+        while len(self.workers) < size and self.retiring:
+            self.workers.append(self.retiring.pop())
         self._reap()
         while len(self.workers) < size:
             name = f"{self.prefix}-{self.created}"

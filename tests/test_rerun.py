@@ -185,3 +185,30 @@ def test_a_guest_batch_refused_by_its_lenders_goes_to_the_next_then_to_its_own_w
     asyncio.run(pool.run(batch, lambda hosts, result: None))
     assert sorted(asked) == ["db-worker-0", "db-worker-2"] and own == [batch]
     assert (pool.lent, pool.refused, pool.faults) == (1, 3, 0)
+
+
+def test_a_pool_takes_a_retiring_worker_back_before_starting_another(monkeypatch):
+    """A share that shrinks and grows again while the surplus worker still runs its batch: the
+    pool takes that worker back instead of starting one more (it would hold a CPU beyond the
+    share until the retiring one ended; CI saw 4 fetch workers for a share of 3)."""
+    from types import SimpleNamespace
+
+    import actors.fetch as fetch
+
+    started: list[str] = []
+
+    class Remote:
+        def options(self, name, **_):
+            return SimpleNamespace(remote=lambda *_: started.append(name) or name)
+
+    monkeypatch.setattr(fetch, "_REMOTE_FETCH_WORKER", Remote())
+    pool = fetch.FetchPool(SimpleNamespace(warc_dir=None), "crawl/db-worker-0", solo_tries=2)
+    pool.resize(3)
+    for worker in pool.workers:
+        worker.load = 1  # each runs a batch: a retiring one is not ended yet
+    pool.resize(2)
+    assert (len(pool.workers), len(pool.retiring), pool.size) == (2, 1, 3)
+    pool.resize(3)
+    assert (len(pool.workers), len(pool.retiring), pool.size, len(started)) == (3, 0, 3, 3)
+    pool.resize(4)
+    assert pool.size == 4 and len(started) == 4
