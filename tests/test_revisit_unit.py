@@ -9,6 +9,7 @@ import gzip
 import math
 import statistics
 import time
+import zlib
 from datetime import UTC, datetime
 
 import pytest
@@ -38,8 +39,9 @@ def at(t: float) -> datetime:
 
 
 def entry(i: int = 1, host: str = "a.com", **kw) -> Entry:
-    return Entry(f"http://{host}/{i}", 1000 + i + (hash(host) % 1000) * 10_000, host, 0, 0, 1.0,
-                 **kw)
+    # crc32, not hash(): salted per process (see tests/test_queue.py's entry)
+    fingerprint = 1000 + i + zlib.crc32(host.encode()) * 10_000
+    return Entry(f"http://{host}/{i}", fingerprint, host, 0, 0, 1.0, **kw)
 
 
 def policy(**settings) -> RevisitPolicy:
