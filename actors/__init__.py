@@ -2,7 +2,8 @@
 
 Imported first in every actor process (a class of this package is unpickled there), so it is
 where such a process is told, before any other import, that pyarrow has no pandas to look
-for: see :func:`_pyarrow_without_pandas`.
+for (:func:`_pyarrow_without_pandas`), and that record batches travel as Arrow IPC streams
+(:mod:`actors.wire`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ def _pyarrow_without_pandas() -> None:
     """
     if "pandas" in sys.modules:
         return
-    import ray
-
-    if ray._private.worker.global_worker.mode != ray.WORKER_MODE:
-        return
     import pyarrow as pa
 
     refuse = _Refuse()
@@ -48,4 +45,14 @@ class _Refuse:
         return None
 
 
-_pyarrow_without_pandas()
+def _in_actor_process() -> bool:
+    import ray
+
+    return bool(ray._private.worker.global_worker.mode == ray.WORKER_MODE)
+
+
+if _in_actor_process():
+    _pyarrow_without_pandas()
+    from . import wire
+
+    wire.install()
