@@ -5,9 +5,11 @@ Everything the public API (``raycrawl.Crawl``) needs from Ray goes through here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -23,6 +25,12 @@ from .peers import died_because
 
 log = logging.getLogger(__name__)
 
+INLINE_BYTES = 256 * 1024
+"""In a Ray that raycrawl starts, objects up to this size travel inside an actor call rather
+than through the object store (Ray's ``max_direct_call_object_size``, 100 KiB by default).
+A batch's spider log on small pages is about 170 KB; through the object store such a call
+cost about 1 ms more CPU on this 2-core VM (``benchmarks/README.md``, stop 40).  Past about
+half a megabyte the object store is the cheaper way again."""
 CALL_TIMEOUT_S = 120.0  # a control call the coordinator does not answer in time raises
 PROBE_TIMEOUT_S = 10.0  # a Ray address whose port does not accept a connection by then is down
 
@@ -43,7 +51,24 @@ def connect(address: str | None, **init_options: Any) -> None:
             raise ConnectionError(f"cannot reach Ray at {probe}: {exc}") from None
     options: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING}
     options.update(init_options)
-    ray.init(address=address, **options)
+    starting = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+    with _environ("RAY_max_direct_call_object_size", str(INLINE_BYTES)) if starting else (
+            contextlib.nullcontext()):
+        ray.init(address=address, **options)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name`` set to ``value`` while Ray starts (the processes it starts inherit it), unless
+    the user set it: theirs wins.  Restored after, so the driver's process is left as it was."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 class CoordinatorHandle:

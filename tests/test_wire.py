@@ -1,14 +1,18 @@
-"""Record batches between raycrawl's actor processes travel as Arrow IPC streams (actors.wire)."""
+"""Between actor processes: record batches as Arrow IPC streams (actors.wire), carried inside
+the calls of a Ray that raycrawl starts (actors.handles.INLINE_BYTES)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from datetime import UTC, datetime
+from unittest import mock
 
 import pyarrow as pa
 import pytest
 
 from actors import wire
+from actors.handles import INLINE_BYTES
 
 
 def _batches() -> dict[str, pa.RecordBatch]:
@@ -71,3 +75,31 @@ def test_every_actor_process_sends_batches_as_streams(ray_session):
     name, batch = ray.get(in_an_actor_process.remote(), timeout=60)
     assert name == "read_batch"
     assert batch.equals(_batches()["sliced"])
+
+
+@pytest.mark.parametrize(("address", "ray_address", "user", "expected"), [
+    (None, None, None, str(INLINE_BYTES)),  # raycrawl starts Ray: calls carry up to 256 KiB
+    ("local", "10.0.0.1:6379", None, str(INLINE_BYTES)),  # "local": a new Ray whatever is set
+    (None, None, "65536", "65536"),  # the user's own setting wins
+    (None, "10.0.0.1:6379", None, None),  # joining a cluster: its own settings
+    ("ray://10.0.0.1:10001", None, None, None),
+])
+def test_a_ray_that_raycrawl_starts_carries_spider_logs_inside_its_calls(
+        monkeypatch, address, ray_address, user, expected):
+    import ray
+
+    from actors import handles
+
+    seen = {}
+    name = "RAY_max_direct_call_object_size"
+    for var, value in (("RAY_ADDRESS", ray_address), (name, user)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(handles.socket, "create_connection", lambda *a: mock.Mock())
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(env=os.environ.get(name)))
+    handles.connect(address)
+    assert seen["env"] == expected
+    assert os.environ.get(name) == user  # the driver's environment is left as it was
