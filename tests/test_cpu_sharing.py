@@ -118,13 +118,20 @@ def test_a_lender_that_stops_lending_refuses_guests_and_their_batches_run_once(r
     before fetching anything: the peer runs them on a fetch worker of its own, and no URL is
     requested twice (a batch taken during a drain ran on fetch workers the drain let go, and
     the requests in flight were sent again)."""
-    web = SyntheticWeb(hosts=6, pages_per_host=14, seed=31, latency_s=0.02).start()
+    web = SyntheticWeb(hosts=6, pages_per_host=40, seed=31, latency_s=0.02).start()
     try:
+        # The coordinator starts a DB worker it finds not running again (as after a restart):
+        # a reconcile pass a second, not 20, keeps the test's pause in place long enough
         crawl = Crawl(seeds=[web.seed_url], out=str(tmp_path / "out"), fetch_workers=1,
                       db_workers=2, robots=False, retries=0,
-                      **{**SLOW, "delay_s": 0.05}).start()
-        s = status_when(crawl, lambda s: any(w.guest_calls for w in s.db_workers), "a guest batch")
+                      **{**SLOW, "delay_s": 0.05, "poll_interval_s": 1.0}).start()
+        # The borrower still has two batches' worth of URLs queued, so it cuts again after the
+        # pause (a web of 14 pages a host was crawled whole before the pause took effect)
+        s = status_when(crawl, lambda s: any(w.guest_calls and w.queued >= 16
+                                             for w in s.db_workers),
+                        "a guest batch with work left behind it")
         lender_index = next(i for i, w in enumerate(s.db_workers) if w.fetch_workers)
+        assert s.db_workers[1 - lender_index].guest_calls, s.db_workers
         lender = ray.get_actor(f"{crawl.crawl_id}/db-worker-{lender_index}",
                                namespace=NAMESPACE)
         ray.get(lender.pause.remote())
@@ -136,9 +143,13 @@ def test_a_lender_that_stops_lending_refuses_guests_and_their_batches_run_once(r
         # The peer's batches go elsewhere meanwhile (refused, or on a fetch worker the
         # coordinator gave the peer once the paused lender let its own go)
         peer = 1 - lender_index
-        status_when(crawl, lambda s: bool(s.db_workers[peer].guest_refused
-                                          or s.db_workers[peer].fetch_workers),
-                    "batch of the peer after the pause")
+
+        def peer_went_elsewhere(s: CrawlStatus) -> bool:
+            if s.db_workers[lender_index].running:  # started again by the coordinator
+                ray.get(lender.pause.remote())
+            return bool(s.db_workers[peer].guest_refused or s.db_workers[peer].fetch_workers)
+
+        status_when(crawl, peer_went_elsewhere, "batch of the peer after the pause")
         ray.get(lender.start.remote(None))
         final = crawl.wait(timeout=180)
         assert final.phase == "finished", final.reason
