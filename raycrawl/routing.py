@@ -15,6 +15,8 @@ def split_by_owner(batch: pa.RecordBatch, owners: np.ndarray,
     if batch.num_rows == 0:
         return {}
     owner = owners[batch.column(column).to_numpy(zero_copy_only=False)]
+    if (owner == owner[0]).all():  # one owner (one worker of the role, mostly): no copy
+        return {int(owner[0]): batch}
     result = {}
     for worker in np.unique(owner):
         result[int(worker)] = batch.filter(pa.array(owner == worker))

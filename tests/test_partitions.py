@@ -232,3 +232,20 @@ def test_bounded_iterators_end_at_their_bound_after_a_collection(tmp_path):
     assert [k for k, _ in store.scan(b"q\x00\x05", b"q\x00\x08")] == [
         b"q\x00\x05", b"q\x00\x06", b"q\x00\x07"]
     store.close()
+
+
+@pytest.mark.parametrize("owners", [[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 2], [2, 2, 0, 2]])
+def test_rows_go_to_their_partitions_owner_each_once_in_their_order(owners):
+    import numpy as np
+    import pyarrow as pa
+
+    from raycrawl.routing import split_by_owner
+
+    batch = pa.RecordBatch.from_pydict({"partition": [3, 0, 2, 1, 3, 2],
+                                        "url": ["a", "b", "c", "d", "e", "f"]})
+    split = split_by_owner(batch, np.array(owners))
+    assert sorted(split) == sorted(set(owners[p] for p in (3, 0, 2, 1)))
+    for worker, part in split.items():
+        assert part.to_pylist() == [row for row in batch.to_pylist()
+                                    if owners[row["partition"]] == worker]
+    assert split_by_owner(batch.slice(0, 0), np.array(owners)) == {}
