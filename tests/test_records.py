@@ -68,3 +68,14 @@ def test_the_stream_schemas_are_their_records():
     assert schemas.SPIDER_LOG_PAGES.names[:5] == ["url", "fingerprint", "host", "partition",
                                                   "depth"]
     assert set(schemas.PAGES.names) <= set(schemas.SPIDER_LOG_PAGES.names)  # page_rows selects
+
+
+def test_timestamps_decode_as_pyarrow_would_to_the_microsecond():
+    when = [datetime(2026, 12, 7, 20, 21, 3, 123456, tzinfo=UTC), None,
+            datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(1970, 1, 1, tzinfo=UTC), datetime(2262, 4, 11, tzinfo=UTC)]
+    rows = [Row(f"u{i}", i, 0, at=at) for i, at in enumerate(when)]
+    batch = Row.to_batch(rows)
+    decoded = Row.from_batch(batch)
+    assert [r.at for r in decoded] == when == batch.column("at").to_pylist()
+    assert all(r.at is None or r.at.tzinfo is not None for r in decoded)
