@@ -293,6 +293,7 @@ class Coordinator:
             if role is Role.DB:
                 for i in range(keep, len(self.db_workers)):
                     w = self.db_workers[i]
+                    self.control.retiring.add(i)  # (until it is ended: see the end of this)
                     await w.drain()
                     await w.shrink_allowance(0)
                     self.control.retire(i, (await w.report()).replace(running=False))
@@ -304,6 +305,8 @@ class Coordinator:
             await asyncio.gather(*(w.close() for w in gone), return_exceptions=True)
             for w in gone:
                 w.kill()
+            if role is Role.DB:
+                self.control.retiring.difference_update(range(keep, keep + len(gone)))
             goals = {r: g for r, g in a.goal.items() if r is not role}
             a = dataclasses.replace(a.with_workers(role, keep), goal=goals)
             write_assignment(self.config.state_dir, a, self.config.out)

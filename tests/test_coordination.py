@@ -167,3 +167,17 @@ def test_the_state_files_are_copied_to_out_and_a_failed_copy_does_not_end_the_cr
     control.set_phase(Phase.RUNNING)  # the next change is copied again
     assert json.loads((copy / "coordinator.json").read_text())["phase"] == "running"
     assert not control.copy_failed
+
+
+def test_a_db_worker_being_retired_is_not_started_again_once_drained(tmp_path):
+    """A rescale drains the DB worker it retires (it pauses), then ends it: a pass that
+    started it again would have it lend its fetch workers to a peer's batch that its end then
+    cuts off, and the requests in flight would be sent twice."""
+    control = CrawlControl(config(tmp_path))
+    control.set_phase(Phase.RUNNING)
+    sw = (StrategyWorkerReport(),)
+    drained = control.status((idle(5), idle(0, running=False)), sw)
+    control.retiring.add(1)
+    assert control.step(drained, controls_pending=1).restart == ()
+    control.retiring.discard(1)  # ended; a later rescale may bring worker 1 back
+    assert control.step(drained, controls_pending=1).restart == (1,)

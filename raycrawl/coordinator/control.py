@@ -162,6 +162,10 @@ class CrawlControl:
                        BudgetPlanner(config.max_pages, step=2 * config.batch_size))
         self.retired = {int(i): DBWorkerReport.from_dict(r) for i, r in
                         (_read_or_none(config.state_dir, RETIRED) or {}).items()}
+        # DB workers a rescale is retiring: drained (paused), never started again by a pass
+        # (a retiring worker started again lent its fetch workers, and its kill cut its
+        # guests' requests off: they were sent twice)
+        self.retiring: set[int] = set()
 
     def retire(self, index: int, report: DBWorkerReport) -> None:
         """Keep the last report of DB worker ``index``, retired by a rescale (durable on
@@ -266,7 +270,8 @@ class CrawlControl:
             e for e in (self.save_error,) if e]
         if broken:  # resumable once the cause is gone: nothing was lost
             return Step(end=(Phase.FAILED, f"storage error: {broken[0]}"))
-        restart = tuple(i for i, r in enumerate(status.db_workers) if not r.running)
+        restart = tuple(i for i, r in enumerate(status.db_workers)
+                        if not r.running and i not in self.retiring)
         finished = all(s.strategy_finished for s in status.strategy_workers)
         shares = [Share(r.allowance, r.held, r.queued_at_gate, r.in_flight)
                   for r in status.db_workers + self._retired(len(status.db_workers))]
