@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+import pyarrow as pa
 import pytest
 import ray
 
+from actors.fetch import NotLending
 from actors.options import NAMESPACE
 from raycrawl import Crawl
 from raycrawl.coordinator.reports import CrawlStatus
@@ -134,11 +137,12 @@ def test_a_lender_that_stops_lending_refuses_guests_and_their_batches_run_once(r
         assert s.db_workers[1 - lender_index].guest_calls, s.db_workers
         lender = ray.get_actor(f"{crawl.crawl_id}/db-worker-{lender_index}",
                                namespace=NAMESPACE)
-        ray.get(lender.pause.remote())
-        # Refused before anything is fetched
+        # Refused before anything is fetched (paused and asked in one step of the lender's
+        # event loop: a reconcile pass cannot start it again in between)
         probe = web.origin(0) + "/never-linked"
-        with pytest.raises(ray.exceptions.RayTaskError, match="lends no fetch worker"):
-            ray.get(next(lender.fetch_as_guest.remote(feed_batch([url_info(probe, 16)]))))
+        refusal = ray.get(lender.__ray_call__.remote(
+            pause_then_ask_as_guest, feed_batch([url_info(probe, 16)])))
+        assert refusal is not None and "lends no fetch worker" in refusal
         assert probe.removeprefix("http://") not in web.hits
         # The peer's batches go elsewhere meanwhile (refused, or on a fetch worker the
         # coordinator gave the peer once the paused lender let its own go)
@@ -158,6 +162,21 @@ def test_a_lender_that_stops_lending_refuses_guests_and_their_batches_run_once(r
         assert sorted(crawl.pages().column("url").to_pylist()) == sorted(web.reachable())
     finally:
         web.stop()
+
+
+def pause_then_ask_as_guest(worker: Any, feed: pa.RecordBatch) -> str | None:
+    """In a DB worker's event loop, without yielding: pause it, then take the first step of
+    a guest batch; the refusal's message (None: the batch was taken, and is cancelled before
+    its first request)."""
+    worker.pause()
+    step = worker.fetch_as_guest(feed).__anext__()
+    try:
+        step.send(None)
+    except NotLending as exc:
+        return str(exc)
+    finally:
+        step.close()
+    return None
 
 
 def status_when(crawl: Crawl, seen: Callable[[CrawlStatus], bool], what: str) -> CrawlStatus:
