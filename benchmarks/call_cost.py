@@ -17,18 +17,15 @@ import time
 
 import ray
 
+from benchmarks.measure import own_cpu_s
+
 SIZES = (1_000, 50_000, 90_000, 110_000, 200_000, 1_000_000)
-
-
-def _cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 @ray.remote(num_cpus=0)
 class Callee:
     def cpu(self) -> float:
-        return _cpu_s()
+        return own_cpu_s()
 
     async def take(self, data: bytes) -> int:
         return len(data)
@@ -43,10 +40,10 @@ class Caller:
         """CPU seconds of this process and wall seconds, for ``calls`` calls."""
         data = b"x" * size
         await self.callee.take.remote(data)  # type: ignore[attr-defined]
-        cpu, wall = _cpu_s(), time.perf_counter()
+        cpu, wall = own_cpu_s(), time.perf_counter()
         for _ in range(calls):
             await self.callee.take.remote(data)  # type: ignore[attr-defined]
-        return _cpu_s() - cpu, time.perf_counter() - wall
+        return own_cpu_s() - cpu, time.perf_counter() - wall
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import statistics
 import time
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import aiohttp
 import pyarrow as pa
 
+from benchmarks.measure import own_cpu_s
 from benchmarks.queue_cut import save
 from benchmarks.run import WORKLOADS, WebServer
 from benchmarks.web import WebSpec, host_ip
@@ -46,11 +46,6 @@ WAYS = ("bare", "inprocess", "actor")
 HOSTS_PER_BATCH, PER_HOST = 16, 8  # a 128-URL batch, as the crawl's (host_batch_cap 8)
 IN_FLIGHT = 3  # batches a fetch worker runs at once (raycrawl.coordinator.sharing)
 PARTITIONS = 64
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def feeds(spec: WebSpec, port: int, batches: int) -> list[pa.RecordBatch]:
@@ -93,9 +88,9 @@ async def _bare(batches: list[pa.RecordBatch], concurrency: int) -> tuple[int, f
             async with slots:
                 await fetch(url)
 
-        started = _cpu_s()
+        started = own_cpu_s()
         await asyncio.gather(*(one(u) for u in urls))
-        return len(urls), _cpu_s() - started
+        return len(urls), own_cpu_s() - started
 
 
 async def _inprocess(batches: list[pa.RecordBatch], concurrency: int) -> tuple[int, float]:
@@ -114,9 +109,9 @@ async def _inprocess(batches: list[pa.RecordBatch], concurrency: int) -> tuple[i
             async for _, part in fetch_hosts(feed, opts, session, limit):
                 pages += part.pages.num_rows
 
-    started = _cpu_s()
+    started = own_cpu_s()
     await asyncio.gather(*(one(b) for b in batches))
-    spent = _cpu_s() - started
+    spent = own_cpu_s() - started
     await session.close()
     return pages, spent
 

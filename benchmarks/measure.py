@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -26,6 +27,12 @@ from dataclasses import dataclass, field
 import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process so far, every thread's (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def become_subreaper() -> None:

@@ -27,8 +27,8 @@ from dataclasses import replace
 
 import psutil
 
-from .measure import _name, _reap, become_subreaper, machine_busy_s, server_stats
-from .run import ROOT, WORKLOADS, Setup, WebServer, _bin, _own_cpu_s, command
+from .measure import _name, _reap, become_subreaper, machine_busy_s, own_cpu_s, server_stats
+from .run import ROOT, WORKLOADS, Setup, WebServer, _bin, command
 from .web import WebSpec
 
 ROLES = ("FetchWorker", "DBWorker", "StrategyWorker", "Coordinator")
@@ -162,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         every = psutil.Process().children(recursive=True)  # the web and py-spy too
         before = {p.pid: (p.cpu_times(), _threads(p)) for p in every if p.is_running()}
         idle0, all0 = _idle()
-        busy0, own0 = machine_busy_s(), _own_cpu_s()
+        busy0, own0 = machine_busy_s(), own_cpu_s()
         fetched0, t0 = server_stats(web.info["control"])["fetches"], time.monotonic()
         for *_, spy in spies:
             spy.wait(timeout=args.seconds + 120)
         time.sleep(max(0.0, t0 + args.seconds - time.monotonic()))  # (py-spy failed?)
         idle1, all1 = _idle()
-        busy1, own1 = machine_busy_s(), _own_cpu_s()
+        busy1, own1 = machine_busy_s(), own_cpu_s()
         fetched1, t1 = server_stats(web.info["control"])["fetches"], time.monotonic()
         wall = t1 - t0
         pages = fetched1 - fetched0

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from importlib import metadata
 from typing import Any
 
 from .args import CONCURRENCY, PER_HOST
-from .measure import RunResult, become_subreaper, run_measured, server_stats
+from .measure import RunResult, become_subreaper, own_cpu_s, run_measured, server_stats
 from .web import WebSpec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -112,12 +111,6 @@ class WebServer:
         self.proc.wait(timeout=30)
 
 
-def _own_cpu_s() -> float:
-    """This harness's CPU (it samples the crawler's processes while they run)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _steady(samples: list[Any], lo: float = 0.1, hi: float = 0.9) -> tuple[float, float]:
     """(pages/s, CPU-s/page) between ``lo`` and ``hi`` of the final fetch count."""
     points = [(s.t, s.server.get("fetches", 0), s.cpu_s) for s in samples if s.server]
@@ -137,7 +130,7 @@ def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> 
     shutil.rmtree(out, ignore_errors=True)
     try:
         before = web.stats()
-        own_before = _own_cpu_s()
+        own_before = own_cpu_s()  # (this harness samples the crawler's processes)
         env = dict(os.environ, RAY_AUTH_MODE="disabled",
                    PYTHONPATH=BEFORE[0] if runner == "raycrawl-before" else ROOT)
         print(f"  {label:>10} {runner:<9} {spec.urls} URLs ...", end="", flush=True)
@@ -146,7 +139,7 @@ def measure(runner: str, spec: WebSpec, setup: Setup, label: str, work: str) -> 
             exclude={web.proc.pid}, timeout_s=max(setup.timeout_s, spec.urls / 100), env=env,
             log_path=out + ".log", cwd=BEFORE[0] if runner == "raycrawl-before" else None)
         after = web.stats()
-        own_cpu = _own_cpu_s() - own_before
+        own_cpu = own_cpu_s() - own_before
     finally:
         web.close()
     fetches = after["fetches"]
