@@ -117,7 +117,8 @@ def _crawl_flags(p: argparse.ArgumentParser) -> None:
                    help="revisit every fetched URL this long after its fetch (the crawl then "
                         "runs until --run-for, a stop, Ctrl-C or --max-pages fetches)")
     p.add_argument("--run-for", type=float, metavar="SECONDS", dest="run_for_s",
-                   help="end the crawl this long after it started")
+                   help="end the crawl this long after it began running (its workers up, "
+                        "its seeds queued)")
     p.add_argument("--adaptive", action="store_const", const=True,
                    help="shrink a URL's revisit interval when its page changed, grow it when "
                         "not (within --recrawl-min .. --recrawl-max)")

@@ -153,7 +153,7 @@ class CrawlConfig:
     # fetch (None: each URL is fetched once).  Such a crawl ends at run_for_s, a stop or
     # max_pages fetches, not on an empty queue.
     recrawl_after_s: float | None = None
-    run_for_s: float | None = None  # end the crawl (finished) this long after it (re)started
+    run_for_s: float | None = None  # end the crawl (finished) this long after it began running
     adaptive: bool = False  # shrink a URL's interval when its page changed, grow it when not
     recrawl_min_s: float | None = None  # adaptive bounds; default a tenth of recrawl_after_s
     recrawl_max_s: float | None = None  # ... and ten times it

@@ -181,3 +181,24 @@ def test_a_db_worker_being_retired_is_not_started_again_once_drained(tmp_path):
     assert control.step(drained, controls_pending=1).restart == ()
     control.retiring.discard(1)  # ended; a later rescale may bring worker 1 back
     assert control.step(drained, controls_pending=1).restart == (1,)
+
+
+def test_run_for_counts_from_when_the_crawl_begins_running_not_from_its_start(tmp_path):
+    clock = [1000.0]
+    cfg = config(tmp_path, recrawl_after_s=2.0, run_for_s=8.0)
+    control = CrawlControl(cfg, clock=lambda: clock[0])
+    sw = (StrategyWorkerReport(),)
+    clock[0] += 7  # the workers took 7 s to start (a loaded machine)
+    control.set_phase(Phase.RUNNING)
+    clock[0] += 7.9
+    assert control.step(control.status((idle(queued=3),), sw), 0).end is None
+    assert control.status((idle(queued=3),), sw).elapsed_s == 7.9
+    clock[0] += 0.1
+    assert control.step(control.status((idle(queued=3),), sw), 0).end == (
+        Phase.FINISHED, "ran for 8 s")
+    control.set_phase(Phase.PAUSED)
+    clock[0] += 5
+    control.set_phase(Phase.RUNNING)  # a resume from a pause does not restart the clock
+    assert control.status((idle(),), sw).elapsed_s == 13.0
+    again = CrawlControl(cfg, clock=lambda: clock[0])  # restarted by Ray: same clock
+    assert again.adopted and again.started == control.started

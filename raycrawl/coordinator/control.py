@@ -206,7 +206,14 @@ class CrawlControl:
 
     def set_phase(self, phase: Phase, reason: str | None = None) -> None:
         """Enter ``phase``; durable (``coordinator.json``) when this returns, unless the state
-        folder cannot be written (then the change stays in memory, see ``_write``)."""
+        folder cannot be written (then the change stays in memory, see ``_write``).
+
+        Entering RUNNING from STARTING restarts the clock that ``run_for_s`` and the
+        status's ``elapsed_s`` read: a crawl runs for its time once its workers are up and
+        its seeds queued (a start that took 7 s of an 8 s run on a loaded machine left a
+        resumed crawl one second to fetch in)."""
+        if phase is Phase.RUNNING and self.phase is Phase.STARTING:
+            self.started = self.clock()
         self.phase = phase
         if reason is not None:
             self.reason = reason
