@@ -43,7 +43,9 @@ from raycrawl.formats.schemas import FetchRequest
 from raycrawl.urls import url_info
 
 WAYS = ("bare", "inprocess", "actor")
-HOSTS_PER_BATCH, PER_HOST = 16, 8  # a 128-URL batch, as the crawl's (host_batch_cap 8)
+# A 128-URL batch: the crawl's shape until stop 41 (batch_size 128, host_batch_cap 8; now 512
+# and 32), kept so that its numbers compare with stop 37's (results/fetch-path.json).
+HOSTS_PER_BATCH, PER_HOST = 16, 8
 IN_FLIGHT = 3  # batches a fetch worker runs at once (raycrawl.coordinator.sharing)
 PARTITIONS = 64
 

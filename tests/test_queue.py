@@ -3,10 +3,11 @@
 import dataclasses
 import time
 import zlib
+from collections import Counter
 
 import pytest
 
-from raycrawl.db_worker.politeness import HostSlots
+from raycrawl.db_worker.politeness import HOST_RUN_S, HostSlots
 from raycrawl.db_worker.queue import COUNTS_KEY, Entry, FrontierQueue
 from raycrawl.storage.store import LAYOUT_KEY, Store
 
@@ -206,6 +207,27 @@ def test_retries_fill_at_most_half_a_hosts_batch_and_all_are_cut_in_turn(store, 
         slots.release(set(slots.leased), time.monotonic())
     urls = [e.url for batch in cuts for e in batch]
     assert sorted(urls) == sorted(e.url for e in retried + fresh + other)  # each once
+
+
+def test_a_hosts_share_of_a_batch_lasts_at_most_host_run_s_of_its_delay(store):
+    """With a cap of 32 a host: at the crawl's 0.3 s delay a batch takes 26 of a host's URLs
+    (8 s of requests), of a host with a Crawl-delay of 4 s two (one of them at most a retry),
+    of one with 20 s one; with no delay, the cap.  A pause waits for the batches in flight:
+    so it waits about HOST_RUN_S at most, whatever the delays."""
+    assert HOST_RUN_S == 8.0
+    q = FrontierQueue(store, layered=False)
+    slots = HostSlots(delay_s=0.3)
+    slots.crawl_delay.update({"b.com": 4.0, "c.com": 20.0})
+    retried = [dataclasses.replace(entry(i, "b.com", score=2.0), attempts=1) for i in range(3)]
+    q.push([entry(i, h) for h in ("a.com", "b.com", "c.com") for i in range(40)] + retried)
+    _, got = q.cut(512, 32, slots, None, 10_000)
+    assert Counter(e.host for e in got) == {"a.com": 26, "b.com": 2, "c.com": 1}
+    assert sum(e.attempts > 0 for e in got) == 1
+    assert [slots.batch_cap("a.com", cap) for cap in (1, 8, 26, 27)] == [1, 8, 26, 26]
+    free = HostSlots(0)
+    free.crawl_delay["c.com"] = 16.0  # (a Crawl-delay counts without a crawl delay too)
+    _, got = q.cut(512, 32, free, None, 10_000)
+    assert Counter(e.host for e in got) == {"a.com": 14, "b.com": 32, "c.com": 1}
 
 
 def q_left(entries, cuts):

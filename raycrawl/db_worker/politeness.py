@@ -9,6 +9,11 @@ from typing import Any
 from raycrawl.errors import ErrorKind
 from raycrawl.fetch.limits import throttled
 
+# A host's part of one batch lasts about this long at most: a cut takes at most
+# HOST_RUN_S / delay of its URLs (at least one, at most ``host_batch_cap``).  A long run
+# would hold the host's batch (and a pause or a stop, which wait for batches in flight).
+HOST_RUN_S = 8.0
+
 
 class Wait(enum.StrEnum):
     """Why a host's URLs wait for a time (a host pushed back)."""
@@ -50,6 +55,12 @@ class HostSlots:
 
     def delay(self, host: str) -> float:
         return max(self.delay_s, self.crawl_delay.get(host, 0.0), self.auto_delay.get(host, 0.0))
+
+    def batch_cap(self, host: str, cap: int) -> int:
+        """How many of ``host``'s URLs one batch may take: ``cap``, or fewer if its delay
+        would make them last longer than ``HOST_RUN_S`` (a Crawl-delay of 10 s: one)."""
+        delay = self.delay(host)
+        return cap if delay <= 0 else max(1, min(cap, int(HOST_RUN_S / delay)))
 
     def observe(self, host: str, duration_s: float, answered_ok: bool) -> None:
         """With ``auto_throttle``: one of ``host``'s requests took ``duration_s`` (its answer

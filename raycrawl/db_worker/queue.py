@@ -121,11 +121,12 @@ class _Cut:
             max_urls, scan_limit, host_cap, hosts)
         self.scanned = 0
         self.per_host: dict[str, int] = {}
-        # At most this many retried URLs of a host a batch (see FrontierQueue.cut)
-        self.retry_cap = max(1, host_cap // 2)
+        # A host's cap where its delay allows fewer than host_cap (HostSlots.batch_cap); at
+        # most half of its cap of retried URLs a batch (see FrontierQueue.cut)
+        self.caps: dict[str, int] = {}
         self.retried: dict[str, int] = {}
         self.blocked: set[str] = set()
-        self.full = 0  # hosts at host_cap
+        self.full = 0  # hosts at their cap
         self.taken: list[tuple[bytes, Entry]] = []
         self.first_left: dict[int, bytes] = {}  # per partition: the first key seen, not taken
         self.left: dict[int, bytes] = {}  # per partition read: its next key, not read
@@ -469,10 +470,11 @@ class FrontierQueue:
 
     def cut(self, max_urls: int, host_cap: int, slots: HostSlots, max_layer: int | None,
             scan_limit: int | None = None, skip: Iterable[int] = ()) -> tuple[int, list[Entry]]:
-        """Lease up to ``max_urls`` entries, at most ``host_cap`` per host, from hosts that are
-        available; scan at most ``scan_limit`` entries (default: 20 per URL wanted, at least
-        1000); take nothing of the partitions in ``skip``.  Returns (batch id, entries); the
-        entries move to the lease table in one atomic write.
+        """Lease up to ``max_urls`` entries, at most ``host_cap`` per host (fewer where the
+        host's delay would make them last over ``HOST_RUN_S``: ``HostSlots.batch_cap``), from
+        hosts that are available; scan at most ``scan_limit`` entries (default: 20 per URL
+        wanted, at least 1000); take nothing of the partitions in ``skip``.  Returns (batch
+        id, entries); the entries move to the lease table in one atomic write.
 
         At most half of a host's URLs in a batch (at least one) are retries: a host's failed
         URLs come due together, and a batch of them alone would fail whole and back the host
@@ -561,7 +563,7 @@ class FrontierQueue:
         partition or of the cut busy or full) is checked again only when it can change."""
         hosts = len(self.part_hosts[part])
         per_host, blocked, taken, cap = cut.per_host, cut.blocked, cut.taken, cut.host_cap
-        retried, retry_cap = cut.retried, cut.retry_cap
+        retried, caps = cut.retried, cut.caps
         first_left, unpack, of_fields = cut.first_left, msgpack.unpackb, Entry.of_fields
         step, valid, key_of, value_of = it.next, it.valid, it.key, it.value
         scanned, limit = 0, cut.scan_limit - cut.scanned
@@ -574,22 +576,24 @@ class FrontierQueue:
                 fields = unpack(raw)  # an Entry is built only for what is taken
                 host = fields[HOST]
                 count = per_host.get(host, 0)
-                if host in blocked or count >= cap or fields[NOT_BEFORE] > wall:
+                if host in blocked or count >= caps.get(host, cap) or fields[NOT_BEFORE] > wall:
                     first_left.setdefault(part, key)
                 elif not count and not slots.available(host, now):
                     blocked.add(host)
                     cut.part_busy[part] += 1
                     first_left.setdefault(part, key)
                     over = cut.part_busy[part] >= hosts or cut.over()
-                elif fields[ATTEMPTS] and retried.get(host, 0) >= retry_cap:
+                elif fields[ATTEMPTS] and retried.get(host, 0) >= max(1, caps.get(host, cap) // 2):
                     first_left.setdefault(part, key)  # (its turn comes in a later batch)
                 else:
+                    if not count and (own := slots.batch_cap(host, cap)) < cap:
+                        caps[host] = own
                     if fields[ATTEMPTS]:
                         retried[host] = retried.get(host, 0) + 1
                     per_host[host] = count + 1
                     taken.append((key, of_fields(fields)))
                     cut.last_taken[part] = key
-                    if count + 1 == cap:
+                    if count + 1 == caps.get(host, cap):
                         cut.full += 1
                         cut.part_busy[part] += 1
                         over = cut.part_busy[part] >= hosts or cut.over()
