@@ -390,12 +390,13 @@ class DBWorker:
     async def _run_batch(self, batch_id: int, entries: list[Entry]) -> None:
         shard = self.shard
         held = {e.host for e in entries}  # hosts this batch still holds
+        requeued: set[int] = set()  # fingerprints given back while the batch went on
         committed = False
         try:
             triage = shard.triage(entries)
             if self.rate is not None and triage.ended:  # ended unrequested: no fetch
                 self.rate.give_back(len(triage.ended), time.monotonic())
-            fetched = _Fetched(shard, self.metrics, triage.fetch, held)
+            fetched = _Fetched(shard, self.metrics, triage.fetch, held, batch_id, requeued)
             if triage.fetch:
                 await self._fetch_and_hand_over(batch_id, triage.fetch, fetched)
             fetched.check()
@@ -410,7 +411,7 @@ class DBWorker:
             items_before = shard.output.items_total
             rows = shard.complete(batch_id, result.pages, fetched.retry, result.items, entries)
             committed = True
-            self.metrics.committed(rows, len(fetched.retry),
+            self.metrics.committed(rows, len(fetched.retry) + len(requeued),
                                    shard.output.items_total - items_before)
             self._fault_point("db-worker.completed")
         except StorageError as exc:  # its leases stay in the store: a resume requeues them
@@ -418,12 +419,12 @@ class DBWorker:
         except PeerFault as exc:  # not the URLs' fault: they go back as they were
             log.warning("batch %d given back: %s", batch_id, exc)
             if not committed:
-                shard.give_back(batch_id, entries)
+                shard.give_back(batch_id, [e for e in entries if e.fingerprint not in requeued])
             self.peer_trouble_until = time.monotonic() + PEER_BACKOFF_S
         except Exception:  # a bug: retry the URLs, a bounded number of times
             log.exception("batch %d failed", batch_id)
             if not committed:
-                shard.fail(batch_id, entries)
+                shard.fail(batch_id, [e for e in entries if e.fingerprint not in requeued])
         finally:
             if held:
                 shard.release_hosts(held)
@@ -493,12 +494,16 @@ class _Fetched:
     """A batch's fetched rows as they come in: robots.txt fetches and cookies learnt, rows
     settled (retries taken out, health recorded once a host ends) and each host released when
     its own fetch ends, its delay running from then, so a slow host holds no other host of its
-    batch.  The rows that stand wait in :meth:`pending` for the next hand-over.  An error here
-    is kept for :meth:`check` (it must not stop the fetch that hands hosts over)."""
+    batch; the URLs its part gives back (retries, robots.txt not read) are queued again then
+    (their fingerprints added to ``requeued``), not when the batch ends.  The rows that stand
+    wait in :meth:`pending` for the next hand-over.  An error here is kept for :meth:`check`
+    (it must not stop the fetch that hands hosts over)."""
 
     def __init__(self, shard: DBShard, metrics: CrawlMetrics,
-                 fetch: list[tuple[Entry, bool]], held: set[str]) -> None:
+                 fetch: list[tuple[Entry, bool]], held: set[str], batch_id: int,
+                 requeued: set[int]) -> None:
         self.shard, self.metrics, self.held = shard, metrics, held
+        self.batch_id, self.requeued = batch_id, requeued
         self.by_fp: dict[int, Entry] = {}
         self.by_host: dict[str, list[Entry]] = {}
         for entry, _ in fetch:
@@ -519,8 +524,11 @@ class _Fetched:
             self.shard.learn_cookies(part.cookies)
             rows = [self.by_fp[fp] for fp in part.pages.column("fingerprint").to_pylist()
                     if fp in self.by_fp]
-            self.settle(part.pages, rows + [e for h in hosts for e in self.by_host.get(h, ())],
-                        hosts)
+            kept, retry = self.shard.settle(
+                part.pages, rows + [e for h in hosts for e in self.by_host.get(h, ())], hosts)
+            self.pages.append(kept)
+            self.shard.requeue(self.batch_id, retry)
+            self.requeued.update(e.fingerprint for e in retry)
         except Exception as exc:  # noqa: BLE001 (raised again by check, after the fetch)
             self.error = exc
             return

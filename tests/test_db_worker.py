@@ -191,25 +191,63 @@ def test_a_batchs_hosts_are_settled_and_released_one_by_one_as_they_end(worker):
 
     worker.queue.push([entry(0, "a.com"), entry(1, "a.com"), entry(2, "b.com"),
                        entry(3, "c.com")])
-    _, leased = worker.cut(10, None)
+    batch_id, leased = worker.cut(10, None)
     held = {e.host for e in leased}
     assert held == {"a.com", "b.com", "c.com"} == worker.slots.leased
-    fetched = _Fetched(worker, _NoMetrics(), [(e, False) for e in leased], held)
+    requeued = set()
+    fetched = _Fetched(worker, _NoMetrics(), [(e, False) for e in leased], held, batch_id,
+                       requeued)
     a = [e for e in leased if e.host == "a.com"]
     fetched.take(["a.com"], FetchResult.empty()._replace(
         pages=with_outcomes(a, [(200, None, None), (503, None, None)])))
     assert worker.slots.leased == held == {"b.com", "c.com"}  # a.com is free: its fetch ended
+    # its 503 is queued again now, its lease dropped: it waits for its backoff, not the batch
+    assert worker.queue.queued == 1 and requeued == {a[1].fingerprint}
+    assert sorted(e.url for e in worker.queue.leased(batch_id)) == [
+        "http://a.com/0", "http://b.com/2", "http://c.com/3"]
     # b.com sent a Retry-After first: nothing requested
     fetched.take(["b.com"], FetchResult.empty())
-    assert worker.slots.leased == {"c.com"}
+    assert worker.slots.leased == {"c.com"} and worker.queue.queued == 2
     result = fetched.result()
     assert result.pages.column("url").to_pylist() == ["http://a.com/0"]
-    assert sorted(e.url for e in fetched.retry) == ["http://a.com/1", "http://b.com/2"]
+    assert fetched.retry == [] and len(requeued) == 2
+    assert worker.queue.leased_total == 2  # a.com/0 (its row not committed yet) and c.com/3
     fetched.take(["c.com"], FetchResult.empty()._replace(pages=pa.RecordBatch.from_pydict(
         {"url": ["broken"]})))  # a part this worker cannot read: kept for check()
     assert worker.slots.leased == {"c.com"}  # not released by the part: the batch's end does
     with pytest.raises(KeyError):
         fetched.check()
+
+
+def test_urls_given_back_mid_batch_are_queued_once_whatever_ends_the_batch(tmp_path):
+    """URLs a host's ended part gives back are queued at once, their leases dropped in the
+    same write: the batch's own end (completed, given back by a peer's fault, or the worker
+    dead with the batch in flight) queues only the URLs it still holds, never those again."""
+    config = CrawlConfig(out=str(tmp_path), delay_s=0.0)
+    for end in ("completed", "given back", "worker died"):
+        first = DBShard(dataclasses.replace(config, out=str(tmp_path / end)), 0)
+        first.queue.push([entry(0), entry(1), entry(2, host="g.com")])
+        batch_id, leased = first.cut(10, None)
+        assert len(leased) == 3
+        first.requeue(batch_id, [dataclasses.replace(leased[1], attempts=1)])
+        assert first.queue.queued == 1 and first.queue.leased_total == 2
+        left = [e for e in leased if e is not leased[1]]
+        if end == "completed":
+            first.complete(batch_id, with_outcomes(left, [(200, None, None)] * 2), [], None, left)
+        elif end == "given back":
+            first.give_back(batch_id, left)
+        first.close()
+        again = DBShard(dataclasses.replace(config, out=str(tmp_path / end)), 0)
+        try:
+            assert again.queue.stale_leases() == [] and again.queue.leased_total == 0
+            _, cut = again.cut(10, None)
+            urls = sorted(e.url for e in cut)
+            assert len(urls) == len(set(urls)), (end, urls)  # each URL queued once
+            expected = {e.url for e in leased} if end != "completed" else {leased[1].url}
+            assert set(urls) == expected, end
+            assert [e.attempts for e in cut if e.url == leased[1].url] == [1]
+        finally:
+            again.close()
 
 
 def test_a_hosts_rows_in_parts_settle_once_its_fetch_ends(worker):

@@ -41,7 +41,10 @@ def filled(tmp_path):
     hosts = [f"h{i}.test" for i in range(40)]
     shard.enqueue(scoring([f"http://{h}/{n}" for h in hosts for n in range(5)]))
     shard.enqueue(scoring([f"http://{h}/later" for h in hosts], not_before=time.time() + 600))
-    batch_id, cut = shard.cut(60, None)
+    # 20 of the 40 hosts, one URL each (at the 5 s delay a host's share of a batch is one: 8 s
+    # of requests); the others stay free for the cuts of the tests
+    batch_id, cut = shard.cut(20, None)
+    assert len({e.host for e in cut}) == 20
     shard.complete(batch_id, ended_rows([(e, ErrorKind.ROBOTS) for e in cut]),
                    entries=cut)
     shard.release_hosts({e.host for e in cut})

@@ -216,7 +216,10 @@ def test_every_robots_txt_failure_ends_its_hosts_urls(hostile_crawl, shape):
     "unavailable": allow all."""
     web, _, rows, _ = hostile_crawl
     address = ROBOTS_SHAPES[shape]
-    tries = len(web.hits(address, "/robots.txt"))
+    # A try is a burst of hits: aiohttp sends a GET again at once on a connection reset
+    # before the answer (the "reset" shape: two hits a try, 1-15 ms apart).
+    hits = web.hits(address, "/robots.txt")
+    tries = 1 + sum(b - a > 0.1 for a, b in zip(hits, hits[1:]))
     if shape in UNREACHABLE_ROBOTS:
         assert row(rows, address, web, "/")["error"] == "robots-unavailable"
         assert web.hits(address, "/") == []
@@ -226,7 +229,7 @@ def test_every_robots_txt_failure_ends_its_hosts_urls(hostile_crawl, shape):
         for path in ("/", "/x", "/y"):
             assert row(rows, address, web, path)["status"] == 200
             assert len(web.hits(address, path)) == 1
-        assert tries == (3 if shape == "redirect-loop" else 1)  # cached after its 5 redirects
+        assert len(hits) == (3 if shape == "redirect-loop" else 1)  # cached after its redirects
 
 
 def test_a_slow_page_holds_none_of_its_siblings_links(hostile_crawl):

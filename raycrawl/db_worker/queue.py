@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from raycrawl.db_worker.politeness import HostSlots
-from raycrawl.formats.entry import ATTEMPTS, HOST, NOT_BEFORE, VISIT, Entry
+from raycrawl.formats.entry import ATTEMPTS, FINGERPRINT, HOST, NOT_BEFORE, VISIT, Entry
 from raycrawl.storage.store import Store, WriteBatch, part_key, read_u64, sortable_float, u64
 
 _Q, _F, _L, _P, _C, _D, _W, _O = b"q", b"f", b"l", b"p", b"c", b"d", b"v", b"n"
@@ -665,6 +665,21 @@ class FrontierQueue:
         layers = self._put_entries(wb, retry, done_delta=len(fresh))
         return Completion(list(fresh), layers, tuple(retry), released, not_due,
                           self._due_seconds(retry))
+
+    def requeue(self, wb: WriteBatch, batch_id: int, entries: Sequence[Entry]) -> Completion:
+        """Add to ``wb`` the return of some of a batch's entries while the batch goes on (their
+        hosts' parts of it ended): their leases dropped, ``entries`` (as their next attempt
+        has them) queued again.  Once ``wb`` is written, :meth:`apply` the result; the batch's
+        completion then drops only the leases left."""
+        wanted = {e.fingerprint for e in entries}
+        released = 0
+        for key, raw in self.store.scan(_L + u64(batch_id), _L + u64(batch_id + 1)):
+            if msgpack.unpackb(raw)[FINGERPRINT] in wanted:
+                wb.delete(key)
+                released += 1
+        layers = self._put_entries(wb, list(entries))
+        return Completion([], layers, tuple(entries), released, Counter(),
+                          self._due_seconds(entries))
 
     def apply(self, completion: Completion) -> None:
         """Count a completion whose WriteBatch was written."""

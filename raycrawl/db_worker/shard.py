@@ -417,6 +417,16 @@ class DBShard:
                 nexts[key] = nxt
         return nexts
 
+    def requeue(self, batch_id: int, entries: Sequence[Entry]) -> None:
+        """Queue again, while their batch goes on, the entries its hosts' ended parts give
+        back (a retry, a URL whose robots.txt could not be read): they wait for their own
+        backoff or their host's, not for the batch's slowest host.  Durable on return."""
+        if entries:
+            wb = self.store.batch()
+            completion = self.queue.requeue(wb, batch_id, entries)
+            self.store.write(wb)
+            self.queue.apply(completion)
+
     def finish_batch(self) -> None:
         """A batch is over (completed, failed or given back): counted in the activity."""
         self.counters.batches_done += 1

@@ -17,7 +17,8 @@ def unpack_meta(raw: bytes | None) -> dict[str, Any]:
     return msgpack.unpackb(raw) if raw else {}
 
 
-HOST, ATTEMPTS, NOT_BEFORE, VISIT = 2, 6, 9, 15  # where a packed entry's fields hold them
+# where a packed entry's fields hold them
+FINGERPRINT, HOST, ATTEMPTS, NOT_BEFORE, VISIT = 1, 2, 6, 9, 15
 # (VISIT: if any)
 
 
