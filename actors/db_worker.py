@@ -409,9 +409,9 @@ class DBWorker:
             self._fault_point("db-worker.handed-over")
             result = fetched.result()
             items_before = shard.output.items_total
-            rows = shard.complete(batch_id, result.pages, fetched.retry, result.items, entries)
+            rows = shard.complete(batch_id, result.pages, items=result.items, entries=entries)
             committed = True
-            self.metrics.committed(rows, len(fetched.retry) + len(requeued),
+            self.metrics.committed(rows, len(requeued),
                                    shard.output.items_total - items_before)
             self._fault_point("db-worker.completed")
         except StorageError as exc:  # its leases stay in the store: a resume requeues them
@@ -512,7 +512,6 @@ class _Fetched:
         self.parts: list[FetchResult] = []
         self.pages: list[pa.RecordBatch] = []
         self.handed = (0, 0)  # pages, parts already handed over
-        self.retry: list[Entry] = []
         self.error: Exception | None = None
 
     def take(self, hosts: list[str], part: FetchResult) -> None:
@@ -524,11 +523,8 @@ class _Fetched:
             self.shard.learn_cookies(part.cookies)
             rows = [self.by_fp[fp] for fp in part.pages.column("fingerprint").to_pylist()
                     if fp in self.by_fp]
-            kept, retry = self.shard.settle(
-                part.pages, rows + [e for h in hosts for e in self.by_host.get(h, ())], hosts)
-            self.pages.append(kept)
-            self.shard.requeue(self.batch_id, retry)
-            self.requeued.update(e.fingerprint for e in retry)
+            self.settle(part.pages, rows + [e for h in hosts for e in self.by_host.get(h, ())],
+                        hosts)
         except Exception as exc:  # noqa: BLE001 (raised again by check, after the fetch)
             self.error = exc
             return
@@ -538,9 +534,11 @@ class _Fetched:
 
     def settle(self, pages: pa.RecordBatch, entries: list[Entry],
                ended: list[str] | None = None) -> None:
+        """Keep the rows that stand; queue again at once the URLs that get another attempt."""
         kept, retry = self.shard.settle(pages, entries, ended)
         self.pages.append(kept)
-        self.retry += retry
+        self.shard.requeue(self.batch_id, retry)
+        self.requeued.update(e.fingerprint for e in retry)
 
     def check(self) -> None:
         if self.error is not None:
