@@ -45,6 +45,19 @@ def test_rows_round_trip_through_a_batch():
     assert Row.from_batch(Row.to_batch([])) == [] and Row.to_batch([]) is Row.empty()
 
 
+def test_some_fields_read_row_by_row_decode_as_the_records_do():
+    rows = [Row("http://a/", 2**63 + 1, 3, ("http://b/",), ErrorKind.TIMEOUT,
+                datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), b"x", 0.5, False),
+            Row("http://c/", 7, 0)]
+    batch = Row.to_batch(rows)
+    names = ("at", "chain", "url", "error", "ok")
+    assert list(Row.values(batch, *names)) == [
+        tuple(getattr(r, n) for n in names) for r in Row.from_batch(batch)]
+    assert list(Row.values(batch, "chain"))[1] == ((),)  # a tuple field, empty: a tuple
+    with pytest.raises(KeyError, match="no field 'hops'"):
+        Row.values(batch, "url", "hops")
+
+
 def test_columns_filled_directly_make_the_same_batch():
     cols = Row.columns()
     for name, value in [("url", "u"), ("fingerprint", 1), ("depth", 0), ("chain", []),

@@ -174,17 +174,17 @@ class StrategyRunner:
         self.states.refresh(links.column("partition").to_pylist(),
                             links.column("fingerprint").to_pylist(),
                             known_unread=not self._filters)
-        for page in FetchOutcome.from_batch(pages):
-            url, fp, depth, status = page.url, page.fingerprint, page.depth, page.status
-            error, visit = page.error, page.visit
+        for url, fp, host, partition, depth, status, content_type, error, visit in (
+                FetchOutcome.values(pages, "url", "fingerprint", "host", "partition", "depth",
+                                    "status", "content_type", "error", "visit")):
             known = self.states.state(fp)
             if known in (URLState.CRAWLED, URLState.ERROR) and visit == 1:
                 self.counters["duplicate_pages"] += 1
                 continue
             record = self.states.get(fp)
             score = record.score if record is not None else 0.0
-            request = Request(url=url, fingerprint=fp, host=page.host,
-                              partition=page.partition, depth=depth, state=URLState.QUEUED,
+            request = Request(url=url, fingerprint=fp, host=host,
+                              partition=partition, depth=depth, state=URLState.QUEUED,
                               visit=visit)
             if visit > 1:  # a revisit: the strategy hears of it, the URL's state stays
                 request.state = known
@@ -194,19 +194,19 @@ class StrategyRunner:
                 else:
                     self.strategy.page_crawled(Response(url=url, status_code=status,
                                                         request=request,
-                                                        content_type=page.content_type))
+                                                        content_type=content_type))
                 continue
             if status is None:
-                self.states.set(page.partition, fp, URLState.ERROR, depth, score)
+                self.states.set(partition, fp, URLState.ERROR, depth, score)
                 request.state = URLState.ERROR
                 self.strategy.request_error(request, error or "unknown")
                 self.counters["request_errors"] += 1
             else:
-                self.states.set(page.partition, fp, URLState.CRAWLED, depth, score)
+                self.states.set(partition, fp, URLState.CRAWLED, depth, score)
                 request.state = URLState.CRAWLED
                 self.strategy.page_crawled(Response(url=url, status_code=status,
                                                     request=request,
-                                                    content_type=page.content_type))
+                                                    content_type=content_type))
                 self.counters["pages_crawled"] += 1
         self._links_extracted(links)
         self._changed_links(links)
@@ -248,11 +248,13 @@ class StrategyRunner:
         shown = range(len(fps)) if filters else [i for i, fp in enumerate(fps) if is_new(fp)]
         requests = dict(zip(shown, self._link_requests(links, list(shown))))
         for parent, rows in by_parent.items():
+            # read as the links are shown: queued for one parent, a link is no longer new for
+            # the next.  Chain steps are a new link's: a page that links none is not looked at.
+            new = [is_new(fps[i]) for i in rows]
             self._chains = self.traps.chains(parent, [
-                (urls[i], hosts[i], fps[i], is_new(fps[i])) for i in rows])
-            if not filters:  # read as the links are shown: queued for one parent, a link is
-                # no longer new for the next
-                rows = [i for i in rows if is_new(fps[i])]
+                (urls[i], hosts[i], fps[i], n) for i, n in zip(rows, new)]) if any(new) else {}
+            if not filters:
+                rows = [i for i, n in zip(rows, new) if n]
                 if not rows:
                     continue
             request = Request(url=parent, depth=parent_depth[parent], state=URLState.CRAWLED)
