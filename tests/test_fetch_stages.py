@@ -1,4 +1,4 @@
-"""The fetch path's stages, each on its own (no server): request headers, redirects, what a
+"""The fetch path's stages, each on its own (no crawl): request headers, redirects, what a
 response tells the next visit, which links are kept, and a page's row."""
 
 from __future__ import annotations
@@ -121,3 +121,55 @@ def test_a_page_row_counts_an_attempt_only_when_a_request_was_sent():
     assert [(r.status, r.error, r.attempts, r.size_bytes) for r in rows] == [
         (200, None, 2, 3), (None, "blocked-address", 1, 0), (None, "timeout", 2, 0)]
     assert all(r.changed is True for r in rows)  # a first visit
+
+
+def test_a_body_is_read_within_its_cap_whatever_its_framing():
+    """``read_body`` on bodies of a declared length (plain, gzip, too large, cut short) and
+    chunked ones, from a loopback server that writes the bytes as given."""
+    import gzip
+
+    import aiohttp
+
+    from raycrawl.fetch.client import read_body
+
+    def answer(headers: str, body: bytes) -> bytes:
+        return f"HTTP/1.1 200 OK\r\nConnection: close\r\n{headers}\r\n".encode() + body
+
+    def chunked(body: bytes) -> bytes:
+        return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:150], body[150:])) + (
+            b"0\r\n\r\n")
+
+    packed = gzip.compress(b"z" * 300)
+    answers = {
+        "/plain": answer("Content-Length: 10\r\n", b"0123456789"),
+        "/big": answer("Content-Length: 5000\r\n", b"x" * 5000),
+        "/short": answer("Content-Length: 50\r\n", b"only ten b"),
+        "/chunked": answer("Transfer-Encoding: chunked\r\n", chunked(b"c" * 300)),
+        "/gzip": answer(f"Content-Encoding: gzip\r\nContent-Length: {len(packed)}\r\n", packed),
+    }
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        path = (await reader.readline()).split()[1].decode()
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(answers[path])
+        await writer.drain()
+        writer.close()
+
+    async def main() -> dict[str, object]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        got: dict[str, object] = {}
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            for path in answers:
+                async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    try:
+                        got[path] = await read_body(resp, 100)
+                    except aiohttp.ClientPayloadError:
+                        got[path] = "payload error"
+        server.close()
+        return got
+
+    assert asyncio.run(main()) == {
+        "/plain": (b"0123456789", False), "/big": (b"", True), "/short": "payload error",
+        "/chunked": (b"c" * 100, True), "/gzip": (b"z" * 100, True)}

@@ -58,6 +58,17 @@ def test_some_fields_read_row_by_row_decode_as_the_records_do():
         Row.values(batch, "url", "hops")
 
 
+@dataclass(frozen=True, slots=True)
+class One(Record):
+    url: str
+
+
+def test_a_record_of_one_field_round_trips_too():
+    batch = One.to_batch([One("a"), One("b")])
+    assert batch.column("url").to_pylist() == ["a", "b"]
+    assert One.from_batch(batch) == [One("a"), One("b")]
+
+
 def test_columns_filled_directly_make_the_same_batch():
     cols = Row.columns()
     for name, value in [("url", "u"), ("fingerprint", 1), ("depth", 0), ("chain", []),
