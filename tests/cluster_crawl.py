@@ -62,8 +62,15 @@ def logged_urls(out: str, work: str, workers: int) -> set[str]:
     return found
 
 
+# A lost node is noticed by the head's health checks: Ray's defaults (a check every 3 s, 5 failed
+# in a row) take 15 s of a test's time; a check a second, 3 failed, take 3.  (A live node's
+# slow answer is not a failure until its 10 s timeout.)
+HEAD_NODE_ARGS = {"num_cpus": 1, "_system_config": {"health_check_period_ms": 1000,
+                                                    "health_check_failure_threshold": 3}}
+
+
 def main(out: str, state: str, pages: int) -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args=HEAD_NODE_ARGS)
     nodes = [cluster.add_node(num_cpus=1, resources={STATE_RESOURCE: 1}) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="raycrawl", logging_level="WARNING")

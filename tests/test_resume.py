@@ -90,9 +90,10 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     import ray
     from ray.cluster_utils import Cluster
     from raycrawl import Crawl
+    from tests.cluster_crawl import HEAD_NODE_ARGS
     from tests.test_faults import SETTINGS, slow_web
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args=HEAD_NODE_ARGS)
     node = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, namespace="raycrawl")
     web = slow_web(seed=47)
