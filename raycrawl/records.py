@@ -39,14 +39,14 @@ ARROW_TYPES: dict[Any, pa.DataType] = {
 
 
 class Layout(typing.NamedTuple):
-    """A record class's columns: its schema, names, the columns whose decoded lists must
+    """A record class's columns: its schema, names, the fields whose decoded lists must
     become tuples (``tuple[str, ...]`` fields), its empty batch, and a row's values."""
 
     schema: pa.Schema
     names: tuple[str, ...]
-    tuples: tuple[int, ...]
+    tuples: frozenset[str]
     empty: pa.RecordBatch
-    values: Callable[[Any], tuple[Any, ...]]  # a row's values, in column order
+    row: Callable[[Any], tuple[Any, ...]]  # a row's values, in column order
 
 
 def arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
@@ -85,7 +85,7 @@ class Record:
             schema = pa.schema([(n, t) for n, (t, _) in zip(names, types_)])
             every = attrgetter(*names)
             known = Record._layouts[cls] = Layout(
-                schema, names, tuple(i for i, (_, tup) in enumerate(types_) if tup),
+                schema, names, frozenset(n for n, (_, tup) in zip(names, types_) if tup),
                 _empty(schema), every if len(names) > 1 else lambda row: (every(row),))
         return known
 
@@ -103,16 +103,12 @@ class Record:
         # column and row
         return pa.RecordBatch.from_arrays(
             [pa.array(values, type=f.type)
-             for values, f in zip(zip(*map(lay.values, rows)), lay.schema)], schema=lay.schema)
+             for values, f in zip(zip(*map(lay.row, rows)), lay.schema)], schema=lay.schema)
 
     @classmethod
     def from_batch(cls, batch: pa.RecordBatch) -> list[Self]:
         """The rows of a batch of :meth:`schema` (columns found by name)."""
-        lay = cls.layout()
-        columns = [_values(batch.column(name)) for name in lay.names]
-        for i in lay.tuples:
-            columns[i] = [tuple(v) if v is not None else () for v in columns[i]]
-        return [cls(*values) for values in zip(*columns)]
+        return [cls(*values) for values in cls.values(batch, *cls.layout().names)]
 
     @classmethod
     def values(cls, batch: pa.RecordBatch, *names: str) -> Iterator[tuple[Any, ...]]:
@@ -126,7 +122,7 @@ class Record:
             if name not in lay.names:
                 raise KeyError(f"{cls.__name__} has no field {name!r}")
             values = _values(batch.column(name))
-            if lay.names.index(name) in lay.tuples:
+            if name in lay.tuples:
                 values = [tuple(v) if v is not None else () for v in values]
             columns.append(values)
         return zip(*columns)
